@@ -12,6 +12,7 @@ Images are ``[B, C, H, W]`` in ``[-1, 1]`` (the generators' range).
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -84,6 +85,8 @@ class Operator(nn.Module):
 
     linear: bool = True
     task: str = "operator"
+    #: names of buffers that may hold one entry per sample (first dim = batch), e.g. a mask per image
+    per_sample_buffers: tuple[str, ...] = ()
 
     def __init__(self, input_shape: tuple[int, int, int], noise: NoiseModel | None = None):
         super().__init__()
@@ -114,6 +117,19 @@ class Operator(nn.Module):
     def observation_image(self, y: torch.Tensor) -> torch.Tensor:
         """A picture of the observation for display, ``[B, C, h, w]`` in ``[-1, 1]``."""
         return y
+
+    def batch_repeat(self, r: int) -> "Operator":
+        """The operator for a batch where every sample is repeated ``r`` times in a row
+        (``x.repeat_interleave(r, 0)``), e.g. for restarts run as one batch. Shared buffers
+        are reused; per-sample buffers are repeated."""
+        per_sample = [n for n in self.per_sample_buffers if getattr(self, n).shape[0] > 1]
+        if r == 1 or not per_sample:
+            return self
+        new = copy.copy(self)
+        new._buffers = dict(self._buffers)
+        for n in per_sample:
+            new._buffers[n] = self._buffers[n].repeat_interleave(r, 0)
+        return new
 
     def config(self) -> dict:
         """JSON-serialisable description (written next to results)."""

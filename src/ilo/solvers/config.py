@@ -1,0 +1,161 @@
+"""Typed, immutable solver configurations and presets.
+
+Budgets are counted in optimisation steps of the batch (one generator forward + backward
+each). ``ILOConfig.total_steps`` includes the CSGM stage, so an ILO run and a CSGM run with the
+same ``total_steps`` and ``restarts`` have the same budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from ..losses.composite import LossConfig
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Adam learning-rate schedule: linear warm-up over ``rampup`` of the steps, cosine
+    ramp-down over the last ``rampdown`` (fractions; 0 disables either), as in the
+    StyleGAN-2 projector and the official ILO code."""
+
+    rampup: float = 0.05
+    rampdown: float = 0.25
+
+    def factor(self, t: int, steps: int) -> float:
+        import math
+
+        p = t / max(steps, 1)
+        f = 1.0
+        if self.rampdown > 0:
+            f = 0.5 - 0.5 * math.cos(min(1.0, (1.0 - p) / self.rampdown) * math.pi)
+        if self.rampup > 0:
+            f *= min(1.0, (p + 1.0 / max(steps, 1)) / self.rampup)
+        return f
+
+
+@dataclass(frozen=True)
+class CSGMConfig:
+    """CSGM (Bora et al. 2017): Adam on the input latent from ``restarts`` random starts.
+
+    Args:
+        steps: Adam steps (each restart; the restarts run as one batch).
+        lr: Adam learning rate.
+        restarts: random initialisations per image; the one with the lowest measurement loss wins.
+        latent_radius: if set, z is projected onto the l2 ball ``B2(latent_radius)`` after every
+            step (the ``z in B2(r1)`` constraint of Algorithm 1); None = unconstrained.
+        loss: loss weights.
+        schedule: learning-rate schedule.
+    """
+
+    steps: int = 300
+    lr: float = 0.05
+    restarts: int = 4
+    latent_radius: float | None = None
+    loss: LossConfig = field(default_factory=LossConfig)
+    schedule: Schedule = field(default_factory=Schedule)
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.restarts < 1 or self.lr <= 0:
+            raise ValueError(f"invalid CSGM config: steps={self.steps}, restarts={self.restarts}, lr={self.lr}")
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """One ILO round: projected gradient descent on the state at generator layer ``layer``.
+
+    Args:
+        layer: which intermediate layer is optimised (``1 .. num_layers - 1``).
+        steps: Adam steps in this round.
+        lr: Adam learning rate.
+        radius: l1 radius of the allowed deviation from the round's starting point
+            (``float``: the same for every state entry; ``dict``: per entry name).
+    """
+
+    layer: int
+    steps: int = 100
+    lr: float = 0.05
+    radius: float | dict = 100.0
+
+    def radius_for(self, key: str) -> float:
+        if isinstance(self.radius, dict):
+            return float(self.radius.get(key, 0.0))
+        return float(self.radius)
+
+
+@dataclass(frozen=True)
+class ILOConfig:
+    """Intermediate Layer Optimization (Algorithm 1 of Daras et al. 2021, in rounds over layers).
+
+    Args:
+        csgm: the first stage (line 1 of Algorithm 1).
+        rounds: one :class:`RoundConfig` per intermediate layer, shallow to deep.
+        back_to_range: after each round, find the previous layer's point whose image under
+            ``G1`` is closest to the round's solution (line 5), and start the next round from it.
+        back_to_range_steps, back_to_range_lr: the Adam budget of that step.
+        select: ``"measurement"`` returns, per image, the iterate with the lowest measurement
+            loss over all rounds (including CSGM); ``"last"`` the final iterate.
+        loss: loss weights for the ILO rounds.
+        schedule: learning-rate schedule, restarted every round.
+    """
+
+    csgm: CSGMConfig = field(default_factory=CSGMConfig)
+    rounds: tuple[RoundConfig, ...] = ()
+    back_to_range: bool = False
+    back_to_range_steps: int = 50
+    back_to_range_lr: float = 0.05
+    select: str = "measurement"
+    loss: LossConfig = field(default_factory=LossConfig)
+    schedule: Schedule = field(default_factory=Schedule)
+
+    def __post_init__(self) -> None:
+        if self.select not in {"measurement", "last"}:
+            raise ValueError(f"select must be 'measurement' or 'last', got {self.select!r}")
+        layers = [r.layer for r in self.rounds]
+        if layers != sorted(layers) or any(k < 1 for k in layers):
+            raise ValueError(f"round layers must be >= 1 and non-decreasing, got {layers}")
+
+    @property
+    def total_steps(self) -> int:
+        b2r = self.back_to_range_steps * len(self.rounds) if self.back_to_range else 0
+        return self.csgm.steps + sum(r.steps for r in self.rounds) + b2r
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets for the DCGAN family (tuned on tuning seeds 10_000..10_015 only; see docs/BENCHMARKS.md)
+
+def dcgan_preset(task: str = "inpaint", total_steps: int = 600, restarts: int = 4) -> ILOConfig:
+    """ILO preset for a 64x64 DCGAN: CSGM for a third of the budget, then rounds over layers 1-3.
+
+    The l1 radii grow with layer width (the paper's choice, guided by its theory).
+    """
+    csgm_steps = total_steps // 3
+    rest = total_steps - csgm_steps
+    layers = (1, 2, 3)
+    per = [rest // len(layers)] * len(layers)
+    per[-1] += rest - sum(per)
+    radii = {1: 300.0, 2: 600.0, 3: 1200.0}
+    lr = 0.05
+    rounds = tuple(RoundConfig(layer=k, steps=s, lr=lr, radius=radii[k]) for k, s in zip(layers, per))
+    return ILOConfig(csgm=CSGMConfig(steps=csgm_steps, restarts=restarts), rounds=rounds)
+
+
+def csgm_preset(task: str = "inpaint", total_steps: int = 600, restarts: int = 4) -> CSGMConfig:
+    return CSGMConfig(steps=total_steps, restarts=restarts)
+
+
+def with_budget(cfg: ILOConfig, total_steps: int) -> ILOConfig:
+    """Rescale every stage's steps proportionally so that ``cfg.total_steps == total_steps``."""
+    scale = total_steps / max(cfg.total_steps, 1)
+    rounds = tuple(replace(r, steps=max(1, round(r.steps * scale))) for r in cfg.rounds)
+    csgm = replace(cfg.csgm, steps=max(1, total_steps - sum(r.steps for r in rounds)))
+    return replace(cfg, csgm=csgm, rounds=rounds)

@@ -1,0 +1,39 @@
+"""What every solver returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..generators.base import State
+
+
+@dataclass
+class Result:
+    """A reconstruction and how it was reached.
+
+    Attributes:
+        image: ``[B, C, H, W]`` in ``[-1, 1]``, the selected iterate per sample.
+        latents: the state (at layer ``layer``) that produces ``image`` through ``tail(layer)``.
+        layer: the generator layer the latents live at (0 = the input latent).
+        measurement_loss: ``[B]``, the operator's measurement MSE of ``image``.
+        history: one dict per optimisation step: ``step``, ``round``, ``layer``,
+            ``loss`` (per-sample objective, list), ``measurement_loss`` (per-sample, list),
+            ``time`` (seconds since the solver started).
+        method: solver name; config: the resolved configuration (JSON-serialisable).
+        seconds: wall time.
+    """
+
+    image: torch.Tensor
+    latents: State
+    layer: int
+    measurement_loss: torch.Tensor
+    history: list[dict] = field(default_factory=list)
+    method: str = ""
+    config: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def steps(self) -> int:
+        return len(self.history)

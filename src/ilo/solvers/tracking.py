@@ -1,0 +1,82 @@
+"""Per-sample bookkeeping shared by the solvers: seeds, best iterates, history, progress."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..generators.base import LayeredGenerator, State
+from .optim import StepInfo, Timer
+
+
+def resolve_seeds(seeds: int | Sequence[int] | None, batch: int) -> list[int]:
+    """One seed per image: an int ``s`` gives ``s, s+1, ...``; a sequence is used as is."""
+    if seeds is None:
+        seeds = 0
+    if isinstance(seeds, int):
+        return [seeds + i for i in range(batch)]
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != batch:
+        raise ValueError(f"got {len(seeds)} seeds for a batch of {batch}")
+    return seeds
+
+
+def stack_latents(generator: LayeredGenerator, seeds: list[int], per_seed: int) -> State:
+    """``per_seed`` latents drawn from a generator seeded with each seed: ``[len(seeds) * per_seed, ...]``,
+    the latents of seed ``i`` at rows ``i * per_seed .. (i + 1) * per_seed - 1``."""
+    states = [generator.sample_latent(per_seed, torch.Generator().manual_seed(s)) for s in seeds]
+    return {k: torch.cat([s[k] for s in states]) for k in states[0]}
+
+
+def detach_state(state: State) -> State:
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+class BestTracker:
+    """Keeps, per sample, the iterate with the lowest measurement loss seen so far."""
+
+    def __init__(self, n: int, device: torch.device | str = "cpu"):
+        self.loss = torch.full((n,), float("inf"), device=device)
+        self.image: torch.Tensor | None = None
+        self.state: State | None = None
+        self.layer = torch.zeros(n, dtype=torch.long)
+
+    def update(self, meas: torch.Tensor, image: torch.Tensor, layer: int, state: State | None = None) -> None:
+        better = meas < self.loss
+        if self.image is None:
+            self.image = image.clone()
+            self.state = detach_state(state) if state is not None else None
+        elif better.any():
+            self.image[better] = image[better]
+            if state is not None and self.state is not None and set(state) == set(self.state):
+                for k in state:
+                    if state[k].shape == self.state[k].shape:
+                        self.state[k][better] = state[k][better].detach()
+        self.loss = torch.where(better, meas, self.loss)
+        self.layer[better.cpu()] = layer
+
+
+class Recorder:
+    """History, progress bar and user callback for one solver run."""
+
+    def __init__(self, total: int, desc: str, progress: bool, callback: Callable[[StepInfo], None] | None):
+        self.timer = Timer()
+        self.history: list[dict] = []
+        self.callback = callback
+        self.bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+        self.step = 0
+
+    def __call__(self, round_: int, layer: int, loss: torch.Tensor, meas: torch.Tensor, image: torch.Tensor) -> None:
+        info = StepInfo(self.step, round_, layer, loss.cpu(), meas.cpu(), image, self.timer())
+        self.history.append(info.as_dict())
+        if self.callback is not None:
+            self.callback(info)
+        self.step += 1
+        self.bar.update(1)
+        if self.step % 10 == 0:
+            self.bar.set_postfix(loss=f"{float(meas.mean()):.4g}", layer=layer)
+
+    def close(self) -> None:
+        self.bar.close()
