@@ -1,0 +1,273 @@
+"""The ``ilo`` command: a thin layer over the library.
+
+Every command validates its inputs before any work, reports bad input as one line on stderr
+with exit code 2, and writes its outputs atomically (to a temporary name, then renamed), so a
+failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from . import __version__
+
+
+class CLIError(click.ClickException):
+    """Bad input: printed as one line, exit code 2."""
+
+    exit_code = 2
+
+
+def fail(msg: str) -> None:
+    raise CLIError(msg)
+
+
+# ---------------------------------------------------------------------------------------------
+# output helpers
+
+
+def prepare_out_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` (and parents) and check it is writable, before any computation."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        fail(f"output path {p} exists and is not a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p, prefix=".ilo-write-test-"):
+            pass
+    except OSError as e:
+        fail(f"cannot write to output directory {p}: {e.strerror or e}")
+    return p
+
+
+class AtomicWriter:
+    """Collects output files under temporary names and renames them into place on commit."""
+
+    def __init__(self, out: Path):
+        self.out, self.pending = out, []
+
+    def path(self, name: str) -> Path:
+        tmp = self.out / f".{name}.tmp{os.getpid()}{Path(name).suffix}"
+        self.pending.append((tmp, self.out / name))
+        return tmp
+
+    def json(self, name: str, obj) -> None:
+        self.path(name).write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+    def commit(self) -> None:
+        for tmp, final in self.pending:
+            os.replace(tmp, final)
+        self.pending = []
+
+    def abort(self) -> None:
+        for tmp, _ in self.pending:
+            tmp.unlink(missing_ok=True)
+        self.pending = []
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def environment() -> dict:
+    return {
+        "ilo": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"device {name!r} requested but CUDA is not available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        fail(f"unknown device {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="ilo")
+def cli() -> None:
+    """Solve image inverse problems with pretrained generators (ILO, CSGM)."""
+
+
+def _parse_box(text: str | None):
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in text.split(",")]
+    except ValueError:
+        fail(f"--box must be four integers X0,Y0,X1,Y1, got {text!r}")
+    if len(parts) != 4:
+        fail(f"--box must be four integers X0,Y0,X1,Y1, got {text!r}")
+    return parts
+
+
+def _fraction(name: str, value: float | None) -> None:
+    if value is not None and not 0.0 < value <= 1.0:
+        fail(f"{name} must be a fraction in (0, 1], got {value}")
+
+
+@cli.command()
+@click.option("--generator", "generator_name", default="digiface-dcgan", help="Registered generator name or checkpoint path.")
+@click.option("--task", type=str, required=True, help="inpaint | superres | denoise | cs")
+@click.option("--method", type=str, default="ilo", help="Solver: csgm | ilo.")
+@click.option("--observed", type=float, default=None, help="inpaint: fraction of pixels observed at random (default 0.1).")
+@click.option("--box", type=str, default=None, help="inpaint: hide the box X0,Y0,X1,Y1 (pixels of the generator's size).")
+@click.option("--mask", type=click.Path(dir_okay=False), default=None, help="inpaint: mask image, white = observed.")
+@click.option("--factor", type=int, default=None, help="superres: downsampling factor (default 4).")
+@click.option("--sigma", type=float, default=None, help="denoise: noise std on the 0-255 scale (default 25).")
+@click.option("--measurements", type=float, default=None, help="cs: fraction of measurements m/n (default 0.1).")
+@click.option("--truth-seed", type=int, default=None, help="Truth = a face drawn from the generator with this seed.")
+@click.option("--image", type=click.Path(dir_okay=False), default=None, help="Truth = this photo (centre-cropped, resized).")
+@click.option("--observation", type=click.Path(dir_okay=False), default=None, help="Observed data only (PNG; .npy for cs), no truth.")
+@click.option("--steps", type=int, default=600, help="Total optimisation steps (ILO: including its CSGM stage).")
+@click.option("--restarts", type=int, default=4, help="CSGM random restarts (run as one batch).")
+@click.option("--seed", type=int, default=0, help="Seed of the operator, the noise and the solver.")
+@click.option("--device", default="auto", help="auto | cpu | cuda[:N].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output directory.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def solve(generator_name, task, method, observed, box, mask, factor, sigma, measurements, truth_seed, image,
+          observation, steps, restarts, seed, device, out_dir, quiet):
+    """Reconstruct one image and write reconstruction.png, observation.png, config.json, metrics.json."""
+    from .pipeline import ProblemSpec, build_problem, run_method
+
+    spec = ProblemSpec(task=task, observed=observed, box=_parse_box(box), mask=mask, factor=factor, sigma=sigma,
+                       measurements=measurements)
+    sources = [s for s in (truth_seed is not None, image is not None, observation is not None) if s]
+    if len(sources) != 1:
+        fail("give exactly one of --truth-seed N, --image PNG or --observation FILE")
+    if steps < 1 or restarts < 1:
+        fail(f"--steps and --restarts must be >= 1, got {steps} and {restarts}")
+    from .solvers import METHODS
+
+    if method not in METHODS:
+        fail(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    spec.validate()
+    dev = pick_device(device)
+    out = prepare_out_dir(out_dir)
+    G = _load_generator(generator_name, dev)
+    try:
+        prob = build_problem(spec, G, seed=seed, truth_seed=truth_seed, image=image, observation=observation)
+    except (ValueError, OSError) as e:
+        fail(str(e).splitlines()[0])
+    result, metrics = run_method(prob, G, method, total_steps=steps, restarts=restarts, seed=seed, progress=not quiet)
+    config = {
+        "command": "solve",
+        "generator": generator_name,
+        "method": method,
+        "problem": prob.describe(),
+        "solver": result.config,
+        "seed": seed,
+        "device": str(dev),
+        "environment": environment(),
+    }
+    _write_result(out, prob, result, metrics, config)
+    click.echo(_metrics_line(metrics))
+
+
+def _load_generator(name: str, device):
+    from .generators import GeneratorUnavailable, load_generator
+
+    try:
+        return load_generator(name, device)
+    except GeneratorUnavailable as e:
+        fail(str(e))
+
+
+def _write_result(out: Path, prob, result, metrics: dict, config: dict) -> None:
+    from .images import grid, save_image
+
+    w = AtomicWriter(out)
+    try:
+        save_image(result.image[:1], w.path("reconstruction.png"))
+        save_image(prob.operator.observation_image(prob.y)[:1].clamp(-1, 1), w.path("observation.png"))
+        cols, row = ["observation", result.method], [prob.operator.observation_image(prob.y)[0], result.image[0]]
+        if prob.truth is not None:
+            save_image(prob.truth[:1], w.path("truth.png"))
+            cols, row = ["truth"] + cols, [prob.truth[0]] + row
+        grid([row], col_labels=cols, cell=192).save(w.path("comparison.png"))
+        if prob.task == "cs" or prob.y.ndim == 2:
+            np.save(w.path("observation.npy"), prob.y.cpu().numpy())
+        w.json("config.json", config)
+        w.json("metrics.json", metrics)
+        w.json("history.json", result.history)
+        w.commit()
+    except BaseException:
+        w.abort()
+        raise
+
+
+def _metrics_line(m: dict) -> str:
+    parts = [f"{m['task']} {m['method']}: measurement_mse={m['measurement_mse']:.3g}"]
+    if "true_mse" in m:
+        parts.append(f"true_mse={m['true_mse']:.4g} psnr={m['psnr']:.2f} dB")
+    parts.append(f"steps={m['steps']} seconds={m['seconds']:.1f}")
+    return " ".join(parts)
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/demo", help="Output directory.")
+@click.option("--generator", "generator_name", default="digiface-dcgan", help="Registered generator name or checkpoint path.")
+@click.option("--steps", type=int, default=600, help="Total optimisation steps per method.")
+@click.option("--faces", type=int, default=3, help="Held-out generated faces (seeds 900000, 900001, ...).")
+@click.option("--device", default="auto", help="auto | cpu | cuda[:N].")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo(out_dir, generator_name, steps, faces, device, quiet):
+    """Solve the four inverse problems with CSGM and ILO; write one grid per task and a summary."""
+    from .demo import run_demo
+
+    if steps < 1 or faces < 0:
+        fail(f"--steps must be >= 1 and --faces >= 0, got {steps} and {faces}")
+    dev = pick_device(device)
+    out = prepare_out_dir(out_dir)
+    G = _load_generator(generator_name, dev)
+    run_demo(G, out, steps=steps, faces=faces, progress=not quiet, writer_cls=AtomicWriter, env=environment())
+
+
+@cli.command("generators")
+def generators_cmd():
+    """List the registered generators."""
+    from .generators import available
+
+    for name, desc in available().items():
+        click.echo(f"{name:24s} {desc}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: click errors become one line and exit code 2."""
+    try:
+        rv = cli.main(args=argv, prog_name="ilo", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("ilo: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        msg = e.format_message().splitlines()[0] if e.format_message() else type(e).__name__
+        click.echo(f"ilo: error: {msg}", err=True)
+        sys.exit(2)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

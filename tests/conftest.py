@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny random generators and the embedded DCGAN, loaded once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_dcgan():
+    """A 16x16 DCGAN with random weights (seeded), eval mode, frozen."""
+    from ilo.generators import DCGANGenerator
+
+    torch.manual_seed(0)
+    g = DCGANGenerator(nz=8, ngf=8, size=16, name="tiny")
+    # non-trivial BatchNorm statistics so eval mode is not an identity
+    with torch.no_grad():
+        for m in g.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    return g.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def digiface():
+    from ilo.generators import load_generator
+
+    return load_generator("digiface-dcgan")
