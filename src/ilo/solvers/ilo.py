@@ -26,6 +26,7 @@ def ilo(
     seeds: int | Sequence[int] | None = 0,
     callback: Callable[[StepInfo], None] | None = None,
     progress: bool = False,
+    init: Result | None = None,
 ) -> Result:
     """ILO (Algorithm 1 of Daras et al. 2021), run in rounds over successive layers.
 
@@ -41,10 +42,15 @@ def ilo(
 
     ``Result.latents`` is the final state at ``Result.layer`` (the last round's layer);
     ``Result.image`` the selected iterate, which may come from an earlier round.
+    ``init``: a CSGM result for these observations to start from instead of running line 1
+    (its steps are then not part of this run's history).
     """
     B = y.shape[0]
-    rec = Recorder(config.csgm.steps + sum(r.steps for r in config.rounds), "ilo", progress, callback)
-    first = csgm(y, operator, generator, config.csgm, seeds=seeds, _recorder=rec)
+    csgm_steps = 0 if init is not None else config.csgm.steps
+    rec = Recorder(csgm_steps + sum(r.steps for r in config.rounds), "ilo", progress, callback)
+    first = init if init is not None else csgm(y, operator, generator, config.csgm, seeds=seeds, _recorder=rec)
+    if first.layer != 0:
+        raise ValueError("init must be a CSGM result (latents at layer 0)")
     objective = Objective(config.loss, operator)
     tracker = BestTracker(B, y.device)
     tracker.update(first.measurement_loss, first.image, 0)

@@ -56,6 +56,9 @@ def adam_loop(
         project: in-place projection applied under ``no_grad`` after every step.
         on_step: called with ``(t, objective, measurement_loss, image)`` (detached) per step.
     """
+    if project is not None:  # start from a feasible point
+        with torch.no_grad():
+            project(params)
     leaves = [p.requires_grad_(True) for p in params.values()]
     opt = torch.optim.Adam(leaves, lr=lr)
     for t in range(steps):
