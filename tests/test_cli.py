@@ -1,0 +1,150 @@
+"""The ``ilo`` command: outputs, metrics, and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ilo.cli import main
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+BASE = ["solve", "--generator", "digiface-dcgan", "--steps", "6", "--restarts", "2", "--quiet"]
+
+
+@pytest.mark.parametrize(
+    "task,extra",
+    [
+        ("inpaint", ["--observed", "0.2"]),
+        ("inpaint", ["--box", "16,16,48,40"]),
+        ("superres", ["--factor", "4"]),
+        ("denoise", ["--sigma", "25"]),
+        ("cs", ["--measurements", "0.05"]),
+    ],
+)
+def test_solve_writes_everything(tmp_path, capsys, task, extra):
+    out = tmp_path / "run"
+    code, stdout, err = run(BASE + ["--task", task, "--method", "ilo", "--truth-seed", "3", "--out", str(out)] + extra, capsys)
+    assert code == 0, err
+    for name in ["reconstruction.png", "observation.png", "config.json", "metrics.json", "truth.png", "comparison.png"]:
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ["task", "method", "measurement_mse", "true_mse", "psnr", "steps", "seconds"]:
+        assert key in m
+    assert m["task"] == task and m["method"] == "ilo" and m["steps"] == 6
+    assert 0 < m["true_mse"] < 1 and m["psnr"] > 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["problem"]["operator"]["task"] == task and cfg["solver"]["csgm"]["restarts"] == 2
+    assert Image.open(out / "reconstruction.png").size == (64, 64)
+    assert "true_mse=" in stdout
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_solve_same_seed_same_result(tmp_path, capsys):
+    args = BASE + ["--task", "inpaint", "--method", "csgm", "--truth-seed", "5", "--seed", "7"]
+    run(args + ["--out", str(tmp_path / "a")], capsys)
+    run(args + ["--out", str(tmp_path / "b")], capsys)
+    a = np.asarray(Image.open(tmp_path / "a" / "reconstruction.png"))
+    b = np.asarray(Image.open(tmp_path / "b" / "reconstruction.png"))
+    assert np.array_equal(a, b)
+
+
+def test_solve_from_photo_and_from_observation(tmp_path, capsys):
+    from ilo.images import photo, save_image
+
+    img = tmp_path / "face.png"
+    save_image(photo("astronaut", 128), img)
+    code, _, err = run(BASE + ["--task", "superres", "--factor", "4", "--image", str(img), "--out", str(tmp_path / "p")], capsys)
+    assert code == 0, err
+    # real use: only the low-resolution observation, no truth
+    low = tmp_path / "p" / "low.png"
+    Image.open(tmp_path / "p" / "truth.png").resize((16, 16), Image.BICUBIC).save(low)
+    code, _, err = run(BASE + ["--task", "superres", "--factor", "4", "--observation", str(low), "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert "true_mse" not in m and m["measurement_mse"] < 0.1
+    assert not (tmp_path / "o" / "truth.png").exists()
+
+
+def test_mask_image(tmp_path, capsys):
+    mask = np.zeros((64, 64), np.uint8)
+    mask[::3, ::3] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    code, _, err = run(BASE + ["--task", "inpaint", "--mask", str(tmp_path / "mask.png"), "--truth-seed", "1", "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["problem"]["operator"]["task"] == "inpaint"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--task", "blur", "--truth-seed", "1"], "unknown task"),
+        (["--task", "inpaint", "--method", "magic", "--truth-seed", "1"], "unknown method"),
+        (["--task", "inpaint", "--generator", "nope", "--truth-seed", "1"], "unknown generator"),
+        (["--task", "inpaint", "--observed", "1.5", "--truth-seed", "1"], "(0, 1]"),
+        (["--task", "inpaint", "--observed", "0", "--truth-seed", "1"], "(0, 1]"),
+        (["--task", "cs", "--measurements", "-0.1", "--truth-seed", "1"], "(0, 1]"),
+        (["--task", "superres", "--factor", "3", "--truth-seed", "1"], "does not divide"),
+        (["--task", "denoise", "--sigma", "-5", "--truth-seed", "1"], "--sigma"),
+        (["--task", "denoise", "--image", "/no/such/file.png"], "not found"),
+        (["--task", "denoise", "--image", "{bad}"], "cannot read image"),
+        (["--task", "inpaint", "--mask", "{smallmask}", "--truth-seed", "1"], "mask"),
+        (["--task", "inpaint", "--box", "1,2,3", "--truth-seed", "1"], "--box"),
+        (["--task", "inpaint", "--box", "10,10,100,20", "--truth-seed", "1"], "box"),
+        (["--task", "denoise"], "exactly one of"),
+        (["--task", "denoise", "--truth-seed", "1", "--image", "x.png"], "exactly one of"),
+        (["--task", "superres", "--factor", "4", "--observation", "{bad_obs}"], "needs 16x16"),
+        (["--task", "denoise", "--factor", "2", "--truth-seed", "1"], "does not apply"),
+        (["--task", "denoise", "--truth-seed", "x"], "truth-seed"),
+    ],
+)
+def test_bad_input_one_line_exit_2(tmp_path, capsys, args, message):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png at all")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "small.png")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "obs.png")
+    subst = {"{bad}": str(bad), "{smallmask}": str(tmp_path / "small.png"), "{bad_obs}": str(tmp_path / "obs.png")}
+    args = [subst.get(a, a) for a in args]
+    out = tmp_path / "out"
+    code, _, err = run(BASE + args + ["--out", str(out)], capsys)
+    assert code == 2
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert message in lines[0] and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())  # nothing half-written
+
+
+def test_unwritable_output(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    code, _, err = run(BASE + ["--task", "denoise", "--truth-seed", "1", "--out", str(f / "sub")], capsys)
+    assert code == 2 and ("cannot write" in err or "not a directory" in err)
+
+
+def test_console_script_exit_code(tmp_path):
+    """The installed entry point really exits with 2 and prints one line."""
+    p = subprocess.run([sys.executable, "-m", "ilo.cli", "solve", "--task", "nope", "--truth-seed", "1", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "unknown task" in p.stderr
+
+
+def test_demo_quick(tmp_path, capsys):
+    code, out, err = run(["demo", "--out", str(tmp_path / "d"), "--steps", "4", "--faces", "1", "--quiet"], capsys)
+    assert code == 0, err
+    for task in ["inpaint", "superres", "denoise", "cs"]:
+        assert (tmp_path / "d" / f"{task}.png").is_file()
+        assert json.loads((tmp_path / "d" / f"{task}.json").read_text())["task"] == task
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert len(summary["rows"]) == 4 * 2 * 3  # tasks x methods x (1 face + 2 photos)
+    assert "| inpaint | ilo |" in out
