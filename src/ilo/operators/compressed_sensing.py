@@ -94,8 +94,10 @@ class CompressedSensing(Operator):
         """``[B, C, H, W] -> [B, m]``: ``P_Ω irfft(rfft(g) * rfft(s * x))``."""
         self.check_input(x)
         work = _work_dtype(x.dtype)
-        u = x.flatten(1).to(work) * self.signs.to(work)  # [B, n]
-        conv = torch.fft.irfft(torch.fft.rfft(u) * self._spectrum(work), n=self.n)  # [B, n]
+        # Written so that at most two [B, n]-sized temporaries are alive at a time.
+        spec = torch.fft.rfft(x.flatten(1).to(work) * self.signs.to(work))  # [B, n // 2 + 1]
+        conv = torch.fft.irfft(spec.mul_(self._spectrum(work)), n=self.n)  # [B, n]
+        del spec
         return conv.index_select(1, self.indices).to(x.dtype)  # [B, m]
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
@@ -104,8 +106,11 @@ class CompressedSensing(Operator):
             raise ValueError(f"expected [B, {self.m}], got {list(y.shape)}")
         work = _work_dtype(y.dtype)
         v = y.new_zeros(y.shape[0], self.n, dtype=work).index_copy(1, self.indices, y.to(work))  # [B, n]
-        corr = torch.fft.irfft(torch.fft.rfft(v) * self._spectrum(work).conj(), n=self.n)  # [B, n]
-        return (corr * self.signs.to(work)).to(y.dtype).view(y.shape[0], *self.input_shape)
+        spec = torch.fft.rfft(v)  # [B, n // 2 + 1]
+        del v
+        corr = torch.fft.irfft(spec.mul_(self._spectrum(work).conj()), n=self.n)  # [B, n]
+        del spec
+        return corr.mul_(self.signs.to(work)).to(y.dtype).view(y.shape[0], *self.input_shape)
 
     def dense_matrix(self) -> torch.Tensor:
         """The ``[m, n]`` matrix of ``A`` (in the buffers' dtype), for tests; ``n <= 4096`` only."""
