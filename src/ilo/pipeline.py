@@ -104,6 +104,18 @@ class Problem:
     truth: torch.Tensor | None
     source: dict = field(default_factory=dict)
 
+    @property
+    def level(self) -> float:
+        """The measurement level: observed fraction, m/n, 1/factor, or sigma on the 0-255 scale."""
+        op = self.operator
+        if self.task == "inpaint":
+            return float(op.mask.mean())
+        if self.task == "cs":
+            return op.m / op.n
+        if self.task == "superres":
+            return 1.0 / op.factor
+        return float(op.sigma255)
+
     def describe(self) -> dict:
         return {"task": self.task, "operator": self.operator.config(), "source": self.source,
                 "observation_shape": list(self.y.shape)}
@@ -195,6 +207,6 @@ def run_method(problem: Problem, G: LayeredGenerator, method: str, *, total_step
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}")
     if config is None:
-        config = default_config(method, G, problem.task, total_steps=total_steps, restarts=restarts)
+        config = default_config(method, G, problem.task, total_steps=total_steps, restarts=restarts, level=problem.level)
     result = solve(problem.y, problem.operator, G, method, config, seeds=seed, progress=progress)
     return result, score(result, problem, method)

@@ -1,17 +1,34 @@
 """The objective a solver minimises: a weighted sum of loss terms chosen in a typed config.
 
-Terms (weights in :class:`LossConfig`; a zero weight switches a term off):
+Terms (weights in :class:`LossConfig`; a zero weight switches a term off), each ``[B]``:
 
-- ``mse``: the operator's measurement loss ``mean |A(G) - y|^2`` per sample.
+- ``mse``: the operator's measurement loss ``mean |A(x) - y|^2``.
+- ``perceptual``: the offline MobileNetV2 perceptual distance
+  (:class:`~ilo.losses.perceptual.MobileNetPerceptualDistance`) between the generated image and
+  the operator's image-space target (below), at most ``perceptual_size`` px (the paper: 256).
+- ``lpips``: real LPIPS (VGG16 or AlexNet), when the backbone file is available.
+- ``geocross``: PULSE's geodesic regulariser on latents made of several vectors (StyleGAN w+).
 
-Every term returns a per-sample tensor ``[B]``; the objective is their weighted sum.
+Image-space targets for the perceptual terms (:meth:`Objective.perceptual_pair`):
+
+- inpainting: the "superimposed" image, observed pixels from ``y`` and generated pixels in the
+  holes (section 4.2 of the paper), compared with the generated image;
+- denoising: the noisy observation;
+- super-resolution: ``A(x)`` and ``y``, both bicubically upsampled to the image size;
+- compressed sensing: none (a perceptual weight is an error).
+
+Stochastic Noise Addition (``sna=True``, section 4.2): before every evaluation, fresh noise
+from the operator's own noise model (same sigma, same clipping) is added to the generated
+image, so that the generated image is compared with the observation as a noisy image.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..operators.base import Operator
 
@@ -21,24 +38,112 @@ class LossConfig:
     """Weights of the loss terms (no string parsing: one typed field per term)."""
 
     mse: float = 1.0
+    perceptual: float = 0.0
+    lpips: float = 0.0
+    geocross: float = 0.0
+    sna: bool = False
+    perceptual_size: int = 256
+    lpips_net: str = "vgg"
+    lpips_backbone: str | None = None
 
     def __post_init__(self) -> None:
-        for k, v in asdict(self).items():
-            if isinstance(v, float) and v < 0:
-                raise ValueError(f"loss weight {k} must be >= 0, got {v}")
+        for k in ("mse", "perceptual", "lpips", "geocross"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"loss weight {k} must be >= 0, got {getattr(self, k)}")
+        if self.mse == self.perceptual == self.lpips == 0:
+            raise ValueError("at least one data term (mse, perceptual, lpips) needs a positive weight")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+_NETS: dict[tuple, torch.nn.Module] = {}
+
+
+def perceptual_net(kind: str = "mobilenet", device: torch.device | str = "cpu", net: str = "vgg",
+                   backbone: str | None = None) -> torch.nn.Module:
+    """The perceptual distance network, loaded once per process and device."""
+    key = (kind, str(device), net, backbone)
+    if key not in _NETS:
+        if kind == "mobilenet":
+            from .perceptual import MobileNetPerceptualDistance
+
+            _NETS[key] = MobileNetPerceptualDistance().to(device)
+        else:
+            from .lpips import LPIPS
+
+            _NETS[key] = LPIPS(net=net, backbone_path=backbone).to(device)
+    return _NETS[key]
+
+
+def geocross(latent: torch.Tensor) -> torch.Tensor:
+    """PULSE's geodesic cross loss of latents ``[B, n, d]`` made of ``n`` vectors: ``[B]``.
+
+    For every pair of vectors, the angle between them, ``2 atan2(|u - v|, |u + v|)``; the loss
+    is ``d / 8`` times the mean squared angle (0 when all vectors are parallel; 0 for ``n = 1``).
+    """
+    if latent.ndim != 3 or latent.shape[1] < 2:
+        return latent.new_zeros(latent.shape[0])
+    u, v = latent[:, None, :, :], latent[:, :, None, :]
+    a = ((u - v).pow(2).sum(-1) + 1e-9).sqrt()
+    b = ((u + v).pow(2).sum(-1) + 1e-9).sqrt()
+    ang = 2 * torch.atan2(a, b)  # [B, n, n]
+    return ang.pow(2).mean((1, 2)) * latent.shape[-1] / 8
+
+
 class Objective:
-    """``objective(x, y) -> [B]`` for generated images ``x`` and observations ``y``."""
+    """``objective(x, y, state) -> [B]`` for generated images ``x [B, C, H, W]`` and observations ``y``.
 
-    def __init__(self, config: LossConfig, operator: Operator):
+    Args:
+        config: loss weights.
+        operator: the forward operator (defines the measurement loss and the perceptual target).
+        noise_seeds: one seed per row of the batch for the SNA noise (each row its own stream);
+            None = a shared unseeded stream.
+    """
+
+    def __init__(self, config: LossConfig, operator: Operator, noise_seeds: Sequence[int] | None = None):
         self.config, self.operator = config, operator
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in noise_seeds] if noise_seeds is not None else None
+        if (config.perceptual or config.lpips) and operator.task == "cs":
+            raise ValueError("the perceptual losses need an image-space observation; compressed sensing has none")
+        if config.sna and operator.noise.sigma == 0:
+            raise ValueError("Stochastic Noise Addition needs an operator with a noise model (sigma > 0)")
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def add_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """SNA: ``x`` through the operator's own noise model, fresh noise at every call."""
+        gens = self.generators if self.generators is not None and len(self.generators) == x.shape[0] else None
+        return self.operator.noise(x, gens)
+
+    def perceptual_pair(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two image-space tensors the perceptual terms compare (see the module docstring)."""
+        op = self.operator
+        if op.task == "inpaint":
+            m = op.mask
+            return x, (m * y + (1 - m) * x).detach()
+        if op.task == "superres":
+            size = x.shape[-2:]
+            up = lambda t: F.interpolate(t, size=size, mode="bicubic", align_corners=False)  # noqa: E731
+            return up(op.A(x)), up(y)
+        if op.task == "denoise" or tuple(y.shape[1:]) == tuple(x.shape[1:]):
+            return x, y
+        raise ValueError(f"no perceptual target for task {op.task!r}")
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+        cfg = self.config
+        if cfg.sna:
+            x = self.add_noise(x)
         total = x.new_zeros(x.shape[0])
-        if self.config.mse:
-            total = total + self.config.mse * self.operator.measurement_loss(x, y)
+        if cfg.mse:
+            total = total + cfg.mse * self.operator.measurement_loss(x, y)
+        if cfg.perceptual or cfg.lpips:
+            a, b = self.perceptual_pair(x, y)
+            from .perceptual import resize_for_perceptual
+
+            a, b = resize_for_perceptual(a, cfg.perceptual_size), resize_for_perceptual(b, cfg.perceptual_size)
+            if cfg.perceptual:
+                total = total + cfg.perceptual * perceptual_net("mobilenet", x.device)(a, b)
+            if cfg.lpips:
+                total = total + cfg.lpips * perceptual_net("lpips", x.device, cfg.lpips_net, cfg.lpips_backbone)(a, b)
+        if cfg.geocross and state is not None and "ws" in state:
+            total = total + cfg.geocross * geocross(state["ws"])
         return total

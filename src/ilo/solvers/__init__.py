@@ -8,22 +8,44 @@ import torch
 
 from ..generators.base import LayeredGenerator
 from ..operators.base import Operator
-from .config import CSGMConfig, ILOConfig, LossConfig, RoundConfig, Schedule, csgm_preset, dcgan_preset, with_budget
+from .bm3d import BM3DConfig, BM3DUnavailable, bm3d_denoise
+from .config import (
+    CSGMConfig,
+    ILOConfig,
+    LossConfig,
+    RoundConfig,
+    Schedule,
+    csgm_preset,
+    dcgan_preset,
+    pulse_preset,
+    with_budget,
+)
 from .csgm import csgm
 from .ilo import ilo
 from .optim import StepInfo
 from .result import Result
 
-METHODS = ("csgm", "ilo")
+#: every method behind :func:`solve`; the CSGM variants differ only in their loss
+METHODS = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse", "ilo", "bm3d")
+CSGM_FAMILY = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse")
 
 
-def default_config(method: str, generator: LayeredGenerator, task: str = "inpaint", total_steps: int | None = None, restarts: int = 4):
-    """The preset configuration of ``method`` for ``generator`` and ``task``."""
+def default_config(method: str, generator: LayeredGenerator, task: str = "inpaint", total_steps: int | None = None,
+                   restarts: int = 4, level: float | None = None):
+    """The preset configuration of ``method`` for ``generator`` and ``task``.
+
+    ``level``: the measurement level (observed fraction, m/n, 1/factor or sigma255) when known;
+    presets use it to drop the perceptual term when measurements are scarce.
+    """
     steps = total_steps or 600
-    if method == "csgm":
-        return csgm_preset(task, steps, restarts)
+    if method in ("csgm", "csgm-perceptual", "csgm-mse-perceptual"):
+        return csgm_preset(task, steps, restarts, variant=method)
+    if method == "pulse":
+        return pulse_preset(task, steps, restarts)
     if method == "ilo":
-        return dcgan_preset(task, steps, restarts)
+        return dcgan_preset(task, steps, restarts, level=level)
+    if method == "bm3d":
+        return BM3DConfig()
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
@@ -60,12 +82,20 @@ def solve(
     >>> res.image.shape, len(res.history)
     (torch.Size([2, 3, 16, 16]), 5)
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if config is None:
         config = default_config(method, generator, operator.task)
-    if method == "csgm":
+    if method in CSGM_FAMILY:
         if not isinstance(config, CSGMConfig):
-            raise TypeError(f"method 'csgm' needs a CSGMConfig, got {type(config).__name__}")
-        return csgm(y, operator, generator, config, seeds=seeds, callback=callback, progress=progress)
+            raise TypeError(f"method {method!r} needs a CSGMConfig, got {type(config).__name__}")
+        res = csgm(y, operator, generator, config, seeds=seeds, callback=callback, progress=progress)
+        res.method = method
+        return res
+    if method == "bm3d":
+        if not isinstance(config, BM3DConfig):
+            raise TypeError(f"method 'bm3d' needs a BM3DConfig, got {type(config).__name__}")
+        return bm3d_denoise(y, operator, config)
     if method == "ilo":
         if not isinstance(config, ILOConfig):
             raise TypeError(f"method 'ilo' needs an ILOConfig, got {type(config).__name__}")
@@ -76,4 +106,5 @@ def solve(
 __all__ = [
     "solve", "csgm", "ilo", "Result", "StepInfo", "METHODS", "default_config",
     "CSGMConfig", "ILOConfig", "RoundConfig", "LossConfig", "Schedule", "dcgan_preset", "with_budget",
+    "BM3DConfig", "BM3DUnavailable", "pulse_preset", "CSGM_FAMILY",
 ]

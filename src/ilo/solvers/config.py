@@ -43,6 +43,8 @@ class CSGMConfig:
         restarts: random initialisations per image; the one with the lowest measurement loss wins.
         latent_radius: if set, z is projected onto the l2 ball ``B2(latent_radius)`` after every
             step (the ``z in B2(r1)`` constraint of Algorithm 1); None = unconstrained.
+        sphere: keep every latent vector (last dimension ``d``) on the sphere of radius
+            ``sqrt(d)`` (PULSE's constraint).
         loss: loss weights.
         schedule: learning-rate schedule.
     """
@@ -51,6 +53,7 @@ class CSGMConfig:
     lr: float = 0.05
     restarts: int = 4
     latent_radius: float | None = None
+    sphere: bool = False
     loss: LossConfig = field(default_factory=LossConfig)
     schedule: Schedule = field(default_factory=Schedule)
 
@@ -76,12 +79,15 @@ class RoundConfig:
         lr: Adam learning rate.
         radius: l1 radius of the allowed deviation from the round's starting point
             (``float``: the same for every state entry; ``dict``: per entry name).
+        relative: if True, ``radius`` is a fraction of each sample's l1 norm of the starting
+            point (per entry), so one preset fits layers and generators of any width.
     """
 
     layer: int
     steps: int = 100
     lr: float = 0.05
     radius: float | dict = 100.0
+    relative: bool = False
 
     def radius_for(self, key: str) -> float:
         if isinstance(self.radius, dict):
@@ -131,26 +137,57 @@ class ILOConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Presets for the DCGAN family (tuned on tuning seeds 10_000..10_015 only; see docs/BENCHMARKS.md)
+# Presets for the DCGAN family. Tuned on tuning images only (generated seeds 10_000-10_003 and
+# LFW faces 70, 80, 90), never on evaluation images; see docs/BENCHMARKS.md.
 
-def dcgan_preset(task: str = "inpaint", total_steps: int = 600, restarts: int = 4) -> ILOConfig:
-    """ILO preset for a 64x64 DCGAN: CSGM for a third of the budget, then rounds over layers 1-3.
+#: relative l1 radius of every ILO round (fraction of the layer's l1 norm), by task
+DCGAN_RELATIVE_RADIUS = {"inpaint": 0.3, "superres": 0.3, "denoise": 0.1, "cs": 0.3}
+#: weight of the offline perceptual distance where a preset uses it (MSE has weight 1)
+PERCEPTUAL_WEIGHT = 0.05
+#: inpainting below this observed fraction uses MSE only (the paper: "scarce measurements")
+SCARCE_OBSERVED = 0.25
 
-    The l1 radii grow with layer width (the paper's choice, guided by its theory).
-    """
+
+def csgm_preset(task: str = "inpaint", total_steps: int = 600, restarts: int = 4, variant: str = "csgm") -> CSGMConfig:
+    """CSGM with the MSE loss, the perceptual loss, or both (the paper's three CSGM columns)."""
+    loss = {
+        "csgm": LossConfig(),
+        "csgm-perceptual": LossConfig(mse=0.0, perceptual=1.0),
+        "csgm-mse-perceptual": LossConfig(mse=1.0, perceptual=PERCEPTUAL_WEIGHT),
+    }[variant]
+    return CSGMConfig(steps=total_steps, restarts=restarts, loss=loss)
+
+
+def pulse_preset(task: str = "superres", total_steps: int = 600, restarts: int = 4) -> CSGMConfig:
+    """PULSE (Menon et al. 2020): latents on the sphere of radius sqrt(d), loss 100 MSE +
+    0.05 geocross, Adam lr 0.4; the best iterate is returned (PULSE's code returned the last)."""
+    return CSGMConfig(steps=total_steps, restarts=restarts, lr=0.4, sphere=True,
+                      loss=LossConfig(mse=100.0, geocross=0.05))
+
+
+def dcgan_loss(task: str, level: float | None = None) -> LossConfig:
+    """The ILO loss preset: SNA for denoising; MSE only for compressed sensing and scarce inpainting."""
+    if task == "denoise":
+        return LossConfig(mse=1.0, perceptual=PERCEPTUAL_WEIGHT, sna=True)
+    if task == "inpaint" and (level is None or level < SCARCE_OBSERVED):
+        return LossConfig()
+    if task in ("inpaint", "superres"):
+        return LossConfig(mse=1.0, perceptual=PERCEPTUAL_WEIGHT)
+    return LossConfig()
+
+
+def dcgan_preset(task: str = "inpaint", total_steps: int = 600, restarts: int = 4, level: float | None = None) -> ILOConfig:
+    """ILO preset for a 64x64 DCGAN: CSGM for a third of the budget, then one round per layer
+    1-3 with an l1 radius relative to the layer's norm (so it grows with layer width)."""
     csgm_steps = total_steps // 3
     rest = total_steps - csgm_steps
     layers = (1, 2, 3)
     per = [rest // len(layers)] * len(layers)
     per[-1] += rest - sum(per)
-    radii = {1: 300.0, 2: 600.0, 3: 1200.0}
-    lr = 0.05
-    rounds = tuple(RoundConfig(layer=k, steps=s, lr=lr, radius=radii[k]) for k, s in zip(layers, per))
-    return ILOConfig(csgm=CSGMConfig(steps=csgm_steps, restarts=restarts), rounds=rounds)
-
-
-def csgm_preset(task: str = "inpaint", total_steps: int = 600, restarts: int = 4) -> CSGMConfig:
-    return CSGMConfig(steps=total_steps, restarts=restarts)
+    r = DCGAN_RELATIVE_RADIUS.get(task, 0.3)
+    loss = dcgan_loss(task, level)
+    rounds = tuple(RoundConfig(layer=k, steps=s, lr=0.05, radius=r, relative=True) for k, s in zip(layers, per))
+    return ILOConfig(csgm=CSGMConfig(steps=csgm_steps, restarts=restarts, loss=loss), rounds=rounds, loss=loss)
 
 
 def with_budget(cfg: ILOConfig, total_steps: int) -> ILOConfig:

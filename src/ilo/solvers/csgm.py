@@ -15,6 +15,21 @@ from .result import Result
 from .tracking import BestTracker, Recorder, resolve_seeds, stack_latents
 
 
+def sna_seed(seed: int, stream: int) -> int:
+    """Seed of the Stochastic-Noise-Addition stream ``stream`` of the image with solver seed ``seed``."""
+    return (int(seed) * 1_000_003 + 7_919 * (stream + 1)) % (2**63 - 1)
+
+
+#: state-0 entries that are latent vectors (PULSE's sphere applies to them, not to noise maps)
+LATENT_VECTOR_KEYS = ("z", "ws")
+
+
+def project_sphere_(z: torch.Tensor) -> None:
+    """In place: rescale every vector along the last dimension ``d`` to norm ``sqrt(d)`` (PULSE)."""
+    d = z.shape[-1]
+    z.mul_(d**0.5 / z.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+
 def project_l2_ball_(z: torch.Tensor, radius: float) -> None:
     """In place: rescale each sample of ``z`` to l2 norm at most ``radius``."""
     norm = z.flatten(1).norm(dim=1).clamp_min(1e-12)
@@ -49,13 +64,13 @@ def csgm(
     seeds_ = resolve_seeds(seeds, B)
     rec = _recorder or Recorder(config.steps, "csgm", progress, callback)
     y_rep, op_rep = y.repeat_interleave(R, 0), operator.batch_repeat(R)
-    objective = Objective(config.loss, op_rep)
+    objective = Objective(config.loss, op_rep, noise_seeds=[sna_seed(s, r) for s in seeds_ for r in range(R)])
     params = stack_latents(generator, seeds_, R)  # [B * R, ...]
     tracker = BestTracker(B * R, y.device)
 
     def evaluate(p):
         x = generator(p)
-        obj = objective(x, y_rep)
+        obj = objective(x, y_rep, p)
         with torch.no_grad():
             meas = op_rep.measurement_loss(x.detach(), y_rep)
         return obj, meas, x
@@ -65,8 +80,10 @@ def csgm(
         rec(0, 0, obj.view(B, R).min(1).values, meas.view(B, R).min(1).values, x)
 
     def project(p):
-        if config.latent_radius is not None:
-            for v in p.values():
+        for k, v in p.items():
+            if config.sphere and k in LATENT_VECTOR_KEYS:
+                project_sphere_(v)
+            if config.latent_radius is not None:
                 project_l2_ball_(v, config.latent_radius)
 
     adam_loop(params, evaluate, config.steps, config.lr, config.schedule, project, on_step)

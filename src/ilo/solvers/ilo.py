@@ -11,10 +11,10 @@ from ..losses.composite import Objective
 from ..operators.base import Operator
 from ..projections import project_l1_deviation
 from .config import ILOConfig, RoundConfig
-from .csgm import csgm, project_l2_ball_
+from .csgm import csgm, project_l2_ball_, sna_seed
 from .optim import StepInfo, adam_loop
 from .result import Result
-from .tracking import BestTracker, Recorder, detach_state
+from .tracking import BestTracker, Recorder, detach_state, resolve_seeds
 
 
 def ilo(
@@ -51,7 +51,7 @@ def ilo(
     first = init if init is not None else csgm(y, operator, generator, config.csgm, seeds=seeds, _recorder=rec)
     if first.layer != 0:
         raise ValueError("init must be a CSGM result (latents at layer 0)")
-    objective = Objective(config.loss, operator)
+    objective = Objective(config.loss, operator, noise_seeds=[sna_seed(s, 10_000) for s in resolve_seeds(seeds, B)])
     tracker = BestTracker(B, y.device)
     tracker.update(first.measurement_loss, first.image, 0)
 
@@ -93,12 +93,13 @@ def _pgd_round(y, operator, generator, objective, center: State, rnd: RoundConfi
     keys = generator.trainable_keys(rnd.layer)
     fixed = {k: v for k, v in center.items() if k not in keys}
     params = {k: center[k].clone() for k in keys}
-    radii = {k: rnd.radius_for(k) for k in keys}
+    radii = {k: _radius(rnd, k, center[k]) for k in keys}
     tail = generator.tail(rnd.layer)
 
     def evaluate(p):
-        x = tail({**fixed, **p})
-        obj = objective(x, y)
+        full = {**fixed, **p}
+        x = tail(full)
+        obj = objective(x, y, full)
         with torch.no_grad():
             meas = operator.measurement_loss(x.detach(), y)
         return obj, meas, x
@@ -116,6 +117,12 @@ def _pgd_round(y, operator, generator, objective, center: State, rnd: RoundConfi
         _, meas, x = evaluate(params)
         tracker.update(meas, x, rnd.layer)
     return {k: v.detach() for k, v in params.items()}
+
+
+def _radius(rnd: RoundConfig, key: str, center: torch.Tensor) -> float | torch.Tensor:
+    """The round's l1 radius for one state entry: absolute, or per sample relative to ``||center||_1``."""
+    r = rnd.radius_for(key)
+    return r * center.flatten(1).abs().sum(1) if rnd.relative else r
 
 
 def _back_to_range(generator, state, layer, target: State, target_layer, center, rnd_prev, config) -> State:
@@ -138,7 +145,7 @@ def _back_to_range(generator, state, layer, target: State, target_layer, center,
                 if config.csgm.latent_radius is not None:
                     project_l2_ball_(p[k], config.csgm.latent_radius)
             else:
-                p[k].copy_(project_l1_deviation(p[k], center[k], rnd_prev.radius_for(k)))
+                p[k].copy_(project_l1_deviation(p[k], center[k], _radius(rnd_prev, k, center[k])))
 
     adam_loop(params, evaluate, config.back_to_range_steps, config.back_to_range_lr, config.schedule, project)
     return {**fixed, **{k: v.detach() for k, v in params.items()}}
