@@ -160,3 +160,17 @@ def test_projection_used_by_ilo_is_exact():
     v = torch.tensor([[3.0, -1.0, 0.5]])
     p = project_l1_ball(v, 2.0)
     torch.testing.assert_close(p, torch.tensor([[2.0, 0.0, 0.0]]))
+
+
+def test_per_image_masks_with_restarts(tiny_dcgan):
+    """Each image its own mask; restarts run as one batch must use the right mask per row."""
+    G = tiny_dcgan
+    x = _truth(G, 21, n=2)
+    masks = torch.cat([Inpainting.random(SHAPE, 0.5, torch.Generator().manual_seed(s)).mask for s in (1, 2)])
+    op = Inpainting(SHAPE, masks)
+    y = op(x)
+    rep = op.batch_repeat(3)
+    assert rep.mask.shape[0] == 6 and torch.equal(rep.mask[3:], masks[1:2].expand(3, -1, -1, -1))
+    res = csgm(y, op, G, CSGMConfig(steps=10, restarts=3), seeds=[5, 6])
+    alone = csgm(y[1:2], Inpainting(SHAPE, masks[1:2]), G, CSGMConfig(steps=10, restarts=3), seeds=[6])
+    torch.testing.assert_close(res.image[1:2], alone.image, atol=1e-4, rtol=1e-4)

@@ -39,6 +39,7 @@ class Inpainting(Operator):
     """
 
     task = "inpaint"
+    per_sample_buffers = ("mask",)
 
     def __init__(
         self,
