@@ -132,7 +132,12 @@ def _fraction(name: str, value: float | None) -> None:
 @cli.command()
 @click.option("--generator", "generator_name", default="digiface-dcgan", help="Registered generator name or checkpoint path.")
 @click.option("--task", type=str, required=True, help="inpaint | superres | denoise | cs")
-@click.option("--method", type=str, default="ilo", help="Solver: csgm | ilo.")
+@click.option("--method", type=str, default="ilo",
+              help="csgm | csgm-perceptual | csgm-mse-perceptual | pulse | ilo | bm3d (denoise only).")
+@click.option("--loss", "loss_terms", type=str, default=None, help="Loss terms replacing the preset's, e.g. mse,perceptual (terms: mse, perceptual, lpips).")
+@click.option("--weights", type=str, default=None, help="Weights of the --loss terms, e.g. 1,0.05 (default 1 each).")
+@click.option("--sna/--no-sna", default=None, help="Stochastic Noise Addition (denoise; default: on for ILO).")
+@click.option("--lpips-backbone", type=click.Path(dir_okay=False), default=None, help="torchvision VGG16 weight file for LPIPS.")
 @click.option("--observed", type=float, default=None, help="inpaint: fraction of pixels observed at random (default 0.1).")
 @click.option("--box", type=str, default=None, help="inpaint: hide the box X0,Y0,X1,Y1 (pixels of the generator's size).")
 @click.option("--mask", type=click.Path(dir_okay=False), default=None, help="inpaint: mask image, white = observed.")
@@ -148,8 +153,8 @@ def _fraction(name: str, value: float | None) -> None:
 @click.option("--device", default="auto", help="auto | cpu | cuda[:N].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def solve(generator_name, task, method, observed, box, mask, factor, sigma, measurements, truth_seed, image,
-          observation, steps, restarts, seed, device, out_dir, quiet):
+def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma,
+          measurements, truth_seed, image, observation, steps, restarts, seed, device, out_dir, quiet):
     """Reconstruct one image and write reconstruction.png, observation.png, config.json, metrics.json."""
     from .pipeline import ProblemSpec, build_problem, run_method
 
@@ -165,6 +170,16 @@ def solve(generator_name, task, method, observed, box, mask, factor, sigma, meas
     if method not in METHODS:
         fail(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     spec.validate()
+    if method == "bm3d" and task != "denoise":
+        fail("--method bm3d only solves --task denoise")
+    if method == "bm3d":
+        from .solvers.bm3d import BM3DUnavailable, _import_bm3d
+
+        try:
+            _import_bm3d()
+        except BM3DUnavailable as e:
+            fail(str(e))
+    loss = _parse_loss(loss_terms, weights, sna, lpips_backbone, method, task)
     dev = pick_device(device)
     out = prepare_out_dir(out_dir)
     G = _load_generator(generator_name, dev)
@@ -172,7 +187,15 @@ def solve(generator_name, task, method, observed, box, mask, factor, sigma, meas
         prob = build_problem(spec, G, seed=seed, truth_seed=truth_seed, image=image, observation=observation)
     except (ValueError, OSError) as e:
         fail(str(e).splitlines()[0])
-    result, metrics = run_method(prob, G, method, total_steps=steps, restarts=restarts, seed=seed, progress=not quiet)
+    try:
+        result, metrics = run_method(prob, G, method, total_steps=steps, restarts=restarts, seed=seed,
+                                     progress=not quiet, loss=loss, sna=sna, lpips_backbone=lpips_backbone)
+    except Exception as e:  # missing optional weights (e.g. LPIPS backbone) surface here
+        from .nets.weights import WeightsUnavailable
+
+        if isinstance(e, (WeightsUnavailable, ValueError)):
+            fail(str(e).splitlines()[0])
+        raise
     config = {
         "command": "solve",
         "generator": generator_name,
@@ -185,6 +208,46 @@ def solve(generator_name, task, method, observed, box, mask, factor, sigma, meas
     }
     _write_result(out, prob, result, metrics, config)
     click.echo(_metrics_line(metrics))
+
+
+def _parse_loss(terms: str | None, weights: str | None, sna: bool | None, lpips_backbone: str | None, method: str, task: str):
+    """The LossConfig asked for on the command line, or None to keep the method's preset."""
+    from dataclasses import replace
+
+    from .losses.composite import LossConfig
+
+    if terms is None and weights is None:
+        if sna and task != "denoise":
+            fail("--sna applies to --task denoise only")
+        return None
+    if method == "bm3d":
+        fail("--loss, --weights and --sna do not apply to --method bm3d")
+    names = [t.strip() for t in (terms or "mse").split(",") if t.strip()]
+    allowed = ("mse", "perceptual", "lpips")
+    for n in names:
+        if n not in allowed:
+            fail(f"unknown loss term {n!r}; choose from {', '.join(allowed)}")
+    try:
+        ws = [float(w) for w in weights.split(",")] if weights else [1.0] * len(names)
+    except ValueError:
+        fail(f"--weights must be comma-separated numbers, got {weights!r}")
+    if len(ws) != len(names):
+        fail(f"--weights has {len(ws)} values for {len(names)} loss terms")
+    if any(w < 0 for w in ws):
+        fail("--weights must be >= 0")
+    kw = {"mse": 0.0, **dict(zip(names, ws))}
+    if sna and task != "denoise":
+        fail("--sna applies to --task denoise only")
+    if task == "cs" and (kw.get("perceptual") or kw.get("lpips")):
+        fail("perceptual losses need an image-space observation; --task cs has none")
+    try:
+        loss = LossConfig(**kw, sna=bool(sna if sna is not None else (task == "denoise" and method == "ilo")),
+                          lpips_backbone=lpips_backbone)
+    except ValueError as e:
+        fail(str(e))
+    if method == "pulse":
+        loss = replace(loss, geocross=0.05)
+    return loss
 
 
 def _load_generator(name: str, device):

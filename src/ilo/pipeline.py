@@ -182,8 +182,33 @@ def _read_observation(spec: ProblemSpec, op: Operator, path: str, shape) -> torc
     return op.A(y) if spec.task == "inpaint" else y
 
 
-def score(result: Result, problem: Problem, method: str) -> dict:
-    """Metrics of a result: means over the batch plus per-image lists."""
+def perceptual_scores(x: torch.Tensor, truth: torch.Tensor, lpips_backbone: str | None = None) -> dict[str, torch.Tensor]:
+    """The offline MobileNet perceptual distance (``perceptual``) and, when its backbone file is
+    available, LPIPS-VGG (``lpips``) between images and their truth, at most 256 px: ``[B]`` each."""
+    from .losses.composite import perceptual_net
+    from .losses.perceptual import resize_for_perceptual
+
+    out = {}
+    a, b = resize_for_perceptual(x), resize_for_perceptual(truth)
+    if a.shape[1] == 1:
+        a, b = a.expand(-1, 3, -1, -1), b.expand(-1, 3, -1, -1)
+    with torch.no_grad():
+        try:
+            out["perceptual"] = perceptual_net("mobilenet", x.device)(a, b)
+        except Exception:  # weights package missing: report the other metrics
+            pass
+        try:
+            out["lpips"] = perceptual_net("lpips", x.device, "vgg", lpips_backbone)(a, b)
+        except Exception:  # no backbone file (offline): LPIPS is simply not reported
+            pass
+    return out
+
+
+def score(result: Result, problem: Problem, method: str, lpips_backbone: str | None = None) -> dict:
+    """Metrics of a result: means over the batch plus per-image lists.
+
+    ``true_mse``, ``psnr``, ``ssim`` on the [0, 1] scale; ``perceptual`` is the offline
+    MobileNetV2 distance (not LPIPS); ``lpips`` only when the VGG backbone file is available."""
     out = {
         "task": problem.task,
         "method": method,
@@ -196,17 +221,41 @@ def score(result: Result, problem: Problem, method: str) -> dict:
         mse, psnr, ssim = (f(result.image, problem.truth) for f in (M.mse, M.psnr, M.ssim))
         out.update(true_mse=float(mse.mean()), psnr=float(psnr.mean()), ssim=float(ssim.mean()))
         per.update(true_mse=mse.tolist(), psnr=psnr.tolist(), ssim=ssim.tolist())
+        for k, v in perceptual_scores(result.image, problem.truth, lpips_backbone).items():
+            out[k], per[k] = float(v.mean()), v.tolist()
     if problem.y.shape[0] > 1:
         out["per_image"] = per
     return out
 
 
+def with_loss(config, loss):
+    """``config`` with its loss (every stage's) replaced by ``loss``."""
+    from dataclasses import replace
+
+    from .solvers import CSGMConfig, ILOConfig
+
+    if isinstance(config, CSGMConfig):
+        return replace(config, loss=loss)
+    if isinstance(config, ILOConfig):
+        return replace(config, loss=loss, csgm=replace(config.csgm, loss=loss))
+    raise ValueError(f"{type(config).__name__} has no loss to set")
+
+
 def run_method(problem: Problem, G: LayeredGenerator, method: str, *, total_steps: int = 600, restarts: int = 4,
-               seed: int = 0, config=None, progress: bool = False) -> tuple[Result, dict]:
-    """Solve ``problem`` with ``method`` (preset config for the budget unless ``config``); returns result and metrics."""
+               seed: int = 0, config=None, progress: bool = False, loss=None, sna: bool | None = None,
+               lpips_backbone: str | None = None) -> tuple[Result, dict]:
+    """Solve ``problem`` with ``method`` (preset config for the budget unless ``config``, with
+    ``loss`` replacing the preset's loss and ``sna`` switching Stochastic Noise Addition when
+    given); returns the result and its metrics."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}")
     if config is None:
         config = default_config(method, G, problem.task, total_steps=total_steps, restarts=restarts, level=problem.level)
+    if loss is not None:
+        config = with_loss(config, loss)
+    if sna is not None and method != "bm3d":
+        from dataclasses import replace
+
+        config = with_loss(config, replace(config.loss, sna=sna))
     result = solve(problem.y, problem.operator, G, method, config, seeds=seed, progress=progress)
-    return result, score(result, problem, method)
+    return result, score(result, problem, method, lpips_backbone)

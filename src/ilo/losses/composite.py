@@ -79,8 +79,9 @@ def perceptual_net(kind: str = "mobilenet", device: torch.device | str = "cpu", 
 def geocross(latent: torch.Tensor) -> torch.Tensor:
     """PULSE's geodesic cross loss of latents ``[B, n, d]`` made of ``n`` vectors: ``[B]``.
 
-    For every pair of vectors, the angle between them, ``2 atan2(|u - v|, |u + v|)``; the loss
-    is ``d / 8`` times the mean squared angle (0 when all vectors are parallel; 0 for ``n = 1``).
+    For every pair of vectors, ``2 atan2(|u - v|, |u + v|)``, which is the angle between them
+    when they have equal norms (as on PULSE's sphere); the loss is ``d / 8`` times the mean
+    squared value over all ordered pairs (0 when all vectors are equal; 0 for ``n = 1``).
     """
     if latent.ndim != 3 or latent.shape[1] < 2:
         return latent.new_zeros(latent.shape[0])
