@@ -274,3 +274,12 @@ def test_exception_unknown_class_suggests_close_matches():
         class_index(1000)
     with pytest.raises(TypeError):
         class_index(2.5)
+
+
+@pytest.mark.parametrize("module", ["vgg", "alexnet", "mobilenet_v2", "efficientnet_lite", "imagenet_classes"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"ilo.nets.{module}"))
+    assert result.attempted > 0 and result.failed == 0

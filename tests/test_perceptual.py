@@ -11,7 +11,7 @@ from skimage import data, filters
 from ilo.losses import LPIPS, BackboneMissing, MobileNetPerceptualDistance, resize_for_perceptual
 from ilo.losses import lpips as lpips_mod
 from ilo.losses.perceptual import unit_normalize
-from ilo.nets import AlexNet, MobileNetV2, VGG16, WeightsUnavailable
+from ilo.nets import VGG16, AlexNet, MobileNetV2, WeightsUnavailable, load_mobilenet_v2
 from ilo.nets.weights import LPIPS_HEADS, read_state_dict
 
 
@@ -106,6 +106,21 @@ def test_gradient_flows_to_input(dist, images):
     # one gradient step towards y lowers the distance
     with torch.no_grad():
         assert dist(x - 0.02 * x.grad / x.grad.abs().max(), y).item() < dist(x, y).item()
+
+
+def test_fused_batchnorm_path_equals_reference(dist, images):
+    reference = MobileNetPerceptualDistance(load_mobilenet_v2(), fuse=False)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in reference.backbone.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in dist.backbone.modules())
+    y = images["chelsea_crop128"][..., :64, :64]
+    grads = []
+    for d in (dist, reference):
+        x = (y + 0.1 * torch.randn(y.shape, generator=torch.Generator().manual_seed(4))).requires_grad_(True)
+        value = d(x, y)
+        value.sum().backward()
+        grads.append((value.detach(), x.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-3, atol=1e-6)
 
 
 def test_gradient_finite_at_identical_images(dist, images):
@@ -212,8 +227,8 @@ def lpips_nets(backbone_files) -> dict[str, LPIPS]:
 
 @pytest.fixture(scope="module")
 def pair() -> tuple[torch.Tensor, torch.Tensor]:
-    x = F.interpolate(photo("astronaut"), size=(64, 64), mode="bicubic", antialias=True)
-    return x, photo("chelsea")[..., 100:164, 200:264]
+    x = F.interpolate(photo("astronaut"), size=(48, 48), mode="bicubic", antialias=True)
+    return x, photo("chelsea")[..., 100:148, 200:248]
 
 
 @needs_lpips
@@ -237,7 +252,7 @@ def test_lpips_zero_symmetric_grows_with_noise(lpips_nets, pair, net):
     with torch.no_grad():
         assert torch.equal(d(x, x), torch.zeros(1))
         torch.testing.assert_close(d(x, y), d(y, x))
-        levels = torch.stack([d(x, x + s * noise)[0] for s in (0.05, 0.2, 0.8)])
+        levels = d(x, x + torch.tensor([0.05, 0.2, 0.8]).view(-1, 1, 1, 1) * noise)
     assert bool((levels[1:] > levels[:-1]).all()) and levels[0] > 0, levels.tolist()
 
 
@@ -334,3 +349,12 @@ def test_download_goes_to_hub_cache_and_checks_hash(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="hash"):  # a random file cannot have torchvision's hash
         lpips_mod.find_backbone("alex", download=True)
     assert not (tmp_path / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth").exists()
+
+
+def test_docstring_examples():
+    import doctest
+
+    from ilo.losses import perceptual
+
+    result = doctest.testmod(perceptual)
+    assert result.attempted > 0 and result.failed == 0

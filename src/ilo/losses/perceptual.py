@@ -26,7 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nets.mobilenet_v2 import IMAGENET_MEAN, IMAGENET_STD, STAGE_ENDS, MobileNetV2, load_mobilenet_v2
+from ..nets.mobilenet_v2 import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    STAGE_ENDS,
+    MobileNetV2,
+    fuse_batchnorm,
+    load_mobilenet_v2,
+)
 
 
 def resize_for_perceptual(x: torch.Tensor, size: int = 256) -> torch.Tensor:
@@ -141,12 +148,16 @@ class MobileNetPerceptualDistance(FeatureDistance):
 
     Features: the outputs of the five stages (``features[1, 3, 6, 13, 17]``: 16, 24, 32, 96, 320
     channels at strides 2, 4, 8, 16, 32), at the input's native resolution. Each depth
-    contributes at most 4, so ``0 <= d <= 4 L``; images that differ by visible noise score
-    roughly 0.1-2, unrelated photos 3-6.
+    contributes at most 4, so ``0 <= d <= 20``. Measured on scikit-image photos (values in
+    ``[-1, 1]``): Gaussian noise of std 0.02 / 0.1 / 0.4 gives about 0.1-0.5 / 1.3-2.9 / 5-7,
+    Gaussian blur of 1 / 4 px about 1-1.7 / 5-6, two unrelated photos about 9.
 
     Args:
         net: a MobileNetV2 with ImageNet weights (default: :func:`load_mobilenet_v2`).
         taps: the ``features`` indices used.
+        fuse: run a copy of ``net`` with batch norm folded into the convolutions
+            (:func:`~ilo.nets.mobilenet_v2.fuse_batchnorm`; same values, faster); ``False``
+            runs ``net`` as is (the reference path).
 
     Shapes: ``x, y`` ``[B, 3, H, W]`` in ``[-1, 1]`` (``H, W >= 32``) -> ``[B]``.
 
@@ -158,9 +169,10 @@ class MobileNetPerceptualDistance(FeatureDistance):
         [0.0, 0.0]
     """
 
-    def __init__(self, net: MobileNetV2 | None = None, taps: Sequence[int] = STAGE_ENDS):
+    def __init__(self, net: MobileNetV2 | None = None, taps: Sequence[int] = STAGE_ENDS, fuse: bool = True):
         super().__init__()
-        self.backbone = (net if net is not None else load_mobilenet_v2()).eval().requires_grad_(False)
+        net = net if net is not None else load_mobilenet_v2()
+        self.backbone = fuse_batchnorm(net) if fuse else net.eval().requires_grad_(False)
         self.taps = tuple(taps)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))

