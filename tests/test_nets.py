@@ -8,12 +8,11 @@ import torch
 from skimage import data
 
 from ilo.nets import (
+    VGG16,
     AlexNet,
-    EfficientNetLite0,
     ImageNetClassifier,
     MobileNetV2,
     UnknownClass,
-    VGG16,
     WeightsUnavailable,
     class_index,
     class_name,
@@ -41,9 +40,8 @@ def installed(weights: PackagedWeights) -> bool:
     return True
 
 
-needs_effnet = pytest.mark.skipif(
-    not installed(EFFICIENTNET_LITE0), reason=f"EfficientNet-Lite0 weights not installed: {EFFICIENTNET_LITE0.install_hint}"
-)
+EFFNET_MISSING = f"EfficientNet-Lite0 weights not installed: {EFFICIENTNET_LITE0.install_hint}"
+needs_effnet = pytest.mark.skipif(not installed(EFFICIENTNET_LITE0), reason=EFFNET_MISSING)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +52,7 @@ def mobilenet() -> ImageNetClassifier:
 @pytest.fixture(scope="module")
 def effnet() -> ImageNetClassifier:
     if not installed(EFFICIENTNET_LITE0):
-        pytest.skip(f"EfficientNet-Lite0 weights not installed: {EFFICIENTNET_LITE0.install_hint}")
+        pytest.skip(EFFNET_MISSING)
     return load_classifier("efficientnet_lite0")
 
 
@@ -87,7 +85,8 @@ def test_exception_missing_key_names_it(tmp_path):
     state["extra.weight"] = torch.zeros(1)
     path = tmp_path / "broken.pth"
     torch.save(state, path)
-    with pytest.raises(WeightsUnavailable, match=r"missing: features\.3\.conv\.1\.0\.weight.*unexpected: extra\.weight"):
+    pattern = r"missing: features\.3\.conv\.1\.0\.weight.*unexpected: extra\.weight"
+    with pytest.raises(WeightsUnavailable, match=pattern):
         load_strict(MobileNetV2(), read_state_dict(path), source=str(path))
 
 

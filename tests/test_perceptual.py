@@ -276,7 +276,7 @@ def test_lpips_matches_the_published_recipe(lpips_nets, pair):
     with torch.no_grad():
         expected = sum(
             F.conv2d((a - b) ** 2, heads[f"lin{k}.model.1.weight"]).mean(dim=(2, 3)).flatten()
-            for k, (a, b) in enumerate(zip(taps(x), taps(y)))
+            for k, (a, b) in enumerate(zip(taps(x), taps(y), strict=True))
         )
         torch.testing.assert_close(d(x, y), expected, rtol=1e-5, atol=1e-7)
 
@@ -311,7 +311,8 @@ def test_lpips_accepts_full_torchvision_layout(tmp_path):
 def test_exception_backbone_of_wrong_architecture(tmp_path):
     path = tmp_path / "mobilenet.pth"
     torch.save(MobileNetV2().state_dict(), path)
-    with pytest.raises(WeightsUnavailable, match=r"torchvision VGG16 layout.*missing: classifier.*unexpected: .*features\.0\.0\.weight"):
+    pattern = r"torchvision VGG16 layout.*missing: classifier.*unexpected: .*features\.0\.0\.weight"
+    with pytest.raises(WeightsUnavailable, match=pattern):
         LPIPS("vgg", backbone_path=path)
 
 

@@ -27,9 +27,9 @@ both checked against the layout) or only ``features.*``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -179,10 +179,6 @@ class LPIPS(FeatureDistance):
             self.register_buffer(f"head{k}", w)
         self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1))
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.taps)
 
     def channel_weights(self) -> list[torch.Tensor | None]:
         return [getattr(self, f"head{k}") for k in range(self.num_layers)]

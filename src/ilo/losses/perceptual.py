@@ -88,8 +88,8 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 class FeatureDistance(nn.Module):
-    """Base of the LPIPS-style distances: subclasses provide ``self.backbone`` and
-    :meth:`raw_features`, and may override :meth:`channel_weights`.
+    """Base of the LPIPS-style distances: subclasses set ``self.backbone`` and ``self.taps``
+    (one entry per depth), implement :meth:`raw_features`, and may override :meth:`channel_weights`.
 
     The backbone stays in eval mode (frozen batch-norm statistics) even if ``.train()`` is
     called on a module that contains the distance. Parameters never require gradients;
@@ -97,6 +97,7 @@ class FeatureDistance(nn.Module):
     """
 
     backbone: nn.Module
+    taps: tuple[int, ...]
 
     def raw_features(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
         """Backbone activations ``[B, C_l, H_l, W_l]`` at each depth for images in ``[-1, 1]``."""
@@ -108,7 +109,7 @@ class FeatureDistance(nn.Module):
 
     @property
     def num_layers(self) -> int:
-        raise NotImplementedError  # pragma: no cover - abstract
+        return len(self.taps)
 
     def train(self, mode: bool = True) -> FeatureDistance:
         super().train(mode)
@@ -176,10 +177,6 @@ class MobileNetPerceptualDistance(FeatureDistance):
         self.taps = tuple(taps)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.taps)
 
     def raw_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.backbone.forward_features(((x + 1) / 2 - self.mean) / self.std, self.taps)

@@ -119,7 +119,7 @@ def fuse_batchnorm(net: nn.Module) -> nn.Module:
     for module in fused.modules():
         if isinstance(module, nn.Sequential):
             names = list(module._modules)
-            for a, b in zip(names, names[1:]):
+            for a, b in zip(names, names[1:], strict=False):
                 conv, bn = module._modules[a], module._modules[b]
                 if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                     module._modules[a] = fuse_conv_bn_eval(conv, bn)

@@ -38,7 +38,7 @@ def collect_taps(layers: nn.Sequential, x: torch.Tensor, taps: Sequence[int]) ->
     increasing valid indices.
     """
     taps = list(taps)
-    if not taps or any(b <= a for a, b in zip(taps, taps[1:])) or taps[0] < 0 or taps[-1] >= len(layers):
+    if not taps or any(b <= a for a, b in zip(taps, taps[1:], strict=False)) or taps[0] < 0 or taps[-1] >= len(layers):
         raise ValueError(f"taps must be strictly increasing indices in [0, {len(layers)}), got {taps}")
     out, wanted = [], set(taps)
     for i in range(taps[-1] + 1):
