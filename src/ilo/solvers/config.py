@@ -45,6 +45,8 @@ class CSGMConfig:
             step (the ``z in B2(r1)`` constraint of Algorithm 1); None = unconstrained.
         sphere: keep every latent vector (last dimension ``d``) on the sphere of radius
             ``sqrt(d)`` (PULSE's constraint).
+        keys: which entries of the latent state are optimised (None: the generator's
+            ``trainable_keys(0)``), e.g. StyleGAN-2's w+ and its first five noise maps.
         loss: loss weights.
         schedule: learning-rate schedule.
     """
@@ -54,6 +56,7 @@ class CSGMConfig:
     restarts: int = 4
     latent_radius: float | None = None
     sphere: bool = False
+    keys: tuple[str, ...] | None = None
     loss: LossConfig = field(default_factory=LossConfig)
     schedule: Schedule = field(default_factory=Schedule)
 
@@ -81,6 +84,8 @@ class RoundConfig:
             (``float``: the same for every state entry; ``dict``: per entry name).
         relative: if True, ``radius`` is a fraction of each sample's l1 norm of the starting
             point (per entry), so one preset fits layers and generators of any width.
+        keys: which state entries are optimised (None: the generator's ``trainable_keys``);
+            the others stay at the round's starting point.
     """
 
     layer: int
@@ -88,6 +93,7 @@ class RoundConfig:
     lr: float = 0.05
     radius: float | dict = 100.0
     relative: bool = False
+    keys: tuple[str, ...] | None = None
 
     def radius_for(self, key: str) -> float:
         if isinstance(self.radius, dict):

@@ -65,18 +65,25 @@ def csgm(
     rec = _recorder or Recorder(config.steps, "csgm", progress, callback)
     y_rep, op_rep = y.repeat_interleave(R, 0), operator.batch_repeat(R)
     objective = Objective(config.loss, op_rep, noise_seeds=[sna_seed(s, r) for s in seeds_ for r in range(R)])
-    params = stack_latents(generator, seeds_, R)  # [B * R, ...]
+    start = stack_latents(generator, seeds_, R)  # [B * R, ...]
+    keys = config.keys if config.keys is not None else generator.trainable_keys(0)
+    missing = [k for k in keys if k not in start]
+    if missing:
+        raise ValueError(f"latent state has no entries {missing}; it has {sorted(start)}")
+    params = {k: v for k, v in start.items() if k in keys}
+    fixed = {k: v for k, v in start.items() if k not in keys}
     tracker = BestTracker(B * R, y.device)
 
     def evaluate(p):
-        x = generator(p)
-        obj = objective(x, y_rep, p)
+        full = {**fixed, **p}
+        x = generator(full)
+        obj = objective(x, y_rep, full)
         with torch.no_grad():
             meas = op_rep.measurement_loss(x.detach(), y_rep)
         return obj, meas, x
 
     def on_step(t, obj, meas, x):
-        tracker.update(meas, x, 0, params)
+        tracker.update(meas, x, 0, {**fixed, **params})
         rec(0, 0, obj.view(B, R).min(1).values, meas.view(B, R).min(1).values, x)
 
     def project(p):
@@ -89,7 +96,7 @@ def csgm(
     adam_loop(params, evaluate, config.steps, config.lr, config.schedule, project, on_step)
     with torch.no_grad():  # the last update was never evaluated
         _, meas, x = evaluate(params)
-        tracker.update(meas, x, 0, params)
+        tracker.update(meas, x, 0, {**fixed, **params})
     if _recorder is None:
         rec.close()
     best = tracker.loss.view(B, R).argmin(1)

@@ -90,7 +90,8 @@ def ilo(
 
 def _pgd_round(y, operator, generator, objective, center: State, rnd: RoundConfig, config, tracker, rec, i) -> State:
     """Line 4: projected Adam on the trainable entries of the state at ``rnd.layer``."""
-    keys = generator.trainable_keys(rnd.layer)
+    keys = rnd.keys if rnd.keys is not None else generator.trainable_keys(rnd.layer)
+    keys = tuple(k for k in keys if k in center)
     fixed = {k: v for k, v in center.items() if k not in keys}
     params = {k: center[k].clone() for k in keys}
     radii = {k: _radius(rnd, k, center[k]) for k in keys}
