@@ -293,20 +293,22 @@ def _metrics_line(m: dict) -> str:
 @cli.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/demo", help="Output directory.")
 @click.option("--generator", "generator_name", default="digiface-dcgan", help="Registered generator name or checkpoint path.")
-@click.option("--steps", type=int, default=600, help="Total optimisation steps per method.")
-@click.option("--faces", type=int, default=3, help="Held-out generated faces (seeds 900000, 900001, ...).")
+@click.option("--steps", type=int, default=200, help="Total optimisation steps per method.")
+@click.option("--restarts", type=int, default=2, help="CSGM random restarts (run as one batch).")
+@click.option("--faces", type=int, default=2, help="Held-out generated faces (seeds 900000, 900001, ...).")
 @click.option("--device", default="auto", help="auto | cpu | cuda[:N].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo(out_dir, generator_name, steps, faces, device, quiet):
+def demo(out_dir, generator_name, steps, restarts, faces, device, quiet):
     """Solve the four inverse problems with CSGM and ILO; write one grid per task and a summary."""
     from .demo import run_demo
 
-    if steps < 1 or faces < 0:
-        fail(f"--steps must be >= 1 and --faces >= 0, got {steps} and {faces}")
+    if steps < 1 or faces < 0 or restarts < 1:
+        fail(f"--steps and --restarts must be >= 1 and --faces >= 0, got {steps}, {restarts} and {faces}")
     dev = pick_device(device)
     out = prepare_out_dir(out_dir)
     G = _load_generator(generator_name, dev)
-    run_demo(G, out, steps=steps, faces=faces, progress=not quiet, writer_cls=AtomicWriter, env=environment())
+    run_demo(G, out, steps=steps, restarts=restarts, faces=faces, progress=not quiet, writer_cls=AtomicWriter,
+             env=environment())
 
 
 @cli.command("generators")
@@ -334,3 +336,5 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+from .bench.cli import bench as _bench  # noqa: E402
+cli.add_command(_bench)

@@ -39,7 +39,8 @@ def demo_images(G: LayeredGenerator, faces: int) -> tuple[torch.Tensor, list[str
     return torch.cat(parts).to(G.device), names
 
 
-def run_demo(G: LayeredGenerator, out: Path, *, steps: int, faces: int, progress: bool, writer_cls, env: dict) -> list[dict]:
+def run_demo(G: LayeredGenerator, out: Path, *, steps: int, faces: int, progress: bool, writer_cls, env: dict,
+             restarts: int = 2) -> list[dict]:
     truth, names = demo_images(G, faces)
     rows_summary: list[dict] = []
     for task, spec, title in DEMO_TASKS:
@@ -49,7 +50,8 @@ def run_demo(G: LayeredGenerator, out: Path, *, steps: int, faces: int, progress
         for method in METHODS:
             if progress:
                 click.echo(f"{title}: {method}", err=True)
-            results[method], scores[method] = run_method(prob, G, method, total_steps=steps, seed=0, progress=progress)
+            results[method], scores[method] = run_method(prob, G, method, total_steps=steps, restarts=restarts, seed=0,
+                                                         progress=progress)
             for i, name in enumerate(names):
                 rows_summary.append({
                     "task": task, "method": method, "image": name,
@@ -70,7 +72,7 @@ def run_demo(G: LayeredGenerator, out: Path, *, steps: int, faces: int, progress
         w.commit()
     table = summary_table(rows_summary)
     w = writer_cls(out)
-    w.json("summary.json", {"rows": rows_summary, "steps": steps, "environment": env})
+    w.json("summary.json", {"rows": rows_summary, "steps": steps, "restarts": restarts, "environment": env})
     w.path("summary.md").write_text(table + "\n")
     w.commit()
     click.echo(table)
