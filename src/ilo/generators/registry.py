@@ -130,3 +130,39 @@ def _digiface() -> LayeredGenerator:
     g = load_dcgan_file(digiface_weights_path(), sha256=DIGIFACE_SHA256)
     g.name = "digiface-dcgan"
     return g
+
+
+# ---------------------------------------------------------------------------------------------
+# StyleGAN-2 networks published by NVIDIA: downloaded on first use into cache_dir(), read by the
+# safe loaders of ``files.py`` (no code from the pickle runs). NVIDIA publishes no checksums for
+# these files: the first download records its SHA-256 beside the file and later uses verify it.
+_NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
+STYLEGAN2_FILES: dict[str, tuple[str, str, str | None, str]] = {
+    # name: (url, file name in the cache, sha256 or None, description)
+    "stylegan2-ffhq-1024": (_NGC + "stylegan2-ffhq-1024x1024.pkl", "stylegan2-ffhq-1024x1024.pkl", None,
+                            "StyleGAN-2 FFHQ 1024x1024 (NVIDIA, StyleGAN3 release; non-commercial licence)"),
+    "stylegan2-ffhq-512": (_NGC + "stylegan2-ffhq-512x512.pkl", "stylegan2-ffhq-512x512.pkl", None,
+                           "StyleGAN-2 FFHQ 512x512 (NVIDIA, StyleGAN3 release; non-commercial licence)"),
+    "stylegan2-ffhq-256": (_NGC + "stylegan2-ffhq-256x256.pkl", "stylegan2-ffhq-256x256.pkl", None,
+                           "StyleGAN-2 FFHQ 256x256 (NVIDIA, StyleGAN3 release; non-commercial licence)"),
+    "stylegan2-ffhq-config-f": ("https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/stylegan2-ffhq-config-f.pkl",
+                                "stylegan2-ffhq-config-f.pkl", None,
+                                "original StyleGAN-2 config-f FFHQ 1024 (TensorFlow pickle; the ILO paper's weights)"),
+}
+
+
+def _stylegan2_builder(name: str) -> Callable[[], LayeredGenerator]:
+    url, filename, sha256, _ = STYLEGAN2_FILES[name]
+
+    def build() -> LayeredGenerator:
+        from . import files  # imported lazily: files.py imports this module
+
+        g = files.load_checkpoint(files.fetch(url, filename, sha256))
+        g.name = name
+        return g
+
+    return build
+
+
+for _name, (_url, _file, _sha, _desc) in STYLEGAN2_FILES.items():
+    register(_name, _desc)(_stylegan2_builder(_name))
