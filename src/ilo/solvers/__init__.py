@@ -18,6 +18,7 @@ from .config import (
     csgm_preset,
     dcgan_preset,
     pulse_preset,
+    stylegan2_preset,
     with_budget,
 )
 from .csgm import csgm
@@ -38,6 +39,18 @@ def default_config(method: str, generator: LayeredGenerator, task: str = "inpain
     presets use it to drop the perceptual term when measurements are scarce.
     """
     steps = total_steps or 600
+    stylegan = hasattr(generator, "noise_keys")
+    if stylegan and method != "bm3d":
+        from dataclasses import replace
+
+        ilo_cfg = stylegan2_preset(generator, task, steps, restarts, level)
+        if method == "ilo":
+            return ilo_cfg
+        base = replace(ilo_cfg.csgm, steps=steps)
+        if method == "pulse":  # PULSE: sphere on w+, 100 MSE + 0.05 geocross, lr 0.4
+            return replace(base, lr=0.4, sphere=True, loss=LossConfig(mse=100.0, geocross=0.05))
+        variant = csgm_preset(task, steps, restarts, variant=method).loss
+        return replace(base, loss=replace(variant, geocross=0.01))
     if method in ("csgm", "csgm-perceptual", "csgm-mse-perceptual"):
         return csgm_preset(task, steps, restarts, variant=method)
     if method == "pulse":
@@ -106,5 +119,5 @@ def solve(
 __all__ = [
     "solve", "csgm", "ilo", "Result", "StepInfo", "METHODS", "default_config",
     "CSGMConfig", "ILOConfig", "RoundConfig", "LossConfig", "Schedule", "dcgan_preset", "with_budget",
-    "BM3DConfig", "BM3DUnavailable", "pulse_preset", "CSGM_FAMILY",
+    "BM3DConfig", "BM3DUnavailable", "pulse_preset", "stylegan2_preset", "CSGM_FAMILY",
 ]

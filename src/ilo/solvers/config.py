@@ -96,8 +96,13 @@ class RoundConfig:
     keys: tuple[str, ...] | None = None
 
     def radius_for(self, key: str) -> float:
+        """The radius of one state entry; a dict may name an entry (``"noise7"``) or its
+        family (``"noise"`` for every noise map); entries it does not name get radius 0."""
         if isinstance(self.radius, dict):
-            return float(self.radius.get(key, 0.0))
+            if key in self.radius:
+                return float(self.radius[key])
+            family = key.rstrip("0123456789")
+            return float(self.radius.get(family, 0.0))
         return float(self.radius)
 
 
@@ -202,3 +207,43 @@ def with_budget(cfg: ILOConfig, total_steps: int) -> ILOConfig:
     rounds = tuple(replace(r, steps=max(1, round(r.steps * scale))) for r in cfg.rounds)
     csgm = replace(cfg.csgm, steps=max(1, total_steps - sum(r.steps for r in rounds)))
     return replace(cfg, csgm=csgm, rounds=rounds)
+
+
+# ---------------------------------------------------------------------------------------------
+# StyleGAN-2 (section 4.1 of the paper; defaults of the official code as a starting point)
+
+#: official per-round l1 radii (rounds 1, 2, 3): w+ latents, noise maps, features
+STYLEGAN_RADII = {"ws": (100.0, 1000.0, 6000.0), "noise": (1000.0, 1000.0, 6000.0), "x": (1000.0, 1000.0, 6000.0)}
+#: official steps per round (CSGM, then rounds 1-3), used as proportions of the budget
+STYLEGAN_STEPS = (50, 50, 25, 25)
+
+
+def stylegan2_loss(task: str, level: float | None = None) -> LossConfig:
+    """MSE + perceptual (offline distance, at 256 px) + geocross 0.01; SNA for denoising; MSE
+    only (plus geocross) for compressed sensing and scarce inpainting."""
+    if task == "cs" or (task == "inpaint" and (level is None or level < SCARCE_OBSERVED)):
+        return LossConfig(mse=1.0, geocross=0.01)
+    return LossConfig(mse=1.0, perceptual=1.0, geocross=0.01, sna=(task == "denoise"))
+
+
+def stylegan2_preset(generator, task: str = "inpaint", total_steps: int = 150, restarts: int = 1,
+                     level: float | None = None) -> ILOConfig:
+    """ILO on StyleGAN-2 as in section 4.1: CSGM on w+ and the first 5 noise maps, then rounds
+    at the outputs of the first blocks (layers 1, 3, 5: 4x4, 8x8, 16x16 features), each
+    optimising the features, the skip image, the remaining w+ (geocross-regularised) and the
+    noise maps up to ``4 + 2 i``, within l1 balls whose radii grow with the layer's width."""
+    n_noise = len(generator.noise_keys()) if hasattr(generator, "noise_keys") else 0
+    layers = [k for k in (1, 3, 5) if k < generator.num_layers]
+    weights = STYLEGAN_STEPS[: len(layers) + 1]
+    steps = [max(1, round(total_steps * w / sum(weights))) for w in weights]
+    steps[0] += total_steps - sum(steps)
+    loss = stylegan2_loss(task, level)
+    sched = Schedule(rampup=0.05, rampdown=0.75)
+    noise = lambda a, b: tuple(f"noise{j}" for j in range(a, min(b, n_noise)))  # noqa: E731
+    csgm = CSGMConfig(steps=steps[0], lr=0.1, restarts=restarts, keys=("ws",) + noise(0, 5), loss=loss, schedule=sched)
+    rounds = []
+    for i, (k, st) in enumerate(zip(layers, steps[1:]), start=1):
+        radius = {key: vals[i - 1] for key, vals in STYLEGAN_RADII.items()}
+        radius["img"] = radius["x"]
+        rounds.append(RoundConfig(layer=k, steps=st, lr=0.1, radius=radius, keys=("x", "img", "ws") + noise(k, 5 + 2 * i)))
+    return ILOConfig(csgm=csgm, rounds=tuple(rounds), loss=loss, schedule=sched)
