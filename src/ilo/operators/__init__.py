@@ -15,6 +15,7 @@ class                     ``task``    measurement
 """
 
 from .base import GaussianNoise, NoiseModel, NoNoise, Operator, randn_like
+from .classifier import ClassifierGuidance
 from .compressed_sensing import CompressedSensing
 from .denoising import Denoising
 from .inpainting import Inpainting
@@ -30,4 +31,5 @@ __all__ = [
     "SuperResolution",
     "Denoising",
     "CompressedSensing",
+    "ClassifierGuidance",
 ]
