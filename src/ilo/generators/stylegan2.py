@@ -126,12 +126,24 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 def _blur(x: torch.Tensor, f: torch.Tensor, pad: int, gain: float, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Depthwise true convolution with ``f * gain`` and zero padding ``pad`` (optionally + bias)."""
     c, n = x.shape[1], f.shape[-1]
-    k = (f.flip([0, 1]) * gain).to(x.dtype)[None, None].expand(c, 1, n, n)
+    k = (f.flip([0, 1]) * gain).to(x.dtype)[None, None].expand(c, 1, n, n).contiguous()
     return F.conv2d(x, k, bias=bias, padding=pad, groups=c)
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _restride(y: torch.Tensor) -> torch.Tensor:
+    """Canonical strides for a batch-1 channels_last tensor (same memory, no copy).
+
+    oneDNN's transposed convolution may return a batch stride that is irrelevant for one sample
+    but makes the next convolution mistake the layout and copy the tensor.
+    """
+    b, c, h, w = y.shape
+    if b == 1 and _is_channels_last(y) and y.stride(0) != c * h * w:
+        return y.as_strided(y.shape, (c * h * w, 1, w * c, c))
+    return y
 
 
 def modulated_conv2d(
@@ -293,7 +305,7 @@ class SynthesisLayer(nn.Module):
             self.register_buffer("noise_const", torch.randn(resolution, resolution))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
-        self._wsq_cache: tuple | None = None
+        self._cache: dict[str, tuple] = {}
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None = None, impl: str = "fast",
                 fused: bool | None = None) -> torch.Tensor:
@@ -321,15 +333,26 @@ class SynthesisLayer(nn.Module):
             x = x.clamp(-self.conv_clamp, self.conv_clamp)
         return x
 
-    def _weight_sq(self) -> torch.Tensor:
-        """``sum_taps W^2`` ``[O, I]``, cached while the weight is frozen and unchanged."""
+    def _derived(self, what: str) -> torch.Tensor:
+        """Tensors derived from the weight, cached while it is frozen and unchanged.
+
+        ``"sq"``: ``sum_taps W^2`` ``[O, I]``; ``"conv_cl"`` / ``"convT_cl"``: the weight (or its
+        transposed-convolution layout ``[I, O, k, k]``) in channels_last, so that oneDNN does not
+        reorder it on every call.
+        """
         wt = self.weight
+        make = {
+            "sq": lambda w: w.square().sum(dim=[2, 3]),
+            "conv_cl": lambda w: w.contiguous(memory_format=torch.channels_last),
+            "convT_cl": lambda w: w.transpose(0, 1).contiguous(memory_format=torch.channels_last),
+        }[what]
         if wt.requires_grad and torch.is_grad_enabled():
-            return wt.square().sum(dim=[2, 3])
+            return make(wt)
         key = (wt._version, wt.data_ptr(), wt.dtype, wt.device)
-        if self._wsq_cache is None or self._wsq_cache[0] != key:
-            self._wsq_cache = (key, wt.detach().square().sum(dim=[2, 3]))
-        return self._wsq_cache[1]
+        hit = self._cache.get(what)
+        if hit is None or hit[0] != key:
+            hit = self._cache[what] = (key, make(wt.detach()))
+        return hit[1]
 
     def _forward_fast(self, x: torch.Tensor, styles: torch.Tensor, noise: torch.Tensor | None, fused: bool | None) -> torch.Tensor:
         """Same maths as the reference, fewer passes over memory.
@@ -343,29 +366,33 @@ class SynthesisLayer(nn.Module):
         b, cin, h, wd = x.shape
         cout, kk = self.out_channels, self.weight.shape[-1] ** 2
         g = LRELU_GAIN
-        dg = (styles.square() @ self._weight_sq().t() + 1e-8).rsqrt() * g  # [B, O]
+        dg = (styles.square() @ self._derived("sq").t() + 1e-8).rsqrt() * g  # [B, O]
         gb = self.bias * g
         cl = _is_channels_last(x)
         if fused is None:
             fused = _prefer_fused(styles, self.weight, cin * h * wd + cout * (4 if self.up else 1) * h * wd, cl)
         if fused:
-            wmod = self.weight.unsqueeze(0) * (dg.unsqueeze(2) * styles.unsqueeze(1)).reshape(b, cout, cin, 1, 1)
+            wt = self._derived("conv_cl") if cl and b == 1 else self.weight
+            wmod = wt.unsqueeze(0) * (dg.unsqueeze(2) * styles.unsqueeze(1)).reshape(b, cout, cin, 1, 1)
             xin = x if b == 1 else x.reshape(1, b * cin, h, wd)
+            mf = torch.channels_last if cl else torch.contiguous_format  # weight layout = activation layout: no reorders
             if self.up:
-                wt = wmod.transpose(1, 2).reshape(b * cin, cout, *wmod.shape[-2:])
+                wt = wmod.transpose(1, 2).reshape(b * cin, cout, *wmod.shape[-2:]).contiguous(memory_format=mf)
                 y = F.conv_transpose2d(xin, wt, stride=2, groups=b)
-                y = y.reshape(b, cout, *y.shape[2:])
+                y = _restride(y.reshape(b, cout, *y.shape[2:]))
                 y = _blur(y, self.resample_filter, pad=1, gain=4.0, bias=gb)
             else:
-                y = F.conv2d(xin, wmod.reshape(b * cout, cin, *wmod.shape[-2:]), bias=gb.repeat(b), padding=self.padding, groups=b)
+                wt = wmod.reshape(b * cout, cin, *wmod.shape[-2:]).contiguous(memory_format=mf)
+                y = F.conv2d(xin, wt, bias=gb.repeat(b), padding=self.padding, groups=b)
                 y = y.reshape(b, cout, *y.shape[2:])
         else:
             xs = x * styles.reshape(b, cin, 1, 1)
             if self.up:
-                y = F.conv_transpose2d(xs, self.weight.transpose(0, 1), stride=2)
+                wt = self._derived("convT_cl") if cl else self.weight.transpose(0, 1)
+                y = _restride(F.conv_transpose2d(xs, wt, stride=2))
                 y = _blur(y, self.resample_filter, pad=1, gain=4.0)
             else:
-                y = F.conv2d(xs, self.weight, padding=self.padding)
+                y = F.conv2d(xs, self._derived("conv_cl") if cl else self.weight, padding=self.padding)
             y = torch.addcmul(gb.reshape(1, cout, 1, 1), y, dg.reshape(b, cout, 1, 1))
         if noise is not None:
             y = y.addcmul_(noise, self.noise_strength * g)
