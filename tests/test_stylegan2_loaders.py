@@ -15,6 +15,7 @@ import types
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -123,12 +124,13 @@ def persist(env, module: torch.nn.Module, source: str, layout: str = "ada") -> P
         else:  # stylegan3's networks_stylegan2: flat synthesis kwargs
             kwargs.update(synth, fused_modconv_default="inference_only")
     elif isinstance(module, sg.FullyConnectedLayer):
+        # NVIDIA computes gains with NumPy: they are pickled as numpy.float64 scalars
         attrs.update(in_features=module.in_features, out_features=module.out_features, activation=module.activation,
-                     weight_gain=module.weight_gain, bias_gain=module.bias_gain)
+                     weight_gain=np.float64(module.weight_gain), bias_gain=module.bias_gain)
     elif isinstance(module, sg.SynthesisLayer):
         attrs.update(in_channels=module.in_channels, out_channels=module.out_channels, resolution=module.resolution,
                      up=2 if module.up else 1, use_noise=module.use_noise, activation="lrelu", conv_clamp=module.conv_clamp,
-                     padding=1, act_gain=math.sqrt(2))
+                     padding=1, act_gain=np.sqrt(2))
     elif isinstance(module, sg.ToRGBLayer):
         attrs.update(conv_clamp=module.conv_clamp, weight_gain=module.weight_gain)
     elif isinstance(module, sg.SynthesisBlock):
@@ -139,7 +141,8 @@ def persist(env, module: torch.nn.Module, source: str, layout: str = "ada") -> P
         _parameters=collections.OrderedDict((k, torch.nn.Parameter(v.detach().clone(), requires_grad=False)) for k, v in module._parameters.items()),
         _buffers=collections.OrderedDict((k, v.clone()) for k, v in module._buffers.items()),
         _non_persistent_buffers_set=set(),
-        _modules=collections.OrderedDict((k, persist(env, c, source, layout)) for k, c in module._modules.items()),
+        _modules=collections.OrderedDict((k, c if type(c).__module__.startswith("torch.nn") else persist(env, c, source, layout))
+                                         for k, c in module._modules.items()),
         _init_args=(),
         _init_kwargs=kwargs,
         _forward_hooks=collections.OrderedDict(),
@@ -149,8 +152,9 @@ def persist(env, module: torch.nn.Module, source: str, layout: str = "ada") -> P
 
 def write_nvidia_pkl(env, path, g_ema, g=None, flag=None, layout="ada", protocol=4):
     source = f"open({str(flag)!r}, 'w').write('ran')\n" if flag else "raise SystemExit('embedded source ran')\n"
-    disc = torch.nn.Module()
+    disc = torch.nn.Module()  # holds plain torch.nn modules, pickled without the persistence wrapper
     disc.register_parameter("b4_out_weight", torch.nn.Parameter(torch.randn(1, 4)))
+    disc.blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.LeakyReLU(0.2)])
     data = dict(
         G=persist(env, g if g is not None else g_ema, source, layout),
         D=persist(env, disc, source, layout),
@@ -161,6 +165,16 @@ def write_nvidia_pkl(env, path, g_ema, g=None, flag=None, layout="ada", protocol
     )
     with open(path, "wb") as f:
         pickle.dump(data, f, protocol=protocol)
+
+
+def test_plain_torch_modules_become_inert_records(tmp_path):
+    from ilo.generators.files import TorchModuleRecord, restricted_load
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ModuleList([torch.nn.Conv2d(2, 2, 1)]))
+    rec = restricted_load(io.BytesIO(pickle.dumps(net)))
+    assert isinstance(rec, TorchModuleRecord) and rec.class_name == "torch.nn.modules.container.Sequential"
+    sd = rec.state_dict()
+    assert set(sd) == set(net.state_dict()) and all(torch.equal(sd[k], v) for k, v in net.state_dict().items())
 
 
 @pytest.mark.parametrize("layout,protocol", [("ada", 4), ("stylegan3", 2)])

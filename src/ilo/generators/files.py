@@ -125,6 +125,40 @@ class PersistentModule:
         return f"PersistentModule({self.class_name}, {len(self.state_dict())} tensors)"
 
 
+class TorchModuleRecord(PersistentModule):
+    """A plain ``torch.nn`` module (e.g. ``ModuleList``) inside a network pickle, as an inert record.
+
+    Created (one subclass per torch class name) by :class:`RestrictedUnpickler` for
+    ``torch.nn.modules.*`` classes; ``__setstate__`` only stores the module's ``__dict__``.
+    """
+
+    torch_class = "torch.nn.Module"
+
+    def __init__(self, *args: Any, **kwargs: Any):  # NEWOBJ / REDUCE construct it without a state
+        self.__setstate__({})
+
+    def __setstate__(self, state: dict) -> None:
+        if not isinstance(state, dict):
+            raise GeneratorUnavailable(f"{self.torch_class} record without a dict state")
+        super().__init__({"type": "class", "class_name": self.torch_class, "state": state})
+
+
+_TORCH_MODULE_RECORDS: dict[str, type] = {}
+
+
+def _torch_module_record(module: str, name: str) -> type | None:
+    """A :class:`TorchModuleRecord` subclass for ``torch.nn.modules.<...>.<name>`` if that is an ``nn.Module``."""
+    if not module.startswith("torch.nn.modules."):
+        return None
+    real = getattr(torch.nn, name, None)
+    if not (isinstance(real, type) and issubclass(real, torch.nn.Module) and real.__module__ == module):
+        return None
+    key = f"{module}.{name}"
+    if key not in _TORCH_MODULE_RECORDS:
+        _TORCH_MODULE_RECORDS[key] = type(f"Record_{name}", (TorchModuleRecord,), {"torch_class": key})
+    return _TORCH_MODULE_RECORDS[key]
+
+
 class TFNetwork:
     """What ``dnnlib.tflib.network.Network`` pickles (the TensorFlow releases), without its code.
 
@@ -227,13 +261,15 @@ class RestrictedUnpickler(pickle.Unpickler):
         if (module, name) in _compat_pickle.NAME_MAPPING:
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        try:
+        if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
-        except KeyError:
-            raise UnsafeCheckpointError(
-                f"refusing to load: the pickle asks for {module}.{name}, which is not a tensor or container "
-                "type this loader allows; nothing from the file was executed"
-            ) from None
+        record = _torch_module_record(module, name)
+        if record is not None:  # a plain torch.nn module inside a network: an inert record too
+            return record
+        raise UnsafeCheckpointError(
+            f"refusing to load: the pickle asks for {module}.{name}, which is not a tensor or container "
+            "type this loader allows; nothing from the file was executed"
+        )
 
 
 def restricted_load(f) -> Any:
