@@ -293,6 +293,12 @@ def test_noise_mode_none_means_no_noise(g32):
     assert torch.allclose(g32(s), g.synthesis(s["ws"], noise_mode="const"), atol=1e-6)
 
 
+def test_synthesis_convenience_takes_state_noises(g32, state32):
+    noises = {k: v for k, v in state32.items() if k.startswith("noise")}
+    assert torch.equal(g32.synthesis(state32["ws"], noises), g32(state32))
+    assert torch.equal(g32.synthesis(state32["ws"], [noises[f"noise{i}"] for i in range(g32.num_layers)]), g32(state32))
+
+
 def test_missing_noise_entries_follow_noise_mode(g32, state32):
     partial = {k: v for k, v in state32.items() if k != "noise4"}
     g32.noise_mode = "const"

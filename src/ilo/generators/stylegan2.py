@@ -39,11 +39,17 @@ fills them: ``"random"`` (drawn from the ``torch.Generator``), ``"const"`` (the 
 ``noise_const`` maps: deterministic) or ``"none"`` (zeros). A state without a ``noise{i}`` entry
 uses ``noise_mode`` for that layer (``"random"`` then draws from the global RNG).
 
-Numerics match NVIDIA's reference ops (FP32, the ``fp16`` options of their configs only change
-the precision their CUDA code runs in). Modulated convolutions run either *fused* (per-sample
-weights, grouped convolution) or *non-fused* (scale activations before and after one shared
-convolution); both are the same maths (tested equal). On CPU the activations are kept in
-``channels_last`` memory format, which is faster with oneDNN.
+Two implementations of the same maths (tested equal to float tolerance), chosen by ``impl``:
+
+* ``"reference"``: NVIDIA's sequence of plain ops in FP32 (per-sample weights with a grouped
+  convolution; up-sampling by transposed convolution then ``upfirdn2d`` with the ``[1,3,3,1]``
+  filter; noise, bias, leaky ReLU, gain, clamp), NCHW. The ``fp16`` options of NVIDIA's configs
+  only change the precision their CUDA code runs in and are ignored.
+* ``"fast"`` (default): demodulation coefficients from ``sum_taps W^2`` (no per-sample weight
+  temporaries), the gain folded into the coefficients and the bias into the convolution,
+  *fused* or *non-fused* modulation per layer, whichever is cheaper (non-fused whenever
+  gradients flow to the styles of a frozen generator: it needs no weight gradient),
+  ``channels_last`` activations on CPU (faster with oneDNN), cached weight layouts.
 """
 
 from __future__ import annotations
@@ -477,13 +483,16 @@ class SynthesisNetwork(nn.Module):
         r, name = self.layers[i]
         return getattr(getattr(self, f"b{r}"), name)
 
-    def forward(self, ws: torch.Tensor, noises: Sequence[torch.Tensor | None] | None = None, noise_mode: str = "const",
+    def forward(self, ws: torch.Tensor, noises: Sequence[torch.Tensor | None] | dict | None = None, noise_mode: str = "const",
                 impl: str = "fast", fused: bool | None = None, channels_last: bool | None = None) -> torch.Tensor:
         """``ws [B, num_ws, w_dim]`` (or ``[B, w_dim]``) -> image ``[B, C, R, R]``.
 
-        ``noises``: one unit-variance map ``[B|1, 1, r, r]`` per layer (``None`` entries, or no
-        list, follow ``noise_mode``: ``"const"`` stored maps, ``"random"`` fresh draws, ``"none"``).
+        ``noises``: one unit-variance map ``[B|1, 1, r, r]`` per layer, as a list or as a state-like
+        dict ``{"noise{i}": ...}``; ``None`` entries, missing keys or no ``noises`` follow
+        ``noise_mode``: ``"const"`` (default: the stored maps), ``"random"`` (fresh draws), ``"none"``.
         """
+        if isinstance(noises, dict):
+            noises = [noises.get(f"noise{i}") for i in range(len(self.layers))]
         if ws.ndim == 2:
             ws = ws.unsqueeze(1).repeat(1, self.num_ws, 1)
         _check_shape(ws, [None, self.num_ws, self.w_dim], "ws")
@@ -713,6 +722,8 @@ class StyleGAN2Generator(LayeredGenerator):
         if k == 0:
             x = img = None
         else:
+            if "x" not in state or "img" not in state:
+                raise ValueError(f"state {k} needs 'x' and 'img' (got {sorted(state)}); build it with head({k})")
             x, img = state["x"], state["img"]
         noise = state.get(f"noise{k}")
         x, img = self.synthesis.run_layer(k, x, img, ws[:, 0], ws[:, 1], noise, self.noise_mode, **self._run_options())
