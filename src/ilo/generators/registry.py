@@ -7,7 +7,6 @@ restricted unpickler): no code from a file is ever executed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from ..nets.weights import sha256_file
 from .base import LayeredGenerator
 from .dcgan import DCGANGenerator
 
@@ -47,14 +47,6 @@ def register(name: str, description: str) -> Callable[[Callable[[], LayeredGener
 def available() -> dict[str, str]:
     """Registered generator names and their descriptions."""
     return {k: e.description for k, e in sorted(_REGISTRY.items())}
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cache_dir() -> Path:
