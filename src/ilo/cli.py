@@ -338,3 +338,5 @@ if __name__ == "__main__":  # pragma: no cover
     main()
 from .bench.cli import bench as _bench  # noqa: E402
 cli.add_command(_bench)
+from .bench.cli import bench as _bench  # noqa: E402
+cli.add_command(_bench)

@@ -1,0 +1,204 @@
+"""``ilo bench curves|sna|speed``: the paper's experiments as resumable one-command benchmarks.
+
+Each command validates its options before any work (bad input: one line, exit code 2), then
+solves every cell not already in ``OUT/results.jsonl`` and writes ``measurements.csv``,
+``measurements.json``, ``summary.json``, ``summary.md``, ``plots/*.png``, ``grids/*.png`` and
+``index.html`` (static, opens offline). Rerunning the same command skips the finished cells.
+"""
+
+from __future__ import annotations
+
+import click
+import torch
+
+from ..cli import CLIError, _load_generator, environment, pick_device, prepare_out_dir
+from . import curves as C
+from . import sna as S
+from . import speed as P
+from .harness import DEFAULT_N, Bench, ResultStore, StoreMismatch, evaluation_sets, parse_seed_range
+
+#: the budget of ``--quick`` (a CI smoke test) and of a normal run; explicit options win
+QUICK = {"n": 2, "steps": 10, "restarts": 2, "batch": 2}
+NORMAL = {"n": None, "steps": 600, "restarts": 4, "batch": 8}
+SPEED_LEVEL = {"inpaint": 1.0, "denoise": 25.0, "superres": 4.0, "cs": 0.1}
+
+
+def fail(msg: str) -> None:
+    raise CLIError(msg)
+
+
+def _common(f):
+    """The options every bench command shares."""
+    opts = [
+        click.option("--generator", "generator_name", default="digiface-dcgan", help="Registered generator name or checkpoint path."),
+        click.option("--images", type=str, default=None, help="A folder of your own photos (centre-cropped, resized): set 'images'."),
+        click.option("--truth-seeds", type=str, default=None, help="Held-out generated faces with seeds A-B: set 'generated'."),
+        click.option("--n", type=int, default=None,
+                     help=f"Images per set (default {DEFAULT_N}: generated seeds 600000+, LFW faces 0.., 2 photos; --quick 2)."),
+        click.option("--seed", type=int, default=0, help="Base seed: image j gets solver/noise/mask seed SEED + j."),
+        click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+                     help="Output folder (default out/bench/<command>[-<task>]; out/bench-quick/... with --quick)."),
+        click.option("--steps", type=int, default=None, help="Total optimisation steps of every method (default 600; --quick 10)."),
+        click.option("--restarts", type=int, default=None, help="Random restarts of every method (default 4; --quick 2)."),
+        click.option("--batch", type=int, default=None, help="Images solved together in one cell (default 8; --quick 2)."),
+        click.option("--examples", type=int, default=2, help="Images per set shown in the example grids."),
+        click.option("--quick", is_flag=True, help="Tiny configuration (CI smoke test): 2 images per set, 2 levels, 10 steps, 2 restarts."),
+        click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)."),
+        click.option("--device", default="auto", help="auto | cpu | cuda[:N]."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@click.group("bench", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+def bench() -> None:
+    """Reproduce the paper's experiments (curves, SNA table, speed plots) as resumable benchmarks."""
+
+
+def _budget(o: dict) -> dict:
+    base = QUICK if o["quick"] else NORMAL
+    b = {k: (o[k] if o[k] is not None else base[k]) for k in ("n", "steps", "restarts", "batch")}
+    for k in ("steps", "restarts", "batch", "n"):
+        if b[k] is not None and b[k] < 1:
+            fail(f"--{k} must be >= 1, got {b[k]}")
+    if o["examples"] < 0:
+        fail(f"--examples must be >= 0, got {o['examples']}")
+    if o["threads"] is not None and o["threads"] < 1:
+        fail(f"--threads must be >= 1, got {o['threads']}")
+    return b
+
+
+def _prepare(o: dict, command: str, task: str | None, name: str) -> tuple[Bench, dict]:
+    """Validate the common options, load the generator and the sets, open the store."""
+    b = _budget(o)
+    if o["truth_seeds"] is not None:
+        try:
+            parse_seed_range(o["truth_seeds"])
+        except ValueError as e:
+            fail(str(e))
+    if o["images"] is not None:
+        from pathlib import Path
+
+        if not Path(o["images"]).is_dir():
+            fail(f"--images folder not found: {o['images']}")
+    if o["threads"]:
+        torch.set_num_threads(o["threads"])
+    dev = pick_device(o["device"])
+    out = prepare_out_dir(o["out_dir"] or f"out/{'bench-quick' if o['quick'] else 'bench'}/{name}")
+    settings = {"command": command, "task": task, "generator": o["generator_name"], "steps": b["steps"],
+                "restarts": b["restarts"], "seed": o["seed"], "batch": b["batch"]}
+    try:
+        store = ResultStore(out, settings)
+    except StoreMismatch as e:
+        fail(str(e))
+    G = _load_generator(o["generator_name"], dev)
+    try:
+        sets = evaluation_sets(G, images=o["images"], truth_seeds=o["truth_seeds"], n=b["n"])
+    except (ValueError, OSError) as e:
+        fail(str(e).splitlines()[0])
+    bench_ = Bench(G, sets, store, steps=b["steps"], restarts=b["restarts"], seed=o["seed"], batch=b["batch"],
+                   examples=o["examples"], progress=not o["quiet"])
+    run = {"settings": store.settings, "device": str(dev), "environment": environment(), "quick": o["quick"],
+           "sets": {s.name: {"n": len(s), "description": s.description, "images": list(s.ids)} for s in sets}}
+    return bench_, run
+
+
+def _finish(stats: dict, index) -> None:
+    click.echo(f"ran {stats['ran']} cells, skipped {stats['skipped']} already done ({stats['seconds']:.0f} s); wrote {index}")
+
+
+def _run_and_report(bench_: Bench, run: dict, solve, report) -> None:
+    bench_.store.write_run_json(run)
+    try:
+        stats = solve()
+    except KeyboardInterrupt:  # keep a report of the finished cells
+        report()
+        raise
+    _finish(stats, report())
+
+
+def _parse_list(text: str | None, name: str) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        fail(f"{name} is empty")
+    return items
+
+
+def _check_bm3d(methods) -> None:
+    if "bm3d" in methods:
+        from ..solvers.bm3d import BM3DUnavailable, _import_bm3d
+
+        try:
+            _import_bm3d()
+        except BM3DUnavailable as e:
+            fail(f"{e} (or leave bm3d out with --methods)")
+
+
+@bench.command()
+@click.option("--task", type=str, required=True, help="inpaint | denoise | superres | cs")
+@click.option("--levels", type=str, default=None,
+              help="Comma-separated levels replacing the task's (observed fraction, sigma 0-255, factor, or m/n).")
+@click.option("--methods", type=str, default=None, help="Comma-separated subset of the task's methods.")
+@_common
+def curves(task, levels, methods, **o):
+    """True MSE against the measurement level, one line per method (the paper's Figure 2)."""
+    if task not in C.TASKS:
+        fail(f"unknown task {task!r}; choose from {', '.join(C.TASKS)}")
+    allowed = C.METHODS[task]
+    methods = _parse_list(methods, "--methods") or list(allowed)
+    for m in methods:
+        if m not in allowed:
+            fail(f"method {m!r} does not apply to task {task}; choose from {', '.join(allowed)}")
+    _check_bm3d(methods)
+    level_list = _parse_list(levels, "--levels")
+    _budget(o)
+    bench_, run = _prepare(o, "curves", task, f"curves-{task}")
+    size = bench_.G.image_shape[-1]
+    if level_list is None:
+        lv = C.default_levels(task, size, o["quick"])
+    else:
+        try:
+            lv = [float(v) for v in level_list]
+            for v in lv:
+                C.check_level(task, v, size)
+        except ValueError as e:
+            fail(str(e) if "levels" in str(e) else f"--levels must be numbers, got {levels!r}")
+    run.update(levels=lv, methods=methods)
+    _run_and_report(bench_, run, lambda: C.run_curves(bench_, task, lv, methods),
+                    lambda: C.report_curves(bench_, task, lv, methods, run))
+
+
+@bench.command()
+@click.option("--sigma", type=float, default=S.SIGMA, help="Noise sigma on the 0-255 scale.")
+@_common
+def sna(sigma, **o):
+    """Denoising with and without Stochastic Noise Addition, CSGM and ILO, PSNR (the paper's Table 1)."""
+    if not sigma > 0:
+        fail(f"--sigma must be > 0 (SNA needs noise), got {sigma}")
+    bench_, run = _prepare(o, "sna", "denoise", "sna")
+    run.update(levels=[sigma], methods=list(S.LABELS))
+    _run_and_report(bench_, run, lambda: S.run_sna(bench_, sigma), lambda: S.report_sna(bench_, sigma, run))
+
+
+@bench.command()
+@click.option("--task", type=str, default=P.DEFAULT_TASK, help="inpaint | denoise | superres | cs")
+@click.option("--level", type=float, default=None,
+              help="Measurement level (default: inpaint 1.0 = inversion, denoise 25, superres 4, cs 0.1).")
+@_common
+def speed(task, level, **o):
+    """True MSE and perceptual distance against elapsed seconds, ILO against CSGM (Figures 6 and 7)."""
+    if task not in C.TASKS:
+        fail(f"unknown task {task!r}; choose from {', '.join(C.TASKS)}")
+    level = SPEED_LEVEL[task] if level is None else level
+    _budget(o)
+    bench_, run = _prepare(o, "speed", task, f"speed-{task}")
+    try:
+        C.check_level(task, level, bench_.G.image_shape[-1])
+    except ValueError as e:
+        fail(str(e).replace("levels are", "--level must be"))
+    run.update(levels=[level], methods=["ilo", "csgm"])
+    _run_and_report(bench_, run, lambda: P.run_speed(bench_, task, level), lambda: P.report_speed(bench_, task, level, run))
