@@ -78,7 +78,7 @@ def test_curves_quick_smoke(quick_curves):
     assert {r["seed"] for r in rows} == {"0", "1"} and {r["steps"] for r in rows} == {"10"}
     # one stored line per (set, method, level, batch)
     lines = (quick_curves / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 10 and json.loads(lines[0])["key"] == "generated/csgm/0.1/0-2"
+    assert len(lines) == 10 and json.loads(lines[0])["key"].startswith("generated/csgm/0.1/0-2/")
     summary = json.loads((quick_curves / "summary.json").read_text())
     assert {"CSGM / ILO", "best CSGM / ILO", "PULSE / ILO"} <= set(summary["ratios"][0])
 
@@ -206,7 +206,10 @@ def test_cells_are_batch_major_and_keys_unique():
     sets = [harness.EvalSet("a", torch.zeros(5, 3, 4, 4), tuple("vwxyz"), ""), harness.EvalSet("b", torch.zeros(2, 3, 4, 4), ("p", "q"), "")]
     cells = harness.make_cells(sets, ["csgm", "ilo"], [0.1, 0.5], batch=2)
     assert len(cells) == (3 + 1) * 2 * 2 and len({c.key for c in cells}) == len(cells)
-    assert [c.start for c in cells[:8]] == [0] * 8 and cells[-1].key == "a/ilo/0.5/4-5"
+    assert [c.start for c in cells[:8]] == [0] * 8 and cells[-1].key.startswith("a/ilo/0.5/4-5/")
+    # other images, other cells: a store never passes off results on other images as done
+    other = [harness.EvalSet("a", torch.ones(5, 3, 4, 4), tuple("vwxyz"), "")]
+    assert not {c.key for c in harness.make_cells(other, ["csgm"], [0.1], 2)} & {c.key for c in cells}
 
 
 def test_problem_of_an_image_does_not_depend_on_its_batch(digiface):

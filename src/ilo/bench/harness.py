@@ -24,6 +24,7 @@ matrix is one per level, drawn with ``seed``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -54,7 +55,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 COLUMNS = ("task", "set", "image", "method", "level", "seed", "true_mse", "psnr", "ssim", "perceptual",
            "measurement_mse", "steps", "seconds", "batch", "point", "round", "layer")
 #: bump when the meaning of stored records changes (an old store is then refused)
-STORE_VERSION = 1
+STORE_VERSION = 2
 
 #: what the level of each task measures (the CSV's ``level`` column)
 LEVEL_NAMES = {"inpaint": "observed fraction", "denoise": "noise sigma (0-255)", "superres": "downsampling factor",
@@ -167,17 +168,27 @@ def evaluation_sets(G, *, images: str | None = None, truth_seeds: str | None = N
 
 @dataclass(frozen=True)
 class Cell:
-    """One unit of work: images ``start .. stop - 1`` of set ``set``, one method, one level."""
+    """One unit of work: images ``start .. stop - 1`` of set ``set``, one method, one level.
+
+    ``digest`` fingerprints the ground truths (their 8-bit pixels), so that a store never
+    passes off results on other images (another seed range, an edited photo) as done."""
 
     set: str
     method: str
     level: float
     start: int
     stop: int
+    digest: str = ""
 
     @property
     def key(self) -> str:
-        return f"{self.set}/{self.method}/{self.level:g}/{self.start}-{self.stop}"
+        return f"{self.set}/{self.method}/{self.level:g}/{self.start}-{self.stop}/{self.digest}"
+
+
+def images_digest(x: torch.Tensor) -> str:
+    """A short fingerprint of images in ``[-1, 1]`` (of their 8-bit values)."""
+    a = np.round((x.detach().cpu().float().clamp(-1, 1).numpy() + 1) * 127.5).astype(np.uint8)
+    return hashlib.sha1(a.tobytes() + str(a.shape).encode()).hexdigest()[:8]
 
 
 def make_cells(sets: list[EvalSet], methods: Iterable[str], levels: Iterable[float], batch: int) -> list[Cell]:
@@ -190,9 +201,11 @@ def make_cells(sets: list[EvalSet], methods: Iterable[str], levels: Iterable[flo
         for s in sets:
             if start >= len(s):
                 continue
+            stop = min(start + batch, len(s))
+            digest = images_digest(s.images[start:stop])
             for level in levels:
                 for m in methods:
-                    cells.append(Cell(s.name, m, float(level), start, min(start + batch, len(s))))
+                    cells.append(Cell(s.name, m, float(level), start, stop, digest))
     return cells
 
 
@@ -363,7 +376,7 @@ def run_cells(cells: list[Cell], store: ResultStore, solve_cell: Callable[[Cell]
         t = time.perf_counter()
         record = solve_cell(cell)
         record.update(key=cell.key, set=cell.set, method=cell.method, level=cell.level, start=cell.start,
-                      stop=cell.stop, cell_seconds=round(time.perf_counter() - t, 3))
+                      stop=cell.stop, digest=cell.digest, cell_seconds=round(time.perf_counter() - t, 3))
         store.add(record)
         bar.update(1)
     bar.close()

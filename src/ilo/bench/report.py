@@ -211,14 +211,16 @@ def plot_bars(summary: list[dict], sets: Sequence[str], methods: Sequence[str], 
 
 
 def plot_speed(curves: dict[str, list[tuple[float, float]]], path: Path, *, ylabel: str, title: str,
-               markers: dict[str, str] | None = None, reference: float | None = None) -> None:
+               markers: dict[str, str] | None = None, labels: dict[str, str] | None = None,
+               reference: float | None = None) -> None:
     """Metric against elapsed seconds: one line per method (``curves[method] = [(s, value), ...]``)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.4, 3.8))
     for method, pts in curves.items():
         if pts:
             style = (markers or {}).get(method, "o-")
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=COLORS.get(method), label=label(method), ms=5)
+            name = (labels or {}).get(method, label(method))
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=COLORS.get(method), label=name, ms=5)
     if reference is not None:
         ax.axhline(reference, color=COLORS["csgm"], ls=":", lw=1, label="CSGM final")
     ax.set_xlabel("elapsed seconds (batch)")

@@ -156,6 +156,7 @@ def report_speed(bench: Bench, task: str, level: float, run: dict) -> Path:
             if ic:
                 p = f"plots/speed_{metric}_{s.name}.png"
                 R.plot_speed({"csgm": cc, "ilo": ic}, out / p, ylabel=ylabel, markers={"csgm": ".--", "ilo": "o-"},
+                             labels={"csgm": "CSGM (ILO's first stage) for the same time", "ilo": "ILO (first point: its CSGM stage)"},
                              reference=cc[-1][1] if cc else None, title=f"{s.description} (n={n}): one ILO point per stage")
                 plots.append((p, s, metric))
     R.write_text(out / "summary.json", json.dumps({"task": task, "level": level, "summary": summary,
