@@ -62,7 +62,7 @@ class GuidanceConfig:
             the guiding loss is averaged over (see :class:`ClassifierGuidance`).
     """
 
-    steps: int = 40
+    steps: int = 20
     layers: tuple[int, ...] | None = None
     lr: float = 0.1
     augmentations: int = 4
