@@ -127,7 +127,7 @@ def ratio_rows(summary: list[dict], task: str, sets, levels, methods) -> tuple[l
             row = [s, level_label(task, lv)]
             for _, ms in cols:
                 vals = [v for v in (R.mean_of(summary, set=s, method=m, level=lv) for m in ms) if v is not None]
-                row.append(min(vals) / ilo if vals and ilo else None)
+                row.append(R.dec(min(vals) / ilo) if vals and ilo else None)
             rows.append(row)
     return ["set", "level"] + [c[0] for c in cols], rows
 
@@ -142,8 +142,8 @@ def summary_rows(summary: list[dict], task: str, sets, levels, methods) -> tuple
                 if e:
                     e = e[0]
                     g = lambda k, f="mean": e[k][f] if k in e else None  # noqa: E731
-                    rows.append([s, level_label(task, lv), m, e["n"], g("true_mse"), g("true_mse", "std"), g("psnr"), g("ssim"),
-                                 g("perceptual"), e["seconds_per_image"]])
+                    rows.append([s, level_label(task, lv), m, e["n"], g("true_mse"), g("true_mse", "std"), R.dec(g("psnr")),
+                                 R.dec(g("ssim"), 3), R.dec(g("perceptual"), 3), R.dec(e["seconds_per_image"], 1)])
     return head, rows
 
 

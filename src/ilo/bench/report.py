@@ -118,6 +118,11 @@ def fmt(v, digits: int = 4) -> str:
     return str(v)
 
 
+def dec(v, digits: int = 2) -> str | None:
+    """``v`` with a fixed number of decimals (for dB, ratios, seconds); None stays None."""
+    return None if v is None else f"{v:.{digits}f}"
+
+
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]

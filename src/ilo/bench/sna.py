@@ -54,7 +54,7 @@ def table_rows(summary: list[dict], sets) -> tuple[list[str], list[list]]:
         gain = lambda a, b: ps[b] - ps[a] if ps[a] is not None and ps[b] is not None else None  # noqa: E731
         mse = {m: R.mean_of(summary, "true_mse", set=s, method=m) for m in ("csgm+sna", "ilo+sna")}
         ratio = mse["csgm+sna"] / mse["ilo+sna"] if all(mse.values()) else None
-        rows.append([s, n] + cells + [gain("csgm", "csgm+sna"), gain("ilo", "ilo+sna"), ratio])
+        rows.append([s, n] + cells + [R.dec(gain("csgm", "csgm+sna")), R.dec(gain("ilo", "ilo+sna")), R.dec(ratio)])
     return head, rows
 
 
@@ -72,8 +72,8 @@ def report_sna(bench: Bench, sigma: float, run: dict) -> Path:
         for m in LABELS:
             e = next((v for v in summary if v["set"] == s and v["method"] == m), None)
             if e:
-                mrows.append([s, m, e["n"], e["true_mse"]["mean"], e["true_mse"]["std"], e["psnr"]["mean"], e["ssim"]["mean"],
-                              e.get("perceptual", {}).get("mean"), e["seconds_per_image"]])
+                mrows.append([s, m, e["n"], e["true_mse"]["mean"], e["true_mse"]["std"], R.dec(e["psnr"]["mean"]),
+                              R.dec(e["ssim"]["mean"], 3), R.dec(e.get("perceptual", {}).get("mean"), 3), R.dec(e["seconds_per_image"], 1)])
     R.write_text(out / "summary.json", json.dumps({"sigma": sigma, "summary": summary, "table": [dict(zip(head, r)) for r in trows]},
                                                   indent=1) + "\n")
     R.write_text(out / "summary.md", f"## SNA at sigma = {sigma:g}: PSNR dB (mean ± std over images)\n\n{R.markdown_table(head, trows)}\n\n"

@@ -147,10 +147,11 @@ def report_speed(bench: Bench, task: str, level: float, run: dict) -> Path:
         n = max(e["n"] for e in summary if e["set"] == s.name)
         (tc, mc), (_, mi) = csgm_c[-1], ilo_c[-1]
         reach = time_to_reach(ilo_c, mc)
-        trows.append([s.name, n, mc, tc, reach, reach / tc if reach is not None else None, mi, mc / mi])
+        trows.append([s.name, n, mc, R.dec(tc, 1), R.dec(reach, 1), R.dec(reach / tc) if reach is not None else None, mi,
+                      R.dec(mc / mi)])
         for e in sorted((e for e in summary if e["set"] == s.name), key=lambda e: (e["method"] != "ilo", e["point"])):
-            prows.append([s.name, e["method"], e["point"], e["layer"], e["steps"], e["seconds"], e["true_mse"]["mean"],
-                          e.get("perceptual", {}).get("mean"), e["psnr"]["mean"]])
+            prows.append([s.name, e["method"], e["point"], e["layer"], e["steps"], R.dec(e["seconds"], 1), e["true_mse"]["mean"],
+                          R.dec(e.get("perceptual", {}).get("mean"), 3), R.dec(e["psnr"]["mean"])])
         for metric, ylabel in (("true_mse", "true mse (mean over images)"), ("perceptual", "perceptual distance (mean)")):
             ic, cc = curve(summary, s.name, "ilo", metric), curve(summary, s.name, "csgm", metric)
             if ic:
