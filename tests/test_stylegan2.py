@@ -197,17 +197,40 @@ def test_modulated_conv_gradcheck_float64():
         assert torch.autograd.gradcheck(fn, (x, s), fast_mode=True)
 
 
-def test_layer_gradcheck_float64_fast_path():
+@pytest.mark.parametrize("batch,noise_batch", [(1, 1), (2, 1), (2, 2)])
+def test_layer_gradcheck_float64_fast_path(batch, noise_batch):
+    """The fast path's hand-written backward passes (frozen weights: ILO's case)."""
     torch.manual_seed(0)
     layer = sg.SynthesisLayer(3, 2, w_dim=4, resolution=8, up=True).double()
     with torch.no_grad():
         layer.noise_strength.fill_(0.3)
         layer.bias.normal_()
     layer.requires_grad_(False)
-    x = torch.randn(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(1, 4, dtype=torch.float64, requires_grad=True)
-    n = torch.randn(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(batch, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(batch, 4, dtype=torch.float64, requires_grad=True)
+    n = torch.randn(noise_batch, 1, 8, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, w, n: layer(x, w, n, impl="fast"), (x, w, n), fast_mode=True)
+    rgb = sg.ToRGBLayer(2, 3, w_dim=4).double().requires_grad_(False)
+    y = torch.randn(batch, 2, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda y, w: rgb(y, w), (y, w), fast_mode=True)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_layer_gradcheck_float64_trainable_weights(fused):
+    """With trainable weights (training) every parameter gets its gradient, fused or not."""
+    torch.manual_seed(1)
+    layer = sg.SynthesisLayer(2, 2, w_dim=3, resolution=4).double()
+    with torch.no_grad():
+        layer.noise_strength.fill_(0.3)
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 3, dtype=torch.float64)
+    n = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    params = (layer.weight, layer.bias, layer.noise_strength, layer.affine.weight)
+
+    def f(x, *p):
+        return layer(x, w, n, impl="fast", fused=fused)
+
+    assert torch.autograd.gradcheck(f, (x, *params), fast_mode=True)
 
 
 # ---------------------------------------------------------------------------------------------

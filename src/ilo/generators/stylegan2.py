@@ -209,6 +209,96 @@ def _prefer_fused(styles: torch.Tensor, weight: torch.Tensor, act_numel: int, ch
     return weight.numel() < act_numel
 
 
+class _ScaledConv(torch.autograd.Function):
+    """``conv(x * s, W)`` (3x3 "same", or transposed with stride 2) for a frozen ``W``.
+
+    Autograd would keep ``x * s`` (an activation-sized tensor) for the convolution's backward;
+    the input gradient of a convolution does not depend on its input, so this keeps only ``x``
+    (alive anyway) and ``s``: ``g_x = s * conv^T(g)``, ``g_s = sum_hw x * conv^T(g)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, s, weight, transposed):  # noqa: D102 - see the class docstring
+        xs = x * s.reshape(*s.shape, 1, 1)
+        pad = 0 if transposed else weight.shape[-1] // 2
+        y = F.conv_transpose2d(xs, weight, stride=2) if transposed else F.conv2d(xs, weight, padding=pad)
+        ctx.save_for_backward(x, s, weight)
+        ctx.transposed, ctx.pad = transposed, pad
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):  # noqa: D102
+        x, s, weight = ctx.saved_tensors
+        stride = [2, 2] if ctx.transposed else [1, 1]
+        gxs = torch.ops.aten.convolution_backward(
+            gy, x, weight, None, stride, [ctx.pad, ctx.pad], [1, 1], ctx.transposed, [0, 0], 1, [True, False, False]
+        )[0]  # the input's values are not read for the input gradient: x stands in for x * s
+        gx = gxs * s.reshape(*s.shape, 1, 1) if ctx.needs_input_grad[0] else None
+        gs = (gxs * x).sum(dim=[2, 3]) if ctx.needs_input_grad[1] else None
+        return gx, gs, None, None
+
+
+def _scaled_conv(x: torch.Tensor, s: torch.Tensor, weight: torch.Tensor, transposed: bool = False) -> torch.Tensor:
+    """``conv(x * s, weight)``; memory-lean under autograd when only ``x`` and ``s`` need gradients."""
+    if torch.is_grad_enabled() and (x.requires_grad or s.requires_grad) and not weight.requires_grad:
+        return _ScaledConv.apply(x, s, weight, transposed)
+    xs = x * s.reshape(*s.shape, 1, 1)
+    if transposed:
+        return F.conv_transpose2d(xs, weight, stride=2)
+    return F.conv2d(xs, weight, padding=weight.shape[-1] // 2)
+
+
+class _Epilogue(torch.autograd.Function):
+    """``r = lrelu(y * d + b + noise * ns)`` (slope 0.2), keeping ``r`` rather than ``y`` for backward.
+
+    ``y`` is recovered where needed (for the gradient of ``d``) from the leaky ReLU's inverse:
+    ``y * d = lrelu^-1(r) - noise * ns - b``. ``y [B, O, H, W]``, ``d [B, O]``, ``b [O]``,
+    ``noise [B|1, 1, H, W]`` or ``None``, ``ns`` a scalar tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, y, d, b, noise, ns):  # noqa: D102 - see the class docstring
+        r = torch.addcmul(b.reshape(1, -1, 1, 1), y, d.reshape(*d.shape, 1, 1))
+        if noise is not None:
+            r.addcmul_(noise, ns)
+        F.leaky_relu_(r, LRELU_SLOPE)
+        ctx.save_for_backward(r, d, b, noise, ns)
+        return r
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        r, d, b, noise, ns = ctx.saved_tensors
+        pos = r > 0
+        g_pre = torch.where(pos, g, g * LRELU_SLOPE)
+        need = ctx.needs_input_grad
+        gy = g_pre * d.reshape(*d.shape, 1, 1) if need[0] else None
+        gd = gb = gnoise = gns = None
+        if need[1]:
+            yd = torch.where(pos, r, r / LRELU_SLOPE) - b.reshape(1, -1, 1, 1)
+            if noise is not None:
+                yd = yd - noise * ns
+            gd = (g_pre * yd).sum(dim=[2, 3]) / d
+        if need[2]:
+            gb = g_pre.sum(dim=[0, 2, 3])
+        if noise is not None and need[3]:
+            gnoise = g_pre.sum(dim=1, keepdim=True) * ns
+            if noise.shape[0] == 1 and gnoise.shape[0] > 1:
+                gnoise = gnoise.sum(dim=0, keepdim=True)
+        if noise is not None and need[4]:
+            gns = (g_pre * noise).sum()
+        return gy, gd, gb, gnoise, gns
+
+
+def _epilogue(y: torch.Tensor, d: torch.Tensor, b: torch.Tensor, noise: torch.Tensor | None, ns: torch.Tensor | None) -> torch.Tensor:
+    """``lrelu(y * d + b + noise * ns)``; memory-lean under autograd (see :class:`_Epilogue`)."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (y, d, b, noise, ns)):
+        return _Epilogue.apply(y, d, b, noise, ns)
+    r = torch.addcmul(b.reshape(1, -1, 1, 1), y, d.reshape(*d.shape, 1, 1))
+    if noise is not None:
+        r.addcmul_(noise, ns)
+    return F.leaky_relu_(r, LRELU_SLOPE)
+
+
 def _per_sample_1x1(x: torch.Tensor, wmod: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``y[b] = wmod[b] @ x[b] + bias`` for a 1x1 conv with per-sample weights ``[B, O, I]`` (no copies)."""
     b, cin, h, w = x.shape
@@ -392,17 +482,17 @@ class SynthesisLayer(nn.Module):
                 y = F.conv2d(xin, wt, bias=gb.repeat(b), padding=self.padding, groups=b)
                 y = y.reshape(b, cout, *y.shape[2:])
         else:
-            xs = x * styles.reshape(b, cin, 1, 1)
             if self.up:
                 wt = self._derived("convT_cl") if cl else self.weight.transpose(0, 1)
-                y = _restride(F.conv_transpose2d(xs, wt, stride=2))
+                y = _restride(_scaled_conv(x, styles, wt, transposed=True))
                 y = _blur(y, self.resample_filter, pad=1, gain=4.0)
             else:
-                y = F.conv2d(xs, self._derived("conv_cl") if cl else self.weight, padding=self.padding)
-            y = torch.addcmul(gb.reshape(1, cout, 1, 1), y, dg.reshape(b, cout, 1, 1))
-        if noise is not None:
-            y = y.addcmul_(noise, self.noise_strength * g)
-        y = F.leaky_relu_(y, LRELU_SLOPE)
+                y = _scaled_conv(x, styles, self._derived("conv_cl") if cl else self.weight)
+            y = _epilogue(y, dg, gb, noise, self.noise_strength * g if noise is not None else None)
+        if fused:
+            if noise is not None:
+                y = y.addcmul_(noise, self.noise_strength * g)
+            y = F.leaky_relu_(y, LRELU_SLOPE)
         if self.conv_clamp is not None:
             y = y.clamp(-self.conv_clamp, self.conv_clamp)
         return y
@@ -433,7 +523,7 @@ class ToRGBLayer(nn.Module):
         elif _prefer_fused(styles, self.weight, x[0].numel(), _is_channels_last(x)):
             x = _per_sample_1x1(x, self.weight[:, :, 0, 0].unsqueeze(0) * styles.unsqueeze(1), self.bias)
         else:
-            x = F.conv2d(x * styles.reshape(*styles.shape, 1, 1), self.weight, self.bias)
+            x = _scaled_conv(x, styles, self.weight) + self.bias.reshape(1, -1, 1, 1)
         if self.conv_clamp is not None:
             x = x.clamp(-self.conv_clamp, self.conv_clamp)
         return x
