@@ -221,3 +221,19 @@ def test_cli_generate_writes_grid_and_numbers(tmp_path, capsys):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["radii"] == [0.0, 0.1] and cfg["held_out"] == "mobilenet_v2" and "relative" in cfg["radius_kind"]
     assert "Granny Smith" in stdout and not list(out.glob(".*tmp*"))
+
+
+@needs_both
+def test_bench_smoke_and_resume(tmp_path, capsys):
+    from ilo.bench.classifier import main as bench
+
+    args = ["--out", str(tmp_path), "--seeds", "1", "--radii", "0.1", "--steps", "4", "--augmentations", "1",
+            "--classes", "goldfish"]
+    bench(args)
+    res = json.loads((tmp_path / "classifier.json").read_text())
+    row = res["classes"][0]
+    assert row["class"] == "goldfish" and len(row["held_out_mean"]) == 2 and row["distance_mean"][0] == 0
+    assert (tmp_path / "classifier_grid.png").is_file() and "| goldfish |" in (tmp_path / "classifier.md").read_text()
+    capsys.readouterr()
+    bench(args)  # same settings: nothing recomputed
+    assert "reused" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """Benchmark: classifier-guided generation for the paper's six classes (section 4.3, Figure 5).
 
-    python -m ilo.bench.classifier --out docs/bench [--seeds 8] [--radii 0.05,0.1,0.2] [--steps 20]
-        [--classifier mobilenet] [--threads 1] [--grid docs/classifier_grid.png]
+    python -m ilo.bench.classifier --out out/bench [--seeds 8] [--radii 0.05,0.1,0.2] [--steps 20]
+        [--augmentations 4] [--classifier mobilenet] [--threads 1] [--grid docs/classifier_grid.png]
 
 For each class, ``--seeds`` faces (seeds 600_000 + i: never used by the tests, which use seeds
 < 10, nor by tuning, which used seeds 0-7) are guided by one classifier at every radius with
@@ -92,11 +92,13 @@ def tables(rows: list[dict], radii: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="docs/bench", help="output directory")
+    ap.add_argument("--out", default="out/bench", help="output directory")
     ap.add_argument("--generator", default="digiface-dcgan")
     ap.add_argument("--seeds", type=int, default=8, help="faces per class")
     ap.add_argument("--radii", default="0.05,0.1,0.2", help="relative l1 radii (radius 0 is always added)")
     ap.add_argument("--steps", type=int, default=GuidanceConfig.steps)
+    ap.add_argument("--augmentations", type=int, default=GuidanceConfig.augmentations,
+                    help="random views per step (0: the plain, unaugmented loss; an ablation)")
     ap.add_argument("--classifier", default="mobilenet", choices=["mobilenet", "efficientnet"], help="guiding classifier")
     ap.add_argument("--classes", default=",".join(PAPER_CLASSES.values()), help="ImageNet classes, comma-separated")
     ap.add_argument("--threads", type=int, default=1)
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     radii = [float(r) for r in a.radii.split(",")]
     classes = [class_name(class_index(c.strip())) for c in a.classes.split(",")]
     seeds = [EVAL_SEED0 + i for i in range(a.seeds)]
-    cfg = GuidanceConfig(steps=a.steps)
+    cfg = GuidanceConfig(steps=a.steps, augmentations=a.augmentations)
     settings = {"generator": a.generator, "seeds": seeds, "radii": radii, "classifier": a.classifier,
                 "guidance": cfg.to_dict()}
     out = Path(a.out)
