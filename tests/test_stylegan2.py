@@ -13,6 +13,15 @@ from ilo.generators import stylegan2 as sg
 from ilo.generators.stylegan2 import StyleGAN2Generator, gaussianised, modulated_conv2d, setup_filter, upfirdn2d, upsample2d
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks: one thread avoids OpenMP synchronisation costs that dominate at this size."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def randomise(g: StyleGAN2Generator, seed: int = 0) -> StyleGAN2Generator:
     """Non-zero noise strengths, biases and w_avg (their initial zeros would hide mistakes)."""
     gen = torch.Generator().manual_seed(seed)

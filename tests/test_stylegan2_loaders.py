@@ -26,6 +26,15 @@ from ilo.generators.files import UnsafeCheckpointError, fetch, load_checkpoint, 
 from ilo.generators.registry import GeneratorUnavailable, load_generator
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks: one thread avoids OpenMP synchronisation costs that dominate at this size."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny(res: int = 16, seed: int = 0, **kw) -> sg.StyleGAN2Generator:
     """A random generator with non-zero biases, noise strengths and w_avg."""
     torch.manual_seed(seed)
