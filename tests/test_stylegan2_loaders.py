@@ -547,6 +547,7 @@ def test_registry_entry_loads_a_file_placed_in_the_cache(no_network, monkeypatch
     write_nvidia_pkl(nvidia_env, no_network / "stylegan2-ffhq-1024x1024.pkl", g16)
     g = load_generator("stylegan2-ffhq-1024")
     assert g.name == "stylegan2-ffhq-1024" and same_output(g16, g)
+    assert (no_network / "stylegan2-ffhq-1024x1024.pkl.sha256").is_file()  # first use recorded
     # a recorded checksum that does not match is refused
     monkeypatch.setattr(registry, "_CACHE", {})
     (no_network / "stylegan2-ffhq-1024x1024.pkl.sha256").write_text("0" * 64 + "  stylegan2-ffhq-1024x1024.pkl\n")

@@ -8,7 +8,8 @@
   ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` with their Python source in
   ``meta["module_src"]``; NVIDIA's loader executes that source. Here they become inert
   :class:`PersistentModule` records (class name, init kwargs, parameters, buffers,
-  submodules): the source is never run. The generator is rebuilt as our
+  submodules): the source is never run. Plain ``torch.nn`` modules inside them become
+  :class:`TorchModuleRecord` s the same way (their ``__dict__`` is stored, nothing is called). The generator is rebuilt as our
   :class:`~ilo.generators.stylegan2.StyleGAN2Generator` from the recorded attributes and
   tensor shapes, and its state dict loaded with ``strict=True``.
 * **NVIDIA TensorFlow pickles** of the original StyleGAN-2 release (``stylegan2-ffhq-config-f.pkl``,
@@ -57,7 +58,10 @@ __all__ = [
     "UnsafeCheckpointError",
     "RestrictedUnpickler",
     "PersistentModule",
+    "TorchModuleRecord",
     "TFNetwork",
+    "restricted_load",
+    "generator_from_state_dict",
     "load_checkpoint",
     "load_nvidia_pkl",
     "load_rosinality",
@@ -696,8 +700,9 @@ def _offline() -> bool:
 def fetch(url: str, filename: str, sha256: str | None = None, *, progress: bool = True) -> Path:
     """Path of ``filename`` in :func:`cache_dir`, downloading it from ``url`` first if needed.
 
-    The checksum is verified against ``sha256`` when given; otherwise the first download records
-    its SHA-256 beside the file (``<file>.sha256``) and later uses are checked against it.
+    The checksum is verified against ``sha256`` when given; otherwise the first download (or
+    first use of a file placed there by hand) records its SHA-256 beside the file
+    (``<file>.sha256``) and later uses are checked against it.
     Offline (``ILO_OFFLINE=1``) or on a network error: :class:`GeneratorUnavailable` naming
     the file, the URL and where to put it.
     """
@@ -707,10 +712,14 @@ def fetch(url: str, filename: str, sha256: str | None = None, *, progress: bool 
             f"or pass --generator PATH to a local copy")
     if dest.is_file():
         want = sha256 or (record.read_text().split()[0] if record.is_file() else None)
-        if want is not None:
-            got = sha256_file(dest)
-            if got != want:
-                raise GeneratorUnavailable(f"checksum mismatch for {dest}: expected {want[:12]}…, got {got[:12]}…; delete it and {hint}")
+        got = sha256_file(dest)
+        if want is not None and got != want:
+            raise GeneratorUnavailable(f"checksum mismatch for {dest}: expected {want[:12]}…, got {got[:12]}…; delete it and {hint}")
+        if not record.is_file():  # a file placed by hand: remember it, so that later changes are noticed
+            try:
+                record.write_text(f"{got}  {filename}\n")
+            except OSError:
+                pass
         return dest
     if _offline():
         raise GeneratorUnavailable(f"{filename} is not in the cache and ILO_OFFLINE is set: {hint}")
