@@ -392,3 +392,13 @@ def test_cuda_matches_cpu(g32, state32):
     gc = tiny(32).cuda()
     out = gc({k: v.cuda() for k, v in state32.items()}).cpu()
     assert torch.allclose(out, g32(state32), atol=1e-4 * out.abs().max().item())
+
+
+def test_speed_benchmark_smoke(tmp_path):
+    from ilo.bench import stylegan2_speed
+
+    args = ["--res", "8", "--repeats", "1", "--threads", "1", "--channel-base", "64", "--device", "cpu", "--no-memory"]
+    out = stylegan2_speed.main(args + ["--json", str(tmp_path / "b.json")])
+    rows = out["rows"]
+    assert {(r["impl"], r["mode"]) for r in rows} == {(i, m) for i in ("fast", "reference") for m in ("forward", "forward+backward")}
+    assert all(r["median_s"] > 0 and r["res"] == 8 for r in rows) and (tmp_path / "b.json").is_file()

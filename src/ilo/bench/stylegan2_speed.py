@@ -44,10 +44,13 @@ IMPLS = ("fast", "reference")
 MODES = ("forward", "forward+backward")
 
 
-def build(res: int, impl: str = "fast", device: str = "cpu", seed: int = 0) -> StyleGAN2Generator:
-    """FFHQ-1024 config-F generator truncated at ``res`` px, random weights, frozen, eval mode."""
+def build(res: int, impl: str = "fast", device: str = "cpu", seed: int = 0, channel_base: int = 32768) -> StyleGAN2Generator:
+    """FFHQ-1024 config-F generator truncated at ``res`` px, random weights, frozen, eval mode.
+
+    ``channel_base=16384`` gives NVIDIA's lighter 256 px configuration ("paper256").
+    """
     torch.manual_seed(seed)
-    g = StyleGAN2Generator(res, z_dim=512, w_dim=512, mapping_layers=8, channel_base=32768, channel_max=512, impl=impl)
+    g = StyleGAN2Generator(res, z_dim=512, w_dim=512, mapping_layers=8, channel_base=channel_base, channel_max=512, impl=impl)
     with torch.no_grad():  # non-zero noise strengths so that the noise inputs do real work
         for name, p in g.named_parameters():
             if name.endswith("noise_strength"):
@@ -103,9 +106,9 @@ def _status_kib(key: str) -> int:
     raise KeyError(key)
 
 
-def _memory_child(res: int, impl: str, mode: str, threads: int) -> None:
+def _memory_child(res: int, impl: str, mode: str, threads: int, channel_base: int = 32768) -> None:
     torch.set_num_threads(threads)
-    call = make_call(build(res, impl), mode)
+    call = make_call(build(res, impl, channel_base=channel_base), mode)
     call()  # warm-up (lazy initialisations are not counted)
     before = _status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
@@ -116,12 +119,13 @@ def _memory_child(res: int, impl: str, mode: str, threads: int) -> None:
     print(json.dumps({"peak_extra_mib": (peak - before) / 1024}))
 
 
-def peak_memory_cpu(res: int, impl: str, mode: str, threads: int) -> float | None:
+def peak_memory_cpu(res: int, impl: str, mode: str, threads: int, channel_base: int = 32768) -> float | None:
     """MiB of peak extra resident memory of one call, measured in a fresh child process."""
     if not sys.platform.startswith("linux"):
         return None
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
-    cmd = [sys.executable, "-m", "ilo.bench.stylegan2_speed", "--_memory-child", str(res), impl, mode, "--threads", str(threads)]
+    cmd = [sys.executable, "-m", "ilo.bench.stylegan2_speed", "--_memory-child", str(res), impl, mode, "--threads", str(threads),
+           "--channel-base", str(channel_base)]
     try:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=1800).stdout
         return json.loads(out.strip().splitlines()[-1])["peak_extra_mib"]
@@ -140,28 +144,28 @@ def peak_memory_cuda(call) -> float:
     return (peak - base) / MiB
 
 
-def run_cpu(resolutions: list[int], repeats: int, threads: int, memory: bool) -> list[dict]:
+def run_cpu(resolutions: list[int], repeats: int, threads: int, memory: bool, channel_base: int = 32768) -> list[dict]:
     torch.set_num_threads(threads)
     rows = []
     for res in resolutions:
-        gens = {impl: build(res, impl) for impl in IMPLS}
+        gens = {impl: build(res, impl, channel_base=channel_base) for impl in IMPLS}
         params = sum(p.numel() for p in gens["fast"].parameters())
         for mode in MODES:
             times = time_interleaved({impl: make_call(g, mode) for impl, g in gens.items()}, repeats, "cpu")
             for impl in IMPLS:
                 rows.append(dict(
-                    device="cpu", threads=threads, res=res, batch=1, params_m=round(params / 1e6, 2), impl=impl, mode=mode,
-                    median_s=statistics.median(times[impl]), min_s=min(times[impl]),
-                    peak_mib=peak_memory_cpu(res, impl, mode, threads) if memory else None,
+                    device="cpu", threads=threads, res=res, batch=1, channel_base=channel_base, params_m=round(params / 1e6, 2),
+                    impl=impl, mode=mode, median_s=statistics.median(times[impl]), min_s=min(times[impl]),
+                    peak_mib=peak_memory_cpu(res, impl, mode, threads, channel_base) if memory else None,
                 ))
                 _print_row(rows[-1])
         del gens
     return rows
 
 
-def run_cuda(res: int, batches: list[int], repeats: int) -> list[dict]:
+def run_cuda(res: int, batches: list[int], repeats: int, channel_base: int = 32768) -> list[dict]:
     rows = []
-    gens = {impl: build(res, impl, "cuda") for impl in IMPLS}
+    gens = {impl: build(res, impl, "cuda", channel_base=channel_base) for impl in IMPLS}
     for batch in batches:
         for mode in MODES:
             calls = {impl: make_call(g, mode, batch) for impl, g in gens.items()}
@@ -188,6 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--res", type=int, nargs="+", default=[256, 1024], help="output resolutions")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (after one warm-up)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--channel-base", type=int, default=32768, help="32768: FFHQ config-F; 16384: NVIDIA's lighter 256 px config")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = CPU, and CUDA when available")
     p.add_argument("--cuda-batches", type=int, nargs="+", default=[1, 8], help="batch sizes on CUDA")
     p.add_argument("--no-memory", action="store_true", help="skip the (CPU) peak-memory child processes")
@@ -196,14 +201,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args._memory_child:
         res, impl, mode = args._memory_child
-        _memory_child(int(res), impl, mode, args.threads)
+        _memory_child(int(res), impl, mode, args.threads, args.channel_base)
         return {}
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     rows = []
     if args.device in ("auto", "cpu"):
-        rows += run_cpu(args.res, args.repeats, args.threads, not args.no_memory)
+        rows += run_cpu(args.res, args.repeats, args.threads, not args.no_memory, args.channel_base)
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
-        rows += run_cuda(max(args.res), args.cuda_batches, args.repeats)
+        rows += run_cuda(max(args.res), args.cuda_batches, args.repeats, args.channel_base)
     result = dict(
         command="python -m ilo.bench.stylegan2_speed " + " ".join(argv if argv is not None else sys.argv[1:]),
         torch=torch.__version__, python=platform.python_version(), cpu=platform.processor() or platform.machine(),
