@@ -219,9 +219,13 @@ class _ScaledConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, s, weight, transposed):  # noqa: D102 - see the class docstring
-        xs = x * s.reshape(*s.shape, 1, 1)
         pad = 0 if transposed else weight.shape[-1] // 2
-        y = F.conv_transpose2d(xs, weight, stride=2) if transposed else F.conv2d(xs, weight, padding=pad)
+        if x.shape[0] == 1:  # one sample: scale the (small) weight instead of the activations
+            ws = weight * (s.reshape(-1, 1, 1, 1) if transposed else s.reshape(1, -1, 1, 1))
+            y = F.conv_transpose2d(x, ws, stride=2) if transposed else F.conv2d(x, ws, padding=pad)
+        else:
+            xs = x * s.reshape(*s.shape, 1, 1)
+            y = F.conv_transpose2d(xs, weight, stride=2) if transposed else F.conv2d(xs, weight, padding=pad)
         ctx.save_for_backward(x, s, weight)
         ctx.transposed, ctx.pad = transposed, pad
         return y
@@ -251,9 +255,11 @@ def _scaled_conv(x: torch.Tensor, s: torch.Tensor, weight: torch.Tensor, transpo
 class _Epilogue(torch.autograd.Function):
     """``r = lrelu(y * d + b + noise * ns)`` (slope 0.2), keeping ``r`` rather than ``y`` for backward.
 
-    ``y`` is recovered where needed (for the gradient of ``d``) from the leaky ReLU's inverse:
-    ``y * d = lrelu^-1(r) - noise * ns - b``. ``y [B, O, H, W]``, ``d [B, O]``, ``b [O]``,
-    ``noise [B|1, 1, H, W]`` or ``None``, ``ns`` a scalar tensor.
+    The gradient of ``d`` needs ``y``: with ``g_pre`` the gradient before the leaky ReLU,
+    ``sum_px g_pre * y * d = sum_px g * r - b sum_px g_pre - ns sum_px g_pre * noise`` (because
+    ``g_pre * lrelu^-1(r) == g * r``); the pixel sums of ``g_pre`` and ``g_pre * noise`` come
+    from one batched matmul. ``y [B, O, H, W]``, ``d [B, O]``, ``b [O]``, ``noise [B|1, 1, H, W]``
+    or ``None``, ``ns`` a scalar tensor.
     """
 
     @staticmethod
@@ -268,24 +274,37 @@ class _Epilogue(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # noqa: D102
         r, d, b, noise, ns = ctx.saved_tensors
-        pos = r > 0
-        g_pre = torch.where(pos, g, g * LRELU_SLOPE)
         need = ctx.needs_input_grad
+        g_pre = torch.ops.aten.leaky_relu_backward(g, r, LRELU_SLOPE, True)  # gradient before the leaky ReLU
         gy = g_pre * d.reshape(*d.shape, 1, 1) if need[0] else None
         gd = gb = gnoise = gns = None
-        if need[1]:
-            yd = torch.where(pos, r, r / LRELU_SLOPE) - b.reshape(1, -1, 1, 1)
+        if need[1] or need[2] or (noise is not None and need[4]):
+            # per-channel sums over pixels of g_pre and of g_pre * noise, as one batched matmul
+            bsz, c, h, w = g_pre.shape
+            if _is_channels_last(g_pre):
+                gm = g_pre.permute(0, 2, 3, 1).reshape(bsz, h * w, c)  # a view: [B, HW, C]
+            else:
+                gm = g_pre.reshape(bsz, c, h * w).transpose(1, 2)
+            vecs = [torch.ones(1, 1, h * w, dtype=g.dtype, device=g.device).expand(bsz, 1, h * w)]
             if noise is not None:
-                yd = yd - noise * ns
-            gd = (g_pre * yd).sum(dim=[2, 3]) / d
-        if need[2]:
-            gb = g_pre.sum(dim=[0, 2, 3])
+                vecs.append(noise.reshape(noise.shape[0], 1, h * w).expand(bsz, 1, h * w))
+            sums = torch.bmm(torch.cat(vecs, dim=1), gm)  # [B, 1 or 2, C]
+            s_pix = sums[:, 0]
+            s_noise = sums[:, 1] if noise is not None else None
+            if need[1]:
+                # y * d = lrelu^-1(r) - b - noise * ns, and g_pre * lrelu^-1(r) == g * r
+                num = (g * r).sum(dim=[2, 3]) - b * s_pix
+                if noise is not None:
+                    num = num - ns * s_noise
+                gd = num / d
+            if need[2]:
+                gb = s_pix.sum(dim=0)
+            if noise is not None and need[4]:
+                gns = s_noise.sum()
         if noise is not None and need[3]:
             gnoise = g_pre.sum(dim=1, keepdim=True) * ns
             if noise.shape[0] == 1 and gnoise.shape[0] > 1:
                 gnoise = gnoise.sum(dim=0, keepdim=True)
-        if noise is not None and need[4]:
-            gns = (g_pre * noise).sum()
         return gy, gd, gb, gnoise, gns
 
 
