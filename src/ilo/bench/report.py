@@ -205,7 +205,7 @@ def plot_bars(summary: list[dict], sets: Sequence[str], methods: Sequence[str], 
                 es.append(e[0][metric]["std"])
         ax.bar(xs, ys, width, yerr=es, capsize=3, color=COLORS.get(method), label=label(method))
         for x, y in zip(xs, ys):
-            ax.text(x, y, f"{y:.1f}", ha="center", va="bottom", fontsize=7)
+            ax.text(x, y / 2, f"{y:.1f}", ha="center", va="center", rotation=90, fontsize=7, color="white")
     ax.set_xticks(range(len(sets)))
     ax.set_xticklabels(sets)
     ax.set_ylabel(f"{metric} (mean ± std over images)")
