@@ -66,3 +66,23 @@ def test_cli_solve_with_checkpoint_path(tmp_path, capsys, tiny_sg):
     assert m["task"] == "superres" and m["steps"] == 8 and "true_mse" in m
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["solver"]["rounds"][0]["layer"] == 1
+
+
+def test_gaussianised_parameterisation(tiny_sg):
+    from ilo.generators.gaussianised import GaussianisedGenerator
+
+    G = GaussianisedGenerator(tiny_sg, n_fit=500)
+    s = G.sample_latent(2, torch.Generator().manual_seed(4))
+    assert "v" in s and "ws" not in s
+    # same faces as the plain generator, exact splits, v roughly standard normal
+    plain = tiny_sg.sample_latent(2, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(G(s), tiny_sg(plain), atol=1e-4, rtol=1e-4)
+    for k in range(G.num_layers + 1):
+        assert torch.equal(G.tail(k)(G.head(k)(s)), G(s))
+    v = G.sample_latent(200, torch.Generator().manual_seed(5))["v"]
+    assert abs(float(v.mean())) < 0.2 and 0.7 < float(v.std()) < 1.3
+    cfg = default_config("pulse", G, "superres", total_steps=5, restarts=1)
+    assert cfg.keys[0] == "v" and cfg.sphere
+    op = Inpainting.random(G.image_shape, 0.5, torch.Generator().manual_seed(0))
+    res = solve(op(G(s))[:1], op, G, "ilo", default_config("ilo", G, "cs", total_steps=12, restarts=1))
+    assert torch.isfinite(res.image).all()

@@ -145,6 +145,8 @@ class Objective:
                 total = total + cfg.perceptual * perceptual_net("mobilenet", x.device)(a, b)
             if cfg.lpips:
                 total = total + cfg.lpips * perceptual_net("lpips", x.device, cfg.lpips_net, cfg.lpips_backbone)(a, b)
-        if cfg.geocross and state is not None and "ws" in state:
-            total = total + cfg.geocross * geocross(state["ws"])
+        if cfg.geocross and state is not None:
+            latent = state.get("v", state.get("ws"))  # Gaussianised v (as PULSE) or w+
+            if latent is not None:
+                total = total + cfg.geocross * geocross(latent)
         return total

@@ -240,7 +240,8 @@ def stylegan2_preset(generator, task: str = "inpaint", total_steps: int = 150, r
     loss = stylegan2_loss(task, level)
     sched = Schedule(rampup=0.05, rampdown=0.75)
     noise = lambda a, b: tuple(f"noise{j}" for j in range(a, min(b, n_noise)))  # noqa: E731
-    csgm = CSGMConfig(steps=steps[0], lr=0.1, restarts=restarts, keys=("ws",) + noise(0, 5), loss=loss, schedule=sched)
+    latent = "v" if "v" in generator.trainable_keys(0) else "ws"  # Gaussianised or plain w+
+    csgm = CSGMConfig(steps=steps[0], lr=0.1, restarts=restarts, keys=(latent,) + noise(0, 5), loss=loss, schedule=sched)
     rounds = []
     for i, (k, st) in enumerate(zip(layers, steps[1:]), start=1):
         radius = {key: vals[i - 1] for key, vals in STYLEGAN_RADII.items()}

@@ -21,7 +21,7 @@ def sna_seed(seed: int, stream: int) -> int:
 
 
 #: state-0 entries that are latent vectors (PULSE's sphere applies to them, not to noise maps)
-LATENT_VECTOR_KEYS = ("z", "ws")
+LATENT_VECTOR_KEYS = ("z", "ws", "v")
 
 
 def project_sphere_(z: torch.Tensor) -> None:
