@@ -33,3 +33,12 @@ def digiface():
     from ilo.generators import load_generator
 
     return load_generator("digiface-dcgan")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks: one thread avoids OpenMP synchronisation costs that dominate at this size."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

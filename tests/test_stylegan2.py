@@ -13,13 +13,7 @@ from ilo.generators import stylegan2 as sg
 from ilo.generators.stylegan2 import StyleGAN2Generator, gaussianised, modulated_conv2d, setup_filter, upfirdn2d, upsample2d
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks: one thread avoids OpenMP synchronisation costs that dominate at this size."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomise(g: StyleGAN2Generator, seed: int = 0) -> StyleGAN2Generator:

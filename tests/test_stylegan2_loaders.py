@@ -26,13 +26,7 @@ from ilo.generators.files import UnsafeCheckpointError, fetch, load_checkpoint, 
 from ilo.generators.registry import GeneratorUnavailable, load_generator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks: one thread avoids OpenMP synchronisation costs that dominate at this size."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(res: int = 16, seed: int = 0, **kw) -> sg.StyleGAN2Generator:

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from ..operators import CompressedSensing
+from .memory import status_kib as _status_kib
 
 MiB = 2**20
 
@@ -50,14 +51,6 @@ def _time(fn, repeats: int) -> list[float]:
         fn()
         times.append(time.perf_counter() - start)
     return times
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
 
 
 def _peak_extra_rss(fn) -> float | None:

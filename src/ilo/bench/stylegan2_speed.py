@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from ..generators.stylegan2 import StyleGAN2Generator
+from .memory import status_kib as _status_kib
 
 MiB = 2**20
 IMPLS = ("fast", "reference")
@@ -96,14 +97,6 @@ def time_interleaved(calls: dict[str, callable], repeats: int, device: str) -> d
             _sync(device)
             times[k].append(time.perf_counter() - t0)
     return times
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
 
 
 def _memory_child(res: int, impl: str, mode: str, threads: int, channel_base: int = 32768) -> None:
