@@ -169,7 +169,10 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
 
     if method not in METHODS:
         fail(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    spec.validate()
+    try:
+        spec.validate()
+    except ValueError as e:
+        fail(str(e))
     if method == "bm3d" and task != "denoise":
         fail("--method bm3d only solves --task denoise")
     if method == "bm3d":

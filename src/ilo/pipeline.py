@@ -26,7 +26,8 @@ NOISE_SEED_OFFSET = 1_000_003
 
 @dataclass
 class ProblemSpec:
-    """What the user asked for; :meth:`validate` checks everything that needs no generator."""
+    """What the user asked for; :meth:`validate` checks everything that needs no generator
+    (raising ValueError with a one-line message, named after the CLI options)."""
 
     task: str
     observed: float | None = None
@@ -38,39 +39,37 @@ class ProblemSpec:
 
     def validate(self) -> None:
         if self.task not in TASKS:
-            raise_cli(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
+            _invalid(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
         given = {"inpaint": ("observed", "box", "mask"), "superres": ("factor",), "denoise": ("sigma",), "cs": ("measurements",)}
         for task, names in given.items():
             if task != self.task:
                 for n in names:
                     if getattr(self, n) is not None:
-                        raise_cli(f"--{n} does not apply to task {self.task!r}")
+                        _invalid(f"--{n} does not apply to task {self.task!r}")
         if self.task == "inpaint":
             n = sum(v is not None for v in (self.observed, self.box, self.mask))
             if n > 1:
-                raise_cli("give only one of --observed, --box, --mask")
+                _invalid("give only one of --observed, --box, --mask")
             if n == 0:
                 self.observed = 0.1
             if self.observed is not None and not 0 < self.observed <= 1:
-                raise_cli(f"--observed must be a fraction in (0, 1], got {self.observed}")
+                _invalid(f"--observed must be a fraction in (0, 1], got {self.observed}")
         elif self.task == "superres":
             self.factor = 4 if self.factor is None else self.factor
             if self.factor < 1:
-                raise_cli(f"--factor must be a positive integer, got {self.factor}")
+                _invalid(f"--factor must be a positive integer, got {self.factor}")
         elif self.task == "denoise":
             self.sigma = 25.0 if self.sigma is None else self.sigma
             if not self.sigma >= 0:
-                raise_cli(f"--sigma must be >= 0 (0-255 scale), got {self.sigma}")
+                _invalid(f"--sigma must be >= 0 (0-255 scale), got {self.sigma}")
         elif self.task == "cs":
             self.measurements = 0.1 if self.measurements is None else self.measurements
             if not 0 < self.measurements <= 1:
-                raise_cli(f"--measurements must be a fraction in (0, 1], got {self.measurements}")
+                _invalid(f"--measurements must be a fraction in (0, 1], got {self.measurements}")
 
 
-def raise_cli(msg: str) -> None:
-    from .cli import CLIError
-
-    raise CLIError(msg)
+def _invalid(msg: str) -> None:
+    raise ValueError(msg)
 
 
 def make_operator(spec: ProblemSpec, shape: tuple[int, int, int], seed: int) -> Operator:

@@ -109,6 +109,8 @@ class Objective:
             raise ValueError("the perceptual losses need an image-space observation; compressed sensing has none")
         if config.sna and operator.noise.sigma == 0:
             raise ValueError("Stochastic Noise Addition needs an operator with a noise model (sigma > 0)")
+        # features of a perceptual target that depends on y only, computed once per (net, y)
+        self._target_features: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
 
     def add_noise(self, x: torch.Tensor) -> torch.Tensor:
         """SNA: ``x`` through the operator's own noise model, fresh noise at every call."""
@@ -129,6 +131,17 @@ class Objective:
             return x, y
         raise ValueError(f"no perceptual target for task {op.task!r}")
 
+    def _distance(self, net, a: torch.Tensor, b: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``net(a, b)``; when the target ``b`` depends on ``y`` only (denoising, super-resolution)
+        its features are computed once and reused at every step."""
+        if self.operator.task not in ("denoise", "superres"):
+            return net(a, b)
+        hit = self._target_features.get(id(net))
+        if hit is None or hit[0] is not y:
+            with torch.no_grad():
+                hit = self._target_features[id(net)] = (y, [f.detach() for f in net.features(b)])
+        return net.distance(net.features(a), hit[1]).sum(dim=1)
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor, state: dict | None = None) -> torch.Tensor:
         cfg = self.config
         if cfg.sna:
@@ -142,9 +155,10 @@ class Objective:
 
             a, b = resize_for_perceptual(a, cfg.perceptual_size), resize_for_perceptual(b, cfg.perceptual_size)
             if cfg.perceptual:
-                total = total + cfg.perceptual * perceptual_net("mobilenet", x.device)(a, b)
+                total = total + cfg.perceptual * self._distance(perceptual_net("mobilenet", x.device), a, b, y)
             if cfg.lpips:
-                total = total + cfg.lpips * perceptual_net("lpips", x.device, cfg.lpips_net, cfg.lpips_backbone)(a, b)
+                net = perceptual_net("lpips", x.device, cfg.lpips_net, cfg.lpips_backbone)
+                total = total + cfg.lpips * self._distance(net, a, b, y)
         if cfg.geocross and state is not None:
             latent = state.get("v", state.get("ws"))  # Gaussianised v (as PULSE) or w+
             if latent is not None:

@@ -10,7 +10,7 @@ from ..generators.base import LayeredGenerator
 from ..losses.composite import Objective
 from ..operators.base import Operator
 from .config import CSGMConfig
-from .optim import StepInfo, adam_loop
+from .optim import StepInfo, adam_loop, make_evaluate
 from .result import Result
 from .tracking import BestTracker, Recorder, resolve_seeds, stack_latents
 
@@ -74,13 +74,7 @@ def csgm(
     fixed = {k: v for k, v in start.items() if k not in keys}
     tracker = BestTracker(B * R, y.device)
 
-    def evaluate(p):
-        full = {**fixed, **p}
-        x = generator(full)
-        obj = objective(x, y_rep, full)
-        with torch.no_grad():
-            meas = op_rep.measurement_loss(x.detach(), y_rep)
-        return obj, meas, x
+    evaluate = make_evaluate(generator, objective, op_rep, y_rep, fixed)
 
     def on_step(t, obj, meas, x):
         tracker.update(meas, x, 0, {**fixed, **params})

@@ -12,7 +12,7 @@ from ..operators.base import Operator
 from ..projections import project_l1_deviation
 from .config import ILOConfig, RoundConfig
 from .csgm import csgm, project_l2_ball_, sna_seed
-from .optim import StepInfo, adam_loop
+from .optim import StepInfo, adam_loop, make_evaluate
 from .result import Result
 from .tracking import BestTracker, Recorder, detach_state, resolve_seeds
 
@@ -95,15 +95,7 @@ def _pgd_round(y, operator, generator, objective, center: State, rnd: RoundConfi
     fixed = {k: v for k, v in center.items() if k not in keys}
     params = {k: center[k].clone() for k in keys}
     radii = {k: _radius(rnd, k, center[k]) for k in keys}
-    tail = generator.tail(rnd.layer)
-
-    def evaluate(p):
-        full = {**fixed, **p}
-        x = tail(full)
-        obj = objective(x, y, full)
-        with torch.no_grad():
-            meas = operator.measurement_loss(x.detach(), y)
-        return obj, meas, x
+    evaluate = make_evaluate(generator.tail(rnd.layer), objective, operator, y, fixed)
 
     def project(p):
         for k in keys:

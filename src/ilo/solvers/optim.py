@@ -78,6 +78,22 @@ def adam_loop(
     return params
 
 
+def make_evaluate(render: Callable[[Params], torch.Tensor], objective, operator, y: torch.Tensor,
+                  fixed: Params) -> Callable[[Params], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``evaluate`` for :func:`adam_loop`: render the full state (``fixed`` entries plus the
+    optimised ones), then its objective and its measurement loss (without gradient)."""
+
+    def evaluate(p: Params):
+        full = {**fixed, **p}
+        x = render(full)
+        obj = objective(x, y, full)
+        with torch.no_grad():
+            meas = operator.measurement_loss(x.detach(), y)
+        return obj, meas, x
+
+    return evaluate
+
+
 class Timer:
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
