@@ -133,10 +133,15 @@ def test_unwritable_output(tmp_path, capsys):
 
 def test_console_script_exit_code(tmp_path):
     """The installed entry point really exits with 2 and prints one line."""
-    p = subprocess.run([sys.executable, "-m", "ilo.cli", "solve", "--task", "nope", "--truth-seed", "1", "--out", str(tmp_path / "o")],
+    p = subprocess.run([sys.executable, "-m", "ilo", "solve", "--task", "nope", "--truth-seed", "1", "--out", str(tmp_path / "o")],
                        capture_output=True, text=True)
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "unknown task" in p.stderr
+    # `python -m ilo` has every subcommand, bench included (it registers itself after the CLI loads)
+    p = subprocess.run([sys.executable, "-m", "ilo", "bench", "sna", "--steps", "0", "--out", str(tmp_path / "b")],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.strip() == "ilo: error: --steps must be >= 1, got 0"
+    assert not (tmp_path / "b").exists()
 
 
 def test_demo_quick(tmp_path, capsys):

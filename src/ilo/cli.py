@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+# ``python -m ilo`` runs main() (src/ilo/__main__.py); bench registers itself last (it imports this module).
 from .bench.cli import bench as _bench  # noqa: E402
+
 cli.add_command(_bench)
