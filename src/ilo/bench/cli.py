@@ -202,3 +202,17 @@ def speed(task, level, **o):
         fail(str(e).replace("levels are", "--level must be"))
     run.update(levels=[level], methods=["ilo", "csgm"])
     _run_and_report(bench_, run, lambda: P.run_speed(bench_, task, level), lambda: P.report_speed(bench_, task, level, run))
+
+
+@bench.command()
+@click.option("--root", type=click.Path(file_okay=False), default="out/bench", help="Folder holding the runs (curves-<task>, sna, speed-<task>).")
+def targets(root):
+    """The paper's targets checked against the finished runs under ROOT; writes targets.md/json and index.html."""
+    from pathlib import Path
+
+    from .targets import write_targets
+
+    if not Path(root).is_dir():
+        fail(f"--root folder not found: {root}")
+    click.echo(f"wrote {write_targets(root)}")
+    click.echo((Path(root) / "targets.md").read_text().split("\n\n## SNA")[0])
