@@ -96,6 +96,39 @@ def test_rerun_does_no_solver_work(quick_curves, capsys, monkeypatch):
     assert (quick_curves / "measurements.csv").read_text() == before
 
 
+def test_report_only_solves_nothing(quick_curves, tmp_path, capsys, monkeypatch):
+    """--report-only rewrites the outputs from the store (even without examples/) and keeps run.json."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(quick_curves, out)
+    shutil.rmtree(out / "examples")  # a committed run without its example images keeps its grids
+    # solved on another device: generated truths differ in the last bits, so do the keys' pixel digests
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    for rec in lines:
+        rec["key"] = rec["key"].rsplit("/", 1)[0] + "/0ther0ne"
+    lines.append(dict(lines[0], key=lines[0]["key"].replace("0ther0ne", "0lder0ne"), rows=[]))  # an older duplicate
+    (out / "results.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in [lines[-1]] + lines[:-1]))
+    for f in ("summary.md", "index.html", "measurements.csv"):
+        (out / f).unlink()
+    run_json = (out / "run.json").read_text()
+
+    def boom(*a, **k):
+        raise AssertionError("--report-only solved a cell")
+
+    monkeypatch.setattr(curves, "run_method", boom)
+    args = ["bench", "curves", "--task", "inpaint", "--quick", "--quiet", "--report-only"] + SEEDS
+    code, stdout, err = run(args + ["--out", str(out)], capsys)
+    assert code == 0, err
+    assert "reported 11 stored cells, solved none" in stdout
+    assert len(read_csv(out / "measurements.csv")[1]) == 20  # the later of the two duplicates wins and (out / "summary.md").is_file()
+    assert "grids/inpaint_generated.png" in (out / "index.html").read_text()
+    assert (out / "run.json").read_text() == run_json
+    code, _, err = run(args + ["--out", str(tmp_path / "none")], capsys)
+    assert code == 2 and err.strip() == f"ilo: error: --report-only: no stored results in {tmp_path / 'none'}"
+    assert not (tmp_path / "none").exists()
+
+
 def test_resume_after_a_killed_run(quick_curves, tmp_path, capsys, monkeypatch):
     """A torn last line (a run killed while writing) is ignored and only that cell is redone."""
     import shutil

@@ -8,6 +8,8 @@ solves every cell not already in ``OUT/results.jsonl`` and writes ``measurements
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import torch
 
@@ -46,6 +48,8 @@ def _common(f):
         click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)."),
         click.option("--device", default="auto", help="auto | cpu | cuda[:N]."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--report-only", is_flag=True,
+                     help="Solve nothing: rewrite the tables, plots and index.html from the cells stored in --out."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -79,14 +83,15 @@ def _prepare(o: dict, command: str, task: str | None, name: str) -> tuple[Bench,
         except ValueError as e:
             fail(str(e))
     if o["images"] is not None:
-        from pathlib import Path
-
         if not Path(o["images"]).is_dir():
             fail(f"--images folder not found: {o['images']}")
     if o["threads"]:
         torch.set_num_threads(o["threads"])
     dev = pick_device(o["device"])
-    out = prepare_out_dir(o["out_dir"] or f"out/{'bench-quick' if o['quick'] else 'bench'}/{name}")
+    out_dir = o["out_dir"] or f"out/{'bench-quick' if o['quick'] else 'bench'}/{name}"
+    if o["report_only"] and not (Path(out_dir) / "results.jsonl").is_file():
+        fail(f"--report-only: no stored results in {out_dir}")
+    out = prepare_out_dir(out_dir)
     settings = {"command": command, "task": task, "generator": o["generator_name"], "steps": b["steps"],
                 "restarts": b["restarts"], "seed": o["seed"], "batch": b["batch"]}
     try:
@@ -102,7 +107,20 @@ def _prepare(o: dict, command: str, task: str | None, name: str) -> tuple[Bench,
                    examples=o["examples"], progress=not o["quiet"])
     run = {"settings": store.settings, "device": str(dev), "environment": environment(), "quick": o["quick"],
            "sets": {s.name: {"n": len(s), "description": s.description, "images": list(s.ids)} for s in sets}}
+    if o["report_only"]:
+        bench_.loose_keys = True
+        old = _read_json(out / "run.json")  # keep the device and versions of the run that solved the cells
+        run.update({k: old[k] for k in ("device", "environment") if k in old}, report_only=True)
     return bench_, run
+
+
+def _read_json(path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _finish(stats: dict, index) -> None:
@@ -110,6 +128,9 @@ def _finish(stats: dict, index) -> None:
 
 
 def _run_and_report(bench_: Bench, run: dict, solve, report) -> None:
+    if run.get("report_only"):
+        click.echo(f"reported {len(bench_.store.records())} stored cells, solved none; wrote {report()}")
+        return
     bench_.store.write_run_json(run)
     try:
         stats = solve()
@@ -208,8 +229,6 @@ def speed(task, level, **o):
 @click.option("--root", type=click.Path(file_okay=False), default="out/bench", help="Folder holding the runs (curves-<task>, sna, speed-<task>).")
 def targets(root):
     """The paper's targets checked against the finished runs under ROOT; writes targets.md/json and index.html."""
-    from pathlib import Path
-
     from .targets import write_targets
 
     if not Path(root).is_dir():

@@ -150,8 +150,7 @@ def summary_rows(summary: list[dict], task: str, sets, levels, methods) -> tuple
 def report_curves(bench: Bench, task: str, levels, methods, run: dict) -> Path:
     """Write the measurements, summary, plots, grids and ``index.html`` of the cells of this run."""
     out = bench.store.out
-    keys = {c.key for c in cells_for(bench, levels, methods)}
-    rows = rows_of([r for r in bench.store.records() if r["key"] in keys])
+    rows = rows_of(bench.records_for(cells_for(bench, levels, methods)))
     R.write_measurements(out, rows)
     summary = R.summarize(rows)
     sets = [s.name for s in bench.sets]

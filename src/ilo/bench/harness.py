@@ -408,6 +408,24 @@ class Bench:
     batch: int = 8
     examples: int = 2
     progress: bool = True
+    #: match stored cells without their pixel digest (``--report-only`` of a run solved on another
+    #: device, whose generated ground truths differ from this device's in the last bits)
+    loose_keys: bool = False
+
+    def records_for(self, cells: list[Cell]) -> list[dict]:
+        """The stored records of ``cells``: by exact key, or with :attr:`loose_keys` by
+        ``set/method/level/start-stop`` (the last record stored wins where several match)."""
+        exact = {c.key for c in cells}
+        recs = self.store.records()
+        if not self.loose_keys:
+            return [r for r in recs if r["key"] in exact]
+        stem = lambda k: k.rsplit("/", 1)[0]  # noqa: E731
+        want = {stem(k) for k in exact}
+        found: dict[str, dict] = {}
+        for r in recs:
+            if stem(r["key"]) in want and not (stem(r["key"]) in found and found[stem(r["key"])]["key"] in exact):
+                found[stem(r["key"])] = r
+        return list(found.values())
 
     def get_set(self, name: str) -> EvalSet:
         return next(s for s in self.sets if s.name == name)

@@ -249,7 +249,8 @@ def example_grid(store, set_name: str, image_ids: Sequence[str], columns: Sequen
     ``columns``: ``(header, name)`` pairs, ``name`` a format string of the example file stem
     filled with a row's variables (e.g. ``"{method}_{level}"``). ``rows_per_image``: for every
     image, the rows to draw, each ``(row suffix, variables)`` (e.g. one row per level).
-    Missing examples are left blank. Returns False when there is nothing to draw.
+    Missing examples are left blank. Returns False when there is nothing to draw and no earlier
+    grid at ``path`` (a run whose ``examples/`` folder was deleted to save space keeps its grids).
     """
     import torch
     from PIL import Image
@@ -272,7 +273,7 @@ def example_grid(store, set_name: str, image_ids: Sequence[str], columns: Sequen
             rows.append(row)
             labels.append(f"{image_id[:14]} {suffix}".strip())
     if blank is None:
-        return False
+        return path.is_file()
     rows = [[blank if t is None else t for t in r] for r in rows]
     im = grid(rows, col_labels=[c[0] for c in columns], row_labels=labels, cell=cell)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -60,8 +60,7 @@ def table_rows(summary: list[dict], sets) -> tuple[list[str], list[list]]:
 
 def report_sna(bench: Bench, sigma: float, run: dict) -> Path:
     out = bench.store.out
-    keys = {c.key for c in cells_for(bench, sigma)}
-    rows = rows_of([r for r in bench.store.records() if r["key"] in keys])
+    rows = rows_of(bench.records_for(cells_for(bench, sigma)))
     R.write_measurements(out, rows)
     summary = R.summarize(rows)
     sets = [s.name for s in bench.sets]

@@ -129,8 +129,7 @@ def curve(summary: list[dict], set_name: str, method: str, metric: str) -> list[
 
 def report_speed(bench: Bench, task: str, level: float, run: dict) -> Path:
     out = bench.store.out
-    keys = {c.key for c in cells_for(bench, level)}
-    rows = rows_of([r for r in bench.store.records() if r["key"] in keys])
+    rows = rows_of(bench.records_for(cells_for(bench, level)))
     R.write_measurements(out, rows)
     summary = R.summarize(rows, keys=("set", "method", "point"))
     for e in summary:  # the layer and round of a point (the same in every row of the group)

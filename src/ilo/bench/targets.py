@@ -99,6 +99,8 @@ def curve_verdicts(task: str, summary: list[dict], levels: list[float], descript
             if done:
                 worst = min(done, key=done.get)
                 detail = f"worst at {worst:g} ({len(done)}/{len(need)} levels); " + ", ".join(f"{lv:g}: {r:.2f}" for lv, r in done.items())
+            else:
+                detail = "no result yet"
             if not need:
                 detail = "no level in 5%-100%"
         else:
