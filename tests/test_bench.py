@@ -193,6 +193,7 @@ def test_speed_quick_smoke(tmp_path, capsys):
         (["curves", "--task", "inpaint", "--truth-seeds", "700-600"], "empty"),
         (["curves", "--task", "inpaint", "--truth-seeds", "abc"], "range A-B"),
         (["sna", "--truth-seeds", "10500-10600"], "tuning seeds"),
+        (["sna", "--truth-seeds", "700-701", "--seed", "700"], "true latent"),
         (["sna", "--images", "/nonexistent/folder"], "--images folder not found"),
         (["speed", "--steps", "0"], "--steps must be >= 1"),
         (["speed", "--task", "superres", "--level", "3"], "superres"),

@@ -153,3 +153,25 @@ def test_demo_quick(tmp_path, capsys):
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert len(summary["rows"]) == 4 * 2 * 3  # tasks x methods x (1 face + 2 photos)
     assert "| inpaint | ilo |" in out
+
+
+def test_solver_seed_equal_to_truth_seed_is_refused(tmp_path, capsys):
+    """Restarts are drawn from the stream that draws a generated truth: equal seeds would start
+    the solver at the true latent, so the CLI and run_method refuse them."""
+    import torch
+
+    from ilo.generators import load_generator
+    from ilo.pipeline import ProblemSpec, build_problem, run_method
+    from ilo.solvers.tracking import stack_latents
+
+    G = load_generator("digiface-dcgan")
+    truth_latent = G.sample_latent(1, torch.Generator().manual_seed(5))["z"]
+    assert torch.equal(stack_latents(G, [5], 1)["z"], truth_latent)  # the leak the check prevents (one restart: exact)
+    code, _, err = run(BASE + ["--task", "cs", "--truth-seed", "3", "--seed", "3", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and err.strip().count("\n") == 0 and "equals --truth-seed" in err
+    assert not (tmp_path / "o").exists()
+    prob = build_problem(ProblemSpec("cs", measurements=0.1), G, seed=4, truth_seed=4)
+    with pytest.raises(ValueError, match="equals the truth seed"):
+        run_method(prob, G, "csgm", total_steps=1, restarts=1, seed=4)
+    _, metrics = run_method(prob, G, "csgm", total_steps=1, restarts=1, seed=5)
+    assert metrics["steps"] == 1

@@ -175,6 +175,9 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
         fail(str(e))
     if method == "bm3d" and task != "denoise":
         fail("--method bm3d only solves --task denoise")
+    if truth_seed is not None and truth_seed == seed and method != "bm3d":
+        fail(f"--seed {seed} equals --truth-seed: the solver's first random start would be the true latent; "
+             "choose another --seed")
     if method == "bm3d":
         from .solvers.bm3d import BM3DUnavailable, _import_bm3d
 
@@ -452,7 +455,13 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
-# ``python -m ilo`` runs main() (src/ilo/__main__.py); bench registers itself last (it imports this module).
-from .bench.cli import bench as _bench  # noqa: E402
-
-cli.add_command(_bench)
+# ``python -m ilo`` runs main() (src/ilo/__main__.py). The bench group imports this module; whichever
+# of the two is imported first, the group ends up registered (here, or at the end of bench/cli.py).
+try:
+    from .bench.cli import bench as _bench  # noqa: E402
+except ImportError as _e:  # ilo.bench.cli is being imported first: it registers itself when done
+    if "partially initialized" not in str(_e):
+        raise
+    _bench = None
+if _bench is not None:
+    cli.add_command(_bench)

@@ -248,6 +248,10 @@ def run_method(problem: Problem, G: LayeredGenerator, method: str, *, total_step
     given); returns the result and its metrics."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}")
+    truth_seed = problem.source.get("truth_seed")
+    if truth_seed is not None and method != "bm3d" and seed == truth_seed:
+        # the solver draws image 0's random starts from the stream that drew its truth latent
+        raise ValueError(f"solver seed {seed} equals the truth seed: the first random start would be the true latent")
     if config is None:
         config = default_config(method, G, problem.task, total_steps=total_steps, restarts=restarts, level=problem.level)
     if loss is not None:

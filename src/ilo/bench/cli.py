@@ -79,9 +79,12 @@ def _prepare(o: dict, command: str, task: str | None, name: str) -> tuple[Bench,
     b = _budget(o)
     if o["truth_seeds"] is not None:
         try:
-            parse_seed_range(o["truth_seeds"])
+            first = parse_seed_range(o["truth_seeds"])[0]
         except ValueError as e:
             fail(str(e))
+        if first == o["seed"]:  # image j: truth seed first + j, solver seed SEED + j (same stream)
+            fail(f"--truth-seeds starts at --seed {o['seed']}: every solver's first random start would be the true latent; "
+                 "choose another --seed")
     if o["images"] is not None:
         if not Path(o["images"]).is_dir():
             fail(f"--images folder not found: {o['images']}")
@@ -235,3 +238,13 @@ def targets(root):
         fail(f"--root folder not found: {root}")
     click.echo(f"wrote {write_targets(root)}")
     click.echo((Path(root) / "targets.md").read_text().split("\n\n## SNA")[0])
+
+
+def _register() -> None:
+    from .. import cli as root
+
+    if "bench" not in root.cli.commands:
+        root.cli.add_command(bench)
+
+
+_register()
