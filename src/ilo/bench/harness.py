@@ -114,14 +114,19 @@ def lfw_set(size: int, channels: int, n: int) -> EvalSet:
     to ``size``, the same gray in every channel."""
     if not 0 < n <= LFW_EVAL_LIMIT:
         raise ValueError(f"the LFW set has {LFW_EVAL_LIMIT} evaluation faces (64-99 are for tuning); got --n {n}")
+    return EvalSet("lfw", lfw_faces(size, channels, list(range(n))), tuple(f"lfw{i:03d}" for i in range(n)),
+                   f"real LFW faces 0-{n - 1} of skimage.data.lfw_subset() (grayscale 25x25, resized)")
+
+
+def lfw_faces(size: int, channels: int, indices: list[int]) -> torch.Tensor:
+    """Faces ``indices`` of ``skimage.data.lfw_subset()`` as ``[len(indices), channels, size, size]`` in [-1, 1]."""
     try:
         from skimage import data
     except ImportError:
         raise ImageError("the LFW faces need scikit-image: pip install 'ilo-inverse[data]'") from None
-    faces = data.lfw_subset()[:n]  # [n, 25, 25] float in [0, 1]; the first 100 entries are faces
+    faces = data.lfw_subset()[indices]  # [n, 25, 25] float in [0, 1]; the first 100 entries are faces
     ims = [pil_to_tensor(fit_to_size(Image.fromarray(np.round(f * 255).astype(np.uint8), "L"), size)) for f in faces]
-    return EvalSet("lfw", _channels(torch.cat(ims), channels), tuple(f"lfw{i:03d}" for i in range(n)),
-                   f"real LFW faces 0-{n - 1} of skimage.data.lfw_subset() (grayscale 25x25, resized)")
+    return _channels(torch.cat(ims), channels)
 
 
 def photo_set(size: int, channels: int) -> EvalSet:

@@ -159,7 +159,7 @@ PERCEPTUAL_WEIGHT = 0.05
 SCARCE_OBSERVED = 0.25
 #: Adam learning rate of the CSGM (MSE) baseline. Tuned on the tuning images (generated seeds
 #: 10000-10003, LFW 70/80/90) over 0.05-0.4: at 600 steps x 4 restarts, inversion PSNR 32.6 ->
-#: 44.3 dB (generated) and 21.3 -> 22.2 dB (LFW) going from 0.05 to 0.2; at 100 x 2 0.2 is best
+#: 44.3 dB (generated) and 21.4 -> 22.3 dB (LFW) going from 0.05 to 0.2; at 100 x 2 0.2 is best
 #: or within 0.2 dB of the best on inpainting, compressed sensing and super-resolution.
 CSGM_LR = 0.2
 
