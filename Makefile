@@ -29,8 +29,18 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
+# The paper's experiments, sized for about two hours on 2 idle cores (resumable: rerun to continue),
+# then the targets page. `make bench BENCH="--steps 600 --restarts 4"` runs the default budget.
+BENCH ?= --steps 100 --restarts 2 --threads 2
+BENCH_OUT ?= docs/bench
 bench: install
-	$(BIN)/python -m ilo.bench.inpainting --out docs/bench
+	$(BIN)/ilo bench curves --task inpaint $(BENCH) --out $(BENCH_OUT)/curves-inpaint
+	$(BIN)/ilo bench sna $(BENCH) --out $(BENCH_OUT)/sna
+	$(BIN)/ilo bench speed $(BENCH) --out $(BENCH_OUT)/speed-inpaint
+	$(BIN)/ilo bench curves --task cs $(BENCH) --out $(BENCH_OUT)/curves-cs
+	$(BIN)/ilo bench curves --task superres $(BENCH) --out $(BENCH_OUT)/curves-superres
+	$(BIN)/ilo bench curves --task denoise $(BENCH) --out $(BENCH_OUT)/curves-denoise
+	$(BIN)/ilo bench targets --root $(BENCH_OUT)
 
 clean:
 	rm -rf $(VENV) out
