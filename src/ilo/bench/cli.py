@@ -15,6 +15,7 @@ import torch
 
 from ..cli import CLIError, _load_generator, environment, pick_device, prepare_out_dir
 from . import curves as C
+from . import report as R
 from . import sna as S
 from . import speed as P
 from .harness import DEFAULT_N, Bench, ResultStore, StoreMismatch, evaluation_sets, parse_seed_range
@@ -112,18 +113,9 @@ def _prepare(o: dict, command: str, task: str | None, name: str) -> tuple[Bench,
            "sets": {s.name: {"n": len(s), "description": s.description, "images": list(s.ids)} for s in sets}}
     if o["report_only"]:
         bench_.loose_keys = True
-        old = _read_json(out / "run.json")  # keep the device and versions of the run that solved the cells
+        old = R.read_json(out / "run.json") or {}  # keep the device and versions of the run that solved the cells
         run.update({k: old[k] for k in ("device", "environment") if k in old}, report_only=True)
     return bench_, run
-
-
-def _read_json(path) -> dict:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _finish(stats: dict, index) -> None:

@@ -427,9 +427,10 @@ class Bench:
         stem = lambda k: k.rsplit("/", 1)[0]  # noqa: E731
         want = {stem(k) for k in exact}
         found: dict[str, dict] = {}
-        for r in recs:
-            if stem(r["key"]) in want and not (stem(r["key"]) in found and found[stem(r["key"])]["key"] in exact):
-                found[stem(r["key"])] = r
+        for r in recs:  # an exact match, once found, is kept
+            k = stem(r["key"])
+            if k in want and found.get(k, {}).get("key") not in exact:
+                found[k] = r
         return list(found.values())
 
     def get_set(self, name: str) -> EvalSet:

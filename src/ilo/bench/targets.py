@@ -56,13 +56,6 @@ class Verdict:
     detail: str = ""
 
 
-def _load(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _ratio(summary: list[dict], set_name: str, level: float, others: tuple[str, ...]) -> tuple[float | None, str]:
     """min over ``others`` of their mean true MSE, over ILO's; None and the missing method when absent."""
     ilo = R.mean_of(summary, set=set_name, method="ilo", level=level)
@@ -138,21 +131,21 @@ def collect(root: str | Path) -> tuple[list[Verdict], list[dict], list[str]]:
             if not dirs:
                 verdicts.append(Verdict(task, "–", description, None, threshold, "<=", "not run"))
             for d in dirs:
-                data = _load(d / "summary.json") or {}
+                data = R.read_json(d / "summary.json") or {}
                 found.append(d.name)
                 verdicts += speed_verdicts(data.get("table", []), data.get("task", d.name[6:]), description, threshold)
             continue
         d = root / folder
-        data = _load(d / "summary.json")
+        data = R.read_json(d / "summary.json")
         if data is None:
             verdicts.append(Verdict(task, "–", description, None, threshold, ">=", "not run"))
             continue
         found.append(folder)
-        run = _load(d / "run.json") or {}
+        run = R.read_json(d / "run.json") or {}
         levels = [float(v) for v in run.get("levels", [])] or sorted({float(e["level"]) for e in data["summary"]})
         sets = list(run.get("sets", {})) or None
         verdicts += curve_verdicts(task, data["summary"], levels, description, threshold, sets)
-    sna = _load(root / "sna" / "summary.json")
+    sna = R.read_json(root / "sna" / "summary.json")
     if sna is not None:
         found.append("sna")
         for e in sna.get("table", []):
@@ -183,7 +176,7 @@ def write_targets(root: str | Path) -> Path:
                                                     "runs": found}, indent=1) + "\n")
     settings = []
     for name in found:
-        run = _load(root / name / "run.json") or {}
+        run = R.read_json(root / name / "run.json") or {}
         st = run.get("settings", {})
         settings.append([name, st.get("steps"), st.get("restarts"), st.get("batch"), run.get("device"),
                          ", ".join(f"{k} {v['n']}" for k, v in run.get("sets", {}).items())])
