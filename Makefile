@@ -32,7 +32,7 @@ test: install
 # The paper's experiments, sized for about two hours on 2 idle cores (resumable: rerun to continue),
 # then the targets page. `make bench BENCH="--steps 600 --restarts 4"` runs the default budget.
 BENCH ?= --steps 100 --restarts 2 --threads 2
-BENCH_OUT ?= docs/bench
+BENCH_OUT ?= out/bench
 bench: install
 	$(BIN)/ilo bench curves --task inpaint $(BENCH) --out $(BENCH_OUT)/curves-inpaint
 	$(BIN)/ilo bench sna $(BENCH) --out $(BENCH_OUT)/sna
