@@ -12,7 +12,7 @@ Random streams (:mod:`ilo.rng`): image ``i`` of a problem has the seed ``seed + 
 its observation noise comes from the stream ``(that seed, "noise")``; an operator with
 per-image parts (an inpainting mask) is drawn per image from ``(that seed, "operator")``,
 one without from ``(seed, "operator")``, shared by every image; a generated truth from
-``(truth seed, "truth")``; the solver's starts from ``(solver seed, "restart")``. Purposes
+``(truth seed, "truth")``; the solver's starts from ``(solver seed, "restart", r)``. Purposes
 never share a stream, so a solver seed may equal a truth seed.
 """
 
@@ -200,13 +200,12 @@ def image_scores(image: torch.Tensor, problem: Problem, lpips_backbone: str | No
 
 
 def score(result: Result, problem: Problem, method: str, lpips_backbone: str | None = None) -> dict:
-    """Metrics of a result: the means over the batch of :func:`image_scores`, plus the per-image
-    lists under ``per_image`` when the batch has more than one image."""
+    """Metrics of a result: the means over the batch of :func:`image_scores`, and the per-image
+    lists under ``per_image``."""
     per = image_scores(result.image, problem, lpips_backbone)
-    out = {"task": problem.task, "method": method, "steps": result.steps, "seconds": round(result.seconds, 3)}
+    out: dict = {"task": problem.task, "method": method, "steps": result.steps, "seconds": round(result.seconds, 3)}
     out.update({k: sum(v) / len(v) for k, v in per.items()})
-    if problem.y.shape[0] > 1:
-        out["per_image"] = per
+    out["per_image"] = per
     return out
 
 

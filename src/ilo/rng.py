@@ -16,7 +16,7 @@ Purposes used by the library (:data:`PURPOSES`):
 ``operator``    the random parts of an operator (inpainting mask, sensing matrix)
 ``noise``       observation noise of one image
 ``truth``       a ground truth drawn from the generator (``ilo solve --truth-seed``, bench faces)
-``restart``     the random starts of one image's solver run
+``restart``     random start ``r`` of one image's solver run (index: ``r``)
 ``sna``         Stochastic Noise Addition of one image: ``(0, restart)`` in CSGM, ``(1,)`` in ILO's rounds
 ``augment``     the classifier-guidance augmentations of one image
 ==============  ============================================================================

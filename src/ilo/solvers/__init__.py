@@ -53,7 +53,7 @@ def solve(
         config: method configuration; None = :func:`preset_for` (the preset for this generator's
             family, the operator's task and level, 600 steps, 4 restarts).
         seeds: per-image solver seeds (an int ``s`` means ``s, s+1, ...``); image ``i``'s random
-            starts come from the stream ``(seeds[i], "restart")`` of :mod:`ilo.rng`.
+            starts come from the streams ``(seeds[i], "restart", r)`` of :mod:`ilo.rng`.
         callback: called with a :class:`StepInfo` after every optimisation step.
         progress: show a progress bar.
 

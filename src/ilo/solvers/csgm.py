@@ -49,7 +49,7 @@ def csgm(
 
     The ``restarts`` starts of every image run as one batch; per image the restart whose best
     iterate has the lowest measurement loss is returned. Image ``i`` draws its starts from the
-    stream ``(seeds[i], "restart")`` and its SNA noise from ``(seeds[i], "sna", 0, restart)`` (ILO's rounds: ``(seeds[i], "sna", 1)``)
+    streams ``(seeds[i], "restart", r)`` and its SNA noise from ``(seeds[i], "sna", 0, restart)`` (ILO's rounds: ``(seeds[i], "sna", 1)``)
     (:mod:`ilo.rng`), so its result does not depend on the batch.
 
     Args:

@@ -25,9 +25,10 @@ def resolve_seeds(seeds: int | Sequence[int] | None, batch: int) -> list[int]:
 
 
 def stack_latents(generator: LayeredGenerator, seeds: list[int], per_seed: int) -> State:
-    """``per_seed`` random starts per seed, from the stream ``(seed, "restart")`` of :mod:`ilo.rng`:
+    """``per_seed`` random starts per seed, start ``r`` from the stream ``(seed, "restart", r)`` of
+    :mod:`ilo.rng` (so restart ``r`` is the same whatever the number of restarts):
     ``[len(seeds) * per_seed, ...]``, the starts of seed ``i`` at rows ``i * per_seed .. (i + 1) * per_seed - 1``."""
-    states = [generator.sample_latent(per_seed, stream(s, "restart")) for s in seeds]
+    states = [generator.sample_latent(1, stream(s, "restart", r)) for s in seeds for r in range(per_seed)]
     return {k: torch.cat([s[k] for s in states]) for k in states[0]}
 
 
