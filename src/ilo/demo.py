@@ -88,9 +88,9 @@ def summary_table(rows: list[dict]) -> str:
     lines = ["| task | method | true MSE (mean) | PSNR dB (mean) | seconds |", "|---|---|---|---|---|"]
     order = list(TASKS)
     keys = sorted({(r["task"], r["method"]) for r in rows}, key=lambda k: (order.index(k[0]), k[1]))
-    for task, method in keys:
-        rs = [r for r in rows if (r["task"], r["method"]) == (task, method)]
+    for key in keys:
+        rs = [r for r in rows if (r["task"], r["method"]) == key]
         m = sum(r["true_mse"] for r in rs) / len(rs)
         p = sum(r["psnr"] for r in rs) / len(rs)
-        lines.append(f"| {task} | {method} | {m:.5f} | {p:.2f} | {rs[0]['seconds']:.1f} |")
+        lines.append(f"| {key[0]} | {key[1]} | {m:.5f} | {p:.2f} | {rs[0]['seconds']:.1f} |")
     return "\n".join(lines)
