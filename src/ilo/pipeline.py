@@ -28,7 +28,9 @@ from .generators.base import LayeredGenerator
 from .images import load_image
 from .operators import Operator, operator_class
 from .rng import stream, streams
+from .losses.composite import LossConfig
 from .solvers import METHODS, CSGMConfig, ILOConfig, Result, preset_for, solve
+from .solvers.presets import METHOD_LOSS
 
 #: fields of :class:`ProblemSpec` that are operator options (each task reads some of them)
 OPTION_FIELDS = ("observed", "box", "mask", "factor", "sigma", "measurements")
@@ -212,6 +214,37 @@ def score(result: Result, problem: Problem, method: str, lpips_backbone: str | N
 def record(problem: Problem, result: Result, scores: dict, **extra) -> dict:
     """The JSON record of a solved problem: the problem, the method, its resolved config, the scores."""
     return {"problem": problem.describe(), "method": result.method, "solver": result.config, "metrics": scores, **extra}
+
+
+#: the loss terms a user may weigh (:class:`ilo.losses.composite.LossConfig` fields)
+LOSS_TERMS = ("mse", "perceptual", "lpips")
+
+
+def custom_loss(task: str, method: str, weights: dict[str, float] | None = None, *, sna: bool | None = None,
+                lpips_backbone: str | None = None) -> LossConfig | None:
+    """The loss asked for by the user in place of the preset's, or None to keep the preset
+    (no ``weights`` given). ``weights``: term -> weight (:data:`LOSS_TERMS`; absent terms 0);
+    ``sna``: Stochastic Noise Addition (default: on for ILO when the task's observations are
+    noisy). ValueError with a one-line message on anything the task or method cannot use.
+
+    >>> custom_loss("superres", "pulse", {"mse": 1.0, "perceptual": 0.1}).geocross
+    0.05
+    """
+    op = operator_class(task)
+    if sna and not op.noisy:
+        raise ValueError(f"Stochastic Noise Addition needs noisy observations; task {task!r} has none")
+    if weights is None:
+        return None
+    if method == "bm3d":
+        raise ValueError("loss terms and SNA do not apply to the bm3d method")
+    unknown = [k for k in weights if k not in LOSS_TERMS]
+    if unknown:
+        raise ValueError(f"unknown loss term {unknown[0]!r}; choose from {', '.join(LOSS_TERMS)}")
+    if op.perceptual_target is None and (weights.get("perceptual") or weights.get("lpips")):
+        raise ValueError(f"perceptual losses need an image-space observation; task {task!r} has none")
+    loss = LossConfig(**{"mse": 0.0, **weights}, sna=bool(sna if sna is not None else (op.noisy and method == "ilo")),
+                      lpips_backbone=lpips_backbone)
+    return replace(loss, geocross=METHOD_LOSS["pulse"].geocross) if method == "pulse" else loss
 
 
 def with_loss(config, loss):

@@ -21,14 +21,24 @@ from functools import partial
 from pathlib import Path
 
 
-from ..operators import operator_class
+from ..operators import Inpainting, operator_class
 from ..pipeline import image_scores, method_config
 from ..solvers import csgm, ilo
 from . import report as R
 from .harness import Bench, Cell, cell_problem, make_cells, measurement_rows, rows_of
 
 #: inversion: every pixel observed (the task of the paper's speed plots)
-DEFAULT_TASK, DEFAULT_LEVEL = "inpaint", 1.0
+DEFAULT_TASK, DEFAULT_LEVEL = Inpainting.task, 1.0
+
+
+def default_level(task: str) -> float:
+    """The level of a speed run: inversion (every pixel observed) for inpainting, else the task's default.
+
+    >>> default_level("inpaint"), default_level("superres")
+    (1.0, 4)
+    """
+    cls = operator_class(task)
+    return DEFAULT_LEVEL if issubclass(cls, Inpainting) else cls.default_level
 CELL_METHOD = "ilo-vs-csgm"
 CHECKPOINTS = 8
 

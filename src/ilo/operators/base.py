@@ -105,6 +105,8 @@ class Operator(nn.Module):
     options: tuple[str, ...] = ()
     #: the level used when no option is given
     default_level: float | None = None
+    #: True when the task's observations are noisy (Stochastic Noise Addition applies)
+    noisy: bool = False
     #: what the target of :meth:`perceptual_pair` depends on: ``"observation"`` (``y`` only, so its
     #: features can be computed once), ``"candidate"`` (also ``x``), or None (no image-space target)
     perceptual_target: str | None = None

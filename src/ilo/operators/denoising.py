@@ -30,6 +30,7 @@ class Denoising(Operator):
     """
 
     task = "denoise"
+    noisy = True
     level_name = "noise sigma (0-255)"
     perceptual_target = "observation"
     options = ("sigma",)
