@@ -129,6 +129,7 @@ def _back_to_range(generator, state: State, layer: int, target: State, target_la
     ``layer .. target_layer``, started at the current ``state``: a round whose objective is the
     distance to the target; the feasible set is the previous round's (or CSGM's latent set)."""
     keys = generator.trainable_keys(layer) if layer > 0 else tuple(state)
+    keys = tuple(k for k in keys if k in feasible)  # an entry the round did not optimise stays put
     fixed = {k: v for k, v in state.items() if k not in keys}
     params = {k: state[k].clone() for k in keys}
     tkeys = [k for k in generator.trainable_keys(target_layer) if k in target]
@@ -138,5 +139,5 @@ def _back_to_range(generator, state: State, layer: int, target: State, target_la
 
     rnd = Round(render=lambda s: generator.run(s, layer, target_layer), objective=distance,
                 steps=config.back_to_range_steps, lr=config.back_to_range_lr,
-                constraints={k: feasible.get(k, []) for k in keys}, schedule=config.schedule)
+                constraints={k: feasible[k] for k in keys}, schedule=config.schedule)
     return {**fixed, **rnd.run(params, fixed)}
