@@ -1,5 +1,5 @@
-"""Classifier guidance: the operator (augmentations, gradients, randomness), generation from seed
-faces, transfer to the held-out classifier, and the ``ilo generate`` command."""
+"""Classifier guidance: the data-fidelity term (augmentations, gradients, randomness), generation
+from seed faces, transfer to the held-out classifier, and the ``ilo generate`` command."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from ilo.generate import Generation, GuidanceConfig, generate, seed_faces
 from ilo.generators.base import per_sample_generators
 from ilo.nets import ImageNetClassifier, UnknownClass
 from ilo.nets.weights import EFFICIENTNET_LITE0, WeightsUnavailable
-from ilo.operators import ClassifierGuidance
-from ilo.solvers import CSGMConfig, ILOConfig, Result, RoundConfig, ilo, solve
+from ilo.losses.classifier import ClassifierGuidance
+from ilo.losses.composite import LossConfig, Objective
+from ilo.operators import Identity
+from ilo.solvers import CSGMConfig, ILOConfig, Result, RoundConfig, ilo
 
 
 def _installed() -> bool:
@@ -52,18 +54,25 @@ def op_for(clf, shape=(3, 16, 16), seed=0, **kw) -> ClassifierGuidance:
     return ClassifierGuidance(clf, "goldfish", shape, generator=torch.Generator().manual_seed(seed), **kw)
 
 
-# -- operator ---------------------------------------------------------------------------------
+# -- fidelity term ----------------------------------------------------------------------------
 def test_smoke_shapes_and_config(toy_classifier):
     op = op_for(toy_classifier, augmentations=3)
     x = torch.rand(2, 3, 16, 16) * 2 - 1
-    assert op.A(x).shape == (2, 1000)
+    assert op.logits(x).shape == (2, 1000)
     assert op.augment(x).shape == (2, 3, 3, 32, 32)
-    assert op.measurement_loss(x, op.target_labels(2)).shape == (2,)
+    assert op(x).shape == (2,)
     p = op.probabilities(x)
     assert p.shape == (2,) and bool(((p > 0) & (p < 1)).all())
     cfg = json.loads(json.dumps(op.config()))
-    assert cfg["task"] == "classify" and cfg["target"] == 1 and cfg["target_name"] == "goldfish"
-    assert op.linear is False
+    assert cfg["fidelity"] == "classifier cross-entropy" and cfg["target"] == 1 and cfg["target_name"] == "goldfish"
+
+
+def test_is_the_data_term_of_the_objective(toy_classifier):
+    """The objective weighs the fidelity term by ``mse``; the operator's measurement loss is not used."""
+    x, face = torch.rand(2, 3, 16, 16) * 2 - 1, torch.zeros(2, 3, 16, 16)
+    plain = op_for(toy_classifier, augmentations=0)
+    obj = Objective(LossConfig(mse=2.0), Identity((3, 16, 16)), fidelity=plain)
+    torch.testing.assert_close(obj(x, face), 2 * plain(x))
 
 
 def test_identity_view_is_the_resized_image(toy_classifier):
@@ -78,12 +87,11 @@ def test_identity_view_is_the_resized_image(toy_classifier):
 
 def test_augmentations_reproducible_from_the_generator_seed(toy_classifier):
     x = torch.rand(2, 3, 16, 16) * 2 - 1
-    y = torch.full((2,), 1)
     a, b, c = op_for(toy_classifier, seed=5), op_for(toy_classifier, seed=5), op_for(toy_classifier, seed=6)
-    first, second = a.measurement_loss(x, y), a.measurement_loss(x, y)
-    assert torch.equal(first, b.measurement_loss(x, y)) and torch.equal(second, b.measurement_loss(x, y))
+    first, second = a(x), a(x)
+    assert torch.equal(first, b(x)) and torch.equal(second, b(x))
     assert not torch.equal(first, second)  # fresh views at every call
-    assert not torch.equal(first, c.measurement_loss(x, y))
+    assert not torch.equal(first, c(x))
 
 
 def test_per_sample_generators_make_a_sample_independent_of_its_batch(toy_classifier):
@@ -103,7 +111,7 @@ def test_gradient_flows_to_image_and_intermediate_layer(toy_classifier, tiny_dcg
     h = state["h"].clone().requires_grad_(True)
     x = tiny_dcgan.tail(2)({**state, "h": h})
     x.retain_grad()
-    op.measurement_loss(x, op.target_labels(2)).sum().backward()
+    op(x).sum().backward()
     for g in (x.grad, h.grad):
         assert g is not None and bool(torch.isfinite(g).all()) and float(g.abs().sum()) > 0
 
@@ -118,22 +126,20 @@ def test_exceptions(toy_classifier):
     with pytest.raises(ValueError, match="crop_scale"):
         ClassifierGuidance(toy_classifier, 1, (3, 16, 16), crop_scale=(0.0, 1.0))
     op = op_for(toy_classifier)
-    x = torch.zeros(2, 3, 16, 16)
-    with pytest.raises(ValueError, match="guides towards class 1"):
-        op.measurement_loss(x, torch.tensor([1, 2]))
-    with pytest.raises(ValueError, match="batch size 2"):
-        op.measurement_loss(x, torch.ones(3))
     with pytest.raises(ValueError, match="expects"):
-        op.measurement_loss(torch.zeros(2, 3, 8, 8), op.target_labels(2))
+        op(torch.zeros(2, 3, 8, 8))
 
 
-def test_solve_runs_unchanged_with_restarts(toy_classifier, tiny_dcgan):
-    """``solve`` with the classifier operator and no observation (CSGM restarts repeat the streams)."""
-    op = ClassifierGuidance(toy_classifier, "goldfish", (3, 16, 16), augmentations=2, generator=per_sample_generators([1, 2]))
+def test_ilo_runs_with_the_fidelity_and_restarts(toy_classifier, tiny_dcgan):
+    """ILO with the classifier as its data term, from random starts (CSGM restarts repeat the streams);
+    the measurement loss is the operator's: the distance from the observed face."""
+    fid = ClassifierGuidance(toy_classifier, "goldfish", (3, 16, 16), augmentations=2, generator=per_sample_generators([1, 2]))
     cfg = ILOConfig(csgm=CSGMConfig(steps=3, restarts=2), rounds=(RoundConfig(layer=1, steps=3, radius=0.2, relative=True),),
                     select="last")
-    res = solve(op.target_labels(2), op, tiny_dcgan, "ilo", cfg, seeds=[1, 2])
+    face = torch.zeros(2, 3, 16, 16)
+    res = ilo(face, Identity((3, 16, 16)), tiny_dcgan, cfg, seeds=[1, 2], fidelity=fid)
     assert res.image.shape == (2, 3, 16, 16) and res.steps == 6 and bool(torch.isfinite(res.measurement_loss).all())
+    torch.testing.assert_close(res.measurement_loss, Identity((3, 16, 16)).measurement_loss(res.image, face))
 
 
 # -- generation with the real classifiers -----------------------------------------------------
@@ -170,12 +176,11 @@ def test_radius_zero_is_the_unchanged_face(goldfish, digiface):
 def test_radius_zero_rounds_return_the_face_exactly(digiface):
     """Through the solver itself: l1 balls of radius 0 around every layer keep the face bit for bit."""
     faces, state = seed_faces(digiface, [7])
-    op = ClassifierGuidance("mobilenet", "goldfish", augmentations=1, view_size=64)
-    y = op.target_labels(1)
+    fid = ClassifierGuidance("mobilenet", "goldfish", augmentations=1, view_size=64)
     init = Result(image=faces, latents=state, layer=0, measurement_loss=torch.zeros(1))
     cfg = ILOConfig(csgm=CSGMConfig(steps=0), select="last",
                     rounds=tuple(RoundConfig(layer=k, steps=1, radius=0.0, relative=True) for k in (1, 2, 3, 4)))
-    res = ilo(y, op, digiface, cfg, init=init, seeds=[7])
+    res = ilo(faces, Identity(tuple(digiface.image_shape)), digiface, cfg, init=init, seeds=[7], fidelity=fid)
     assert torch.equal(res.image, faces)
 
 

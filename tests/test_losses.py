@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ilo.losses.composite import LossConfig, Objective, geocross
+from ilo.rng import streams
 from ilo.operators import CompressedSensing, Denoising, Inpainting, SuperResolution
 from ilo.solvers import CSGMConfig, ILOConfig, RoundConfig, pulse_preset, solve
 
@@ -35,22 +36,22 @@ def test_sna_shifts_expectation_by_sigma_squared():
     x = torch.full((1, 3, 32, 32), 0.1)
     y = torch.full((1, 3, 32, 32), -0.05)
     plain = Objective(LossConfig(), op)(x, y)
-    sna = Objective(LossConfig(sna=True), op, noise_seeds=[1])
+    sna = Objective(LossConfig(sna=True), op, noise_streams=streams([1], "sna"))
     draws = torch.stack([sna(x, y) for _ in range(50)])
     assert draws.std() > 0  # fresh noise at every evaluation
     assert draws.mean().item() == pytest.approx(plain.item() + s**2, rel=0.02)
     # the noise uses the operator's sigma: a larger sigma shifts more
     op2 = Denoising((3, 32, 32), sigma255=40)
-    draws2 = torch.stack([Objective(LossConfig(sna=True), op2, noise_seeds=[1])(x, y) for _ in range(20)])
+    draws2 = torch.stack([Objective(LossConfig(sna=True), op2, noise_streams=streams([1], "sna"))(x, y) for _ in range(20)])
     assert draws2.mean() > draws.mean() + 2 * s**2
 
 
 def test_sna_reproducible_per_seed():
     op = Denoising((3, 8, 8), sigma255=30)
     x, y = torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)
-    a = Objective(LossConfig(sna=True), op, noise_seeds=[3, 4])(x, y)
-    b = Objective(LossConfig(sna=True), op, noise_seeds=[3, 4])(x, y)
-    c = Objective(LossConfig(sna=True), op, noise_seeds=[4])(x[:1], y[:1])
+    a = Objective(LossConfig(sna=True), op, noise_streams=streams([3, 4], "sna"))(x, y)
+    b = Objective(LossConfig(sna=True), op, noise_streams=streams([3, 4], "sna"))(x, y)
+    c = Objective(LossConfig(sna=True), op, noise_streams=streams([4], "sna"))(x[:1], y[:1])
     assert torch.equal(a, b) and torch.equal(a[1:], c)
 
 
@@ -87,7 +88,7 @@ def test_gradient_flows_through_every_term(digiface):
     ]:
         y = op(truth)
         zz = z["z"].clone().requires_grad_(True)
-        val = Objective(loss, op, noise_seeds=[0, 1])(G({"z": zz}), y)
+        val = Objective(loss, op, noise_streams=streams([0, 1], "sna"))(G({"z": zz}), y)
         assert val.shape == (2,) and torch.isfinite(val).all()
         val.sum().backward()
         assert zz.grad.abs().sum() > 0, op.task
@@ -108,7 +109,7 @@ def test_pulse_keeps_latent_on_sphere(tiny_dcgan):
     G = tiny_dcgan
     op = SuperResolution((3, 16, 16), 2)
     y = op(G(G.sample_latent(2, torch.Generator().manual_seed(3))))
-    cfg = pulse_preset("superres", total_steps=20, restarts=2)
+    cfg = pulse_preset(total_steps=20, restarts=2)
     seen = []
     res = solve(y, op, G, "pulse", cfg, callback=lambda info: seen.append(info.step))
     norms = res.latents["z"].norm(dim=-1)

@@ -119,7 +119,7 @@ def test_back_to_range_lands_in_range(tiny_dcgan):
     z = G.sample_latent(2, torch.Generator().manual_seed(1))
     target = G.head(1)(G.sample_latent(2, torch.Generator().manual_seed(2)))
     cfg = ILOConfig(back_to_range_steps=200, back_to_range_lr=0.05, schedule=Schedule(0, 0))
-    fitted = _back_to_range(G, z, 0, target, 1, None, None, cfg)
+    fitted = _back_to_range(G, z, 0, target, 1, {"z": []}, cfg)  # the latent unconstrained
     before = (G.head(1)(z)["h"] - target["h"]).pow(2).mean()
     after = (G.head(1)(fitted)["h"] - target["h"]).pow(2).mean()
     assert after < 0.2 * before

@@ -175,9 +175,6 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
         fail(str(e))
     if method == "bm3d" and task != "denoise":
         fail("--method bm3d only solves --task denoise")
-    if truth_seed is not None and truth_seed == seed and method != "bm3d":
-        fail(f"--seed {seed} equals --truth-seed: the solver's first random start would be the true latent; "
-             "choose another --seed")
     if method == "bm3d":
         from .solvers.bm3d import BM3DUnavailable, _import_bm3d
 

@@ -9,10 +9,12 @@ representation of the face; the radius bounds how far the image may leave the fa
     large radius   an image the classifiers take for the class
 
 There is no CSGM stage and no random start: the starting latent is the seed's latent, exactly
-the face ``G(sample_latent(1, Generator().manual_seed(seed)))`` (as in ``ilo solve --truth-seed``).
+the face :func:`ilo.pipeline.truth_from_seeds` draws (as ``ilo solve --truth-seed``).
 Each radius is one call of :func:`ilo.solvers.ilo` with ``init`` = that face and one round per
-layer. The guiding classifier's loss is averaged over random augmentations
-(:class:`~ilo.operators.classifier.ClassifierGuidance`); the *other* classifier never guides
+layer. The operator is :class:`~ilo.operators.Identity` with the face as its observation (so
+the measurement loss is the distance from the face); the objective's data-fidelity term is the
+guiding classifier's loss averaged over random augmentations
+(:class:`~ilo.losses.classifier.ClassifierGuidance`); the *other* classifier never guides
 and measures whether the class features are real rather than adversarial.
 
 Radii are **relative**: round ``k`` keeps ``||h_k - h_k^0||_1 <= r * ||h_k^0||_1`` per image,
@@ -32,21 +34,17 @@ from typing import Callable, Sequence
 
 import torch
 
-from .generators.base import LayeredGenerator, per_sample_generators
+from .generators.base import LayeredGenerator
+from .losses.classifier import CLASSIFIER_NAMES, ClassifierGuidance, get_classifier
 from .losses.composite import LossConfig, perceptual_net
 from .nets import class_index, class_name
-from .operators.classifier import CLASSIFIER_NAMES, ClassifierGuidance, get_classifier
+from .operators import Identity
+from .rng import stream, streams
 from .solvers import CSGMConfig, ILOConfig, Result, RoundConfig, ilo
 from .solvers.optim import StepInfo
 
 #: the two offline classifiers; each image is scored by both (one guided it, one is held out)
 CLASSIFIERS = ("mobilenet_v2", "efficientnet_lite0")
-
-
-def augmentation_seed(seed: int) -> int:
-    """Seed of the augmentation stream of the image with face seed ``seed`` (decorrelated from
-    the latent, which is drawn from ``seed`` itself)."""
-    return (int(seed) * 1_000_003 + 424_242) % (2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -147,8 +145,9 @@ class Generation:
 
 
 def seed_faces(generator: LayeredGenerator, seeds: Sequence[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The faces ``[S, C, H, W]`` and latent states (layer 0) of the seeds, one generator per seed."""
-    states = [generator.sample_latent(1, torch.Generator().manual_seed(int(s))) for s in seeds]
+    """The faces ``[S, C, H, W]`` and latent states (layer 0) of the seeds, each from the stream
+    ``(seed, "truth")``: the faces of :func:`ilo.pipeline.truth_from_seeds`."""
+    states = [generator.sample_latent(1, stream(int(s), "truth")) for s in seeds]
     state = {k: torch.cat([s[k] for s in states]).to(generator.device) for k in states[0]}
     with torch.no_grad():
         return generator(state), state
@@ -173,8 +172,8 @@ def generate(
     (``select="last"``: the loss is a random estimate over fresh augmentations, so the
     iterate with the lowest loss would mostly be a lucky draw, and the l1 balls already bound
     the distance). Radius ``0`` is the unchanged face (no optimisation is run). All seeds run
-    as one batch, each with its own augmentation stream (:func:`augmentation_seed`), so an
-    image does not depend on the other seeds.
+    as one batch, each with its own augmentation stream ``(seed, "augment")`` (:mod:`ilo.rng`),
+    so an image does not depend on the other seeds.
 
     Args:
         generator: a layered generator (its faces are the starting points).
@@ -208,17 +207,17 @@ def generate(
     dev = generator.device
     nets = {name: get_classifier(name, dev) for name in CLASSIFIERS}
 
-    def operator() -> ClassifierGuidance:  # fresh streams per radius: a column never depends on the others
+    def guidance() -> ClassifierGuidance:  # fresh streams per radius: a column never depends on the others
         return ClassifierGuidance(
             nets[guide], tgt, tuple(generator.image_shape),
             augmentations=config.augmentations, crop_scale=config.crop_scale, crop_ratio=config.crop_ratio,
             flip=config.flip, noise_std=config.noise_std, view_size=config.view_size,
-            generator=per_sample_generators([augmentation_seed(s) for s in seeds_]),
+            generator=streams(seeds_, "augment"),
         )
 
-    op = operator()
+    fid = guidance()
     faces, state0 = seed_faces(generator, seeds_)
-    y = op.target_labels(len(seeds_), dev)
+    op = Identity(tuple(generator.image_shape))  # the observation is the face itself
 
     columns, results = [], []
     for r in radii:
@@ -226,13 +225,13 @@ def generate(
             columns.append(faces)
             results.append(None)
             continue
-        op = operator()
-        with torch.no_grad():
-            init = Result(image=faces, latents=state0, layer=0, measurement_loss=op.measurement_loss(faces, y),
-                          method="seed-face")
-        # the "mse" term of LossConfig is the operator's measurement loss: here the cross-entropy
+        fid = guidance()
+        init = Result(image=faces, latents=state0, layer=0, measurement_loss=torch.zeros(len(seeds_), device=dev),
+                      method="seed-face")
+        # the data-fidelity term (weight LossConfig.mse) is the classifier's cross-entropy
         cfg = ILOConfig(csgm=CSGMConfig(steps=0), rounds=config.rounds(generator, r), select="last", loss=LossConfig())
-        res = ilo(y, op, generator, cfg, seeds=list(seeds_), init=init, callback=callback, progress=progress)
+        res = ilo(faces, op, generator, cfg, seeds=list(seeds_), init=init, fidelity=fid, callback=callback,
+                  progress=progress)
         columns.append(res.image)
         results.append(res)
 
@@ -250,7 +249,7 @@ def generate(
         guide=guide,
         radii=radii,
         seeds=seeds_,
-        config={"guidance": config.to_dict(), "operator": op.config(), "generator": generator.name,
+        config={"guidance": config.to_dict(), "fidelity": fid.config(), "generator": generator.name,
                 "select": "last", "radius": "relative l1, per round and per image"},
         results=results,
     )

@@ -1,33 +1,46 @@
-"""From a problem description to observations, reconstructions and metrics.
+"""One path from a problem to a stored result: spec -> problem -> method run -> scores -> record.
 
-Shared by the CLI, the demo and the benchmarks so that all three build operators, draw
-noise and score results the same way. Random streams are derived from one seed:
-the operator (mask, matrix) from ``seed``, the observation noise from ``seed + 1_000_003``,
-the solver's latents from ``seed`` (per image ``seed + i``).
+Shared by the CLI, the demo and every benchmark, so that all of them build operators, draw
+noise and score results the same way::
+
+    spec = ProblemSpec("inpaint", observed=0.1); spec.validate()
+    problem = build_problem(spec, G, seed=0, truth_seed=7)     # operator, observation, truth
+    result, scores = run_method(problem, G, "ilo")             # Result, score(result, problem)
+    rec = record(problem, result, scores)                      # JSON-serialisable
+
+Random streams (:mod:`ilo.rng`): image ``i`` of a problem has the seed ``seed + start + i``;
+its observation noise comes from the stream ``(that seed, "noise")``; an operator with
+per-image parts (an inpainting mask) is drawn per image from ``(that seed, "operator")``,
+one without from ``(seed, "operator")``, shared by every image; a generated truth from
+``(truth seed, "truth")``; the solver's starts from ``(solver seed, "restart", r)``. Purposes
+never share a stream, so a solver seed may equal a truth seed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, fields, replace
+from typing import Sequence
 
-import numpy as np
 import torch
 
 from . import metrics as M
 from .generators.base import LayeredGenerator
-from .images import ImageError, load_image, pil_to_tensor, read_image
-from .operators import CompressedSensing, Denoising, Inpainting, Operator, SuperResolution
-from .solvers import METHODS, Result, default_config, solve
+from .images import load_image
+from .operators import Operator, operator_class
+from .rng import stream, streams
+from .losses.composite import LossConfig
+from .solvers import METHODS, CSGMConfig, ILOConfig, Result, preset_for, solve
+from .solvers.presets import METHOD_LOSS
 
-TASKS = ("inpaint", "superres", "denoise", "cs")
-NOISE_SEED_OFFSET = 1_000_003
+#: fields of :class:`ProblemSpec` that are operator options (each task reads some of them)
+OPTION_FIELDS = ("observed", "box", "mask", "factor", "sigma", "measurements")
 
 
 @dataclass
 class ProblemSpec:
-    """What the user asked for; :meth:`validate` checks everything that needs no generator
-    (raising ValueError with a one-line message, named after the CLI options)."""
+    """What the user asked for: a task key and its options (see the operator classes'
+    ``options``; the first is the task's level). :meth:`validate` checks everything that needs
+    no generator and fills in defaults, raising ValueError with a one-line message."""
 
     task: str
     observed: float | None = None
@@ -37,148 +50,118 @@ class ProblemSpec:
     sigma: float | None = None
     measurements: float | None = None
 
+    @classmethod
+    def at_level(cls, task: str, level: float) -> "ProblemSpec":
+        """The problem of ``task`` at a level (in the unit of the operator's ``level_name``), validated.
+
+        >>> ProblemSpec.at_level("superres", 8.0).factor
+        8
+        """
+        spec = cls(task, **operator_class(task).level_options(level))
+        spec.validate()
+        return spec
+
+    @property
+    def operator_class(self) -> type[Operator]:
+        return operator_class(self.task)
+
+    def options(self) -> dict:
+        """The task's options as given (None = not given)."""
+        return {k: getattr(self, k) for k in self.operator_class.options}
+
     def validate(self) -> None:
-        if self.task not in TASKS:
-            _invalid(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
-        given = {"inpaint": ("observed", "box", "mask"), "superres": ("factor",), "denoise": ("sigma",), "cs": ("measurements",)}
-        for task, names in given.items():
-            if task != self.task:
-                for n in names:
-                    if getattr(self, n) is not None:
-                        _invalid(f"--{n} does not apply to task {self.task!r}")
-        if self.task == "inpaint":
-            n = sum(v is not None for v in (self.observed, self.box, self.mask))
-            if n > 1:
-                _invalid("give only one of --observed, --box, --mask")
-            if n == 0:
-                self.observed = 0.1
-            if self.observed is not None and not 0 < self.observed <= 1:
-                _invalid(f"--observed must be a fraction in (0, 1], got {self.observed}")
-        elif self.task == "superres":
-            self.factor = 4 if self.factor is None else self.factor
-            if self.factor < 1:
-                _invalid(f"--factor must be a positive integer, got {self.factor}")
-        elif self.task == "denoise":
-            self.sigma = 25.0 if self.sigma is None else self.sigma
-            if not self.sigma >= 0:
-                _invalid(f"--sigma must be >= 0 (0-255 scale), got {self.sigma}")
-        elif self.task == "cs":
-            self.measurements = 0.1 if self.measurements is None else self.measurements
-            if not 0 < self.measurements <= 1:
-                _invalid(f"--measurements must be a fraction in (0, 1], got {self.measurements}")
+        cls = self.operator_class
+        for name in OPTION_FIELDS:
+            if name not in cls.options and getattr(self, name) is not None:
+                raise ValueError(f"option {name!r} does not apply to task {self.task!r}")
+        for k, v in cls.check_options(self.options()).items():
+            setattr(self, k, v)
+
+    @property
+    def level(self) -> float | None:
+        """The task's level as asked for (None when given otherwise, e.g. an inpainting box)."""
+        return getattr(self, self.operator_class.options[0])
 
 
-def _invalid(msg: str) -> None:
-    raise ValueError(msg)
-
-
-def make_operator(spec: ProblemSpec, shape: tuple[int, int, int], seed: int) -> Operator:
-    """The forward operator of ``spec`` for images of ``shape`` (raises ValueError on bad input)."""
-    g = torch.Generator().manual_seed(seed)
-    C, H, W = shape
-    if spec.task == "inpaint":
-        if spec.box is not None:
-            return Inpainting.box(shape, *spec.box)
-        if spec.mask is not None:
-            im = read_image(spec.mask)
-            return Inpainting.from_image(shape, np.asarray(im))
-        return Inpainting.random(shape, spec.observed, g)
-    if spec.task == "superres":
-        if H % spec.factor or W % spec.factor:
-            raise ValueError(f"--factor {spec.factor} does not divide the generator's size {H}x{W}")
-        return SuperResolution(shape, spec.factor)
-    if spec.task == "denoise":
-        return Denoising(shape, spec.sigma)
-    if spec.task == "cs":
-        return CompressedSensing(shape, spec.measurements, g)
-    raise ValueError(f"unknown task {spec.task!r}")
+def make_operator(spec: ProblemSpec, shape: tuple[int, int, int], seed: int,
+                  image_seeds: Sequence[int] | None = None) -> Operator:
+    """The operator of ``spec`` for images of ``shape``: per image (from ``(image seed, "operator")``)
+    when the operator has per-image parts and ``image_seeds`` are given, else one from ``(seed, "operator")``."""
+    cls, opts = spec.operator_class, spec.options()
+    if cls.per_sample_buffers and image_seeds:
+        return cls.stack([cls.from_options(shape, stream(s, "operator"), **opts) for s in image_seeds])
+    return cls.from_options(shape, stream(seed, "operator"), **opts)
 
 
 @dataclass
 class Problem:
-    task: str
+    """An inverse problem: the operator, the observation ``y [B, ...]``, the truth ``[B, C, H, W]``
+    (None when only the observation is known) and where they came from."""
+
     spec: ProblemSpec
     operator: Operator
     y: torch.Tensor
     truth: torch.Tensor | None
     source: dict = field(default_factory=dict)
+    #: solver seed of image 0 (image ``i``: ``seed + i``)
+    seed: int = 0
 
     @property
-    def level(self) -> float:
-        """The measurement level: observed fraction, m/n, 1/factor, or sigma on the 0-255 scale."""
-        op = self.operator
-        if self.task == "inpaint":
-            return float(op.mask.mean())
-        if self.task == "cs":
-            return op.m / op.n
-        if self.task == "superres":
-            return 1.0 / op.factor
-        return float(op.sigma255)
+    def task(self) -> str:
+        return self.operator.task
+
+    @property
+    def level(self) -> float | None:
+        """The operator's level (its ``level_name`` says what it measures)."""
+        return self.operator.level
 
     def describe(self) -> dict:
-        return {"task": self.task, "operator": self.operator.config(), "source": self.source,
-                "observation_shape": list(self.y.shape)}
+        return {"task": self.task, "description": self.operator.describe(), "operator": self.operator.config(),
+                "source": self.source, "observation_shape": list(self.y.shape)}
 
 
-def truth_from_seeds(G: LayeredGenerator, seeds: list[int]) -> torch.Tensor:
-    """Faces drawn from the generator, one per seed: ``[len(seeds), C, H, W]``."""
+def truth_from_seeds(G: LayeredGenerator, seeds: Sequence[int]) -> torch.Tensor:
+    """Faces drawn from the generator, one per seed from the stream ``(seed, "truth")``: ``[len(seeds), C, H, W]``."""
     with torch.no_grad():
-        states = [G.sample_latent(1, torch.Generator().manual_seed(int(s))) for s in seeds]
-        return torch.cat([G(s) for s in states])
+        return torch.cat([G(G.sample_latent(1, stream(int(s), "truth"))) for s in seeds])
 
 
-def simulate(operator: Operator, x: torch.Tensor, seed: int) -> torch.Tensor:
-    """``y = operator(x)`` with per-image noise streams (image ``i`` from ``seed + offset + i``)."""
-    gens = [torch.Generator().manual_seed(seed + NOISE_SEED_OFFSET + i) for i in range(x.shape[0])]
+def simulate(operator: Operator, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+    """``y = operator(x)``, image ``i``'s noise from the stream ``(seeds[i], "noise")``."""
+    if len(seeds) != x.shape[0]:
+        raise ValueError(f"got {len(seeds)} seeds for {x.shape[0]} images")
     with torch.no_grad():
-        return operator(x, gens)
+        return operator(x, streams(seeds, "noise"))
 
 
-def build_problem(spec: ProblemSpec, G: LayeredGenerator, *, seed: int = 0, truth_seed: int | None = None,
+def build_problem(spec: ProblemSpec, G: LayeredGenerator, *, seed: int = 0, start: int = 0, truth_seed: int | None = None,
                   image: str | None = None, observation: str | None = None, truth: torch.Tensor | None = None) -> Problem:
-    """Make the operator and the observation for one of: a generated face, a photo, a given observation, a tensor."""
+    """The operator and the observation for one of: a generated face (``truth_seed``), a photo
+    (``image``), given images (``truth [B, C, H, W]``), or an observation file (``observation``).
+
+    Image ``i`` has the seed ``seed + start + i`` (``start``: its index in a larger set, so an
+    image's problem does not depend on the batch it is in); see the module docstring.
+    """
+    spec.validate()
     shape = tuple(G.image_shape)
-    C, H, W = shape
-    op = make_operator(spec, shape, seed).to(G.device)
     source: dict = {}
     if truth is None and truth_seed is not None:
         truth, source = truth_from_seeds(G, [truth_seed]), {"truth_seed": truth_seed}
     elif truth is None and image is not None:
-        truth, source = load_image(image, size=H), {"image": str(image)}
+        truth, source = load_image(image, size=shape[-1]), {"image": str(image)}
     if truth is not None:
         truth = truth.to(G.device)
         if tuple(truth.shape[1:]) != shape:
-            raise ValueError(f"truth must be [B, {C}, {H}, {W}], got {list(truth.shape)}")
-        y = simulate(op, truth, seed)
-        return Problem(spec.task, spec, op, y, truth, source or {"tensor": list(truth.shape)})
+            raise ValueError(f"truth must be [B, {', '.join(map(str, shape))}], got {list(truth.shape)}")
+        seeds = [seed + start + i for i in range(truth.shape[0])]
+        op = make_operator(spec, shape, seed, seeds).to(G.device)
+        y = simulate(op, truth, seeds)
+        return Problem(spec, op, y, truth, source or {"tensor": list(truth.shape), "start": start}, seed + start)
     if observation is None:
         raise ValueError("need a truth (seed, image or tensor) or an observation")
-    y = _read_observation(spec, op, observation, shape).to(G.device)
-    return Problem(spec.task, spec, op, y, None, {"observation": str(observation)})
-
-
-def _read_observation(spec: ProblemSpec, op: Operator, path: str, shape) -> torch.Tensor:
-    C, H, W = shape
-    p = Path(path)
-    if spec.task == "cs":
-        if p.suffix != ".npy":
-            raise ValueError(f"for task cs the observation must be a .npy file of {op.m} measurements, got {p.name}")
-        if not p.is_file():
-            raise ImageError(f"observation not found: {p}")
-        try:
-            a = np.load(p, allow_pickle=False)
-        except Exception as e:
-            raise ValueError(f"cannot read {p}: {e}") from None
-        a = a.reshape(1, -1) if a.ndim == 1 else a
-        if a.shape[-1] != op.m:
-            raise ValueError(f"{p.name} holds {a.shape[-1]} measurements; the operator (same --measurements and --seed) has {op.m}")
-        return torch.from_numpy(a.astype(np.float32))
-    im = read_image(p).convert("RGB")
-    want = (W // spec.factor, H // spec.factor) if spec.task == "superres" else (W, H)
-    if im.size != want:
-        raise ValueError(f"observation {p.name} is {im.size[0]}x{im.size[1]}; task {spec.task} needs {want[0]}x{want[1]}")
-    y = pil_to_tensor(im)
-    return op.A(y) if spec.task == "inpaint" else y
+    op = make_operator(spec, shape, seed, [seed + start]).to(G.device)
+    y = op.read_observation(observation).to(G.device)
+    return Problem(spec, op, y, None, {"observation": str(observation)}, seed + start)
 
 
 def perceptual_scores(x: torch.Tensor, truth: torch.Tensor, lpips_backbone: str | None = None) -> dict[str, torch.Tensor]:
@@ -203,36 +186,69 @@ def perceptual_scores(x: torch.Tensor, truth: torch.Tensor, lpips_backbone: str 
     return out
 
 
-def score(result: Result, problem: Problem, method: str, lpips_backbone: str | None = None) -> dict:
-    """Metrics of a result: means over the batch plus per-image lists.
-
-    ``true_mse``, ``psnr``, ``ssim`` on the [0, 1] scale; ``perceptual`` is the offline
-    MobileNetV2 distance (not LPIPS); ``lpips`` only when the VGG backbone file is available."""
-    out = {
-        "task": problem.task,
-        "method": method,
-        "measurement_mse": float(result.measurement_loss.mean()),
-        "steps": result.steps,
-        "seconds": round(result.seconds, 3),
-    }
-    per = {"measurement_mse": result.measurement_loss.tolist()}
+def image_scores(image: torch.Tensor, problem: Problem, lpips_backbone: str | None = None) -> dict[str, list[float]]:
+    """Per-image metrics of reconstructions ``image [B, C, H, W]``: ``measurement_mse`` (against
+    ``y``) and, with a truth, ``true_mse``, ``psnr``, ``ssim`` (on the [0, 1] scale,
+    :mod:`ilo.metrics`), ``perceptual`` (the offline MobileNetV2 distance, not LPIPS) and ``lpips``
+    (only when their weights are available)."""
+    image = image.detach()
+    with torch.no_grad():
+        out = {"measurement_mse": problem.operator.measurement_loss(image, problem.y).tolist()}
     if problem.truth is not None:
-        mse, psnr, ssim = (f(result.image, problem.truth) for f in (M.mse, M.psnr, M.ssim))
-        out.update(true_mse=float(mse.mean()), psnr=float(psnr.mean()), ssim=float(ssim.mean()))
-        per.update(true_mse=mse.tolist(), psnr=psnr.tolist(), ssim=ssim.tolist())
-        for k, v in perceptual_scores(result.image, problem.truth, lpips_backbone).items():
-            out[k], per[k] = float(v.mean()), v.tolist()
-    if problem.y.shape[0] > 1:
-        out["per_image"] = per
+        truth = problem.truth
+        out.update(true_mse=M.mse(image, truth).tolist(), psnr=M.psnr(image, truth).tolist(), ssim=M.ssim(image, truth).tolist())
+        out.update({k: v.tolist() for k, v in perceptual_scores(image, truth, lpips_backbone).items()})
     return out
+
+
+def score(result: Result, problem: Problem, method: str, lpips_backbone: str | None = None) -> dict:
+    """Metrics of a result: the means over the batch of :func:`image_scores`, and the per-image
+    lists under ``per_image``."""
+    per = image_scores(result.image, problem, lpips_backbone)
+    out: dict = {"task": problem.task, "method": method, "steps": result.steps, "seconds": round(result.seconds, 3)}
+    out.update({k: sum(v) / len(v) for k, v in per.items()})
+    out["per_image"] = per
+    return out
+
+
+def record(problem: Problem, result: Result, scores: dict, **extra) -> dict:
+    """The JSON record of a solved problem: the problem, the method, its resolved config, the scores."""
+    return {"problem": problem.describe(), "method": result.method, "solver": result.config, "metrics": scores, **extra}
+
+
+#: the loss terms a user may weigh (:class:`ilo.losses.composite.LossConfig` fields)
+LOSS_TERMS = ("mse", "perceptual", "lpips")
+
+
+def custom_loss(task: str, method: str, weights: dict[str, float] | None = None, *, sna: bool | None = None,
+                lpips_backbone: str | None = None) -> LossConfig | None:
+    """The loss asked for by the user in place of the preset's, or None to keep the preset
+    (no ``weights`` given). ``weights``: term -> weight (:data:`LOSS_TERMS`; absent terms 0);
+    ``sna``: Stochastic Noise Addition (default: on for ILO when the task's observations are
+    noisy). ValueError with a one-line message on anything the task or method cannot use.
+
+    >>> custom_loss("superres", "pulse", {"mse": 1.0, "perceptual": 0.1}).geocross
+    0.05
+    """
+    op = operator_class(task)
+    if sna and not op.noisy:
+        raise ValueError(f"Stochastic Noise Addition needs noisy observations; task {task!r} has none")
+    if weights is None:
+        return None
+    if method == "bm3d":
+        raise ValueError("loss terms and SNA do not apply to the bm3d method")
+    unknown = [k for k in weights if k not in LOSS_TERMS]
+    if unknown:
+        raise ValueError(f"unknown loss term {unknown[0]!r}; choose from {', '.join(LOSS_TERMS)}")
+    if op.perceptual_target is None and (weights.get("perceptual") or weights.get("lpips")):
+        raise ValueError(f"perceptual losses need an image-space observation; task {task!r} has none")
+    loss = LossConfig(**{"mse": 0.0, **weights}, sna=bool(sna if sna is not None else (op.noisy and method == "ilo")),
+                      lpips_backbone=lpips_backbone)
+    return replace(loss, geocross=METHOD_LOSS["pulse"].geocross) if method == "pulse" else loss
 
 
 def with_loss(config, loss):
     """``config`` with its loss (every stage's) replaced by ``loss``."""
-    from dataclasses import replace
-
-    from .solvers import CSGMConfig, ILOConfig
-
     if isinstance(config, CSGMConfig):
         return replace(config, loss=loss)
     if isinstance(config, ILOConfig):
@@ -240,25 +256,30 @@ def with_loss(config, loss):
     raise ValueError(f"{type(config).__name__} has no loss to set")
 
 
-def run_method(problem: Problem, G: LayeredGenerator, method: str, *, total_steps: int = 600, restarts: int = 4,
-               seed: int = 0, config=None, progress: bool = False, loss=None, sna: bool | None = None,
-               lpips_backbone: str | None = None) -> tuple[Result, dict]:
-    """Solve ``problem`` with ``method`` (preset config for the budget unless ``config``, with
-    ``loss`` replacing the preset's loss and ``sna`` switching Stochastic Noise Addition when
-    given); returns the result and its metrics."""
+def method_config(problem: Problem, G: LayeredGenerator, method: str, *, total_steps: int = 600, restarts: int = 4,
+                  loss=None, sna: bool | None = None):
+    """The preset of ``method`` for the problem's operator (task and level) and the budget, with
+    ``loss`` replacing the preset's loss and ``sna`` switching Stochastic Noise Addition when given."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}")
-    truth_seed = problem.source.get("truth_seed")
-    if truth_seed is not None and method != "bm3d" and seed == truth_seed:
-        # the solver draws image 0's random starts from the stream that drew its truth latent
-        raise ValueError(f"solver seed {seed} equals the truth seed: the first random start would be the true latent")
-    if config is None:
-        config = default_config(method, G, problem.task, total_steps=total_steps, restarts=restarts, level=problem.level)
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    config = preset_for(method, G, problem.operator, total_steps=total_steps, restarts=restarts)
     if loss is not None:
         config = with_loss(config, loss)
-    if sna is not None and method != "bm3d":
-        from dataclasses import replace
-
+    if sna is not None and isinstance(config, (CSGMConfig, ILOConfig)):
         config = with_loss(config, replace(config.loss, sna=sna))
-    result = solve(problem.y, problem.operator, G, method, config, seeds=seed, progress=progress)
+    return config
+
+
+def run_method(problem: Problem, G: LayeredGenerator, method: str, *, total_steps: int = 600, restarts: int = 4,
+               seed: int | None = None, config=None, progress: bool = False, loss=None, sna: bool | None = None,
+               lpips_backbone: str | None = None, callback=None) -> tuple[Result, dict]:
+    """Solve ``problem`` with ``method`` (:func:`method_config` unless ``config``) and score it.
+
+    ``seed``: the solver seed of image 0 (image ``i``: ``seed + i``); None = the problem's own
+    image seeds. Returns the result and :func:`score`.
+    """
+    if config is None:
+        config = method_config(problem, G, method, total_steps=total_steps, restarts=restarts, loss=loss, sna=sna)
+    seeds = problem.seed if seed is None else seed
+    result = solve(problem.y, problem.operator, G, method, config, seeds=seeds, progress=progress, callback=callback)
     return result, score(result, problem, method, lpips_backbone)

@@ -1,4 +1,11 @@
-"""Exact Euclidean projections onto l1 balls (line 3 of Algorithm 1 of Daras et al. 2021).
+"""Exact Euclidean projections and the constraint sets of the solvers.
+
+Constraints (each with an in-place ``project_(v)``, applied after every optimiser step):
+
+- :class:`L1Ball`: ``v in center + B1(r)``, the feasible set of an ILO round (line 3 of Algorithm 1
+  of Daras et al. 2021);
+- :class:`L2Ball`: ``||v||_2 <= r`` per sample (CSGM's ``z in B2(r1)``);
+- :class:`Sphere`: every vector along the last dimension on the sphere of radius ``sqrt(d)`` (PULSE).
 
 ILO optimises an intermediate representation ``z_p`` only within an l1 ball around its
 starting point, ``z_p ∈ ẑ_p ⊕ B1(r)``; after each gradient step the deviation ``z_p - ẑ_p``
@@ -11,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["project_l1_ball", "project_l1_deviation"]
+__all__ = ["project_l1_ball", "project_l1_deviation", "Constraint", "L1Ball", "L2Ball", "Sphere"]
 
 
 def _radii(radius: float | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
@@ -185,3 +192,59 @@ def project_l1_deviation(
     moved = (center.reshape(x.shape[0], -1) + p).view(x.shape)
     keep = outside.view(-1, *([1] * (x.ndim - 1)))
     return torch.where(keep, moved, x)
+
+
+class Constraint:
+    """A feasible set with an in-place Euclidean projection ``project_(v)`` of ``v [B, ...]``."""
+
+    def project_(self, v: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class L1Ball(Constraint):
+    """``center + B1(radius)`` per sample: the feasible set of an ILO round.
+
+    Args:
+        center: ``[B, ...]`` (or broadcastable) centre of the ball.
+        radius: a float or a tensor ``[B]`` of per-sample radii ``>= 0``.
+
+    >>> v = torch.tensor([[4.0, 1.0]])
+    >>> L1Ball(torch.tensor([[1.0, 1.0]]), 1.0).project_(v)
+    tensor([[2., 1.]])
+    """
+
+    def __init__(self, center: torch.Tensor, radius: float | torch.Tensor):
+        self.center, self.radius = center, radius
+
+    def project_(self, v: torch.Tensor) -> torch.Tensor:
+        return v.copy_(project_l1_deviation(v, self.center, self.radius))
+
+
+class L2Ball(Constraint):
+    """``||v_b||_2 <= radius`` for every sample ``b`` (samples inside are left unchanged).
+
+    >>> L2Ball(1.0).project_(torch.tensor([[3.0, 4.0], [0.3, 0.4]]))
+    tensor([[0.6000, 0.8000],
+            [0.3000, 0.4000]])
+    """
+
+    def __init__(self, radius: float):
+        if not radius >= 0:
+            raise ValueError(f"radius must be >= 0, got {radius}")
+        self.radius = float(radius)
+
+    def project_(self, v: torch.Tensor) -> torch.Tensor:
+        norm = v.flatten(1).norm(dim=1).clamp_min(1e-12)
+        return v.mul_((self.radius / norm).clamp(max=1.0).view(-1, *[1] * (v.ndim - 1)))
+
+
+class Sphere(Constraint):
+    """Every vector along the last dimension ``d`` rescaled to norm ``sqrt(d)`` (PULSE's sphere).
+
+    >>> Sphere().project_(torch.tensor([[3.0, 4.0]]))
+    tensor([[0.8485, 1.1314]])
+    """
+
+    def project_(self, v: torch.Tensor) -> torch.Tensor:
+        d = v.shape[-1]
+        return v.mul_(d**0.5 / v.norm(dim=-1, keepdim=True).clamp_min(1e-12))

@@ -31,14 +31,15 @@ from pathlib import Path
 import torch
 
 from ..operators import CompressedSensing
+from ..rng import stream
 from .memory import status_kib as _status_kib
 
 MiB = 2**20
 
 
 def _build(channels: int, size: int, fraction: float, seed: int):
-    op = CompressedSensing((channels, size, size), fraction, torch.Generator().manual_seed(seed))
-    x = torch.rand(1, channels, size, size, generator=torch.Generator().manual_seed(seed + 1)) * 2 - 1
+    op = CompressedSensing((channels, size, size), fraction, stream(seed, "operator"))
+    x = torch.rand(1, channels, size, size, generator=stream(seed, "truth")) * 2 - 1
     y = op.A(x)
     return op, x, y
 

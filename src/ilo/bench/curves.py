@@ -5,17 +5,18 @@ every image of every evaluation set, with the same budget (``steps`` in total, `
 and the preset hyperparameters of :func:`ilo.solvers.default_config` (tuned on the tuning
 seeds and LFW faces 64-99 only).
 
-Levels (the CSV's ``level`` column, in the task's own unit):
+Levels (the CSV's ``level`` column) are the operator's ``level`` in its own unit
+(``level_name``), swept over the operator class's ``sweep_levels``:
 
-- ``inpaint``: observed fraction of the pixels, 1%, 5%, 10%, 30%, 50%, 100%;
-- ``denoise``: noise sigma on the 0-255 scale, 5, 10, 25, 50, 100, 256;
-- ``superres``: downsampling factor, every power of two that leaves at least 4x4 pixels
+- inpainting: observed fraction of the pixels, 1%, 5%, 10%, 30%, 50%, 100%;
+- denoising: noise sigma on the 0-255 scale, 5, 10, 25, 50, 100, 256;
+- super-resolution: downsampling factor, every power of two that leaves at least 4x4 pixels
   (64x64 -> factors 2, 4, 8, 16, i.e. 32, 16, 8, 4 pixels);
-- ``cs``: measurements m/n, 1%, 5%, 10%, 25%, 50%.
+- compressed sensing: measurements m/n, 1%, 5%, 10%, 25%, 50%.
 
 Methods: CSGM with the MSE, the perceptual and the combined loss, PULSE, ILO, and BM3D for
-denoising. Compressed sensing has no image-space observation, so the two perceptual CSGM
-variants do not apply to it.
+denoising. An operator without an image-space observation (compressed sensing) has no
+perceptual target, so the two perceptual CSGM variants do not apply to it.
 """
 
 from __future__ import annotations
@@ -24,52 +25,43 @@ import json
 from functools import partial
 from pathlib import Path
 
+from ..operators import TASKS as OPERATORS
+from ..operators import Denoising, operator_class
 from ..pipeline import run_method
 from . import report as R
-from .harness import LEVEL_NAMES, Bench, Cell, cell_problem, image_metrics, make_cells, measurement_rows, rows_of
+from .harness import Bench, Cell, cell_problem, make_cells, measurement_rows, rows_of
 
-TASKS = ("inpaint", "denoise", "superres", "cs")
-LEVELS = {
-    "inpaint": (0.01, 0.05, 0.1, 0.3, 0.5, 1.0),
-    "denoise": (5.0, 10.0, 25.0, 50.0, 100.0, 256.0),
-    "cs": (0.01, 0.05, 0.1, 0.25, 0.5),
-}
-#: two levels per task for ``--quick``
-QUICK_LEVELS = {"inpaint": (0.1, 0.5), "denoise": (25.0, 100.0), "cs": (0.05, 0.25)}
-_IMAGE_METHODS = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse", "ilo")
-METHODS = {"inpaint": _IMAGE_METHODS, "superres": _IMAGE_METHODS, "denoise": _IMAGE_METHODS + ("bm3d",),
-           "cs": ("csgm", "pulse", "ilo")}
+TASKS = tuple(OPERATORS)
 CSGM_VARIANTS = ("csgm", "csgm-perceptual", "csgm-mse-perceptual")
 
 
-def superres_factors(size: int, smallest: int = 4) -> list[int]:
-    """Powers of two that divide ``size`` and leave at least ``smallest`` pixels.
+def methods_for(task: str) -> tuple[str, ...]:
+    """The methods that apply to a task: the perceptual CSGM variants need the operator's
+    perceptual target, BM3D a denoising operator.
 
-    >>> superres_factors(64)
-    [2, 4, 8, 16]
+    >>> methods_for("cs")
+    ('csgm', 'pulse', 'ilo')
     """
-    out, f = [], 2
-    while size % f == 0 and size // f >= smallest:
-        out.append(f)
-        f *= 2
-    return out
+    op = operator_class(task)
+    variants = CSGM_VARIANTS if op.perceptual_target is not None else CSGM_VARIANTS[:1]
+    return variants + ("pulse", "ilo") + (("bm3d",) if issubclass(op, Denoising) else ())
+
+
+#: the methods of every task
+METHODS = {task: methods_for(task) for task in TASKS}
 
 
 def default_levels(task: str, size: int, quick: bool = False) -> list[float]:
-    if task == "superres":
-        f = superres_factors(size)
-        return [float(v) for v in ([f[1], f[-1]] if quick and len(f) > 1 else f)]
-    return list((QUICK_LEVELS if quick else LEVELS)[task])
+    """The operator's sweep (two levels with ``quick``) for images ``size`` pixels wide."""
+    return [float(v) for v in operator_class(task).sweep_levels(size, quick)]
 
 
 def check_level(task: str, level: float, size: int) -> None:
-    """``ValueError`` unless ``level`` is a valid level of ``task`` for images of ``size``."""
-    if task in ("inpaint", "cs") and not 0 < level <= 1:
-        raise ValueError(f"{task} levels are fractions in (0, 1], got {level:g}")
-    if task == "denoise" and not level >= 0:
-        raise ValueError(f"denoise levels are sigmas >= 0 (0-255 scale), got {level:g}")
-    if task == "superres" and (level != int(level) or level < 1 or size % int(level)):
-        raise ValueError(f"superres levels are integer factors dividing {size}, got {level:g}")
+    """``ValueError`` ("<task> levels: ...") unless ``level`` is a valid level of ``task`` for images of ``size``."""
+    try:
+        operator_class(task).check_level(level, size)
+    except ValueError as e:
+        raise ValueError(f"{task} levels: {e}") from None
 
 
 def level_label(task: str, level: float) -> str:
@@ -78,20 +70,16 @@ def level_label(task: str, level: float) -> str:
     >>> level_label("inpaint", 0.05), level_label("superres", 8.0)
     ('5%', 'x8')
     """
-    if task in ("inpaint", "cs"):
-        return f"{level * 100:g}%"
-    if task == "superres":
-        return f"x{level:g}"
-    return f"σ={level:g}"
+    return operator_class(task).level_label(level)
 
 
 def solve_cell(bench: Bench, task: str, cell: Cell) -> dict:
     """Solve one cell: the batch of images at one level with one method."""
     truth, ids = bench.truth(cell)
     prob = cell_problem(task, cell.level, bench.G, truth, seed=bench.seed, start=cell.start)
-    res, _ = run_method(prob, bench.G, cell.method, total_steps=bench.steps, restarts=bench.restarts,
-                        seed=bench.seed + cell.start, progress=bench.progress)
-    rows = measurement_rows(image_metrics(res.image, prob), cell, ids, task=task, method=cell.method, seed=bench.seed,
+    res, scores = run_method(prob, bench.G, cell.method, total_steps=bench.steps, restarts=bench.restarts,
+                             progress=bench.progress)
+    rows = measurement_rows(scores["per_image"], cell, ids, task=task, method=cell.method, seed=bench.seed,
                             steps=res.steps, seconds=res.seconds)
     lv = f"{cell.level:g}"
     bench.save_examples(cell, ids, {"truth": prob.truth, f"observation_{lv}": prob.operator.observation_image(prob.y).clamp(-1, 1),
@@ -165,7 +153,7 @@ def report_curves(bench: Bench, task: str, levels, methods, run: dict) -> Path:
     for s in bench.sets:
         p = f"plots/curves_{task}_{s.name}.png"
         if any(r["set"] == s.name for r in rows):
-            R.plot_curves(summary, s.name, methods, levels, out / p, xlabel=LEVEL_NAMES[task],
+            R.plot_curves(summary, s.name, methods, levels, out / p, xlabel=operator_class(task).level_name,
                           title=f"{task}: {s.description} (n={len(s)})")
             plots.append((p, s))
         g = f"grids/{task}_{s.name}.png"
@@ -173,7 +161,7 @@ def report_curves(bench: Bench, task: str, levels, methods, run: dict) -> Path:
         per_level = [(level_label(task, lv), {"level": f"{lv:g}"}) for lv in levels]
         if R.example_grid(bench.store, s.name, bench.example_ids(s.name), columns, out / g, rows_per_image=per_level, cell=88):
             grids.append((g, s))
-    intro = (f"<p>Task <b>{task}</b> ({LEVEL_NAMES[task]}); generator <b>{run['settings']['generator']}</b>; every method "
+    intro = (f"<p>Task <b>{task}</b> ({operator_class(task).level_name}); generator <b>{run['settings']['generator']}</b>; every method "
              f"{bench.steps} steps in total, {bench.restarts} restarts (BM3D is non-iterative); preset hyperparameters. "
              "Lower true MSE is better; ratios &gt; 1 mean ILO is better.</p>")
     sections = [

@@ -16,10 +16,12 @@ Evaluation sets (reported separately, never used for tuning):
 - ``images``: the user's own photos (``--images DIR``), centre-cropped and resized.
 
 Randomness is per image, so a result never depends on the batch it ran in: image ``j`` of a
-set (0-based) has solver seed ``seed + j``, observation noise from ``seed + j`` (see
-:func:`ilo.pipeline.simulate`) and, for inpainting, its own random mask drawn with seed
-``seed + j`` (masks of one image at different levels are nested); the compressed-sensing
-matrix is one per level, drawn with ``seed``.
+set (0-based) has the seed ``seed + j``, from which its solver starts, its observation noise
+and (for inpainting) its own random mask are drawn, each from its own named stream
+(:mod:`ilo.rng`; masks of one image at different levels are nested); an operator without
+per-image parts (the compressed-sensing matrix) is one per level, drawn from ``seed``. Every
+cell goes through the pipeline's one path: :func:`ilo.pipeline.build_problem`,
+:func:`~ilo.pipeline.run_method` and :func:`~ilo.pipeline.image_scores`.
 """
 
 from __future__ import annotations
@@ -38,8 +40,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..images import ImageError, fit_to_size, load_image, photo, pil_to_tensor, save_image
-from ..operators import Inpainting
-from ..pipeline import Problem, ProblemSpec, make_operator, simulate, truth_from_seeds
+from ..pipeline import Problem, ProblemSpec, build_problem, image_scores, truth_from_seeds
 
 #: first seed of the held-out generated faces
 EVAL_SEED0 = 600_000
@@ -54,12 +55,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: the columns of every measurement, in the order of the CSV
 COLUMNS = ("task", "set", "image", "method", "level", "seed", "true_mse", "psnr", "ssim", "perceptual",
            "measurement_mse", "steps", "seconds", "batch", "point", "round", "layer")
-#: bump when the meaning of stored records changes (an old store is then refused)
-STORE_VERSION = 2
-
-#: what the level of each task measures (the CSV's ``level`` column)
-LEVEL_NAMES = {"inpaint": "observed fraction", "denoise": "noise sigma (0-255)", "superres": "downsampling factor",
-               "cs": "measurements m/n"}
+#: bump when the meaning of stored records changes (an old store is then refused);
+#: 3: named random streams (:mod:`ilo.rng`) draw truths, masks, noise and starts
+STORE_VERSION = 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,13 +90,13 @@ def parse_seed_range(text: str) -> list[int]:
     """
     m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text or "")
     if not m:
-        raise ValueError(f"--truth-seeds must be a range A-B of non-negative integers, got {text!r}")
+        raise ValueError(f"truth seeds must be a range A-B of non-negative integers, got {text!r}")
     a, b = int(m.group(1)), int(m.group(2))
     if a > b:
-        raise ValueError(f"--truth-seeds range {text!r} is empty (A > B)")
+        raise ValueError(f"truth seed range {text!r} is empty (A > B)")
     lo, hi = TUNING_SEEDS
     if a <= hi and b >= lo:
-        raise ValueError(f"--truth-seeds {a}-{b} overlaps the tuning seeds {lo}-{hi}; evaluate on held-out seeds (e.g. {EVAL_SEED0}+)")
+        raise ValueError(f"truth seeds {a}-{b} overlap the tuning seeds {lo}-{hi}; evaluate on held-out seeds (e.g. {EVAL_SEED0}+)")
     return list(range(a, b + 1))
 
 
@@ -113,7 +111,7 @@ def lfw_set(size: int, channels: int, n: int) -> EvalSet:
     """The first ``n`` real faces of ``skimage.data.lfw_subset()`` (grayscale 25x25), Lanczos-resized
     to ``size``, the same gray in every channel."""
     if not 0 < n <= LFW_EVAL_LIMIT:
-        raise ValueError(f"the LFW set has {LFW_EVAL_LIMIT} evaluation faces (64-99 are for tuning); got --n {n}")
+        raise ValueError(f"the LFW set has {LFW_EVAL_LIMIT} evaluation faces (64-99 are for tuning); got n = {n}")
     return EvalSet("lfw", lfw_faces(size, channels, list(range(n))), tuple(f"lfw{i:03d}" for i in range(n)),
                    f"real LFW faces 0-{n - 1} of skimage.data.lfw_subset() (grayscale 25x25, resized)")
 
@@ -139,10 +137,10 @@ def folder_set(path: str | os.PathLike, size: int, channels: int, n: int | None)
     """The image files of a folder (sorted by name, the first ``n``), centre-cropped and resized."""
     p = Path(path)
     if not p.is_dir():
-        raise ImageError(f"--images folder not found: {p}")
+        raise ImageError(f"image folder not found: {p}")
     files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ImageError(f"--images folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise ImageError(f"image folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     files = files[:n] if n else files
     ims = torch.cat([load_image(f, size) for f in files])  # raises ImageError naming a bad file
     ids = tuple(re.sub(r"[^A-Za-z0-9._-]", "_", f.name) for f in files)
@@ -154,7 +152,7 @@ def evaluation_sets(G, *, images: str | None = None, truth_seeds: str | None = N
     either, the defaults: ``n`` (32) generated faces, ``n`` LFW faces and the two photos."""
     C, H, _ = G.image_shape
     if n is not None and n < 1:
-        raise ValueError(f"--n must be >= 1, got {n}")
+        raise ValueError(f"images per set must be >= 1, got {n}")
     sets = []
     if truth_seeds is not None:
         seeds = parse_seed_range(truth_seeds)
@@ -214,53 +212,15 @@ def make_cells(sets: list[EvalSet], methods: Iterable[str], levels: Iterable[flo
     return cells
 
 
-def level_spec(task: str, level: float) -> ProblemSpec:
-    """The problem at one measurement level (observed fraction, sigma, factor or m/n)."""
-    kw = {"inpaint": {"observed": level}, "denoise": {"sigma": level}, "superres": {"factor": int(level)},
-          "cs": {"measurements": level}}[task]
-    spec = ProblemSpec(task, **kw)
-    spec.validate()
-    return spec
-
-
 def cell_problem(task: str, level: float, G, truth: torch.Tensor, *, seed: int, start: int) -> Problem:
     """The problem for a batch of ground truths that are images ``start, start + 1, ...`` of their
-    set, with per-image masks and noise streams (see the module docstring)."""
-    spec = level_spec(task, level)
-    shape = tuple(G.image_shape)
-    if task == "inpaint":  # one mask per image, drawn from the image's own seed
-        masks = [make_operator(spec, shape, seed + start + i).mask for i in range(truth.shape[0])]
-        op = Inpainting(shape, torch.cat(masks))  # [B, 1, H, W]
-    else:
-        op = make_operator(spec, shape, seed)
-    op = op.to(G.device)
-    truth = truth.to(G.device)
-    y = simulate(op, truth, seed + start)
-    return Problem(task, spec, op, y, truth, {"batch_start": start})
-
-
-def image_metrics(image: torch.Tensor, problem: Problem) -> dict[str, list[float]]:
-    """Per-image metrics of reconstructions ``image [B, C, H, W]``: ``true_mse``, ``psnr``,
-    ``ssim`` (on the [0, 1] scale, :mod:`ilo.metrics`), ``perceptual`` (the offline MobileNet
-    distance; absent without its weights package) and ``measurement_mse`` (against ``y``)."""
-    from .. import metrics as M
-    from ..pipeline import perceptual_scores
-
-    image = image.detach()
-    truth = problem.truth
-    out = {"true_mse": M.mse(image, truth).tolist(), "psnr": M.psnr(image, truth).tolist(),
-           "ssim": M.ssim(image, truth).tolist()}
-    scores = perceptual_scores(image, truth)
-    if "perceptual" in scores:
-        out["perceptual"] = scores["perceptual"].tolist()
-    with torch.no_grad():
-        out["measurement_mse"] = problem.operator.measurement_loss(image, problem.y).tolist()
-    return out
+    set (:func:`ilo.pipeline.build_problem` at the level; see the module docstring)."""
+    return build_problem(ProblemSpec.at_level(task, level), G, seed=seed, start=start, truth=truth)
 
 
 def measurement_rows(metrics: dict[str, list[float]], cell: Cell, ids: tuple[str, ...], *, task: str, method: str,
                      seed: int, steps: int, seconds: float, extra: dict | None = None) -> list[dict]:
-    """One row (the :data:`COLUMNS`) per image of a solved cell from :func:`image_metrics`."""
+    """One row (the :data:`COLUMNS`) per image of a solved cell from :func:`ilo.pipeline.image_scores`."""
     rows = []
     for i, image_id in enumerate(ids):
         row = {"task": task, "set": cell.set, "image": image_id, "method": method, "level": cell.level,
@@ -303,7 +263,7 @@ class ResultStore:
             if diff and self.path.is_file() and self.path.stat().st_size > 0:
                 k = diff[0]
                 raise StoreMismatch(f"{self.out} holds results made with {k}={old.get(k)!r} (now {self.settings.get(k)!r}); "
-                                    "use another --out or the same settings")
+                                    "use another output folder or the same settings")
         self._records = self._read()
 
     def _read(self) -> dict[str, dict]:

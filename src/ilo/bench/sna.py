@@ -11,10 +11,12 @@ import json
 from functools import partial
 from pathlib import Path
 
+from ..operators import Denoising
 from ..pipeline import run_method
 from . import report as R
-from .harness import Bench, Cell, cell_problem, image_metrics, make_cells, measurement_rows, rows_of
+from .harness import Bench, Cell, cell_problem, make_cells, measurement_rows, rows_of
 
+TASK = Denoising.task
 SIGMA = 30.0
 #: (label, method, sna)
 VARIANTS = (("csgm", "csgm", False), ("csgm+sna", "csgm", True), ("ilo", "ilo", False), ("ilo+sna", "ilo", True))
@@ -24,10 +26,10 @@ LABELS = tuple(v[0] for v in VARIANTS)
 def solve_cell(bench: Bench, cell: Cell) -> dict:
     _, method, sna = next(v for v in VARIANTS if v[0] == cell.method)
     truth, ids = bench.truth(cell)
-    prob = cell_problem("denoise", cell.level, bench.G, truth, seed=bench.seed, start=cell.start)
-    res, _ = run_method(prob, bench.G, method, total_steps=bench.steps, restarts=bench.restarts,
-                        seed=bench.seed + cell.start, sna=sna, progress=bench.progress)
-    rows = measurement_rows(image_metrics(res.image, prob), cell, ids, task="denoise", method=cell.method,
+    prob = cell_problem(TASK, cell.level, bench.G, truth, seed=bench.seed, start=cell.start)
+    res, scores = run_method(prob, bench.G, method, total_steps=bench.steps, restarts=bench.restarts, sna=sna,
+                             progress=bench.progress)
+    rows = measurement_rows(scores["per_image"], cell, ids, task=TASK, method=cell.method,
                             seed=bench.seed, steps=res.steps, seconds=res.seconds)
     bench.save_examples(cell, ids, {"truth": prob.truth, "observation": prob.operator.observation_image(prob.y).clamp(-1, 1),
                                     cell.method: res.image})

@@ -3,11 +3,12 @@
 Per batch of images: ILO with its preset (``steps`` in total, ``restarts``) is run as its
 CSGM stage followed by its rounds (``ilo(..., init=csgm_result)``); there is one point per
 stage, the first being the CSGM stage, each the best iterate so far (by measurement loss, as
-ILO selects its output) at the wall time the stage ended. As the reference, CSGM with the same
-configuration as ILO's first stage (loss, learning rate, restarts) is run for ILO's whole wall
-time (its step count estimated from the first stage's time per step), with points at eight
-checkpoints. Wall times are those of the whole batch on this machine, after an untimed
-warm-up of both solvers (one step each).
+ILO selects its output; the solver's own best-so-far, :attr:`ilo.solvers.StepInfo.best_image`)
+at the wall time the stage ended. As the reference, CSGM with the same configuration as ILO's
+first stage (loss, learning rate, restarts) is run for ILO's whole wall time (its step count
+estimated from the first stage's time per step), with points at eight checkpoints. Wall times
+are those of the whole batch on this machine, after an untimed warm-up of both solvers (one
+step each).
 
 The paper's target: ILO reaches CSGM's final true MSE in at most half of CSGM's wall time.
 """
@@ -19,14 +20,25 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-import torch
 
-from ..solvers import csgm, default_config, ilo
+from ..operators import Inpainting, operator_class
+from ..pipeline import image_scores, method_config
+from ..solvers import csgm, ilo
 from . import report as R
-from .harness import LEVEL_NAMES, Bench, Cell, cell_problem, image_metrics, make_cells, measurement_rows, rows_of
+from .harness import Bench, Cell, cell_problem, make_cells, measurement_rows, rows_of
 
 #: inversion: every pixel observed (the task of the paper's speed plots)
-DEFAULT_TASK, DEFAULT_LEVEL = "inpaint", 1.0
+DEFAULT_TASK, DEFAULT_LEVEL = Inpainting.task, 1.0
+
+
+def default_level(task: str) -> float:
+    """The level of a speed run: inversion (every pixel observed) for inpainting, else the task's default.
+
+    >>> default_level("inpaint"), default_level("superres")
+    (1.0, 4)
+    """
+    cls = operator_class(task)
+    return DEFAULT_LEVEL if issubclass(cls, Inpainting) else cls.default_level
 CELL_METHOD = "ilo-vs-csgm"
 CHECKPOINTS = 8
 
@@ -35,8 +47,8 @@ def solve_cell(bench: Bench, task: str, cell: Cell) -> dict:
     truth, ids = bench.truth(cell)
     prob = cell_problem(task, cell.level, bench.G, truth, seed=bench.seed, start=cell.start)
     G, y, op = bench.G, prob.y, prob.operator
-    seeds = bench.seed + cell.start
-    cfg = default_config("ilo", G, task, total_steps=bench.steps, restarts=bench.restarts, level=prob.level)
+    seeds = prob.seed
+    cfg = method_config(prob, G, "ilo", total_steps=bench.steps, restarts=bench.restarts)
 
     # untimed warm-up (first calls load the perceptual network, allocate buffers, ...)
     csgm(y, op, G, replace(cfg.csgm, steps=1), seeds=seeds)
@@ -45,18 +57,13 @@ def solve_cell(bench: Bench, task: str, cell: Cell) -> dict:
     # ILO: its CSGM stage, then its rounds; a point at the end of every stage
     first = csgm(y, op, G, cfg.csgm, seeds=seeds, progress=bench.progress)
     points = [dict(round=0, layer=0, steps=cfg.csgm.steps, seconds=first.seconds, image=first.image)]
-    best = {"image": first.image.clone(), "loss": first.measurement_loss.clone()}
-    cur = {"round": None, "layer": 0, "time": 0.0, "steps": cfg.csgm.steps}
+    cur = {"round": None, "layer": 0, "time": 0.0, "steps": cfg.csgm.steps, "best": first.image}
 
-    def on_ilo_step(info) -> None:
+    def on_ilo_step(info) -> None:  # a point with the solver's best-so-far when a round ends
         if cur["round"] is not None and info.round != cur["round"]:
             points.append(dict(round=cur["round"], layer=cur["layer"], steps=cur["steps"], seconds=first.seconds + cur["time"],
-                               image=best["image"].clone()))
-        loss = info.measurement_loss.to(best["loss"].device)
-        better = loss < best["loss"]
-        best["image"][better] = info.image[better]
-        best["loss"] = torch.where(better, loss, best["loss"])
-        cur.update(round=info.round, layer=info.layer, time=info.time, steps=cur["steps"] + 1)
+                               image=cur["best"]))
+        cur.update(round=info.round, layer=info.layer, time=info.time, steps=cur["steps"] + 1, best=info.best_image.clone())
 
     res = ilo(y, op, G, cfg, seeds=seeds, init=first, callback=on_ilo_step, progress=bench.progress)
     total = first.seconds + res.seconds
@@ -65,23 +72,12 @@ def solve_cell(bench: Bench, task: str, cell: Cell) -> dict:
     # the reference: CSGM (ILO's first stage) for ILO's whole wall time
     ref_steps = max(cfg.csgm.steps, round(total / max(first.seconds / max(cfg.csgm.steps, 1), 1e-9)))
     ref_cfg = replace(cfg.csgm, steps=int(ref_steps))
-    B, Rr = y.shape[0], ref_cfg.restarts
-    op_rep, y_rep = op.batch_repeat(Rr), y.repeat_interleave(Rr, 0)
     marks = {max(1, round(ref_steps * k / CHECKPOINTS)) for k in range(1, CHECKPOINTS)} - {ref_steps}
     ref_points = []
-    rbest = {"image": None, "loss": torch.full((B,), float("inf"), device=y.device)}
 
-    def on_csgm_step(info) -> None:  # info.image: every restart, [B * R, C, H, W]
-        with torch.no_grad():
-            loss, idx = op_rep.measurement_loss(info.image, y_rep).view(B, Rr).min(1)
-            img = info.image.view(B, Rr, *info.image.shape[1:])[torch.arange(B), idx]
-        if rbest["image"] is None:
-            rbest["image"] = img.clone()
-        better = loss < rbest["loss"]
-        rbest["image"][better] = img[better]
-        rbest["loss"] = torch.where(better, loss, rbest["loss"])
+    def on_csgm_step(info) -> None:  # a point with the solver's best-so-far at every checkpoint
         if info.step + 1 in marks:
-            ref_points.append(dict(round=0, layer=0, steps=info.step + 1, seconds=info.time, image=rbest["image"].clone()))
+            ref_points.append(dict(round=0, layer=0, steps=info.step + 1, seconds=info.time, image=info.best_image.clone()))
 
     ref = csgm(y, op, G, ref_cfg, seeds=seeds, callback=on_csgm_step, progress=bench.progress)
     ref_points.append(dict(round=0, layer=0, steps=ref_cfg.steps, seconds=ref.seconds, image=ref.image))
@@ -89,7 +85,7 @@ def solve_cell(bench: Bench, task: str, cell: Cell) -> dict:
     rows = []
     for method, pts in (("ilo", points), ("csgm", ref_points)):
         for k, p in enumerate(pts):
-            rows += measurement_rows(image_metrics(p["image"], prob), cell, ids, task=task, method=method, seed=bench.seed,
+            rows += measurement_rows(image_scores(p["image"], prob), cell, ids, task=task, method=method, seed=bench.seed,
                                      steps=p["steps"], seconds=p["seconds"], extra={"point": k, "round": p["round"], "layer": p["layer"]})
     ex = {"truth": prob.truth, "observation": op.observation_image(y).clamp(-1, 1), "csgm_final": ref.image}
     ex.update({f"ilo_p{k}": p["image"] for k, p in enumerate(points)})
@@ -171,7 +167,7 @@ def report_speed(bench: Bench, task: str, level: float, run: dict) -> Path:
                [("CSGM stage" if k == 0 else f"ILO stage {k}", f"ilo_p{k}") for k in range(n_points)] + [("CSGM, same time", "csgm_final")]
         if R.example_grid(bench.store, s.name, bench.example_ids(s.name), cols, out / g, cell=96):
             grids.append((g, s))
-    intro = (f"<p>Task <b>{task}</b> at {LEVEL_NAMES[task]} {level:g}; generator <b>{run['settings']['generator']}</b>; ILO preset with "
+    intro = (f"<p>Task <b>{task}</b> at {operator_class(task).level_name} {level:g}; generator <b>{run['settings']['generator']}</b>; ILO preset with "
              f"{bench.steps} steps in total and {bench.restarts} restarts; the reference CSGM (ILO's first stage) runs for ILO's "
              "whole wall time. Seconds are wall times of a batch on this machine. Target (paper): ILO reaches CSGM's final "
              "true MSE in at most half of CSGM's time (ILO / CSGM time ≤ 0.5).</p>")

@@ -32,13 +32,40 @@ from pathlib import Path
 from . import report as R
 
 CSGM_VARIANTS = ("csgm", "csgm-perceptual", "csgm-mse-perceptual")
-#: (task, folder, description, threshold, direction)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of the paper's targets, as data: where its run lives (``folder``; a glob for speed
+    runs), the methods compared with ILO (``others``; the best of them counts) and the level
+    it is read at: ``level``, the run's largest level (``largest``), or the worst ratio over
+    the levels from ``worst_from`` up."""
+
+    task: str
+    folder: str
+    description: str
+    threshold: float
+    direction: str
+    others: tuple[str, ...] = ()
+    level: float | None = None
+    largest: bool = False
+    worst_from: float | None = None
+
+    def levels_of(self, run_levels: list[float]) -> list[float]:
+        """The run's levels this target reads (all must have results)."""
+        if self.worst_from is not None:
+            return [lv for lv in run_levels if lv >= self.worst_from - 1e-9]
+        if self.largest:
+            return [max(run_levels)] if run_levels else []
+        return [self.level] if self.level in run_levels else []
+
+
 TARGETS = (
-    ("inpaint", "curves-inpaint", "CSGM / ILO, worst level in 5%-100% observed", 2.0, ">="),
-    ("denoise", "curves-denoise", "best CSGM variant / ILO at σ = 25", 1.8, ">="),
-    ("superres", "curves-superres", "PULSE / ILO at the largest factor", 1.65, ">="),
-    ("cs", "curves-cs", "CSGM / ILO at 5% measurements", 2.0, ">="),
-    ("speed", "speed-*", "ILO time to CSGM's final true MSE / CSGM time", 0.5, "<="),
+    Target("inpaint", "curves-inpaint", "CSGM / ILO, worst level in 5%-100% observed", 2.0, ">=", ("csgm",), worst_from=0.05),
+    Target("denoise", "curves-denoise", "best CSGM variant / ILO at σ = 25", 1.8, ">=", CSGM_VARIANTS, level=25.0),
+    Target("superres", "curves-superres", "PULSE / ILO at the largest factor", 1.65, ">=", ("pulse",), largest=True),
+    Target("cs", "curves-cs", "CSGM / ILO at 5% measurements", 2.0, ">=", ("csgm",), level=0.05),
+    Target("speed", "speed-*", "ILO time to CSGM's final true MSE / CSGM time", 0.5, "<="),
 )
 #: the paper's Table 1 (PSNR dB at sigma = 30): SNA off, on
 PAPER_SNA = {"csgm": (19.89, 21.38), "ilo": (28.34, 32.92)}
@@ -78,33 +105,27 @@ def _sets(summary: list[dict]) -> list[str]:
     return list(dict.fromkeys(e["set"] for e in summary))
 
 
-def curve_verdicts(task: str, summary: list[dict], levels: list[float], description: str, threshold: float,
-                   sets: list[str] | None = None) -> list[Verdict]:
-    """The verdicts of one curves run (``levels`` and ``sets``: the run's, from its run.json)."""
+def curve_verdicts(target: Target, summary: list[dict], levels: list[float], sets: list[str] | None = None) -> list[Verdict]:
+    """The verdicts of one curves run (``levels`` and ``sets``: the run's, from its run.json):
+    the worst ratio over the levels the target reads."""
     out = []
+    need = target.levels_of(levels)
     for s in sets or _sets(summary):
-        detail = ""
-        if task == "inpaint":
-            need = [lv for lv in levels if lv >= 0.05 - 1e-9]
-            ratios = {lv: _ratio(summary, s, lv, ("csgm",))[0] for lv in need}
-            done = {lv: r for lv, r in ratios.items() if r is not None}
-            value = min(done.values()) if done and len(done) == len(need) else None
-            if done:
-                worst = min(done, key=done.get)
-                detail = f"worst at {worst:g} ({len(done)}/{len(need)} levels); " + ", ".join(f"{lv:g}: {r:.2f}" for lv, r in done.items())
-            else:
-                detail = "no result yet"
-            if not need:
-                detail = "no level in 5%-100%"
+        ratios = {lv: _ratio(summary, s, lv, target.others) for lv in need}
+        done = {lv: r for lv, (r, _) in ratios.items() if r is not None}
+        value = min(done.values()) if done and len(done) == len(need) else None
+        if not need:
+            detail = "the target's level is not in this run"
+        elif len(need) == 1:
+            r, which = ratios[need[0]]
+            detail = f"level {need[0]:g}; " + (f"against {which}" if r is not None else f"missing: {which}")
+        elif done:
+            worst = min(done, key=done.get)
+            detail = f"worst at {worst:g} ({len(done)}/{len(need)} levels); " + ", ".join(f"{lv:g}: {r:.2f}" for lv, r in done.items())
         else:
-            level = {"denoise": 25.0, "cs": 0.05, "superres": max(levels) if levels else None}[task]
-            others = {"denoise": CSGM_VARIANTS, "cs": ("csgm",), "superres": ("pulse",)}[task]
-            if level is None or level not in levels:
-                value, detail = None, "the target's level is not in this run"
-            else:
-                value, which = _ratio(summary, s, level, others)
-                detail = f"level {level:g}; " + (f"against {which}" if value is not None else f"missing: {which}")
-        out.append(Verdict(task, s, description, value, threshold, ">=", _judge(value, threshold, ">="), detail))
+            detail = "no result yet"
+        out.append(Verdict(target.task, s, target.description, value, target.threshold, target.direction,
+                           _judge(value, target.threshold, target.direction), detail))
     return out
 
 
@@ -125,26 +146,26 @@ def collect(root: str | Path) -> tuple[list[Verdict], list[dict], list[str]]:
     """Verdicts for every target, SNA rows and the run folders found under ``root``."""
     root = Path(root)
     verdicts, sna_rows, found = [], [], []
-    for task, folder, description, threshold, _ in TARGETS:
-        if task == "speed":
-            dirs = sorted(p for p in root.glob("speed-*") if (p / "summary.json").is_file())
+    for t in TARGETS:
+        if not t.others:  # a speed target: one run per task, folders matching the glob
+            dirs = sorted(p for p in root.glob(t.folder) if (p / "summary.json").is_file())
             if not dirs:
-                verdicts.append(Verdict(task, "–", description, None, threshold, "<=", "not run"))
+                verdicts.append(Verdict(t.task, "–", t.description, None, t.threshold, t.direction, "not run"))
             for d in dirs:
                 data = R.read_json(d / "summary.json") or {}
                 found.append(d.name)
-                verdicts += speed_verdicts(data.get("table", []), data.get("task", d.name[6:]), description, threshold)
+                verdicts += speed_verdicts(data.get("table", []), data.get("task", d.name[6:]), t.description, t.threshold)
             continue
-        d = root / folder
+        d = root / t.folder
         data = R.read_json(d / "summary.json")
         if data is None:
-            verdicts.append(Verdict(task, "–", description, None, threshold, ">=", "not run"))
+            verdicts.append(Verdict(t.task, "–", t.description, None, t.threshold, t.direction, "not run"))
             continue
-        found.append(folder)
+        found.append(t.folder)
         run = R.read_json(d / "run.json") or {}
         levels = [float(v) for v in run.get("levels", [])] or sorted({float(e["level"]) for e in data["summary"]})
         sets = list(run.get("sets", {})) or None
-        verdicts += curve_verdicts(task, data["summary"], levels, description, threshold, sets)
+        verdicts += curve_verdicts(t, data["summary"], levels, sets)
     sna = R.read_json(root / "sna" / "summary.json")
     if sna is not None:
         found.append("sna")

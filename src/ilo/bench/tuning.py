@@ -5,8 +5,8 @@
 
 Images: the generated faces with seeds 10000-10003 (drawn as the harness draws its faces) and
 LFW faces 70, 80, 90 of ``skimage.data.lfw_subset()`` (gray in every channel), solved together
-in one batch; operators, masks and noise from seed 0, solver seeds 0-6 (never a truth seed, so
-no solver starts at a true latent). For ``ilo`` the learning rate is its first (CSGM) stage's.
+in one batch; image ``i`` has seed ``i`` (its mask, noise and solver starts from their own
+streams, :mod:`ilo.rng`). For ``ilo`` the learning rate is its first (CSGM) stage's.
 Prints mean PSNR (dB) per set and writes every number to ``--json``.
 """
 
@@ -37,8 +37,7 @@ def tuning_images(G) -> tuple[torch.Tensor, list[str]]:
 
 def sweep(G, specs: list[tuple[str, float]], methods: list[str], lrs: list[float], steps: int, restarts: int,
           echo=print) -> list[dict]:
-    from ..pipeline import run_method
-    from ..solvers import default_config
+    from ..pipeline import method_config, run_method
     from .harness import cell_problem
 
     X, sets = tuning_images(G)
@@ -47,10 +46,10 @@ def sweep(G, specs: list[tuple[str, float]], methods: list[str], lrs: list[float
         prob = cell_problem(task, level, G, X, seed=0, start=0)
         for method in methods:
             for lr in lrs:
-                base = default_config(method, G, task, total_steps=steps, restarts=restarts, level=level)
+                base = method_config(prob, G, method, total_steps=steps, restarts=restarts)
                 cfg = replace(base, csgm=replace(base.csgm, lr=lr)) if method == "ilo" else replace(base, lr=lr)
                 t = time.time()
-                _, met = run_method(prob, G, method, config=cfg, seed=0)
+                _, met = run_method(prob, G, method, config=cfg)
                 psnr = met["per_image"]["psnr"]
                 row = {"task": task, "level": level, "method": method, "lr": lr, "steps": steps, "restarts": restarts,
                        "seconds": round(time.time() - t, 1), "psnr": psnr}
@@ -64,10 +63,12 @@ def sweep(G, specs: list[tuple[str, float]], methods: list[str], lrs: list[float
 
 
 def _specs(text: str) -> list[tuple[str, float]]:
+    from ..operators import TASKS
+
     out = []
     for item in text.split(","):
         task, _, level = item.partition(":")
-        if task not in ("inpaint", "denoise", "superres", "cs") or not level:
+        if TASKS.get(task) is None or not level:
             raise SystemExit(f"ilo.bench.tuning: error: bad --specs item {item!r} (task:level, e.g. inpaint:0.1)")
         out.append((task, float(level)))
     return out

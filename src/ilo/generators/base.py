@@ -35,6 +35,7 @@ class LayeredGenerator(nn.Module):
     """
 
     name: str = "generator"
+    family: str = "layered"  # key of the preset table (ilo.solvers.presets); subclasses name theirs
     image_shape: tuple[int, int, int] = (3, 64, 64)
     num_layers: int = 1
 

@@ -37,6 +37,7 @@ class DCGANGenerator(LayeredGenerator):
     >>> torch.equal(g.tail(2)(g.head(2)(s)), g(s))
     True
     """
+    family = "dcgan"  # key of the preset table (ilo.solvers.presets)
 
     def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 3, size: int = 64, name: str = "dcgan"):
         super().__init__()

@@ -23,6 +23,7 @@ class GaussianisedGenerator(LayeredGenerator):
         base: the StyleGAN-2 generator.
         latent: a fitted :class:`GaussianisedLatent` (default: fitted from ``n_fit`` samples).
     """
+    family = "stylegan2"  # key of the preset table (ilo.solvers.presets)
 
     def __init__(self, base: StyleGAN2Generator, latent: GaussianisedLatent | None = None, n_fit: int = 10_000):
         super().__init__()

@@ -683,6 +683,7 @@ class StyleGAN2Generator(LayeredGenerator):
     >>> bool(torch.allclose(g.tail(3)(g.head(3)(s)), g(s), atol=1e-6))
     True
     """
+    family = "stylegan2"  # key of the preset table (ilo.solvers.presets)
 
     def __init__(
         self,

@@ -2,20 +2,18 @@
 
 Terms (weights in :class:`LossConfig`; a zero weight switches a term off), each ``[B]``:
 
-- ``mse``: the operator's measurement loss ``mean |A(x) - y|^2``.
+- ``mse``: the data-fidelity term (:mod:`ilo.losses.fidelity`), by default the operator's
+  measurement loss ``mean |A(x) - y|^2``.
 - ``perceptual``: the offline MobileNetV2 perceptual distance
   (:class:`~ilo.losses.perceptual.MobileNetPerceptualDistance`) between the generated image and
   the operator's image-space target (below), at most ``perceptual_size`` px (the paper: 256).
 - ``lpips``: real LPIPS (VGG16 or AlexNet), when the backbone file is available.
 - ``geocross``: PULSE's geodesic regulariser on latents made of several vectors (StyleGAN w+).
 
-Image-space targets for the perceptual terms (:meth:`Objective.perceptual_pair`):
-
-- inpainting: the "superimposed" image, observed pixels from ``y`` and generated pixels in the
-  holes (section 4.2 of the paper), compared with the generated image;
-- denoising: the noisy observation;
-- super-resolution: ``A(x)`` and ``y``, both bicubically upsampled to the image size;
-- compressed sensing: none (a perceptual weight is an error).
+Image-space targets for the perceptual terms come from the operator
+(:meth:`ilo.operators.Operator.perceptual_pair`): for inpainting the "superimposed" image
+(section 4.2 of the paper), for denoising the noisy observation, for super-resolution ``A(x)``
+and ``y`` upsampled; an operator without one (compressed sensing) makes a perceptual weight an error.
 
 Stochastic Noise Addition (``sna=True``, section 4.2): before every evaluation, fresh noise
 from the operator's own noise model (same sigma, same clipping) is added to the generated
@@ -28,9 +26,9 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..operators.base import Operator
+from .fidelity import DataFidelity, MeasurementMSE
 
 
 @dataclass(frozen=True)
@@ -97,16 +95,20 @@ class Objective:
 
     Args:
         config: loss weights.
-        operator: the forward operator (defines the measurement loss and the perceptual target).
-        noise_seeds: one seed per row of the batch for the SNA noise (each row its own stream);
-            None = a shared unseeded stream.
+        operator: the forward operator (its noise model for SNA, its perceptual target).
+        noise_streams: one ``torch.Generator`` per row of the batch for the SNA noise (each row
+            its own stream, see :mod:`ilo.rng`); None = the global stream.
+        fidelity: the data-fidelity term weighted by ``config.mse`` (default: the operator's
+            measurement loss, :class:`~ilo.losses.fidelity.MeasurementMSE`).
     """
 
-    def __init__(self, config: LossConfig, operator: Operator, noise_seeds: Sequence[int] | None = None):
+    def __init__(self, config: LossConfig, operator: Operator, noise_streams: Sequence[torch.Generator] | None = None,
+                 fidelity: DataFidelity | None = None):
         self.config, self.operator = config, operator
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in noise_seeds] if noise_seeds is not None else None
-        if (config.perceptual or config.lpips) and operator.task == "cs":
-            raise ValueError("the perceptual losses need an image-space observation; compressed sensing has none")
+        self.fidelity = fidelity if fidelity is not None else MeasurementMSE()
+        self.generators = list(noise_streams) if noise_streams is not None else None
+        if (config.perceptual or config.lpips) and operator.perceptual_target is None:
+            raise ValueError(f"the perceptual losses need an image-space observation; {operator.describe()} has none")
         if config.sna and operator.noise.sigma == 0:
             raise ValueError("Stochastic Noise Addition needs an operator with a noise model (sigma > 0)")
         # features of a perceptual target that depends on y only, computed once per (net, y)
@@ -118,23 +120,16 @@ class Objective:
         return self.operator.noise(x, gens)
 
     def perceptual_pair(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two image-space tensors the perceptual terms compare (see the module docstring)."""
-        op = self.operator
-        if op.task == "inpaint":
-            m = op.mask
-            return x, (m * y + (1 - m) * x).detach()
-        if op.task == "superres":
-            size = x.shape[-2:]
-            up = lambda t: F.interpolate(t, size=size, mode="bicubic", align_corners=False)  # noqa: E731
-            return up(op.A(x)), up(y)
-        if op.task == "denoise" or tuple(y.shape[1:]) == tuple(x.shape[1:]):
-            return x, y
-        raise ValueError(f"no perceptual target for task {op.task!r}")
+        """The two image-space tensors the perceptual terms compare (the operator's)."""
+        pair = self.operator.perceptual_pair(x, y)
+        if pair is None:
+            raise ValueError(f"no perceptual target for {self.operator.describe()}")
+        return pair
 
     def _distance(self, net, a: torch.Tensor, b: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``net(a, b)``; when the target ``b`` depends on ``y`` only (denoising, super-resolution)
-        its features are computed once and reused at every step."""
-        if self.operator.task not in ("denoise", "superres"):
+        """``net(a, b)``; when the target ``b`` depends on ``y`` only (the operator's
+        ``perceptual_target == "observation"``) its features are computed once and reused."""
+        if self.operator.perceptual_target != "observation":
             return net(a, b)
         hit = self._target_features.get(id(net))
         if hit is None or hit[0] is not y:
@@ -148,7 +143,7 @@ class Objective:
             x = self.add_noise(x)
         total = x.new_zeros(x.shape[0])
         if cfg.mse:
-            total = total + cfg.mse * self.operator.measurement_loss(x, y)
+            total = total + cfg.mse * self.fidelity(x, y, self.operator)
         if cfg.perceptual or cfg.lpips:
             a, b = self.perceptual_pair(x, y)
             from .perceptual import resize_for_perceptual

@@ -2,24 +2,44 @@
 
 Every operator is a small ``nn.Module`` (see :mod:`ilo.operators.base`): its masks, filters
 and sign patterns are registered buffers drawn from an explicit ``torch.Generator``, and the
-same object simulates the observation and defines the solvers' loss.
+same object simulates the observation and defines the solvers' measurement loss. Each class
+also carries its task's semantics (``task``, ``level``, ``perceptual_pair``, ``describe``,
+``read_observation``, ``from_options``); :data:`TASKS` lists them by task key.
 
-========================  ==========  ========================================================
-class                     ``task``    measurement
-========================  ==========  ========================================================
-:class:`Inpainting`       inpaint     ``x * mask`` (same pixels in every channel)
-:class:`SuperResolution`  superres    antialiased bicubic (Keys, a = -0.5) downsampling by f
-:class:`Denoising`        denoise     identity, Gaussian noise of sigma255 on the 0-255 scale
-:class:`CompressedSensing` cs         partial circulant matrix with random signs, via FFTs
-========================  ==========  ========================================================
+=========================  ==========  ====================  ======================================
+class                      ``task``    ``level``             measurement
+=========================  ==========  ====================  ======================================
+:class:`Inpainting`        inpaint     observed fraction     ``x * mask`` (same pixels in every channel)
+:class:`SuperResolution`   superres    downsampling factor   antialiased bicubic (Keys, a = -0.5)
+:class:`Denoising`         denoise     sigma (0-255 scale)   identity, clipped Gaussian noise
+:class:`CompressedSensing` cs          m / n                 partial circulant matrix, random signs
+:class:`Identity`          identity    none                  ``x`` itself (e.g. classifier guidance)
+=========================  ==========  ====================  ======================================
 """
 
-from .base import GaussianNoise, NoiseModel, NoNoise, Operator, randn_like
-from .classifier import ClassifierGuidance
+from __future__ import annotations
+
+from .base import GaussianNoise, Identity, NoiseModel, NoNoise, Operator, randn_like
 from .compressed_sensing import CompressedSensing
 from .denoising import Denoising
 from .inpainting import Inpainting
 from .superres import SuperResolution
+
+#: the inverse problems, by task key (the order of tables and demos)
+TASKS: dict[str, type[Operator]] = {cls.task: cls for cls in (Inpainting, SuperResolution, Denoising, CompressedSensing)}
+
+
+def operator_class(task: str) -> type[Operator]:
+    """The operator class of a task key; ValueError naming the known ones otherwise.
+
+    >>> operator_class("superres").level_name
+    'downsampling factor'
+    """
+    try:
+        return TASKS[task]
+    except KeyError:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}") from None
+
 
 __all__ = [
     "Operator",
@@ -27,9 +47,11 @@ __all__ = [
     "NoNoise",
     "GaussianNoise",
     "randn_like",
+    "Identity",
     "Inpainting",
     "SuperResolution",
     "Denoising",
     "CompressedSensing",
-    "ClassifierGuidance",
+    "TASKS",
+    "operator_class",
 ]

@@ -8,12 +8,25 @@ The same object simulates the observation and defines the loss::
     loss = op.measurement_loss(G(z), y)    # [B]: what the solvers minimise
 
 Images are ``[B, C, H, W]`` in ``[-1, 1]`` (the generators' range).
+
+An operator class also carries its task's semantics, so that no code outside the operators
+(and the preset table, :mod:`ilo.solvers.presets`) switches on a task name:
+
+- ``task``: the key of the task in :data:`ilo.operators.TASKS` and in the preset table;
+- ``level``: one number saying how much is measured, with one meaning per task
+  (``level_name``; e.g. the observed fraction, or the downsampling factor);
+- :meth:`perceptual_pair`: what the perceptual loss terms compare (None: no image-space data);
+- :meth:`describe`: a one-line description; :meth:`config`: a JSON record;
+- :meth:`read_observation`: an observation file of the task;
+- class methods that build an operator from options (:meth:`from_options`), check a level
+  (:meth:`check_level`) and list the levels a benchmark sweeps (:meth:`sweep_levels`).
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -84,7 +97,19 @@ class Operator(nn.Module):
     """
 
     linear: bool = True
+    #: the task's key in :data:`ilo.operators.TASKS` and the preset table
     task: str = "operator"
+    #: what :attr:`level` measures (one meaning per task)
+    level_name: str = "level"
+    #: the options :meth:`from_options` reads (:class:`ilo.pipeline.ProblemSpec` fields); the first is the level
+    options: tuple[str, ...] = ()
+    #: the level used when no option is given
+    default_level: float | None = None
+    #: True when the task's observations are noisy (Stochastic Noise Addition applies)
+    noisy: bool = False
+    #: what the target of :meth:`perceptual_pair` depends on: ``"observation"`` (``y`` only, so its
+    #: features can be computed once), ``"candidate"`` (also ``x``), or None (no image-space target)
+    perceptual_target: str | None = None
     #: names of buffers that may hold one entry per sample (first dim = batch), e.g. a mask per image
     per_sample_buffers: tuple[str, ...] = ()
 
@@ -118,6 +143,81 @@ class Operator(nn.Module):
         """A picture of the observation for display, ``[B, C, h, w]`` in ``[-1, 1]``."""
         return y
 
+    @property
+    def level(self) -> float | None:
+        """How much is measured, in the unit of :attr:`level_name` (None: the operator has no level)."""
+        return None
+
+    def perceptual_pair(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The two images ``[B, C', H', W']`` the perceptual loss terms compare for a candidate
+        ``x`` and the observation ``y``, or None when the task has no image-space observation."""
+        return None
+
+    def describe(self) -> str:
+        """A one-line description of the measurement."""
+        return type(self).__name__
+
+    def read_observation(self, path: str | Path) -> torch.Tensor:
+        """An observation of this operator from an image file: ``[1, C, h, w]`` (``output_shape``).
+
+        Raises ValueError (:class:`ilo.images.ImageError` for unreadable files) on a wrong size.
+        """
+        from ..images import pil_to_tensor, read_image
+
+        p = Path(path)
+        im = read_image(p).convert("RGB")
+        _, h, w = self.output_shape
+        if im.size != (w, h):
+            raise ValueError(f"observation {p.name} is {im.size[0]}x{im.size[1]}; this operator needs {w}x{h}")
+        return pil_to_tensor(im)
+
+    # -- the task's semantics at class level ------------------------------------------------
+    @classmethod
+    def from_options(cls, shape: tuple[int, int, int], generator: torch.Generator, **options: Any) -> "Operator":
+        """The operator for images of ``shape`` from the task's :attr:`options` (None = not given),
+        random parts drawn from ``generator``."""
+        raise NotImplementedError(f"{cls.__name__} has no options")  # pragma: no cover - abstract
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """The options with defaults filled in; ValueError on options that are invalid for any image size."""
+        level = options.get(cls.options[0]) if cls.options else None
+        if cls.options and level is None and all(options.get(k) is None for k in cls.options):
+            options = {**options, cls.options[0]: cls.default_level}
+            level = cls.default_level
+        if level is not None:
+            cls.check_level(level)
+        return options
+
+    @classmethod
+    def level_options(cls, level: float) -> dict[str, Any]:
+        """The options of :meth:`from_options` that ask for ``level``."""
+        return {cls.options[0]: level}
+
+    @classmethod
+    def stack(cls, ops: Sequence["Operator"]) -> "Operator":
+        """One operator for a batch from operators of one image each that differ only in their
+        per-sample buffers (e.g. a mask per image): those are concatenated, ``[len(ops), ...]``."""
+        new = copy.copy(ops[0])
+        new._buffers = dict(ops[0]._buffers)
+        for n in cls.per_sample_buffers:
+            new._buffers[n] = torch.cat([op._buffers[n] for op in ops])
+        return new
+
+    @classmethod
+    def check_level(cls, level: float, size: int | None = None) -> None:
+        """ValueError unless ``level`` is a valid level (for images ``size`` pixels wide, when given)."""
+
+    @classmethod
+    def sweep_levels(cls, size: int, quick: bool = False) -> list[float]:
+        """The levels a benchmark sweeps for images ``size`` pixels wide (two with ``quick``)."""
+        return []
+
+    @classmethod
+    def level_label(cls, level: float) -> str:
+        """A short label of a level for tables and grids."""
+        return f"{level:g}"
+
     def batch_repeat(self, r: int) -> "Operator":
         """The operator for a batch where every sample is repeated ``r`` times in a row
         (``x.repeat_interleave(r, 0)``), e.g. for restarts run as one batch. Shared buffers
@@ -133,4 +233,38 @@ class Operator(nn.Module):
 
     def config(self) -> dict:
         """JSON-serialisable description (written next to results)."""
-        return {"task": self.task, "input_shape": list(self.input_shape), "noise_sigma": self.noise.sigma}
+        return {"task": self.task, "level_name": self.level_name, "level": self.level,
+                "input_shape": list(self.input_shape), "noise_sigma": self.noise.sigma}
+
+
+class Identity(Operator):
+    """``y = x``, noiseless: the observation is an image itself (e.g. the face classifier
+    guidance starts from, whose distance from the candidate is then the measurement loss).
+
+    >>> op = Identity((3, 4, 4))
+    >>> x = torch.zeros(1, 3, 4, 4)
+    >>> bool(torch.equal(op(x), x)), op.perceptual_pair(x, x + 1)[1].shape
+    (True, torch.Size([1, 3, 4, 4]))
+    """
+
+    task = "identity"
+    perceptual_target = "observation"
+
+    def __init__(self, input_shape: tuple[int, int, int]):
+        super().__init__(input_shape)
+        self.output_shape = self.input_shape
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W] -> [B, C, H, W]``."""
+        self.check_input(x)
+        return x
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        self.check_input(y)
+        return y
+
+    def perceptual_pair(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, y
+
+    def describe(self) -> str:
+        return "the image itself"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from pathlib import Path
 
 import torch
 
@@ -52,6 +53,9 @@ class CompressedSensing(Operator):
     """
 
     task = "cs"
+    level_name = "measurements m/n"
+    options = ("measurements",)
+    default_level = 0.1
 
     def __init__(
         self,
@@ -73,6 +77,51 @@ class CompressedSensing(Operator):
         self.register_buffer("g_spectrum", torch.view_as_real(spectrum).to(torch.get_default_dtype()).contiguous())
         self.register_buffer("indices", omega)  # [m] int64, sorted
         self.output_shape = (m,)
+
+    @classmethod
+    def from_options(cls, shape, generator, *, measurements=None, noise=None) -> "CompressedSensing":
+        return cls(shape, float(cls.check_options({"measurements": measurements})["measurements"]), generator, noise)
+
+    @classmethod
+    def check_level(cls, level, size=None) -> None:
+        if isinstance(level, bool) or not 0.0 < float(level) <= 1.0:
+            raise ValueError(f"measurement fraction must be in (0, 1], got {level:g}")
+
+    @classmethod
+    def sweep_levels(cls, size, quick=False):
+        return [0.05, 0.25] if quick else [0.01, 0.05, 0.1, 0.25, 0.5]
+
+    @classmethod
+    def level_label(cls, level):
+        return f"{level * 100:g}%"
+
+    @property
+    def level(self) -> float:
+        """The fraction of measurements ``m / n``."""
+        return self.m / self.n
+
+    def describe(self) -> str:
+        return f"compressed sensing, partial circulant, m = {self.level * 100:.3g}% of n"
+
+    def read_observation(self, path):
+        """``m`` measurements from a ``.npy`` file: ``[1 or B, m]``."""
+        import numpy as np
+
+        from ..images import ImageError
+
+        p = Path(path)
+        if p.suffix != ".npy":
+            raise ValueError(f"compressed-sensing observations are .npy files of {self.m} measurements, got {p.name}")
+        if not p.is_file():
+            raise ImageError(f"observation not found: {p}")
+        try:
+            a = np.load(p, allow_pickle=False)
+        except Exception as e:
+            raise ValueError(f"cannot read {p}: {e}") from None
+        a = a.reshape(1, -1) if a.ndim == 1 else a
+        if a.shape[-1] != self.m:
+            raise ValueError(f"{p.name} holds {a.shape[-1]} measurements; the operator (same level and seed) has {self.m}")
+        return torch.from_numpy(a.astype(np.float32))
 
     @staticmethod
     def _count(measurements: float | int, n: int) -> int:

@@ -30,6 +30,11 @@ class Denoising(Operator):
     """
 
     task = "denoise"
+    noisy = True
+    level_name = "noise sigma (0-255)"
+    perceptual_target = "observation"
+    options = ("sigma",)
+    default_level = 25.0
 
     def __init__(self, input_shape: tuple[int, int, int], sigma255: float):
         if isinstance(sigma255, bool) or not float(sigma255) >= 0:
@@ -37,6 +42,35 @@ class Denoising(Operator):
         self.sigma255 = float(sigma255)
         super().__init__(input_shape, GaussianNoise(self.sigma255 * 2.0 / 255.0, clip=(-1.0, 1.0)))
         self.output_shape = self.input_shape
+
+    @classmethod
+    def from_options(cls, shape, generator=None, *, sigma=None) -> "Denoising":
+        return cls(shape, cls.check_options({"sigma": sigma})["sigma"])
+
+    @classmethod
+    def check_level(cls, level, size=None) -> None:
+        if isinstance(level, bool) or not float(level) >= 0:
+            raise ValueError(f"noise sigma (0-255 scale) must be >= 0, got {level:g}")
+
+    @classmethod
+    def sweep_levels(cls, size, quick=False):
+        return [25.0, 100.0] if quick else [5.0, 10.0, 25.0, 50.0, 100.0, 256.0]
+
+    @classmethod
+    def level_label(cls, level):
+        return f"σ={level:g}"
+
+    @property
+    def level(self) -> float:
+        """The noise sigma on the 0-255 scale."""
+        return self.sigma255
+
+    def describe(self) -> str:
+        return f"denoising, sigma = {self.sigma255:g} / 255"
+
+    def perceptual_pair(self, x, y):
+        """The generated image and the noisy observation."""
+        return x, y
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         """Identity, ``[B, C, H, W] -> [B, C, H, W]``."""

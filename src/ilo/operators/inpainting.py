@@ -39,6 +39,10 @@ class Inpainting(Operator):
     """
 
     task = "inpaint"
+    level_name = "observed fraction"
+    perceptual_target = "candidate"
+    options = ("observed", "box", "mask")
+    default_level = 0.1
     per_sample_buffers = ("mask",)
 
     def __init__(
@@ -159,6 +163,62 @@ class Inpainting(Operator):
             )
         mask = torch.from_numpy(np.ascontiguousarray(observed)).view(1, 1, h, w)
         return cls(input_shape, mask, noise, _recipe={"kind": "image", "threshold": float(threshold)})
+
+    # -- the task -------------------------------------------------------------------------
+    @classmethod
+    def from_options(cls, shape, generator, *, observed=None, box=None, mask=None, noise=None) -> "Inpainting":
+        """A random mask of ``observed`` fraction (from ``generator``), the ``box`` ``[x0, y0, x1, y1]``
+        hidden, or the ``mask`` picture at a path (white = observed); only one of them."""
+        opts = cls.check_options({"observed": observed, "box": box, "mask": mask})
+        if opts["box"] is not None:
+            return cls.box(shape, *opts["box"], noise=noise)
+        if opts["mask"] is not None:
+            from ..images import read_image
+
+            return cls.from_image(shape, np.asarray(read_image(opts["mask"])), noise)
+        return cls.random(shape, opts["observed"], generator, noise)
+
+    @classmethod
+    def check_options(cls, options):
+        if sum(options.get(k) is not None for k in cls.options) > 1:
+            raise ValueError("give only one of an observed fraction, a box or a mask image")
+        return super().check_options(options)
+
+    @classmethod
+    def check_level(cls, level, size=None) -> None:
+        if isinstance(level, bool) or not 0.0 < float(level) <= 1.0:
+            raise ValueError(f"observed fraction must be in (0, 1], got {level:g}")
+
+    @classmethod
+    def sweep_levels(cls, size, quick=False):
+        return [0.1, 0.5] if quick else [0.01, 0.05, 0.1, 0.3, 0.5, 1.0]
+
+    @classmethod
+    def level_label(cls, level):
+        """The observed fraction in percent.
+
+        >>> Inpainting.level_label(0.05)
+        '5%'
+        """
+        return f"{level * 100:g}%"
+
+    @property
+    def level(self) -> float:
+        """The observed fraction of the pixels (mean over the masks)."""
+        return float(self.mask.double().mean())
+
+    def describe(self) -> str:
+        return f"inpainting, {self.level * 100:.3g}% of pixels observed"
+
+    def perceptual_pair(self, x, y):
+        """The generated image and the "superimposed" image: observed pixels from ``y``, the
+        generated ones in the holes (section 4.2 of the paper)."""
+        m = self._mask_for(x)
+        return x, (m * y + (1 - m) * x).detach()
+
+    def read_observation(self, path):
+        """A picture at the image size; ``A`` is applied to it (missing pixels become zero)."""
+        return self.A(super().read_observation(path))
 
     # -- operator -------------------------------------------------------------------------
     def _mask_for(self, x: torch.Tensor) -> torch.Tensor:

@@ -100,6 +100,10 @@ class SuperResolution(Operator):
     """
 
     task = "superres"
+    level_name = "downsampling factor"
+    perceptual_target = "observation"
+    options = ("factor",)
+    default_level = 4
 
     def __init__(
         self,
@@ -124,6 +128,58 @@ class SuperResolution(Operator):
         self.register_buffer("Wh", torch.from_numpy(bicubic_matrix(h, self.factor, border)))
         self.register_buffer("Ww", torch.from_numpy(bicubic_matrix(w, self.factor, border)))
         self.output_shape = (c, h // self.factor, w // self.factor)
+
+    @classmethod
+    def from_options(cls, shape, generator=None, *, factor=None, noise=None) -> "SuperResolution":
+        factor = cls.check_options({"factor": factor})["factor"]
+        _, h, w = shape
+        if h % int(factor) or w % int(factor):
+            raise ValueError(f"factor {factor} does not divide the image size {h}x{w}")
+        return cls(shape, int(factor), noise)
+
+    @classmethod
+    def check_level(cls, level, size=None) -> None:
+        if isinstance(level, bool) or level != int(level) or level < 1:
+            raise ValueError(f"factor must be a positive integer, got {level:g}")
+        if size is not None and size % int(level):
+            raise ValueError(f"factor {level:g} does not divide the image size {size}")
+
+    @classmethod
+    def level_options(cls, level):
+        return {"factor": int(level)}
+
+    @classmethod
+    def sweep_levels(cls, size, quick=False):
+        """Powers of two that divide ``size`` and leave at least 4 pixels (two with ``quick``).
+
+        >>> SuperResolution.sweep_levels(64)
+        [2.0, 4.0, 8.0, 16.0]
+        """
+        out, f = [], 2
+        while size % f == 0 and size // f >= 4:
+            out.append(float(f))
+            f *= 2
+        return [out[1], out[-1]] if quick and len(out) > 1 else out
+
+    @classmethod
+    def level_label(cls, level):
+        return f"x{level:g}"
+
+    @property
+    def level(self) -> float:
+        """The downsampling factor."""
+        return float(self.factor)
+
+    def describe(self) -> str:
+        return f"super-resolution x{self.factor} (bicubic)"
+
+    def perceptual_pair(self, x, y):
+        """``A(x)`` and ``y``, both bicubically upsampled to the image size."""
+        import torch.nn.functional as F
+
+        size = x.shape[-2:]
+        return (F.interpolate(self.A(x), size=size, mode="bicubic", align_corners=False),
+                F.interpolate(y, size=size, mode="bicubic", align_corners=False))
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W] -> [B, C, H/f, W/f]``."""

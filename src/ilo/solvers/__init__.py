@@ -9,57 +9,27 @@ import torch
 from ..generators.base import LayeredGenerator
 from ..operators.base import Operator
 from .bm3d import BM3DConfig, BM3DUnavailable, bm3d_denoise
-from .config import (
-    CSGMConfig,
-    ILOConfig,
-    LossConfig,
-    RoundConfig,
-    Schedule,
-    csgm_preset,
-    dcgan_preset,
-    pulse_preset,
-    stylegan2_preset,
-    with_budget,
-)
+from .config import CSGMConfig, ILOConfig, LossConfig, RoundConfig, Schedule, with_budget
 from .csgm import csgm
 from .ilo import ilo
 from .optim import StepInfo
+from .presets import PRESETS, TaskPreset, csgm_preset, default_config, pulse_preset
 from .result import Result
+from .rounds import Round
 
 #: every method behind :func:`solve`; the CSGM variants differ only in their loss
 METHODS = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse", "ilo", "bm3d")
 CSGM_FAMILY = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse")
+#: the config type of each method
+CONFIG_TYPES = {**{m: CSGMConfig for m in CSGM_FAMILY}, "ilo": ILOConfig, "bm3d": BM3DConfig}
 
 
-def default_config(method: str, generator: LayeredGenerator, task: str = "inpaint", total_steps: int | None = None,
-                   restarts: int = 4, level: float | None = None):
-    """The preset configuration of ``method`` for ``generator`` and ``task``.
-
-    ``level``: the measurement level (observed fraction, m/n, 1/factor or sigma255) when known;
-    presets use it to drop the perceptual term when measurements are scarce.
-    """
-    steps = total_steps or 600
-    stylegan = hasattr(generator, "noise_keys")
-    if stylegan and method != "bm3d":
-        from dataclasses import replace
-
-        ilo_cfg = stylegan2_preset(generator, task, steps, restarts, level)
-        if method == "ilo":
-            return ilo_cfg
-        base = replace(ilo_cfg.csgm, steps=steps)
-        if method == "pulse":  # PULSE: sphere on w+, 100 MSE + 0.05 geocross, lr 0.4
-            return replace(base, lr=0.4, sphere=True, loss=LossConfig(mse=100.0, geocross=0.05))
-        variant = csgm_preset(task, steps, restarts, variant=method).loss
-        return replace(base, loss=replace(variant, geocross=0.01))
-    if method in ("csgm", "csgm-perceptual", "csgm-mse-perceptual"):
-        return csgm_preset(task, steps, restarts, variant=method)
-    if method == "pulse":
-        return pulse_preset(task, steps, restarts)
-    if method == "ilo":
-        return dcgan_preset(task, steps, restarts, level=level)
-    if method == "bm3d":
-        return BM3DConfig()
-    raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+def preset_for(method: str, generator: LayeredGenerator, operator: Operator, total_steps: int | None = None,
+               restarts: int = 4) -> CSGMConfig | ILOConfig | BM3DConfig:
+    """The preset of ``method`` for ``generator`` and the operator's task and level: what
+    :func:`solve` uses when given no config (and the CLI with its default budget)."""
+    return default_config(method, generator, operator.task, total_steps=total_steps, restarts=restarts,
+                          level=operator.level)
 
 
 def solve(
@@ -67,7 +37,7 @@ def solve(
     operator: Operator,
     generator: LayeredGenerator,
     method: str = "ilo",
-    config: CSGMConfig | ILOConfig | None = None,
+    config: CSGMConfig | ILOConfig | BM3DConfig | None = None,
     *,
     seeds: int | Sequence[int] | None = 0,
     callback: Callable[[StepInfo], None] | None = None,
@@ -80,8 +50,10 @@ def solve(
         operator: forward operator (also defines the measurement loss).
         generator: layered generator (images ``[B, C, H, W]`` in ``[-1, 1]``).
         method: one of :data:`METHODS`.
-        config: method configuration; None = the preset for this generator and task.
-        seeds: per-image seeds (an int ``s`` means ``s, s+1, ...``).
+        config: method configuration; None = :func:`preset_for` (the preset for this generator's
+            family, the operator's task and level, 600 steps, 4 restarts).
+        seeds: per-image solver seeds (an int ``s`` means ``s, s+1, ...``); image ``i``'s random
+            starts come from the streams ``(seeds[i], "restart", r)`` of :mod:`ilo.rng`.
         callback: called with a :class:`StepInfo` after every optimisation step.
         progress: show a progress bar.
 
@@ -98,26 +70,20 @@ def solve(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if config is None:
-        config = default_config(method, generator, operator.task)
-    if method in CSGM_FAMILY:
-        if not isinstance(config, CSGMConfig):
-            raise TypeError(f"method {method!r} needs a CSGMConfig, got {type(config).__name__}")
-        res = csgm(y, operator, generator, config, seeds=seeds, callback=callback, progress=progress)
-        res.method = method
-        return res
-    if method == "bm3d":
-        if not isinstance(config, BM3DConfig):
-            raise TypeError(f"method 'bm3d' needs a BM3DConfig, got {type(config).__name__}")
+        config = preset_for(method, generator, operator)
+    if not isinstance(config, CONFIG_TYPES[method]):
+        raise TypeError(f"method {method!r} needs a {CONFIG_TYPES[method].__name__}, got {type(config).__name__}")
+    if isinstance(config, BM3DConfig):
         return bm3d_denoise(y, operator, config)
-    if method == "ilo":
-        if not isinstance(config, ILOConfig):
-            raise TypeError(f"method 'ilo' needs an ILOConfig, got {type(config).__name__}")
+    if isinstance(config, ILOConfig):
         return ilo(y, operator, generator, config, seeds=seeds, callback=callback, progress=progress)
-    raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    res = csgm(y, operator, generator, config, seeds=seeds, callback=callback, progress=progress)
+    res.method = method
+    return res
 
 
 __all__ = [
-    "solve", "csgm", "ilo", "Result", "StepInfo", "METHODS", "default_config",
-    "CSGMConfig", "ILOConfig", "RoundConfig", "LossConfig", "Schedule", "dcgan_preset", "with_budget",
-    "BM3DConfig", "BM3DUnavailable", "pulse_preset", "stylegan2_preset", "CSGM_FAMILY",
+    "solve", "csgm", "ilo", "Result", "StepInfo", "METHODS", "default_config", "preset_for", "Round",
+    "CSGMConfig", "ILOConfig", "RoundConfig", "LossConfig", "Schedule", "with_budget", "PRESETS", "TaskPreset",
+    "BM3DConfig", "BM3DUnavailable", "pulse_preset", "csgm_preset", "CSGM_FAMILY",
 ]

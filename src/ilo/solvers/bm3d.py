@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..operators.base import Operator
+from ..operators.denoising import Denoising
 from .optim import Timer
 from .result import Result
 
@@ -44,8 +45,8 @@ def _import_bm3d():
 
 def bm3d_denoise(y: torch.Tensor, operator: Operator, config: BM3DConfig = BM3DConfig()) -> Result:
     """BM3D on noisy images ``y [B, C, H, W]`` in ``[-1, 1]`` from a :class:`~ilo.operators.Denoising` operator."""
-    if operator.task != "denoise":
-        raise ValueError(f"bm3d only solves denoising, not {operator.task!r}")
+    if not isinstance(operator, Denoising):
+        raise ValueError(f"bm3d only solves denoising, not {operator.describe()}")
     bm3d = _import_bm3d()
     sigma255 = config.sigma255 if config.sigma255 is not None else float(operator.sigma255)
     timer = Timer()

@@ -2,7 +2,8 @@
 
 Budgets are counted in optimisation steps of the batch (one generator forward + backward
 each). ``ILOConfig.total_steps`` includes the CSGM stage, so an ILO run and a CSGM run with the
-same ``total_steps`` and ``restarts`` have the same budget.
+same ``total_steps`` and ``restarts`` have the same budget. The presets are in
+:mod:`ilo.solvers.presets`.
 """
 
 from __future__ import annotations
@@ -147,110 +148,9 @@ class ILOConfig:
         return asdict(self)
 
 
-# ---------------------------------------------------------------------------------------------
-# Presets for the DCGAN family. Tuned on tuning images only (generated seeds 10_000-10_003 and
-# LFW faces 70, 80, 90), never on evaluation images; see docs/BENCHMARKS.md.
-
-#: relative l1 radius of every ILO round (fraction of the layer's l1 norm), by task
-DCGAN_RELATIVE_RADIUS = {"inpaint": 0.3, "superres": 0.3, "denoise": 0.1, "cs": 0.3}
-#: weight of the offline perceptual distance where a preset uses it (MSE has weight 1)
-PERCEPTUAL_WEIGHT = 0.05
-#: inpainting below this observed fraction uses MSE only (the paper: "scarce measurements")
-SCARCE_OBSERVED = 0.25
-#: Adam learning rate of the CSGM (MSE) baseline. Tuned on the tuning images (generated seeds
-#: 10000-10003, LFW 70/80/90) over 0.05-0.4: at 600 steps x 4 restarts, inversion PSNR 32.6 ->
-#: 44.3 dB (generated) and 21.4 -> 22.3 dB (LFW) going from 0.05 to 0.2; at 100 x 2 0.2 is best
-#: or within 0.2 dB of the best on inpainting, compressed sensing and super-resolution.
-CSGM_LR = 0.2
-
-
-def csgm_preset(task: str = "inpaint", total_steps: int = 600, restarts: int = 4, variant: str = "csgm") -> CSGMConfig:
-    """CSGM with the MSE loss, the perceptual loss, or both (the paper's three CSGM columns).
-    The MSE variant uses the tuned :data:`CSGM_LR`; the perceptual ones keep Adam's 0.05 (not tuned)."""
-    loss = {
-        "csgm": LossConfig(),
-        "csgm-perceptual": LossConfig(mse=0.0, perceptual=1.0),
-        "csgm-mse-perceptual": LossConfig(mse=1.0, perceptual=PERCEPTUAL_WEIGHT),
-    }[variant]
-    return CSGMConfig(steps=total_steps, restarts=restarts, loss=loss, lr=CSGM_LR if variant == "csgm" else 0.05)
-
-
-def pulse_preset(task: str = "superres", total_steps: int = 600, restarts: int = 4) -> CSGMConfig:
-    """PULSE (Menon et al. 2020): latents on the sphere of radius sqrt(d), loss 100 MSE +
-    0.05 geocross, Adam lr 0.4; the best iterate is returned (PULSE's code returned the last)."""
-    return CSGMConfig(steps=total_steps, restarts=restarts, lr=0.4, sphere=True,
-                      loss=LossConfig(mse=100.0, geocross=0.05))
-
-
-def dcgan_loss(task: str, level: float | None = None) -> LossConfig:
-    """The ILO loss preset: SNA for denoising; MSE only for compressed sensing and scarce inpainting."""
-    if task == "denoise":
-        return LossConfig(mse=1.0, perceptual=PERCEPTUAL_WEIGHT, sna=True)
-    if task == "inpaint" and (level is None or level < SCARCE_OBSERVED):
-        return LossConfig()
-    if task in ("inpaint", "superres"):
-        return LossConfig(mse=1.0, perceptual=PERCEPTUAL_WEIGHT)
-    return LossConfig()
-
-
-def dcgan_preset(task: str = "inpaint", total_steps: int = 600, restarts: int = 4, level: float | None = None) -> ILOConfig:
-    """ILO preset for a 64x64 DCGAN: CSGM for a third of the budget, then one round per layer
-    1-3 with an l1 radius relative to the layer's norm (so it grows with layer width)."""
-    csgm_steps = total_steps // 3
-    rest = total_steps - csgm_steps
-    layers = (1, 2, 3)
-    per = [rest // len(layers)] * len(layers)
-    per[-1] += rest - sum(per)
-    r = DCGAN_RELATIVE_RADIUS.get(task, 0.3)
-    loss = dcgan_loss(task, level)
-    rounds = tuple(RoundConfig(layer=k, steps=s, lr=0.05, radius=r, relative=True) for k, s in zip(layers, per))
-    return ILOConfig(csgm=CSGMConfig(steps=csgm_steps, restarts=restarts, loss=loss), rounds=rounds, loss=loss)
-
-
 def with_budget(cfg: ILOConfig, total_steps: int) -> ILOConfig:
     """Rescale every stage's steps proportionally so that ``cfg.total_steps == total_steps``."""
     scale = total_steps / max(cfg.total_steps, 1)
     rounds = tuple(replace(r, steps=max(1, round(r.steps * scale))) for r in cfg.rounds)
     csgm = replace(cfg.csgm, steps=max(1, total_steps - sum(r.steps for r in rounds)))
     return replace(cfg, csgm=csgm, rounds=rounds)
-
-
-# ---------------------------------------------------------------------------------------------
-# StyleGAN-2 (section 4.1 of the paper; defaults of the official code as a starting point)
-
-#: official per-round l1 radii (rounds 1, 2, 3): w+ latents, noise maps, features
-STYLEGAN_RADII = {"ws": (100.0, 1000.0, 6000.0), "noise": (1000.0, 1000.0, 6000.0), "x": (1000.0, 1000.0, 6000.0)}
-#: official steps per round (CSGM, then rounds 1-3), used as proportions of the budget
-STYLEGAN_STEPS = (50, 50, 25, 25)
-
-
-def stylegan2_loss(task: str, level: float | None = None) -> LossConfig:
-    """MSE + perceptual (offline distance, at 256 px) + geocross 0.01; SNA for denoising; MSE
-    only (plus geocross) for compressed sensing and scarce inpainting."""
-    if task == "cs" or (task == "inpaint" and (level is None or level < SCARCE_OBSERVED)):
-        return LossConfig(mse=1.0, geocross=0.01)
-    return LossConfig(mse=1.0, perceptual=1.0, geocross=0.01, sna=(task == "denoise"))
-
-
-def stylegan2_preset(generator, task: str = "inpaint", total_steps: int = 150, restarts: int = 1,
-                     level: float | None = None) -> ILOConfig:
-    """ILO on StyleGAN-2 as in section 4.1: CSGM on w+ and the first 5 noise maps, then rounds
-    at the outputs of the first blocks (layers 1, 3, 5: 4x4, 8x8, 16x16 features), each
-    optimising the features, the skip image, the remaining w+ (geocross-regularised) and the
-    noise maps up to ``4 + 2 i``, within l1 balls whose radii grow with the layer's width."""
-    n_noise = len(generator.noise_keys()) if hasattr(generator, "noise_keys") else 0
-    layers = [k for k in (1, 3, 5) if k < generator.num_layers]
-    weights = STYLEGAN_STEPS[: len(layers) + 1]
-    steps = [max(1, round(total_steps * w / sum(weights))) for w in weights]
-    steps[0] += total_steps - sum(steps)
-    loss = stylegan2_loss(task, level)
-    sched = Schedule(rampup=0.05, rampdown=0.75)
-    noise = lambda a, b: tuple(f"noise{j}" for j in range(a, min(b, n_noise)))  # noqa: E731
-    latent = "v" if "v" in generator.trainable_keys(0) else "ws"  # Gaussianised or plain w+
-    csgm = CSGMConfig(steps=steps[0], lr=0.1, restarts=restarts, keys=(latent,) + noise(0, 5), loss=loss, schedule=sched)
-    rounds = []
-    for i, (k, st) in enumerate(zip(layers, steps[1:]), start=1):
-        radius = {key: vals[i - 1] for key, vals in STYLEGAN_RADII.items()}
-        radius["img"] = radius["x"]
-        rounds.append(RoundConfig(layer=k, steps=st, lr=0.1, radius=radius, keys=("x", "img", "ws") + noise(k, 5 + 2 * i)))
-    return ILOConfig(csgm=csgm, rounds=tuple(rounds), loss=loss, schedule=sched)

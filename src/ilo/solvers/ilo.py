@@ -8,13 +8,16 @@ import torch
 
 from ..generators.base import LayeredGenerator, State
 from ..losses.composite import Objective
+from ..losses.fidelity import DataFidelity
 from ..operators.base import Operator
-from ..projections import project_l1_deviation
+from ..projections import Constraint, L1Ball
+from ..rng import stream
 from .config import ILOConfig, RoundConfig
-from .csgm import csgm, project_l2_ball_, sna_seed
-from .optim import StepInfo, adam_loop, make_evaluate
+from .csgm import csgm, latent_constraints
+from .optim import StepInfo
 from .result import Result
-from .tracking import BestTracker, Recorder, detach_state, resolve_seeds
+from .rounds import Round
+from .tracking import Recorder, detach_state, resolve_seeds
 
 
 def ilo(
@@ -27,6 +30,7 @@ def ilo(
     callback: Callable[[StepInfo], None] | None = None,
     progress: bool = False,
     init: Result | None = None,
+    fidelity: DataFidelity | None = None,
 ) -> Result:
     """ILO (Algorithm 1 of Daras et al. 2021), run in rounds over successive layers.
 
@@ -44,37 +48,49 @@ def ilo(
     ``Result.image`` the selected iterate, which may come from an earlier round.
     ``init``: a CSGM result for these observations to start from instead of running line 1
     (its steps are then not part of this run's history).
+    ``fidelity``: the data-fidelity term of the objective (default: the measurement loss),
+    e.g. :class:`~ilo.losses.classifier.ClassifierGuidance`.
     """
     B = y.shape[0]
     csgm_steps = 0 if init is not None else config.csgm.steps
-    rec = Recorder(csgm_steps + sum(r.steps for r in config.rounds), "ilo", progress, callback)
-    first = init if init is not None else csgm(y, operator, generator, config.csgm, seeds=seeds, _recorder=rec)
+    rec = Recorder(csgm_steps + sum(r.steps for r in config.rounds), "ilo", progress, callback, B, y.device)
+    first = init if init is not None else csgm(y, operator, generator, config.csgm, seeds=seeds, fidelity=fidelity,
+                                                _recorder=rec)
     if first.layer != 0:
         raise ValueError("init must be a CSGM result (latents at layer 0)")
-    objective = Objective(config.loss, operator, noise_seeds=[sna_seed(s, 10_000) for s in resolve_seeds(seeds, B)])
-    tracker = BestTracker(B, y.device)
-    tracker.update(first.measurement_loss, first.image, 0)
+    objective = Objective(config.loss, operator, [stream(s, "sna", 1) for s in resolve_seeds(seeds, B)],
+                          fidelity)
+    rec.track(first.measurement_loss, first.image, 0)
 
     state, layer = detach_state(first.latents), 0  # the point the next round starts from
-    var_center, var_radius = None, None  # feasible set of `state` (for back-to-range)
-    for i, rnd in enumerate(config.rounds, start=1):
+    feasible: dict[str, list[Constraint]] = latent_constraints(config.csgm, tuple(state))  # of `state`
+    for i, rc in enumerate(config.rounds, start=1):
         with torch.no_grad():
-            center = detach_state(generator.run(state, layer, rnd.layer))
-        params = _pgd_round(y, operator, generator, objective, center, rnd, config, tracker, rec, i)
+            center = detach_state(generator.run(state, layer, rc.layer))
+        rnd, params, fixed = _ilo_round(y, operator, generator, objective, center, rc, config)
+
+        def on_step(t, obj, meas, x, i=i, k=rc.layer):
+            rec.track(meas, x, k)
+            rec(i, k, obj, meas, x)
+
+        params = rnd.run(params, fixed, on_step)
+        with torch.no_grad():
+            _, meas, x = rnd.evaluate(params, fixed)
+            rec.track(meas, x, rc.layer)
         solution = {**center, **params}
-        if config.back_to_range and rnd.layer > layer:
-            prev = _back_to_range(generator, state, layer, solution, rnd.layer, var_center, var_radius, config)
+        if config.back_to_range and rc.layer > layer:
+            prev = _back_to_range(generator, state, layer, solution, rc.layer, feasible, config)
             with torch.no_grad():
-                solution = detach_state(generator.run(prev, layer, rnd.layer))
-        state, layer = solution, rnd.layer
-        var_center, var_radius = center, rnd
+                solution = detach_state(generator.run(prev, layer, rc.layer))
+        state, layer = solution, rc.layer
+        feasible = rnd.constraints
 
     if config.select == "last" and config.rounds:
         with torch.no_grad():
             image = generator.tail(layer)(state)
             meas = operator.measurement_loss(image, y)
     else:
-        image, meas = tracker.image, tracker.loss
+        image, meas = rec.best.image, rec.best.loss
     rec.close()
     return Result(
         image=image,
@@ -88,57 +104,40 @@ def ilo(
     )
 
 
-def _pgd_round(y, operator, generator, objective, center: State, rnd: RoundConfig, config, tracker, rec, i) -> State:
-    """Line 4: projected Adam on the trainable entries of the state at ``rnd.layer``."""
-    keys = rnd.keys if rnd.keys is not None else generator.trainable_keys(rnd.layer)
+def _ilo_round(y, operator, generator, objective, center: State, rc: RoundConfig, config: ILOConfig):
+    """Line 4: the round on the trainable entries of the state at ``rc.layer``, each within the
+    l1 ball of its radius around the round's starting point; returns ``(round, params, fixed)``."""
+    keys = rc.keys if rc.keys is not None else generator.trainable_keys(rc.layer)
     keys = tuple(k for k in keys if k in center)
     fixed = {k: v for k, v in center.items() if k not in keys}
     params = {k: center[k].clone() for k in keys}
-    radii = {k: _radius(rnd, k, center[k]) for k in keys}
-    evaluate = make_evaluate(generator.tail(rnd.layer), objective, operator, y, fixed)
-
-    def project(p):
-        for k in keys:
-            p[k].copy_(project_l1_deviation(p[k], center[k], radii[k]))
-
-    def on_step(t, obj, meas, x):
-        tracker.update(meas, x, rnd.layer)
-        rec(i, rnd.layer, obj, meas, x)
-
-    adam_loop(params, evaluate, rnd.steps, rnd.lr, config.schedule, project, on_step)
-    with torch.no_grad():
-        _, meas, x = evaluate(params)
-        tracker.update(meas, x, rnd.layer)
-    return {k: v.detach() for k, v in params.items()}
+    balls: dict[str, list[Constraint]] = {k: [L1Ball(center[k], _radius(rc, k, center[k]))] for k in keys}
+    rnd = Round(render=generator.tail(rc.layer), objective=lambda x, s: objective(x, y, s), steps=rc.steps, lr=rc.lr,
+                constraints=balls, schedule=config.schedule, measure=lambda x: operator.measurement_loss(x, y))
+    return rnd, params, fixed
 
 
-def _radius(rnd: RoundConfig, key: str, center: torch.Tensor) -> float | torch.Tensor:
+def _radius(rc: RoundConfig, key: str, center: torch.Tensor) -> float | torch.Tensor:
     """The round's l1 radius for one state entry: absolute, or per sample relative to ``||center||_1``."""
-    r = rnd.radius_for(key)
-    return r * center.flatten(1).abs().sum(1) if rnd.relative else r
+    r = rc.radius_for(key)
+    return r * center.flatten(1).abs().sum(1) if rc.relative else r
 
 
-def _back_to_range(generator, state, layer, target: State, target_layer, center, rnd_prev, config) -> State:
+def _back_to_range(generator, state: State, layer: int, target: State, target_layer: int,
+                   feasible: dict[str, list[Constraint]], config: ILOConfig) -> State:
     """Lines 5-6: ``argmin_{z in feasible set} ||G1(z) - target||^2`` for ``G1`` = layers
-    ``layer .. target_layer``, started at the current ``state``; the feasible set is the
-    previous round's l1 ball (or, for the input latent, CSGM's l2 ball if it has one)."""
+    ``layer .. target_layer``, started at the current ``state``: a round whose objective is the
+    distance to the target; the feasible set is the previous round's (or CSGM's latent set)."""
     keys = generator.trainable_keys(layer) if layer > 0 else tuple(state)
+    keys = tuple(k for k in keys if k in feasible)  # an entry the round did not optimise stays put
     fixed = {k: v for k, v in state.items() if k not in keys}
     params = {k: state[k].clone() for k in keys}
     tkeys = [k for k in generator.trainable_keys(target_layer) if k in target]
 
-    def evaluate(p):
-        out = generator.run({**fixed, **p}, layer, target_layer)
-        loss = sum((out[k] - target[k]).flatten(1).pow(2).mean(1) for k in tkeys)
-        return loss, loss.detach(), out[tkeys[0]]
+    def distance(out: State, _state: State) -> torch.Tensor:
+        return sum((out[k] - target[k]).flatten(1).pow(2).mean(1) for k in tkeys)
 
-    def project(p):
-        for k in keys:
-            if layer == 0:
-                if config.csgm.latent_radius is not None:
-                    project_l2_ball_(p[k], config.csgm.latent_radius)
-            else:
-                p[k].copy_(project_l1_deviation(p[k], center[k], _radius(rnd_prev, k, center[k])))
-
-    adam_loop(params, evaluate, config.back_to_range_steps, config.back_to_range_lr, config.schedule, project)
-    return {**fixed, **{k: v.detach() for k, v in params.items()}}
+    rnd = Round(render=lambda s: generator.run(s, layer, target_layer), objective=distance,
+                steps=config.back_to_range_steps, lr=config.back_to_range_lr,
+                constraints={k: feasible[k] for k in keys}, schedule=config.schedule)
+    return {**fixed, **rnd.run(params, fixed)}

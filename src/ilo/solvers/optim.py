@@ -10,7 +10,7 @@ with Adam's element-wise updates each sample's trajectory, do not depend on the 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -20,13 +20,20 @@ Params = dict[str, torch.Tensor]
 
 
 class StepInfo:
-    """What a solver callback receives after each step."""
+    """What a solver callback receives after each step.
 
-    __slots__ = ("step", "round", "layer", "loss", "measurement_loss", "image", "time")
+    ``loss``, ``measurement_loss``: ``[B]`` per image at this step (CSGM: its best restart);
+    ``image``: the iterate (CSGM: every restart, ``[B * R, C, H, W]``); ``best_loss [B]`` and
+    ``best_image [B, C, H, W]``: per image, the iterate with the lowest measurement loss so far
+    (what the solver would return if it stopped here, with ``select="measurement"``).
+    """
 
-    def __init__(self, step, round, layer, loss, measurement_loss, image, time):
+    __slots__ = ("step", "round", "layer", "loss", "measurement_loss", "image", "time", "best_loss", "best_image")
+
+    def __init__(self, step, round, layer, loss, measurement_loss, image, time, best_loss=None, best_image=None):
         self.step, self.round, self.layer = step, round, layer
         self.loss, self.measurement_loss, self.image, self.time = loss, measurement_loss, image, time
+        self.best_loss, self.best_image = best_loss, best_image
 
     def as_dict(self) -> dict:
         return {
@@ -35,24 +42,25 @@ class StepInfo:
             "layer": self.layer,
             "loss": [round(float(v), 8) for v in self.loss],
             "measurement_loss": [round(float(v), 8) for v in self.measurement_loss],
+            "best_measurement_loss": [round(float(v), 8) for v in self.best_loss] if self.best_loss is not None else None,
             "time": round(self.time, 5),
         }
 
 
 def adam_loop(
     params: Params,
-    evaluate: Callable[[Params], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    evaluate: Callable[[Params], tuple[torch.Tensor, torch.Tensor, Any]],
     steps: int,
     lr: float,
     schedule: Schedule,
     project: Callable[[Params], None] | None = None,
-    on_step: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+    on_step: Callable[[int, torch.Tensor, torch.Tensor, Any], None] | None = None,
 ) -> Params:
     """Minimise ``evaluate(params)[0].sum()`` with Adam; returns the final (projected) params.
 
     Args:
         params: leaf tensors ``[B, ...]`` (modified in place).
-        evaluate: returns ``(objective [B], measurement_loss [B], image [B, C, H, W])``.
+        evaluate: returns ``(objective [B], measurement_loss [B], output)`` (output: e.g. the image).
         project: in-place projection applied under ``no_grad`` after every step.
         on_step: called with ``(t, objective, measurement_loss, image)`` (detached) per step.
     """
@@ -68,7 +76,7 @@ def adam_loop(
         opt.zero_grad(set_to_none=True)
         objective.sum().backward()
         if on_step is not None:
-            on_step(t, objective.detach(), meas.detach(), image.detach())
+            on_step(t, objective.detach(), meas.detach(), _detach(image))
         opt.step()
         if project is not None:
             with torch.no_grad():
@@ -78,20 +86,8 @@ def adam_loop(
     return params
 
 
-def make_evaluate(render: Callable[[Params], torch.Tensor], objective, operator, y: torch.Tensor,
-                  fixed: Params) -> Callable[[Params], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """``evaluate`` for :func:`adam_loop`: render the full state (``fixed`` entries plus the
-    optimised ones), then its objective and its measurement loss (without gradient)."""
-
-    def evaluate(p: Params):
-        full = {**fixed, **p}
-        x = render(full)
-        obj = objective(x, y, full)
-        with torch.no_grad():
-            meas = operator.measurement_loss(x.detach(), y)
-        return obj, meas, x
-
-    return evaluate
+def _detach(out: Any) -> Any:
+    return {k: v.detach() for k, v in out.items()} if isinstance(out, dict) else out.detach()
 
 
 class Timer:

@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..generators.base import LayeredGenerator, State
+from ..rng import stream
 from .optim import StepInfo, Timer
 
 
@@ -24,9 +25,10 @@ def resolve_seeds(seeds: int | Sequence[int] | None, batch: int) -> list[int]:
 
 
 def stack_latents(generator: LayeredGenerator, seeds: list[int], per_seed: int) -> State:
-    """``per_seed`` latents drawn from a generator seeded with each seed: ``[len(seeds) * per_seed, ...]``,
-    the latents of seed ``i`` at rows ``i * per_seed .. (i + 1) * per_seed - 1``."""
-    states = [generator.sample_latent(per_seed, torch.Generator().manual_seed(s)) for s in seeds]
+    """``per_seed`` random starts per seed, start ``r`` from the stream ``(seed, "restart", r)`` of
+    :mod:`ilo.rng` (so restart ``r`` is the same whatever the number of restarts):
+    ``[len(seeds) * per_seed, ...]``, the starts of seed ``i`` at rows ``i * per_seed .. (i + 1) * per_seed - 1``."""
+    states = [generator.sample_latent(1, stream(s, "restart", r)) for s in seeds for r in range(per_seed)]
     return {k: torch.cat([s[k] for s in states]) for k in states[0]}
 
 
@@ -59,17 +61,30 @@ class BestTracker:
 
 
 class Recorder:
-    """History, progress bar and user callback for one solver run."""
+    """History, progress bar, user callback and the best-so-far iterate of one solver run.
 
-    def __init__(self, total: int, desc: str, progress: bool, callback: Callable[[StepInfo], None] | None):
+    :attr:`best` keeps, per image (``batch`` of them), the iterate with the lowest measurement
+    loss seen so far (:meth:`track`); every step's :class:`StepInfo` and history entry carry it,
+    so callers read the best-so-far curve instead of re-deriving it.
+    """
+
+    def __init__(self, total: int, desc: str, progress: bool, callback: Callable[[StepInfo], None] | None,
+                 batch: int, device: torch.device | str = "cpu"):
         self.timer = Timer()
         self.history: list[dict] = []
         self.callback = callback
+        self.best = BestTracker(batch, device)
         self.bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
         self.step = 0
 
+    def track(self, meas: torch.Tensor, image: torch.Tensor, layer: int) -> None:
+        """Offer per-image candidates ``image [B, ...]`` with measurement losses ``meas [B]``."""
+        self.best.update(meas, image, layer)
+
     def __call__(self, round_: int, layer: int, loss: torch.Tensor, meas: torch.Tensor, image: torch.Tensor) -> None:
-        info = StepInfo(self.step, round_, layer, loss.cpu(), meas.cpu(), image, self.timer())
+        """Record one step (after :meth:`track` was offered its iterate)."""
+        info = StepInfo(self.step, round_, layer, loss.cpu(), meas.cpu(), image, self.timer(),
+                        self.best.loss.cpu(), self.best.image)
         self.history.append(info.as_dict())
         if self.callback is not None:
             self.callback(info)

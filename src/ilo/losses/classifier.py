@@ -1,9 +1,11 @@
-"""Classifier guidance: an ImageNet classifier as a (non-linear) forward operator.
+"""Classifier guidance: an ImageNet classifier's cross-entropy as a data-fidelity term.
 
-Section 4.3 of Daras et al. (2021), "Out of distribution generation": there is no observed
-image, only the wish "this image is class ``c``". The operator's measurement loss is the
-classifier's cross-entropy for ``c``; ILO minimises it within l1 balls around the generator's
-intermediate layers, so the radius decides how far the image may leave the face manifold.
+Section 4.3 of Daras et al. (2021), "Out of distribution generation": there is no measured
+image, only the wish "this image is class ``c``". The wish is a data-fidelity term of the
+objective (:class:`~ilo.losses.fidelity.DataFidelity`), apart from the operator (which says
+how data are made, here :class:`~ilo.operators.Identity` of the starting face): ILO minimises
+the classifier's cross-entropy for ``c`` within l1 balls around the generator's intermediate
+layers, so the radius decides how far the image may leave the face manifold.
 
 The paper used an adversarially robust classifier, whose input gradients point at visible
 class features. None of the classifiers that install offline here is robust (MobileNetV2,
@@ -31,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from ..nets import ImageNetClassifier, class_index, class_name, load_classifier
-from .base import Operator, RandomSource
+from ..operators.base import RandomSource
+from .fidelity import DataFidelity
 
 #: short names accepted for the two offline classifiers -> :func:`ilo.nets.load_classifier` names
 CLASSIFIER_NAMES = {
@@ -60,13 +63,11 @@ def get_classifier(name: str, device: torch.device | str = "cpu") -> ImageNetCla
     return _LOADED[key]
 
 
-class ClassifierGuidance(Operator):
-    """Cross-entropy of a target ImageNet class, averaged over random augmentations.
+class ClassifierGuidance(DataFidelity):
+    """Cross-entropy of a target ImageNet class, averaged over random augmentations: ``[B]``.
 
-    ``A(x)`` is the classifier's logits ``[B, 1000]`` (no augmentation). The observation ``y``
-    carries no information: :meth:`measurement_loss` only uses its batch size. By convention it
-    is :meth:`target_labels` ``(B)``, the target index per sample; an integer ``y`` holding any
-    other class is rejected, so a caller cannot believe it chose the class through ``y``.
+    A data-fidelity term: ``fidelity(x, y, operator)`` ignores ``y`` and the operator (the
+    datum it is faithful to is the target class, fixed at construction).
 
     Randomness: the augmentations of every call are drawn from ``generator``, either one
     ``torch.Generator`` for the whole batch or a sequence with one per sample (then a sample's
@@ -97,12 +98,9 @@ class ClassifierGuidance(Operator):
         >>> op.target, op.target_name
         (1, 'goldfish')
         >>> x = torch.zeros(2, 3, 16, 16)
-        >>> op.measurement_loss(x, op.target_labels(2)).shape, op.probabilities(x).shape
+        >>> op(x).shape, op.probabilities(x).shape
         (torch.Size([2]), torch.Size([2]))
     """
-
-    linear = False
-    task = "classify"
 
     def __init__(
         self,
@@ -118,7 +116,7 @@ class ClassifierGuidance(Operator):
         view_size: int | None = None,
         generator: RandomSource = None,
     ):
-        super().__init__(input_shape)
+        self.input_shape = tuple(int(s) for s in input_shape)
         if self.input_shape[0] != 3:
             raise ValueError(f"ImageNet classifiers take RGB images, got input_shape {self.input_shape}")
         if isinstance(classifier, str):
@@ -148,21 +146,24 @@ class ClassifierGuidance(Operator):
             torch.Generator().manual_seed(0) if generator is None
             else generator if isinstance(generator, torch.Generator) else list(generator)
         )
-        self.output_shape = (1000,)
 
-    # -- operator -------------------------------------------------------------------------
-    def A(self, x: torch.Tensor) -> torch.Tensor:
+    # -- fidelity -------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"{type(self).__name__} expects [B, {', '.join(map(str, self.input_shape))}], got {list(x.shape)}")
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the un-augmented images: ``[B, 3, H, W] -> [B, 1000]``."""
         self.check_input(x)
         return self.classifier(x)
 
     def target_labels(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """The conventional observation: the target index for each of ``batch`` samples, ``[B]``."""
+        """The target class index for each of ``batch`` samples: ``[B]``."""
         return torch.full((batch,), self.target, dtype=torch.long, device=device)
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probability of the target class for un-augmented images ``x``: ``[B]``."""
-        return self.A(x).softmax(dim=1)[:, self.target]
+        return self.logits(x).softmax(dim=1)[:, self.target]
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """``K`` random views of every image, ``[B, 3, H, W] -> [B, K, 3, S, S]`` (``S`` =
@@ -191,21 +192,14 @@ class ClassifierGuidance(Operator):
         out = F.grid_sample(views, grid, mode="bilinear", padding_mode="border", align_corners=False)
         return out.view(B, K, 3, S, S)
 
-    def measurement_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor | None = None, operator=None) -> torch.Tensor:
         """Cross-entropy of the target class averaged over ``K`` fresh random views: ``[B]``.
 
-        ``y`` only gives the batch size (see the class docstring). With ``augmentations=0``
+        ``y`` and ``operator`` are not used (see the class docstring). With ``augmentations=0``
         it is the plain cross-entropy of ``x``.
         """
         self.check_input(x)
         B = x.shape[0]
-        if y.shape[:1] != (B,):
-            raise ValueError(f"y must have batch size {B}, got shape {list(y.shape)}")
-        if not y.dtype.is_floating_point and y.ndim == 1 and bool((y != self.target).any()):
-            raise ValueError(
-                f"this operator guides towards class {self.target} ({self.target_name}); y holds other "
-                "labels. Build one operator per target class"
-            )
         if self.augmentations == 0:
             logits = self.classifier(x)  # [B, 1000]
             return F.cross_entropy(logits, self.target_labels(B, x.device), reduction="none")
@@ -231,9 +225,6 @@ class ClassifierGuidance(Operator):
             n = torch.stack([d[1].to(x.device) for d in draws])
         return u.to(x.device, x.dtype), n.to(x.device, x.dtype)
 
-    def observation_image(self, y: torch.Tensor) -> torch.Tensor:
-        raise ValueError("classifier guidance has no observed image (its observation is a class label)")
-
     def batch_repeat(self, r: int) -> "ClassifierGuidance":
         """For a batch with every sample repeated ``r`` times in a row: per-sample generators
         are repeated (each sample's ``r`` copies then share, and advance, one stream)."""
@@ -244,7 +235,7 @@ class ClassifierGuidance(Operator):
         return new
 
     def config(self) -> dict:
-        cfg = super().config()
+        cfg = {"fidelity": "classifier cross-entropy", "input_shape": list(self.input_shape)}
         cfg.update(
             classifier=self.classifier.name,
             target=self.target,

@@ -1,0 +1,188 @@
+"""The preset table: solver configurations as data, keyed by generator family and task.
+
+:func:`default_config` looks up ``PRESETS[generator.family][task]`` (a :class:`TaskPreset`:
+the ILO loss, the loss below a "scarce" level, the round radius) and hands it to the family's
+layout (:data:`LAYOUTS`: how the budget is split into a CSGM stage and rounds); the CSGM
+variants and PULSE take their loss from :data:`METHOD_LOSS`. This module and
+:mod:`ilo.operators` are the only places that name tasks.
+
+DCGAN presets were tuned on tuning images only (generated seeds 10_000-10_003 and LFW faces
+70, 80, 90), never on evaluation images; see docs/BENCHMARKS.md. StyleGAN-2 presets follow
+section 4.1 of the paper and the defaults of the official code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from ..losses.composite import LossConfig
+from .bm3d import BM3DConfig
+from .config import CSGMConfig, ILOConfig, RoundConfig, Schedule
+
+#: weight of the offline perceptual distance where a DCGAN preset uses it (MSE has weight 1)
+PERCEPTUAL_WEIGHT = 0.05
+#: inpainting below this observed fraction uses MSE only (the paper: "scarce measurements")
+SCARCE_OBSERVED = 0.25
+#: Adam learning rate of the CSGM (MSE) baseline. Tuned on the tuning images (generated seeds
+#: 10000-10003, LFW 70/80/90) over 0.05-0.4: at 600 steps x 4 restarts, inversion PSNR 32.6 ->
+#: 44.3 dB (generated) and 21.4 -> 22.3 dB (LFW) going from 0.05 to 0.2; at 100 x 2 0.2 is best
+#: or within 0.2 dB of the best on inpainting, compressed sensing and super-resolution.
+CSGM_LR = 0.2
+#: the loss of every CSGM-family method (the paper's three CSGM columns and PULSE's
+#: 100 MSE + 0.05 geocross, Menon et al. 2020)
+METHOD_LOSS = {
+    "csgm": LossConfig(),
+    "csgm-perceptual": LossConfig(mse=0.0, perceptual=1.0),
+    "csgm-mse-perceptual": LossConfig(mse=1.0, perceptual=PERCEPTUAL_WEIGHT),
+    "pulse": LossConfig(mse=100.0, geocross=0.05),
+}
+
+
+@dataclass(frozen=True)
+class TaskPreset:
+    """The ILO preset of one (family, task): ``loss``, and ``scarce_loss`` below the level
+    ``scarce_below`` (or when the level is unknown); ``radius``: the relative l1 radius of
+    every round (DCGAN layout)."""
+
+    loss: LossConfig
+    scarce_loss: LossConfig | None = None
+    scarce_below: float | None = None
+    radius: float = 0.3
+
+    def loss_at(self, level: float | None) -> LossConfig:
+        scarce = self.scarce_loss is not None and (level is None or self.scarce_below is None or level < self.scarce_below)
+        return self.scarce_loss if scarce else self.loss
+
+
+_DCGAN_IMAGE = LossConfig(mse=1.0, perceptual=PERCEPTUAL_WEIGHT)
+_SG_IMAGE = LossConfig(mse=1.0, perceptual=1.0, geocross=0.01)
+_SG_MSE = LossConfig(mse=1.0, geocross=0.01)
+
+#: family -> task -> preset
+PRESETS: dict[str, dict[str, TaskPreset]] = {
+    "dcgan": {
+        "inpaint": TaskPreset(_DCGAN_IMAGE, scarce_loss=LossConfig(), scarce_below=SCARCE_OBSERVED, radius=0.3),
+        "superres": TaskPreset(_DCGAN_IMAGE, radius=0.3),
+        "denoise": TaskPreset(replace(_DCGAN_IMAGE, sna=True), radius=0.1),
+        "cs": TaskPreset(LossConfig(), radius=0.3),
+    },
+    "stylegan2": {
+        "inpaint": TaskPreset(_SG_IMAGE, scarce_loss=_SG_MSE, scarce_below=SCARCE_OBSERVED),
+        "superres": TaskPreset(_SG_IMAGE),
+        "denoise": TaskPreset(replace(_SG_IMAGE, sna=True)),
+        "cs": TaskPreset(_SG_MSE),
+    },
+}
+
+
+def task_preset(family: str, task: str) -> TaskPreset:
+    """``PRESETS[family][task]``; ValueError naming what exists otherwise."""
+    if family not in PRESETS:
+        raise ValueError(f"no presets for generator family {family!r}; known: {', '.join(PRESETS)}")
+    if task not in PRESETS[family]:
+        raise ValueError(f"no preset for task {task!r}; give a config (presets: {', '.join(PRESETS[family])})")
+    return PRESETS[family][task]
+
+
+def csgm_preset(total_steps: int = 600, restarts: int = 4, variant: str = "csgm") -> CSGMConfig:
+    """CSGM with the MSE, the perceptual or the combined loss (the paper's three CSGM columns).
+    The MSE variant uses the tuned :data:`CSGM_LR`; the perceptual ones keep Adam's 0.05 (not tuned)."""
+    return CSGMConfig(steps=total_steps, restarts=restarts, loss=METHOD_LOSS[variant],
+                      lr=CSGM_LR if variant == "csgm" else 0.05)
+
+
+def pulse_preset(total_steps: int = 600, restarts: int = 4) -> CSGMConfig:
+    """PULSE (Menon et al. 2020): latents on the sphere of radius sqrt(d), loss 100 MSE +
+    0.05 geocross, Adam lr 0.4; the best iterate is returned (PULSE's code returned the last)."""
+    return CSGMConfig(steps=total_steps, restarts=restarts, lr=0.4, sphere=True, loss=METHOD_LOSS["pulse"])
+
+
+def dcgan_layout(generator, preset: TaskPreset, loss: LossConfig, total_steps: int, restarts: int) -> ILOConfig:
+    """ILO for a 64x64 DCGAN: CSGM for a third of the budget, then one round per layer 1-3
+    with an l1 radius relative to the layer's norm (so it grows with layer width)."""
+    csgm_steps = total_steps // 3
+    rest = total_steps - csgm_steps
+    layers = (1, 2, 3)
+    per = [rest // len(layers)] * len(layers)
+    per[-1] += rest - sum(per)
+    rounds = tuple(RoundConfig(layer=k, steps=s, lr=0.05, radius=preset.radius, relative=True) for k, s in zip(layers, per))
+    return ILOConfig(csgm=CSGMConfig(steps=csgm_steps, restarts=restarts, loss=loss), rounds=rounds, loss=loss)
+
+
+#: official per-round l1 radii (rounds 1, 2, 3): w+ latents, noise maps, features
+STYLEGAN_RADII = {"ws": (100.0, 1000.0, 6000.0), "noise": (1000.0, 1000.0, 6000.0), "x": (1000.0, 1000.0, 6000.0)}
+#: official steps per round (CSGM, then rounds 1-3), used as proportions of the budget
+STYLEGAN_STEPS = (50, 50, 25, 25)
+
+
+def stylegan2_layout(generator, preset: TaskPreset, loss: LossConfig, total_steps: int, restarts: int) -> ILOConfig:
+    """ILO on StyleGAN-2 as in section 4.1: CSGM on w+ and the first 5 noise maps, then rounds
+    at the outputs of the first blocks (layers 1, 3, 5: 4x4, 8x8, 16x16 features), each
+    optimising the features, the skip image, the remaining w+ (geocross-regularised) and the
+    noise maps up to ``4 + 2 i``, within l1 balls whose radii grow with the layer's width."""
+    n_noise = len(generator.noise_keys())
+    layers = [k for k in (1, 3, 5) if k < generator.num_layers]
+    weights = STYLEGAN_STEPS[: len(layers) + 1]
+    steps = [max(1, round(total_steps * w / sum(weights))) for w in weights]
+    steps[0] += total_steps - sum(steps)
+    sched = Schedule(rampup=0.05, rampdown=0.75)
+    noise = lambda a, b: tuple(f"noise{j}" for j in range(a, min(b, n_noise)))  # noqa: E731
+    latent = "v" if "v" in generator.trainable_keys(0) else "ws"  # Gaussianised or plain w+
+    csgm = CSGMConfig(steps=steps[0], lr=0.1, restarts=restarts, keys=(latent,) + noise(0, 5), loss=loss, schedule=sched)
+    rounds = []
+    for i, (k, st) in enumerate(zip(layers, steps[1:]), start=1):
+        radius = {key: vals[i - 1] for key, vals in STYLEGAN_RADII.items()}
+        radius["img"] = radius["x"]
+        rounds.append(RoundConfig(layer=k, steps=st, lr=0.1, radius=radius, keys=("x", "img", "ws") + noise(k, 5 + 2 * i)))
+    return ILOConfig(csgm=csgm, rounds=tuple(rounds), loss=loss, schedule=sched)
+
+
+def stylegan2_csgm(ilo_cfg: ILOConfig, method: str, total_steps: int) -> CSGMConfig:
+    """A CSGM-family method on StyleGAN-2: ILO's first stage (w+ and noise maps, its schedule)
+    for the whole budget, with the method's loss (PULSE: its sphere and lr 0.4; the CSGM
+    variants: plus geocross 0.01)."""
+    base = replace(ilo_cfg.csgm, steps=total_steps)
+    if method == "pulse":
+        return replace(base, lr=0.4, sphere=True, loss=METHOD_LOSS["pulse"])
+    return replace(base, loss=replace(METHOD_LOSS[method], geocross=0.01))
+
+
+def dcgan_csgm(ilo_cfg: ILOConfig, method: str, total_steps: int) -> CSGMConfig:
+    """A CSGM-family method on a DCGAN: its own preset (:func:`csgm_preset`, :func:`pulse_preset`)."""
+    restarts = ilo_cfg.csgm.restarts
+    return pulse_preset(total_steps, restarts) if method == "pulse" else csgm_preset(total_steps, restarts, method)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a family turns a :class:`TaskPreset` into configs: ``ilo`` builds the ILO config,
+    ``csgm`` a CSGM-family method's config (given the ILO one)."""
+
+    ilo: Callable[..., ILOConfig]
+    csgm: Callable[[ILOConfig, str, int], CSGMConfig]
+
+
+#: family -> layout
+LAYOUTS: dict[str, Layout] = {
+    "dcgan": Layout(dcgan_layout, dcgan_csgm),
+    "stylegan2": Layout(stylegan2_layout, stylegan2_csgm),
+}
+
+
+def default_config(method: str, generator, task: str, total_steps: int | None = None, restarts: int = 4,
+                   level: float | None = None) -> CSGMConfig | ILOConfig | BM3DConfig:
+    """The preset configuration of ``method`` for ``generator`` (by its ``family``) and ``task``.
+
+    ``level``: the operator's level (:attr:`ilo.operators.Operator.level`); presets use it
+    to drop the perceptual term when measurements are scarce (None counts as scarce).
+    """
+    if method == "bm3d":
+        return BM3DConfig()
+    if method not in METHOD_LOSS and method != "ilo":
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join([*METHOD_LOSS, 'ilo', 'bm3d'])}")
+    steps = total_steps or 600
+    preset = task_preset(generator.family, task)
+    layout = LAYOUTS[generator.family]
+    ilo_cfg = layout.ilo(generator, preset, preset.loss_at(level), steps, restarts)
+    return ilo_cfg if method == "ilo" else layout.csgm(ilo_cfg, method, steps)
