@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ilo.generators import registry
 from ilo.generators import stylegan2 as sg
+from ilo.generators import stylegan2_net as sgnet
 from ilo.generators.files import UnsafeCheckpointError, fetch, load_checkpoint, rosinality_to_nvidia, save_checkpoint
 from ilo.generators.registry import GeneratorUnavailable, load_generator
 
@@ -105,9 +106,9 @@ class Persisted:
 
 
 _CLASS_NAMES = {
-    sg.StyleGAN2Generator: "Generator", sg.MappingNetwork: "MappingNetwork", sg.SynthesisNetwork: "SynthesisNetwork",
-    sg.SynthesisBlock: "SynthesisBlock", sg.SynthesisLayer: "SynthesisLayer", sg.ToRGBLayer: "ToRGBLayer",
-    sg.FullyConnectedLayer: "FullyConnectedLayer",
+    sg.StyleGAN2Generator: "Generator", sgnet.MappingNetwork: "MappingNetwork", sgnet.SynthesisNetwork: "SynthesisNetwork",
+    sgnet.SynthesisBlock: "SynthesisBlock", sgnet.SynthesisLayer: "SynthesisLayer", sgnet.ToRGBLayer: "ToRGBLayer",
+    sgnet.FullyConnectedLayer: "FullyConnectedLayer",
 }
 
 
@@ -126,17 +127,17 @@ def persist(env, module: torch.nn.Module, source: str, layout: str = "ada") -> P
             kwargs["synthesis_kwargs"] = env.EasyDict(synth)
         else:  # stylegan3's networks_stylegan2: flat synthesis kwargs
             kwargs.update(synth, fused_modconv_default="inference_only")
-    elif isinstance(module, sg.FullyConnectedLayer):
+    elif isinstance(module, sgnet.FullyConnectedLayer):
         # NVIDIA computes gains with NumPy: they are pickled as numpy.float64 scalars
         attrs.update(in_features=module.in_features, out_features=module.out_features, activation=module.activation,
                      weight_gain=np.float64(module.weight_gain), bias_gain=module.bias_gain)
-    elif isinstance(module, sg.SynthesisLayer):
+    elif isinstance(module, sgnet.SynthesisLayer):
         attrs.update(in_channels=module.in_channels, out_channels=module.out_channels, resolution=module.resolution,
                      up=2 if module.up else 1, use_noise=module.use_noise, activation="lrelu", conv_clamp=module.conv_clamp,
                      padding=1, act_gain=np.sqrt(2))
-    elif isinstance(module, sg.ToRGBLayer):
+    elif isinstance(module, sgnet.ToRGBLayer):
         attrs.update(conv_clamp=module.conv_clamp, weight_gain=module.weight_gain)
-    elif isinstance(module, sg.SynthesisBlock):
+    elif isinstance(module, sgnet.SynthesisBlock):
         attrs.update(in_channels=module.in_channels, resolution=module.resolution, architecture="skip", is_last=False,
                      num_conv=module.num_conv, num_torgb=1, use_fp16=False)
     state = dict(

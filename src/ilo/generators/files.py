@@ -52,7 +52,8 @@ import torch
 
 from .base import LayeredGenerator
 from .registry import GeneratorUnavailable, cache_dir, sha256_file
-from .stylegan2 import StyleGAN2Generator, setup_filter
+from .stylegan2 import StyleGAN2Generator
+from .stylegan2_ops import setup_filter
 
 __all__ = [
     "UnsafeCheckpointError",
