@@ -194,6 +194,15 @@ def test_nvidia_pickle_loads_identically_without_running_its_source(nvidia_env, 
     assert same_output(g16.eval(), loaded.eval())
 
 
+@pytest.mark.parametrize("name", ["network-snapshot.pt", "network-snapshot"])
+def test_nvidia_pickle_is_recognised_by_content_not_name(nvidia_env, g16, tmp_path, flag, name, monkeypatch):
+    monkeypatch.setattr(registry, "_CACHE", {})
+    path = tmp_path / name
+    write_nvidia_pkl(nvidia_env, path, g16, flag=flag)
+    assert same_output(g16.eval(), load_checkpoint(path).eval())
+    assert same_output(g16.eval(), load_generator(str(path)))
+
+
 def test_nvidia_pickle_picks_g_or_g_ema_and_keeps_conv_clamp(nvidia_env, tmp_path, flag):
     g_ema, g = tiny(16, seed=1, conv_clamp=0.5), tiny(16, seed=2, conv_clamp=0.5)
     path = tmp_path / "snap.pkl"

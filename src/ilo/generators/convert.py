@@ -395,14 +395,15 @@ def dcgan_from_state_dict(sd: Any, name: str) -> DCGANGenerator:
     """A :class:`DCGANGenerator` for a state dict with keys ``main.N.*`` (architecture from its shapes), strictly."""
     if not isinstance(sd, dict) or "main.0.weight" not in sd:
         raise CheckpointError(f"{name} is not a DCGAN checkpoint (no main.0.weight)")
-    convs = sorted(int(m.group(1)) for k, v in sd.items()
-                   if (m := re.fullmatch(r"main\.(\d+)\.weight", str(k))) and isinstance(v, torch.Tensor) and v.ndim == 4)
-    if not convs or convs[0] != 0:
-        w0 = sd["main.0.weight"]
-        shape = list(w0.shape) if isinstance(w0, torch.Tensor) else type(w0).__name__
-        raise CheckpointError(f"{name}: main.0.weight is {shape}, not a 4-D transposed-convolution weight")
-    first, last = sd["main.0.weight"], sd[f"main.{convs[-1]}.weight"]
-    nz, ngf, nc, size = int(first.shape[0]), int(last.shape[0]), int(last.shape[1]), 4 * 2 ** (len(convs) - 1)
+    weights = [int(m.group(1)) for k in sd if (m := re.fullmatch(r"main\.(\d+)\.weight", str(k)))]
+    last = max(weights)  # the final transposed convolution: main.{3 * (n_convt - 1)}
+    for key in ("main.0.weight", f"main.{last}.weight"):
+        w = sd[key]
+        if not isinstance(w, torch.Tensor) or w.ndim != 4:
+            shape = list(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
+            raise CheckpointError(f"{name}: {key} is {shape}, not a 4-D transposed-convolution weight")
+    first, final = sd["main.0.weight"], sd[f"main.{last}.weight"]
+    nz, ngf, nc, size = int(first.shape[0]), int(final.shape[0]), int(final.shape[1]), 4 * 2 ** (last // 3)
 
     def build() -> DCGANGenerator:
         try:

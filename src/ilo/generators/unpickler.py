@@ -300,7 +300,7 @@ class RestrictedUnpickler(_GuardedUnpickler):
     >>> data = pickle.dumps(collections.OrderedDict(w=torch.ones(2)), protocol=4)
     >>> RestrictedUnpickler(io.BytesIO(data)).load()["w"]
     tensor([1., 1.])
-    >>> RestrictedUnpickler(io.BytesIO(pickle.dumps(print))).load()
+    >>> RestrictedUnpickler(io.BytesIO(pickle.dumps(print))).load()  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     ilo.generators.errors.UnsafeCheckpointError: refusing to load: the pickle asks for builtins.print, ...
@@ -377,14 +377,19 @@ class _Opaque:
     """Whatever a call in a torch pickle would have built (the scanner builds nothing)."""
 
 
+# bytes per element of the storage types torch names in persistent ids (``torch.FloatStorage``...)
+_STORAGE_ITEMSIZE = {
+    "UntypedStorage": 1, "ByteStorage": 1, "CharStorage": 1, "BoolStorage": 1, "QInt8Storage": 1, "QUInt8Storage": 1,
+    "QUInt4x2Storage": 1, "QUInt2x4Storage": 1, "ShortStorage": 2, "HalfStorage": 2, "BFloat16Storage": 2,
+    "IntStorage": 4, "FloatStorage": 4, "QInt32Storage": 4, "LongStorage": 8, "DoubleStorage": 8,
+    "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16,
+}
+
+
 def _storage_itemsize(kind: Any) -> int:
-    """Bytes per element of a storage type torch names in a persistent id (``torch.FloatStorage``...)."""
-    if isinstance(kind, _Name) and kind.module == "torch":
-        if kind.name == "UntypedStorage":
-            return 1
-        cls = getattr(torch, kind.name, None)
-        if isinstance(cls, type) and issubclass(cls, torch.storage.TypedStorage) and kind.name.endswith("Storage"):
-            return torch.tensor([], dtype=cls.dtype).element_size()
+    """Bytes per element of a storage type named in a persistent id."""
+    if isinstance(kind, _Name) and kind.module in ("torch", "torch.storage") and kind.name in _STORAGE_ITEMSIZE:
+        return _STORAGE_ITEMSIZE[kind.name]
     what = f"{kind.module}.{kind.name}" if isinstance(kind, _Name) else type(kind).__name__
     raise CheckpointError(f"not a torch checkpoint: unknown storage type {what}")
 
