@@ -523,11 +523,14 @@ def _legacy_storage_bytes(f: IO[bytes], size: int, what: str) -> int:
 def _torch_error(e: Exception, what: str) -> CheckpointError:
     """One line for what ``torch.load(weights_only=True)`` raised (never its advice to turn the safety off)."""
     text = str(e)
-    if isinstance(e, pickle.UnpicklingError) or "weights_only" in text:
-        m = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"global ([\w.]+)", text, re.IGNORECASE)
-        name = m.group(1) if m else "an object"
-        return UnsafeCheckpointError(f"refusing to load {what}: it holds {name}, which is not a tensor or container "
+    m = re.search(r"GLOBAL ([\w.]+)", text)
+    if m:
+        return UnsafeCheckpointError(f"refusing to load {what}: it holds {m.group(1)}, which is not a tensor or container "
                                      f"type this loader allows; {_NOTHING_RAN}")
+    if "weights_only" in text:  # torch's refusal of something else: keep its reason, drop its advice
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln and "Weights only" not in ln]
+        reason = next((ln for ln in lines if not ln.startswith(("Check the documentation", "Please file"))), "unsupported contents")
+        return UnsafeCheckpointError(f"refusing to load {what}: {reason}; {_NOTHING_RAN}")
     first = text.strip().splitlines()[0] if text.strip() else ""
     return CheckpointError(f"cannot read {what}: {e.__class__.__name__}: {first}")
 
