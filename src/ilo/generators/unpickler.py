@@ -35,7 +35,7 @@ import pickletools
 import re
 import zipfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -112,7 +112,11 @@ def _size_of(f: IO[bytes]) -> int:
 class _GuardedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
     """Pure-Python unpickler over a bounded file; errors become :class:`CheckpointError`."""
 
-    dispatch: dict[int, Callable] = {}
+    dispatch: ClassVar[dict[int, Callable]] = {}
+    stack: list[Any]  # the machine state of pickle._Unpickler, which typeshed does not describe
+    metastack: list[list[Any]]
+    append: Callable[[Any], None]
+    pop_mark: Callable[[], list[Any]]
 
     def __init__(self, f: IO[bytes], size: int | None = None):
         super().__init__(_Bounded(f, _size_of(f) if size is None else size))
@@ -205,8 +209,8 @@ def _np_dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:
     return dt
 
 
-_NP_RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's ndarray reconstructor, wherever it lives
-_NP_SCALAR = np.float32(0).__reduce__()[0]
+_NP_RECONSTRUCT: Callable[..., Any] = np.zeros(1).__reduce__()[0]  # type: ignore[assignment]  # numpy's ndarray reconstructor
+_NP_SCALAR: Callable[..., Any] = np.float32(0).__reduce__()[0]  # type: ignore[assignment]
 
 
 def _np_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
