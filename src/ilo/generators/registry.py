@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Hashable
 
@@ -49,14 +50,16 @@ def available() -> dict[str, str]:
 
 
 def _looks_like_path(name: str) -> bool:
-    return Path(name).suffix != "" or os.sep in name or (os.altsep or os.sep) in name or os.path.lexists(name)
+    seps = [s for s in (os.sep, os.altsep) if s]
+    return Path(name).suffix != "" or any(s in name for s in seps) or os.path.lexists(name)
 
 
 def load_generator(name: str, device: str | torch.device = "cpu") -> LayeredGenerator:
     """A registered generator by name, or a checkpoint file by path; eval mode, frozen weights.
 
     Results are cached in this process: registered names by name, files by their resolved
-    path, size and modification time (a file replaced at the same path is read again).
+    path, size, modification and change times and inode (a file replaced at the same path is
+    read again).
 
     Raises:
         GeneratorUnavailable: unknown name, or weights missing/corrupt (message says what to do);
@@ -68,8 +71,8 @@ def load_generator(name: str, device: str | torch.device = "cpu") -> LayeredGene
     elif _looks_like_path(name):
         path = checkpoint_file(name)
         st = path.stat()
-        key = ("file", str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
-        build = lambda: load_checkpoint(path)  # noqa: E731
+        key = ("file", str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        build = partial(load_checkpoint, path)
     else:
         raise GeneratorUnavailable(f"unknown generator {name!r}; known: {', '.join(sorted(_REGISTRY))} or a checkpoint path")
     if (key, str(device)) not in _CACHE:
