@@ -375,7 +375,7 @@ def test_directory_is_not_reported_missing(tmp_path):
         load_generator(str(tmp_path / "absent.pt"))
 
 
-@pytest.mark.parametrize("module", ["budget", "unpickler", "files", "convert", "hub", "registry"])
+@pytest.mark.parametrize("module", ["budget", "pickling", "torchfile", "unpickler", "files", "convert", "hub", "registry"])
 def test_module_doctests(module):
     import doctest
     import importlib

@@ -11,7 +11,9 @@ Modules, each importing only those above it in this list:
     stylegan2       StyleGAN2Generator: the layered adapter
     gaussianised    the paper's Gaussianised latent (GaussianisedGenerator)
     records         inert records of what NVIDIA pickles hold
-    unpickler       restricted unpickler, declared-size checks, safe torch.load
+    pickling        a pure-Python unpickler whose every opcode is checked
+    torchfile       torch files: format by content, declared sizes checked, safe torch.load
+    unpickler       the restricted unpickler of NVIDIA network pickles
     convert         checkpoint contents -> generators (NVIDIA, TensorFlow, rosinality, ours, DCGAN)
     files           load_checkpoint (format by content), save_checkpoint
     hub             download cache: cache_dir, fetch, checksums

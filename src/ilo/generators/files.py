@@ -3,7 +3,7 @@
 ``load_checkpoint(path)`` looks at the file's first bytes, never its name:
 
 * a zip archive or torch's legacy magic number: a ``torch.save`` file, read by
-  :func:`~ilo.generators.unpickler.torch_load` (declared storage sizes checked against the file
+  :func:`~ilo.generators.torchfile.torch_load` (declared storage sizes checked against the file
   and the memory available, then ``torch.load(weights_only=True)``) and recognised by its
   contents: our :func:`save_checkpoint` format, rosinality's ``stylegan2-pytorch`` (``g_ema`` /
   ``g``, or a bare generator state dict), an NVIDIA-layout state dict, a DCGAN checkpoint;
@@ -33,7 +33,8 @@ from .convert import dcgan_from_state_dict, from_ilo, from_nvidia_pickle, from_r
 from .dcgan import DCGANGenerator
 from .errors import CheckpointError
 from .stylegan2 import StyleGAN2Generator
-from .unpickler import restricted_load, torch_format, torch_load
+from .torchfile import torch_format, torch_load
+from .unpickler import restricted_load
 
 __all__ = ["checkpoint_file", "load_checkpoint", "load_nvidia_pkl", "load_rosinality", "load_dcgan_file", "save_checkpoint"]
 

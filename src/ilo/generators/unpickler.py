@@ -1,140 +1,36 @@
-"""Reading pickles and torch files without running their code or trusting their sizes.
+"""The restricted unpickler for NVIDIA's network pickles: allow-listed names, calls and state updates only.
 
-Two readers, both on the pure-Python :class:`pickle._Unpickler` with an opcode table of our own,
-so that every operation a file asks for is checked, not only the names it looks up:
-
-* :class:`RestrictedUnpickler` (NVIDIA's network pickles). Names resolve through an allow-list
-  (tensor rebuilding, containers, NumPy arrays, the inert records of
-  :mod:`ilo.generators.records`); what a name resolves to is one of our checked wrappers or
-  records, never a torch or NumPy function the rest of the process uses. Only those may be
-  called (``REDUCE``/``NEWOBJ``); ``BUILD`` only reaches the ``__setstate__`` of an array, a
-  dtype or a record made by this load (never ``setattr`` on a class or function: a file cannot
-  change the defaults of a function or the attributes of a class for the rest of the
-  process); ``SETITEM``/``APPEND``/``ADDITEMS`` only fill plain dicts, lists and sets; persistent
-  ids, extension codes, out-of-band buffers and protocol-0 instance opcodes are refused. A
-  length field larger than what is left of the file is refused before it is read, and arrays
-  and storages can only be as large as the bytes the file holds for them.
-* :class:`StorageScanner` (torch's own files, before ``torch.load``): walks the pickle of a
-  torch checkpoint without constructing anything and collects the storages it declares, so
-  that :func:`torch_storage_bytes` can compare the declared sizes with the bytes that are
-  really there before torch allocates a single storage.
-
-:func:`torch_load` is ``torch.load(weights_only=True)`` behind that size check, with one-line
-errors (never torch's advice to turn the safety off).
+Built on :class:`~ilo.generators.pickling.GuardedUnpickler` (every opcode checked, length fields
+bounded by the file), so that every operation a file asks for is checked, not only the names it
+looks up. Names resolve through an allow-list (tensor rebuilding, containers, NumPy arrays, the
+inert records of :mod:`ilo.generators.records`); what a name resolves to is one of our checked
+wrappers or records, never a torch or NumPy function the rest of the process uses. Only those
+may be called (``REDUCE``/``NEWOBJ``); ``BUILD`` only reaches the ``__setstate__`` of an array,
+a dtype or a record made by this load (never ``setattr`` on a class or function: a file cannot
+change the defaults of a function or the attributes of a class for the rest of the process);
+``SETITEM``/``APPEND``/``ADDITEMS`` only fill plain dicts, lists and sets; persistent ids,
+extension codes, out-of-band buffers and protocol-0 instance opcodes are refused. Arrays and
+storages can only be as large as the bytes the file holds for them (nested torch storages go
+through :func:`~ilo.generators.torchfile.load_storage_bytes`).
 """
 
 from __future__ import annotations
 
 import _compat_pickle
-import argparse
 import collections
-import io
-import os
 import pickle
 import pickletools
-import re
-import zipfile
-from pathlib import Path
-from typing import IO, Any, Callable, ClassVar
+from typing import IO, Any, Callable
 
 import numpy as np
 import torch
 
-from . import budget
 from .errors import CheckpointError, UnsafeCheckpointError
+from .pickling import NOTHING_RAN, REFUSED_OPCODES, GuardedUnpickler, opcode_table
 from .records import EasyDict, PersistentModule, TFNetwork, TorchModuleRecord, torch_module_record
+from .torchfile import load_storage_bytes
 
-__all__ = ["RestrictedUnpickler", "StorageScanner", "restricted_load", "torch_storage_bytes", "torch_load"]
-
-_NOTHING_RAN = "nothing from the file was executed"
-
-# opcodes no weights file needs: persistent ids (torch's own format, read by torch), the copyreg
-# extension registry, out-of-band buffers, protocol-0/1 instance creation, keyword NEWOBJ, and
-# BYTEARRAY8 (it allocates its length before reading)
-_REFUSED = {"PERSID", "BINPERSID", "INST", "OBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4", "NEXT_BUFFER",
-            "READONLY_BUFFER", "BYTEARRAY8"}
-
-
-class _Bounded:
-    """A binary file whose reads may not ask for more than is left in it (length fields are checked)."""
-
-    def __init__(self, f: IO[bytes], size: int):
-        self._f, self._left = f, size
-
-    def read(self, n: int = -1) -> bytes:
-        if n is not None and n > self._left:
-            raise CheckpointError(f"the pickle declares {n} bytes where only {self._left} are left in the file")
-        data = self._f.read(n)
-        self._left -= len(data)
-        return data
-
-    def readline(self) -> bytes:
-        line = self._f.readline()
-        self._left -= len(line)
-        return line
-
-    def readinto(self, buf: Any) -> int:  # pragma: no cover - only BYTEARRAY8 uses it, which is refused
-        raise UnsafeCheckpointError("refusing to load: out-of-band bytearray")
-
-
-def _refuser(name: str) -> Callable[[Any], None]:
-    def refuse(self: Any) -> None:
-        raise UnsafeCheckpointError(f"refusing to load: the pickle uses the {name} opcode, which no weights file needs; {_NOTHING_RAN}")
-
-    return refuse
-
-
-def _dispatch(overrides: dict[str, Callable], refused: set[str]) -> dict[int, Callable]:
-    """Opcode table: pickle's own loaders, ``overrides`` by opcode name, refusals for ``refused``."""
-    base = pickle._Unpickler.dispatch  # type: ignore[attr-defined]
-    table = {}
-    for op in pickletools.opcodes:
-        code = op.code.encode("latin-1")[0]
-        if op.name in overrides:
-            table[code] = overrides[op.name]
-        elif op.name in refused:
-            table[code] = _refuser(op.name)
-        elif code in base:
-            table[code] = base[code]
-    return table
-
-
-def _size_of(f: IO[bytes]) -> int:
-    try:
-        return os.fstat(f.fileno()).st_size - f.tell()
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        pos = f.tell()
-        end = f.seek(0, io.SEEK_END)
-        f.seek(pos)
-        return end - pos
-
-
-class _GuardedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
-    """Pure-Python unpickler over a bounded file; errors become :class:`CheckpointError`."""
-
-    dispatch: ClassVar[dict[int, Callable]] = {}
-    stack: list[Any]  # the machine state of pickle._Unpickler, which typeshed does not describe
-    metastack: list[list[Any]]
-    append: Callable[[Any], None]
-    pop_mark: Callable[[], list[Any]]
-
-    def __init__(self, f: IO[bytes], size: int | None = None):
-        super().__init__(_Bounded(f, _size_of(f) if size is None else size))
-
-    def load(self) -> Any:
-        try:
-            return super().load()
-        except CheckpointError:
-            raise
-        except KeyError as e:  # an opcode byte that does not exist
-            raise CheckpointError(f"not a valid pickle (unknown opcode {e})") from None
-        except Exception as e:  # truncated or corrupt data, or a wrapper's refusal of its arguments
-            msg = str(e).splitlines()[0] if str(e) else ""
-            raise CheckpointError(f"corrupt pickle: {e.__class__.__name__}: {msg}") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# what an NVIDIA pickle may name and call
+__all__ = ["RestrictedUnpickler", "restricted_load"]
 
 
 def _storage_arg(storage: Any) -> None:
@@ -144,7 +40,7 @@ def _storage_arg(storage: Any) -> None:
 
 def _no_hooks(hooks: Any) -> collections.OrderedDict:
     if hooks:
-        raise UnsafeCheckpointError(f"refusing to load: a tensor with backward hooks; {_NOTHING_RAN}")
+        raise UnsafeCheckpointError(f"refusing to load: a tensor with backward hooks; {NOTHING_RAN}")
     return collections.OrderedDict()
 
 
@@ -167,7 +63,7 @@ def _rebuild_parameter(data: Any, requires_grad: bool, hooks: Any) -> torch.nn.P
 
 def _rebuild_parameter_with_state(data: Any, requires_grad: bool, hooks: Any, state: Any) -> torch.nn.Parameter:
     if state:
-        raise UnsafeCheckpointError(f"refusing to load: a parameter with extra attributes; {_NOTHING_RAN}")
+        raise UnsafeCheckpointError(f"refusing to load: a parameter with extra attributes; {NOTHING_RAN}")
     return _rebuild_parameter(data, requires_grad, hooks)
 
 
@@ -175,12 +71,7 @@ def _load_from_bytes(data: Any) -> Any:
     """``torch.storage._load_from_bytes``: a storage in torch's format, sizes checked, ``weights_only``."""
     if not isinstance(data, (bytes, bytearray)):
         raise UnsafeCheckpointError("refusing to load: storage record is not bytes")
-    what = "a storage inside the pickle"
-    budget.require(torch_storage_bytes(io.BytesIO(data), len(data), what), f"reading {what}")
-    try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise _torch_error(e, what) from None
+    return load_storage_bytes(bytes(data))
 
 
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
@@ -205,7 +96,7 @@ def _np_dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:
         raise UnsafeCheckpointError(f"refusing to load: numpy.dtype({type(spec).__name__})")
     dt = np.dtype(spec, bool(align), True)
     if dt.hasobject:
-        raise UnsafeCheckpointError(f"refusing to load: a NumPy array of Python objects; {_NOTHING_RAN}")
+        raise UnsafeCheckpointError(f"refusing to load: a NumPy array of Python objects; {NOTHING_RAN}")
     return dt
 
 
@@ -280,7 +171,7 @@ def _container_op(name: str) -> Callable[[Any], None]:
         target = self.stack[-depth] if depth else self.metastack[-1][-1]  # below the MARK for the *S forms
         if type(target) not in _CONTAINERS[name]:
             what = getattr(target, "__qualname__", type(target).__name__)
-            raise UnsafeCheckpointError(f"refusing to load: the pickle uses {name} on {what}; {_NOTHING_RAN}")
+            raise UnsafeCheckpointError(f"refusing to load: the pickle uses {name} on {what}; {NOTHING_RAN}")
         base(self)
 
     return op
@@ -297,7 +188,7 @@ def _buildable(obj: Any) -> bool:
     return type(obj) is np.ndarray or isinstance(obj, (np.dtype, TFNetwork, TorchModuleRecord))
 
 
-class RestrictedUnpickler(_GuardedUnpickler):
+class RestrictedUnpickler(GuardedUnpickler):
     """Unpickler for NVIDIA network pickles: allow-listed names, calls and state updates only.
 
     >>> import io, pickle, collections
@@ -323,12 +214,12 @@ class RestrictedUnpickler(_GuardedUnpickler):
             return record
         raise UnsafeCheckpointError(
             f"refusing to load: the pickle asks for {module}.{name}, which is not a tensor or container "
-            f"type this loader allows; {_NOTHING_RAN}"
+            f"type this loader allows; {NOTHING_RAN}"
         )
 
     def _call_target(self, obj: Any, how: str) -> None:
         if not _may_call(obj):
-            raise UnsafeCheckpointError(f"refusing to load: the pickle calls a {type(obj).__name__} ({how}); {_NOTHING_RAN}")
+            raise UnsafeCheckpointError(f"refusing to load: the pickle calls a {type(obj).__name__} ({how}); {NOTHING_RAN}")
 
     def _reduce(self) -> None:
         args = self.stack.pop()
@@ -341,7 +232,7 @@ class RestrictedUnpickler(_GuardedUnpickler):
         args = self.stack.pop()
         cls = self.stack.pop()
         if not isinstance(cls, type):
-            raise UnsafeCheckpointError(f"refusing to load: NEWOBJ on a {type(cls).__name__}; {_NOTHING_RAN}")
+            raise UnsafeCheckpointError(f"refusing to load: NEWOBJ on a {type(cls).__name__}; {NOTHING_RAN}")
         self._call_target(cls, "NEWOBJ")
         self.append(cls.__new__(cls, *args))
 
@@ -350,212 +241,17 @@ class RestrictedUnpickler(_GuardedUnpickler):
         inst = self.stack[-1]
         if not _buildable(inst):
             what = getattr(inst, "__qualname__", type(inst).__name__)
-            raise UnsafeCheckpointError(f"refusing to load: the pickle changes the state of {what} (BUILD); {_NOTHING_RAN}")
+            raise UnsafeCheckpointError(f"refusing to load: the pickle changes the state of {what} (BUILD); {NOTHING_RAN}")
         inst.__setstate__(state)
 
-    dispatch = _dispatch(
+    dispatch = opcode_table(
         {"REDUCE": _reduce, "NEWOBJ": _newobj, "BUILD": _build, "SETITEM": _container_op("SETITEM"),
          "SETITEMS": _container_op("SETITEMS"), "APPEND": _container_op("APPEND"), "APPENDS": _container_op("APPENDS"),
          "ADDITEMS": _container_op("ADDITEMS")},
-        _REFUSED,
+        REFUSED_OPCODES,
     )
 
 
 def restricted_load(f: IO[bytes]) -> Any:
     """Unpickle a binary file object with :class:`RestrictedUnpickler`."""
     return RestrictedUnpickler(f).load()
-
-
-# ---------------------------------------------------------------------------------------------
-# torch's own files: declared storage sizes, checked before torch allocates them
-
-
-class _Name:
-    """A global a torch pickle names, kept as a name (the scanner looks nothing up)."""
-
-    def __init__(self, module: str, name: str):
-        self.module, self.name = module, name
-
-
-class _Opaque:
-    """Whatever a call in a torch pickle would have built (the scanner builds nothing)."""
-
-
-# bytes per element of the storage types torch names in persistent ids (``torch.FloatStorage``...)
-_STORAGE_ITEMSIZE = {
-    "UntypedStorage": 1, "ByteStorage": 1, "CharStorage": 1, "BoolStorage": 1, "QInt8Storage": 1, "QUInt8Storage": 1,
-    "QUInt4x2Storage": 1, "QUInt2x4Storage": 1, "ShortStorage": 2, "HalfStorage": 2, "BFloat16Storage": 2,
-    "IntStorage": 4, "FloatStorage": 4, "QInt32Storage": 4, "LongStorage": 8, "DoubleStorage": 8,
-    "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16,
-}
-
-
-def _storage_itemsize(kind: Any) -> int:
-    """Bytes per element of a storage type named in a persistent id."""
-    if isinstance(kind, _Name) and kind.module in ("torch", "torch.storage") and kind.name in _STORAGE_ITEMSIZE:
-        return _STORAGE_ITEMSIZE[kind.name]
-    what = f"{kind.module}.{kind.name}" if isinstance(kind, _Name) else type(kind).__name__
-    raise CheckpointError(f"not a torch checkpoint: unknown storage type {what}")
-
-
-class StorageScanner(_GuardedUnpickler):
-    """Walks one pickle of a torch file and records the storages it declares; constructs nothing.
-
-    Names become inert :class:`_Name` s, calls and state updates produce :class:`_Opaque`
-    placeholders, containers stay empty. ``storages`` maps each storage key to its declared
-    size in bytes.
-    """
-
-    def __init__(self, f: IO[bytes], size: int | None = None):
-        super().__init__(f, size)
-        self.storages: dict[str, int] = {}
-
-    def find_class(self, module: str, name: str) -> Any:
-        return _Name(module, name)
-
-    def persistent_load(self, pid: Any) -> Any:
-        # zip: ('storage', type, key, location, numel); legacy: the same plus view metadata
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[4], int)):
-            raise CheckpointError("not a torch checkpoint: unexpected persistent id")
-        key, numel = str(pid[2]), pid[4]
-        if numel < 0:
-            raise CheckpointError("not a torch checkpoint: negative storage size")
-        self.storages[key] = max(self.storages.get(key, 0), numel * _storage_itemsize(pid[1]))
-        return _Opaque()
-
-    def _placeholder(self) -> None:
-        self.stack.pop()
-        self.stack[-1] = _Opaque()
-
-    def _newobj(self) -> None:
-        self.stack.pop()
-        self.stack[-1] = _Opaque()
-
-    def _build(self) -> None:
-        self.stack.pop()
-
-    def _drop_marked(self) -> None:
-        self.pop_mark()
-
-    def _drop_one(self) -> None:
-        self.stack.pop()
-
-    def _drop_two(self) -> None:
-        del self.stack[-2:]
-
-    dispatch = _dispatch(
-        {"REDUCE": _placeholder, "NEWOBJ": _newobj, "BUILD": _build, "SETITEM": _drop_two, "SETITEMS": _drop_marked,
-         "APPEND": _drop_one, "APPENDS": _drop_marked, "ADDITEMS": _drop_marked},
-        _REFUSED - {"BINPERSID", "PERSID"},
-    )
-
-
-_LEGACY_MAGIC = b"\x8a\x0a" + torch.serialization.MAGIC_NUMBER.to_bytes(10, "little")  # LONG1 of torch's magic number
-
-
-def torch_format(head: bytes) -> str | None:
-    """``"zip"`` (``torch.save``), ``"legacy"`` (``torch.save(_use_new_zipfile_serialization=False)``),
-    ``"pickle"`` (any other pickle of protocol 2+) or ``None``, from a file's first bytes (>= 32).
-
-    >>> torch_format(b"PK\\x03\\x04" + bytes(28)), torch_format(pickle.dumps({}, protocol=4)), torch_format(b"GIF89a")
-    ('zip', 'pickle', None)
-    """
-    if head[:4] == b"PK\x03\x04":
-        return "zip"
-    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "legacy" if _LEGACY_MAGIC in head[:32] else "pickle"
-    return None
-
-
-def torch_storage_bytes(f: IO[bytes], size: int, what: str) -> int:
-    """Total bytes of the storages a torch file declares, checked against the bytes it holds.
-
-    ``f`` is positioned at the start of the file (``size`` bytes). Raises :class:`CheckpointError`
-    if a storage declares more bytes than the file has for it, or (zip) if the archive's records
-    inflate beyond the file's own size (``torch.save`` writes uncompressed records).
-    """
-    pos = f.tell()
-    kind = torch_format(f.read(32))
-    f.seek(pos)
-    if kind == "zip":
-        return _zip_storage_bytes(f, size, what)
-    if kind == "legacy":
-        return _legacy_storage_bytes(f, size, what)
-    raise CheckpointError(f"{what} is not a torch checkpoint")
-
-
-def _zip_storage_bytes(f: IO[bytes], size: int, what: str) -> int:
-    try:
-        z = zipfile.ZipFile(f)
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"{what} is not a readable torch checkpoint ({e})") from None
-    with z:
-        infos = z.infolist()
-        inflated = sum(i.file_size for i in infos)
-        if inflated > size:
-            raise CheckpointError(f"{what}: its archive inflates to {budget.human(inflated)} from {budget.human(size)} "
-                                  "(torch writes uncompressed archives); refusing it")
-        pkls = sorted((i for i in infos if i.filename.endswith("data.pkl")), key=lambda i: len(i.filename))
-        if not pkls:
-            raise CheckpointError(f"{what} is a zip archive without data.pkl, not a torch checkpoint")
-        prefix = pkls[0].filename[: -len("data.pkl")]
-        scanner = StorageScanner(io.BytesIO(z.read(pkls[0])), pkls[0].file_size)
-        scanner.load()
-        records = {i.filename: i.file_size for i in infos}
-        for key, nbytes in scanner.storages.items():
-            have = records.get(f"{prefix}data/{key}", 0)
-            if nbytes > have:
-                raise CheckpointError(f"{what}: storage {key} declares {budget.human(nbytes)} but the file holds "
-                                      f"{budget.human(have)} for it")
-    return sum(scanner.storages.values())
-
-
-def _legacy_storage_bytes(f: IO[bytes], size: int, what: str) -> int:
-    start = f.tell()
-    for _ in range(3):  # magic number, protocol version, system info
-        StorageScanner(f, size - (f.tell() - start)).load()
-    main = StorageScanner(f, size - (f.tell() - start))
-    main.load()
-    StorageScanner(f, size - (f.tell() - start)).load()  # the list of storage keys
-    declared, left = sum(main.storages.values()), size - (f.tell() - start)
-    if declared > left:
-        raise CheckpointError(f"{what}: its storages declare {budget.human(declared)} but the file holds only "
-                              f"{budget.human(left)} of data")
-    return declared
-
-
-def _torch_error(e: Exception, what: str) -> CheckpointError:
-    """One line for what ``torch.load(weights_only=True)`` raised (never its advice to turn the safety off)."""
-    text = str(e)
-    m = re.search(r"GLOBAL ([\w.]+)", text)
-    if m:
-        return UnsafeCheckpointError(f"refusing to load {what}: it holds {m.group(1)}, which is not a tensor or container "
-                                     f"type this loader allows; {_NOTHING_RAN}")
-    if "weights_only" in text:  # torch's refusal of something else: keep its reason, drop its advice
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln and "Weights only" not in ln]
-        reason = next((ln for ln in lines if not ln.startswith(("Check the documentation", "Please file"))), "unsupported contents")
-        return UnsafeCheckpointError(f"refusing to load {what}: {reason}; {_NOTHING_RAN}")
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return CheckpointError(f"cannot read {what}: {e.__class__.__name__}: {first}")
-
-
-def torch_load(path: str | os.PathLike) -> Any:
-    """``torch.load(path, weights_only=True)`` (``argparse.Namespace`` allowed) after checking declared sizes.
-
-    Raises:
-        CheckpointError: not a torch file, sizes that do not match the file, corrupt data.
-        UnsafeCheckpointError: the file holds objects other than tensors and containers.
-        CheckpointTooLarge: its storages would not fit in the memory available.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            declared = torch_storage_bytes(f, os.fstat(f.fileno()).st_size, str(path))
-    except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
-    budget.require(declared, f"reading {path}")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise _torch_error(e, str(path)) from None
