@@ -25,7 +25,7 @@ NOTHING_RAN = "nothing from the file was executed"
 # extension registry, out-of-band buffers, protocol-0/1 instance creation, keyword NEWOBJ, and
 # BYTEARRAY8 (it allocates its length before reading)
 REFUSED_OPCODES = {"PERSID", "BINPERSID", "INST", "OBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4", "NEXT_BUFFER",
-            "READONLY_BUFFER", "BYTEARRAY8"}
+                   "READONLY_BUFFER", "BYTEARRAY8"}
 
 
 class _Bounded:
@@ -101,6 +101,6 @@ class GuardedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
             raise
         except KeyError as e:  # an opcode byte that does not exist
             raise CheckpointError(f"not a valid pickle (unknown opcode {e})") from None
-        except Exception as e:  # truncated or corrupt data, or a wrapper's refusal of its arguments
+        except Exception as e:  # truncated or corrupt data (e.g. a tensor view outside its storage)
             msg = str(e).splitlines()[0] if str(e) else ""
             raise CheckpointError(f"corrupt pickle: {e.__class__.__name__}: {msg}") from None
