@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from ilo.generators import DCGANGenerator, GeneratorUnavailable, load_generator
-from ilo.generators import registry
+from ilo.generators import files, registry
+from ilo.nets.weights import sha256_file
 
 
 def test_digiface_shapes_and_range(digiface):
@@ -63,8 +64,8 @@ def test_checksum_mismatch(tmp_path, tiny_dcgan):
     p = tmp_path / "g.pt"
     torch.save({"netG_state_dict": tiny_dcgan.state_dict()}, p)
     with pytest.raises(GeneratorUnavailable, match="checksum mismatch"):
-        registry.load_dcgan_file(p, sha256="0" * 64)
-    g = registry.load_dcgan_file(p, sha256=registry.sha256_file(p)).eval()
+        files.load_dcgan_file(p, sha256="0" * 64)
+    g = files.load_dcgan_file(p, sha256=sha256_file(p)).eval()
     z = tiny_dcgan.sample_latent(2, torch.Generator().manual_seed(0))
     assert g.image_shape == (3, 16, 16)
     assert torch.equal(g(z), tiny_dcgan(z))
@@ -83,8 +84,11 @@ def test_code_in_checkpoint_is_refused(tmp_path):
     p = tmp_path / "evil.pt"
     with open(p, "wb") as f:
         pickle.dump({"netG_state_dict": Evil()}, f)
-    with pytest.raises(GeneratorUnavailable, match="cannot read"):
-        registry.load_dcgan_file(p)
+    with pytest.raises(GeneratorUnavailable, match="not a torch checkpoint"):
+        files.load_dcgan_file(p)
+    torch.save({"netG_state_dict": Evil()}, p)
+    with pytest.raises(GeneratorUnavailable, match="posix.system.*nothing from the file was executed"):
+        files.load_dcgan_file(p)
     assert not marker.exists()
 
 

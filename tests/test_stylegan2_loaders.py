@@ -22,8 +22,11 @@ import torch.nn.functional as F
 
 from ilo.generators import registry
 from ilo.generators import stylegan2 as sg
-from ilo.generators.files import UnsafeCheckpointError, fetch, load_checkpoint, rosinality_to_nvidia, save_checkpoint
-from ilo.generators.registry import GeneratorUnavailable, load_generator
+from ilo.generators import stylegan2_net as sgnet
+from ilo.generators import CheckpointError, GeneratorUnavailable, UnsafeCheckpointError, load_generator
+from ilo.generators.convert import rosinality_to_nvidia
+from ilo.generators.files import load_checkpoint, save_checkpoint
+from ilo.generators.hub import fetch
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -105,9 +108,9 @@ class Persisted:
 
 
 _CLASS_NAMES = {
-    sg.StyleGAN2Generator: "Generator", sg.MappingNetwork: "MappingNetwork", sg.SynthesisNetwork: "SynthesisNetwork",
-    sg.SynthesisBlock: "SynthesisBlock", sg.SynthesisLayer: "SynthesisLayer", sg.ToRGBLayer: "ToRGBLayer",
-    sg.FullyConnectedLayer: "FullyConnectedLayer",
+    sg.StyleGAN2Generator: "Generator", sgnet.MappingNetwork: "MappingNetwork", sgnet.SynthesisNetwork: "SynthesisNetwork",
+    sgnet.SynthesisBlock: "SynthesisBlock", sgnet.SynthesisLayer: "SynthesisLayer", sgnet.ToRGBLayer: "ToRGBLayer",
+    sgnet.FullyConnectedLayer: "FullyConnectedLayer",
 }
 
 
@@ -126,17 +129,17 @@ def persist(env, module: torch.nn.Module, source: str, layout: str = "ada") -> P
             kwargs["synthesis_kwargs"] = env.EasyDict(synth)
         else:  # stylegan3's networks_stylegan2: flat synthesis kwargs
             kwargs.update(synth, fused_modconv_default="inference_only")
-    elif isinstance(module, sg.FullyConnectedLayer):
+    elif isinstance(module, sgnet.FullyConnectedLayer):
         # NVIDIA computes gains with NumPy: they are pickled as numpy.float64 scalars
         attrs.update(in_features=module.in_features, out_features=module.out_features, activation=module.activation,
                      weight_gain=np.float64(module.weight_gain), bias_gain=module.bias_gain)
-    elif isinstance(module, sg.SynthesisLayer):
+    elif isinstance(module, sgnet.SynthesisLayer):
         attrs.update(in_channels=module.in_channels, out_channels=module.out_channels, resolution=module.resolution,
                      up=2 if module.up else 1, use_noise=module.use_noise, activation="lrelu", conv_clamp=module.conv_clamp,
                      padding=1, act_gain=np.sqrt(2))
-    elif isinstance(module, sg.ToRGBLayer):
+    elif isinstance(module, sgnet.ToRGBLayer):
         attrs.update(conv_clamp=module.conv_clamp, weight_gain=module.weight_gain)
-    elif isinstance(module, sg.SynthesisBlock):
+    elif isinstance(module, sgnet.SynthesisBlock):
         attrs.update(in_channels=module.in_channels, resolution=module.resolution, architecture="skip", is_last=False,
                      num_conv=module.num_conv, num_torgb=1, use_fp16=False)
     state = dict(
@@ -171,7 +174,8 @@ def write_nvidia_pkl(env, path, g_ema, g=None, flag=None, layout="ada", protocol
 
 
 def test_plain_torch_modules_become_inert_records(tmp_path):
-    from ilo.generators.files import TorchModuleRecord, restricted_load
+    from ilo.generators.records import TorchModuleRecord
+    from ilo.generators.unpickler import restricted_load
 
     net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ModuleList([torch.nn.Conv2d(2, 2, 1)]))
     rec = restricted_load(io.BytesIO(pickle.dumps(net)))
@@ -188,6 +192,15 @@ def test_nvidia_pickle_loads_identically_without_running_its_source(nvidia_env, 
     assert isinstance(loaded, sg.StyleGAN2Generator) and loaded.name == "network-snapshot"
     assert loaded.config == g16.config
     assert same_output(g16.eval(), loaded.eval())
+
+
+@pytest.mark.parametrize("name", ["network-snapshot.pt", "network-snapshot"])
+def test_nvidia_pickle_is_recognised_by_content_not_name(nvidia_env, g16, tmp_path, flag, name, monkeypatch):
+    monkeypatch.setattr(registry, "_CACHE", {})
+    path = tmp_path / name
+    write_nvidia_pkl(nvidia_env, path, g16, flag=flag)
+    assert same_output(g16.eval(), load_checkpoint(path).eval())
+    assert same_output(g16.eval(), load_generator(str(path)))
 
 
 def test_nvidia_pickle_picks_g_or_g_ema_and_keeps_conv_clamp(nvidia_env, tmp_path, flag):
@@ -262,8 +275,9 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, flag, case):
 def test_malicious_pt_is_refused(tmp_path, flag):
     path = tmp_path / "evil.pt"
     torch.save({"g_ema": Evil(os.system, f"touch {flag}")}, path)
-    with pytest.raises(GeneratorUnavailable, match="cannot read .* safely"):
+    with pytest.raises(UnsafeCheckpointError, match="posix.system.*nothing from the file was executed") as info:
         load_checkpoint(path)
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
     assert not flag.exists()
 
 
@@ -271,7 +285,7 @@ def test_corrupt_and_missing_files(tmp_path, nvidia_env, g16):
     path = tmp_path / "cut.pkl"
     write_nvidia_pkl(nvidia_env, path, g16)
     path.write_bytes(path.read_bytes()[:500])
-    with pytest.raises(GeneratorUnavailable, match="cannot read"):
+    with pytest.raises(CheckpointError, match="cut.pkl: .*left in the file"):
         load_checkpoint(path)
     with pytest.raises(GeneratorUnavailable, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pkl")

@@ -11,9 +11,55 @@ mapping network produces, and PULSE's sphere constraint and geodesic regulariser
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from .base import LayeredGenerator, State
-from .stylegan2 import GaussianisedLatent, StyleGAN2Generator, gaussianised
+from .stylegan2 import StyleGAN2Generator
+from .stylegan2_ops import LRELU_SLOPE
+
+
+class GaussianisedLatent(nn.Module):
+    """``w = LeakyReLU_0.2(std * v + mean)`` with per-dimension ``mean``, ``std`` ``[w_dim]``.
+
+    The parameterisation of the ILO paper (from PULSE): the mapping network's output, passed
+    through the inverse leaky ReLU, is close to Gaussian; optimising ``v ~ N(0, I)`` in that
+    space keeps w on the learnt distribution. Fitted by :func:`gaussianised`.
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.detach().clone())
+        self.register_buffer("std", std.detach().clone())
+
+    def to_w(self, v: torch.Tensor) -> torch.Tensor:
+        """``v [..., w_dim]`` -> ``w [..., w_dim]``."""
+        return F.leaky_relu(v * self.std + self.mean, LRELU_SLOPE)
+
+    def from_w(self, w: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_w`."""
+        return (torch.where(w >= 0, w, w / LRELU_SLOPE) - self.mean) / self.std
+
+    forward = to_w
+
+
+@torch.no_grad()
+def gaussianised(g: StyleGAN2Generator, n: int = 10_000, generator: torch.Generator | None = None, batch_size: int = 2_000) -> GaussianisedLatent:
+    """Fit the Gaussianised parameterisation from ``n`` mapped samples ``w = mapping(z)``.
+
+    ``mean``/``std`` are the per-dimension moments of ``LeakyReLU_5(w)`` (the inverse of
+    LeakyReLU_0.2), as in the paper and PULSE.
+    """
+    if generator is None:
+        generator = torch.Generator(device=g.device.type).manual_seed(0)
+    vs = []
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        z = torch.randn(m, g.z_dim, generator=generator, device=generator.device).to(g.device)
+        w = g.mapping(z, broadcast=False)
+        vs.append(torch.where(w >= 0, w, w / LRELU_SLOPE))
+    v = torch.cat(vs)
+    return GaussianisedLatent(v.mean(0), v.std(0))
 
 
 class GaussianisedGenerator(LayeredGenerator):

@@ -1,26 +1,26 @@
 """Model registry: named pretrained generators, verified weights, an in-process cache.
 
 ``load_generator(name)`` returns an eval-mode :class:`~ilo.generators.base.LayeredGenerator`
-with frozen parameters. Weights are always read with ``torch.load(weights_only=True)`` (or a
-restricted unpickler): no code from a file is ever executed.
+with frozen parameters, for a registered name or a checkpoint path. Weights are read by
+:mod:`ilo.generators.files` (``torch.load(weights_only=True)`` or a restricted unpickler, sizes
+checked first): no code from a file is ever executed. Files are cached per process by path,
+size and modification time, so a file replaced at the same path is read again.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Hashable
 
 import torch
 
-from ..nets.weights import sha256_file
 from .base import LayeredGenerator
-from .dcgan import DCGANGenerator
-
-
-class GeneratorUnavailable(RuntimeError):
-    """A generator's weights are not installed or cannot be read; the message says how to fix it."""
+from .errors import GeneratorUnavailable
+from .files import checkpoint_file, load_checkpoint, load_dcgan_file
+from .hub import fetch
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Entry:
 
 
 _REGISTRY: dict[str, Entry] = {}
-_CACHE: dict[tuple[str, str], LayeredGenerator] = {}
+_CACHE: dict[tuple[Hashable, str], LayeredGenerator] = {}
 
 
 def register(name: str, description: str) -> Callable[[Callable[[], LayeredGenerator]], Callable[[], LayeredGenerator]]:
@@ -49,31 +49,35 @@ def available() -> dict[str, str]:
     return {k: e.description for k, e in sorted(_REGISTRY.items())}
 
 
-def cache_dir() -> Path:
-    """Where downloaded weights live: ``$ILO_CACHE`` or ``~/.cache/ilo`` (never the working tree)."""
-    return Path(os.environ.get("ILO_CACHE", Path.home() / ".cache" / "ilo"))
+def _looks_like_path(name: str) -> bool:
+    seps = [s for s in (os.sep, os.altsep) if s]
+    return Path(name).suffix != "" or any(s in name for s in seps) or os.path.lexists(name)
 
 
 def load_generator(name: str, device: str | torch.device = "cpu") -> LayeredGenerator:
     """A registered generator by name, or a checkpoint file by path; eval mode, frozen weights.
 
-    Raises:
-        GeneratorUnavailable: unknown name, or weights missing/corrupt (message says what to do).
-    """
-    key = (name, str(device))
-    if key in _CACHE:
-        return _CACHE[key]
-    if name in _REGISTRY:
-        g = _REGISTRY[name].build()
-    elif Path(name).suffix in {".pkl", ".pt", ".pth"} or os.sep in name:
-        from . import files  # local checkpoint formats (StyleGAN-2 .pkl / .pt)
+    Results are cached in this process: registered names by name, files by their resolved
+    path, size, modification and change times and inode (a file replaced at the same path is
+    read again).
 
-        g = files.load_checkpoint(name)
+    Raises:
+        GeneratorUnavailable: unknown name, or weights missing/corrupt (message says what to do);
+            for files, its subclass :class:`~ilo.generators.errors.CheckpointError`.
+    """
+    if name in _REGISTRY:
+        key: Hashable = ("registry", name)
+        build: Callable[[], LayeredGenerator] = _REGISTRY[name].build
+    elif _looks_like_path(name):
+        path = checkpoint_file(name)
+        st = path.stat()
+        key = ("file", str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        build = partial(load_checkpoint, path)
     else:
         raise GeneratorUnavailable(f"unknown generator {name!r}; known: {', '.join(sorted(_REGISTRY))} or a checkpoint path")
-    g = g.to(device).eval().requires_grad_(False)
-    _CACHE[key] = g
-    return g
+    if (key, str(device)) not in _CACHE:
+        _CACHE[(key, str(device))] = build().to(device).eval().requires_grad_(False)
+    return _CACHE[(key, str(device))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,27 +100,6 @@ def digiface_weights_path() -> Path:
     return path
 
 
-def load_dcgan_file(path: str | os.PathLike, sha256: str | None = None) -> DCGANGenerator:
-    """Read a DCGAN checkpoint (``{"netG_state_dict": ...}`` or a bare state dict) safely and strictly."""
-    if sha256 is not None and (got := sha256_file(path)) != sha256:
-        raise GeneratorUnavailable(f"checksum mismatch for {path}: expected {sha256[:12]}…, got {got[:12]}…")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file or a pickle with code in it
-        raise GeneratorUnavailable(f"cannot read {path}: {e.__class__.__name__}: {e}") from None
-    sd = obj.get("netG_state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(sd, dict) or "main.0.weight" not in sd:
-        raise GeneratorUnavailable(f"{path} is not a DCGAN checkpoint (no main.0.weight)")
-    nz, c0 = sd["main.0.weight"].shape[:2]
-    last = max(int(k.split(".")[1]) for k in sd if k.endswith(".weight"))
-    nc, ngf = sd[f"main.{last}.weight"].shape[1], sd[f"main.{last}.weight"].shape[0]
-    n_convt = sum(1 for k, v in sd.items() if k.endswith(".weight") and v.ndim == 4)
-    size = 4 * 2 ** (n_convt - 1)
-    g = DCGANGenerator(nz=nz, ngf=ngf, nc=nc, size=size, name=Path(path).stem)
-    g.load_state_dict(sd, strict=True)
-    return g
-
-
 @register("digiface-dcgan", "64x64 DCGAN on DigiFace-1M synthetic faces (PyPI gan-face-generate 1.1.1, MIT)")
 def _digiface() -> LayeredGenerator:
     g = load_dcgan_file(digiface_weights_path(), sha256=DIGIFACE_SHA256)
@@ -125,8 +108,8 @@ def _digiface() -> LayeredGenerator:
 
 
 # ---------------------------------------------------------------------------------------------
-# StyleGAN-2 networks published by NVIDIA: downloaded on first use into cache_dir(), read by the
-# safe loaders of ``files.py`` (no code from the pickle runs). NVIDIA publishes no checksums for
+# StyleGAN-2 networks published by NVIDIA: downloaded on first use into hub.cache_dir(), read by
+# the safe loaders of ``files.py`` (no code from the pickle runs). NVIDIA publishes no checksums for
 # these files: the first download records its SHA-256 beside the file and later uses verify it.
 _NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
 STYLEGAN2_FILES: dict[str, tuple[str, str, str | None, str]] = {
@@ -147,9 +130,7 @@ def _stylegan2_builder(name: str) -> Callable[[], LayeredGenerator]:
     url, filename, sha256, _ = STYLEGAN2_FILES[name]
 
     def build() -> LayeredGenerator:
-        from . import files  # imported lazily: files.py imports this module
-
-        g = files.load_checkpoint(files.fetch(url, filename, sha256))
+        g = load_checkpoint(fetch(url, filename, sha256))
         g.name = name
         return g
 
