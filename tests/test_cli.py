@@ -95,7 +95,7 @@ def test_mask_image(tmp_path, capsys):
         (["--task", "inpaint", "--observed", "0", "--truth-seed", "1"], "(0, 1]"),
         (["--task", "cs", "--measurements", "-0.1", "--truth-seed", "1"], "(0, 1]"),
         (["--task", "superres", "--factor", "3", "--truth-seed", "1"], "does not divide"),
-        (["--task", "denoise", "--sigma", "-5", "--truth-seed", "1"], "--sigma"),
+        (["--task", "denoise", "--sigma", "-5", "--truth-seed", "1"], "sigma"),
         (["--task", "denoise", "--image", "/no/such/file.png"], "not found"),
         (["--task", "denoise", "--image", "{bad}"], "cannot read image"),
         (["--task", "inpaint", "--mask", "{smallmask}", "--truth-seed", "1"], "mask"),
@@ -168,7 +168,7 @@ def test_solver_seed_equal_to_truth_seed_is_refused(tmp_path, capsys):
     truth_latent = G.sample_latent(1, torch.Generator().manual_seed(5))["z"]
     assert torch.equal(stack_latents(G, [5], 1)["z"], truth_latent)  # the leak the check prevents (one restart: exact)
     code, _, err = run(BASE + ["--task", "cs", "--truth-seed", "3", "--seed", "3", "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and err.strip().count("\n") == 0 and "equals --truth-seed" in err
+    assert code == 2 and err.strip().count("\n") == 0 and "equals the truth seed" in err
     assert not (tmp_path / "o").exists()
     prob = build_problem(ProblemSpec("cs", measurements=0.1), G, seed=4, truth_seed=4)
     with pytest.raises(ValueError, match="equals the truth seed"):
