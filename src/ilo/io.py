@@ -46,11 +46,14 @@ class OutputError(ValueError):
     """The output folder cannot be used (message says why, one line)."""
 
 
+def short_path(path: str | os.PathLike, width: int = 120) -> str:
+    """``path`` as text, its middle elided when longer than ``width`` (for one-line messages)."""
+    text = os.fspath(path)
+    return text if len(text) <= width else text[: width // 2] + "..." + text[-(width // 2 - 3):]
+
+
 def _oserror(what: str, path: Path | str, e: OSError) -> OutputError:
-    text = str(path)
-    if len(text) > 120:
-        text = text[:60] + "..." + text[-40:]
-    return OutputError(f"{what} {text}: {e.strerror or e}")
+    return OutputError(f"{what} {short_path(path)}: {e.strerror or e}")
 
 
 def prepare_output_folder(path: str | os.PathLike) -> list[Path]:
@@ -58,10 +61,10 @@ def prepare_output_folder(path: str | os.PathLike) -> list[Path]:
     killed runs. Returns the folders it created, innermost first (for :func:`remove_if_empty`).
     Raises :class:`OutputError` with a one-line message."""
     p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise OutputError(f"output path {p} exists and is not a folder")
-    created = [q for q in [p, *p.parents] if not q.exists()]
     try:
+        if p.exists() and not p.is_dir():
+            raise OutputError(f"output path {short_path(p)} exists and is not a folder")
+        created = [q for q in [p, *p.parents] if not q.exists()]
         p.mkdir(parents=True, exist_ok=True)
         os.rmdir(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=p))
     except OSError as e:

@@ -11,7 +11,8 @@ thread that has lost its core, so a solve can run tens of times slower than on a
 An explicit thread count (``--threads N``) overrides the count; ``OMP_WAIT_POLICY`` and
 ``OMP_NUM_THREADS`` set by the user are respected. The wait policy only takes effect when
 :func:`configure` runs before torch is imported (OpenMP reads it when it loads); the record
-says whether it did. Results are bitwise reproducible for the same seed, device and thread
+says whether it did. A program that imported torch before calling :func:`configure` without a
+count keeps its own thread count (source ``"host"``). Results are bitwise reproducible for the same seed, device and thread
 count; the thread count is recorded so that a run can be repeated exactly.
 
 >>> decide(cpus=2, load=0.1)
@@ -86,35 +87,43 @@ _current: Runtime | None = None
 
 
 def configure(threads: int | None = None) -> Runtime:
-    """Choose and apply threads and wait policy; the first call decides, later calls without
-    ``threads`` return the same choice (so that one process keeps one thread count).
+    """Choose and apply threads and wait policy. Once chosen automatically, later calls without
+    ``threads`` return the same choice (one process keeps one thread count).
 
     Raises ValueError for ``threads < 1``.
     """
     global _current
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    if _current is not None and (threads is None or threads == _current.threads):
+    if threads is None and _current is not None and _current.source in ("auto", "environment"):
         return _current
     cpus, load = usable_cpus(), load_average()
-    source = "auto" if threads is None else "--threads"
-    env_threads = os.environ.get("OMP_NUM_THREADS", "")
-    if threads is None and env_threads.isdigit() and int(env_threads) >= 1:
-        threads, source = int(env_threads), "environment"
-    n, policy = decide(cpus, load, threads)
     before_torch = "torch" not in sys.modules
+    env_threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads is not None:
+        source = "--threads"
+    elif env_threads.isdigit() and int(env_threads) >= 1:
+        threads, source = int(env_threads), "environment"
+    elif not before_torch:  # a program that loaded torch itself owns its thread pool
+        import torch
+
+        threads, source = torch.get_num_threads(), "host"
+    else:
+        source = "auto"
+    n, policy = decide(cpus, load, threads)
     user_policy = os.environ.get("OMP_WAIT_POLICY")
     if user_policy:
         policy = user_policy.upper()
-    elif before_torch and policy != "default":
-        os.environ["OMP_WAIT_POLICY"] = policy
-    elif not before_torch:
+    elif not before_torch:  # OpenMP read its settings when torch loaded
         policy = _current.wait_policy if _current is not None else "default"
+    elif policy != "default":
+        os.environ["OMP_WAIT_POLICY"] = policy
     import torch
 
     torch.set_num_threads(n)
+    first = _current is None
     _current = Runtime(threads=n, wait_policy=policy, load=load, cpus=cpus, source=source,
-                       applied_before_torch=before_torch if _current is None else _current.applied_before_torch)
+                       applied_before_torch=before_torch if first else _current.applied_before_torch)
     return _current
 
 

@@ -56,7 +56,7 @@ def _threads_in(argv: list[str]) -> int | None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: bad input becomes one line on stderr and exit code 2."""
     from .common import first_line
-    from ..io import is_write_error
+    from ..io import is_write_error, short_path
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -74,6 +74,6 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:
         if not is_write_error(e):
             raise
-        click.echo(f"ilo: error: cannot write {e.filename or 'output'}: {e.strerror or e}", err=True)
+        click.echo(f"ilo: error: cannot write {short_path(e.filename or 'output')}: {e.strerror or e}", err=True)
         sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)
