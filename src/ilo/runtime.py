@@ -3,7 +3,8 @@
 On a busy machine OpenMP's default busy-waiting makes every parallel operation wait for a
 thread that has lost its core, so a solve can run tens of times slower than on an idle one.
 :func:`configure` therefore looks at the cores this process may use
-(``os.sched_getaffinity``) and the load (``/proc/loadavg``) and picks:
+(``os.sched_getaffinity``) and the load (``/proc/loadavg``: the 1-minute average and the tasks
+running now) and picks:
 
 * idle (load < 0.5): one thread per usable core, the OpenMP default wait policy;
 * busy: one thread per core left free (at least one), ``OMP_WAIT_POLICY=PASSIVE``.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass
 
 #: below this load average a machine counts as idle
@@ -57,16 +59,28 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def load_average() -> float | None:
-    """The 1-minute load average, or None where the system does not report it."""
-    try:
-        with open("/proc/loadavg") as f:
-            return float(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
+def load_average(samples: int = 5, interval: float = 0.01) -> float | None:
+    """The machine's load: the larger of the 1-minute load average and the number of other
+    tasks running now (median of ``samples`` reads of ``/proc/loadavg``, ``interval`` s apart;
+    the average alone lags a load that has just started by a minute). None where unknown."""
+    now = []
+    avg = None
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                fields = f.read().split()
+            avg = float(fields[0])
+            now.append(int(fields[3].split("/")[0]) - 1)  # minus this process
+        except (OSError, ValueError, IndexError):
+            break
+        if i + 1 < samples:
+            time.sleep(interval)
+    if avg is None:
         try:
             return os.getloadavg()[0]
         except (AttributeError, OSError):
             return None
+    return max(avg, float(sorted(now)[len(now) // 2]))
 
 
 def decide(cpus: int, load: float | None, threads: int | None = None) -> tuple[int, str]:
