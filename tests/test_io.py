@@ -121,3 +121,12 @@ def test_load_array_refuses_pickles(tmp_path):
         load_array(p)
     np.save(p, np.arange(3.0))
     assert load_array(p).tolist() == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("module", ["ilo.io", "ilo.runtime"])
+def test_doctests(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0

@@ -157,7 +157,8 @@ class OutputFolder:
         final = self.out / name
         for p in self.protect:
             if _same_file(final, p):
-                raise OutputError(f"writing {name} into {self.out} would replace the input {p}; choose another output folder")
+                raise OutputError(f"writing {name} into {short_path(self.out)} would replace the input "
+                                  f"{short_path(p)}; choose another output folder")
 
     def path(self, name: str) -> Path:
         """A fresh private path to write ``name`` to (by any writer: PIL, numpy, ...)."""
@@ -191,6 +192,9 @@ class OutputFolder:
         except OSError as e:
             self.abort()
             raise _oserror("cannot write output", self.out, e) from None
+        except BaseException:
+            self.abort()
+            raise
         self.pending = []
         self._remove_tmp()
 
