@@ -11,7 +11,15 @@ import time
 import numpy as np
 import pytest
 
-from ilo.io import OutputError, OutputFolder, clean_leftovers, dumps, finite_json, load_array, prepare_output_folder
+from ilo.io import (
+    OutputError,
+    OutputFolder,
+    clean_leftovers,
+    dumps,
+    finite_json,
+    load_array,
+    prepare_output_folder,
+)
 
 
 def test_commit_moves_every_file_and_removes_the_private_folder(tmp_path):
@@ -86,7 +94,8 @@ def test_clean_leftovers_only_removes_stale_folders_of_dead_processes(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     old = time.time() - 600
-    stale, fresh, alive = (tmp_path / f".ilo-tmp-{p.pid}-a", tmp_path / f".ilo-tmp-{p.pid}-b", tmp_path / f".ilo-tmp-{os.getpid()}-c")
+    stale, fresh = tmp_path / f".ilo-tmp-{p.pid}-a", tmp_path / f".ilo-tmp-{p.pid}-b"
+    alive = tmp_path / f".ilo-tmp-{os.getpid()}-c"
     for d in (stale, fresh, alive):
         d.mkdir()
         (d / "x").write_text("x")

@@ -55,7 +55,7 @@ def read_image(path: str | os.PathLike, *, alpha: str = "refuse") -> Image.Image
     if not p.is_file():
         raise ImageError(f"image not found: {p}")
     try:
-        im = Image.open(p)
+        im: Image.Image = Image.open(p)
         im.load()
         im = ImageOps.exif_transpose(im)
     except Exception as e:

@@ -31,7 +31,10 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: prefix of the private temporary folders (the pid follows, then mkdtemp's random part)
 TMP_PREFIX = ".ilo-tmp-"
@@ -101,7 +104,7 @@ def clean_leftovers(folder: str | os.PathLike) -> list[str]:
     ``.NAME.tmp<pid>.ext``), owned by this user, not symlinks, last changed before this process
     started, and whose process is gone. Returns the names removed.
     """
-    removed = []
+    removed: list[str] = []
     folder = Path(folder)
     try:
         entries = list(os.scandir(folder))
@@ -305,7 +308,8 @@ def load_array(path: str | os.PathLike, ndims: tuple[int, ...] = (1, 2)) -> "np.
     try:
         a = np.load(p, allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - any unreadable file is bad input
-        raise ValueError(f"cannot read {p.name}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot read {p.name}: {reason}") from None
     if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
         raise ValueError(f"{p.name} must hold real numbers, got {getattr(a, 'dtype', type(a).__name__)}")
     if a.ndim not in ndims:

@@ -135,9 +135,8 @@ def configure(threads: int | None = None) -> Runtime:
     import torch
 
     torch.set_num_threads(n)
-    first = _current is None
-    _current = Runtime(threads=n, wait_policy=policy, load=load, cpus=cpus, source=source,
-                       applied_before_torch=before_torch if first else _current.applied_before_torch)
+    applied = before_torch if _current is None else _current.applied_before_torch
+    _current = Runtime(threads=n, wait_policy=policy, load=load, cpus=cpus, source=source, applied_before_torch=applied)
     return _current
 
 

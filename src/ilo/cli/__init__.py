@@ -47,16 +47,21 @@ def command_group() -> click.Group:
 def _threads_in(argv: list[str]) -> int | None:
     """The value of ``--threads`` in ``argv`` when it is a valid count (click reports the rest)."""
     for i, a in enumerate(argv):
-        text = a.split("=", 1)[1] if a.startswith("--threads=") else (argv[i + 1] if a == "--threads" and i + 1 < len(argv) else None)
-        if text is not None and text.isdigit() and int(text) >= 1:
+        if a.startswith("--threads="):
+            text = a.split("=", 1)[1]
+        elif a == "--threads" and i + 1 < len(argv):
+            text = argv[i + 1]
+        else:
+            continue
+        if text.isdigit() and int(text) >= 1:
             return int(text)
     return None
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: bad input becomes one line on stderr and exit code 2."""
-    from .common import first_line
     from ..io import is_write_error, short_path
+    from .common import first_line
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("ilo: aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        click.echo(f"ilo: error: {first_line(click.unstyle(e.format_message())) if e.format_message() else type(e).__name__}", err=True)
+        click.echo(f"ilo: error: {first_line(click.unstyle(e.format_message()))}", err=True)
         sys.exit(2)
     except ValueError as e:  # the library's bad-input errors: one line, no flag names
         click.echo(f"ilo: error: {first_line(e)}", err=True)

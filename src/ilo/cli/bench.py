@@ -16,9 +16,26 @@ from ..bench import curves as C
 from ..bench import report as R
 from ..bench import sna as S
 from ..bench import speed as P
-from ..bench.harness import DEFAULT_N, Bench, ResultStore, StoreMismatch, evaluation_sets, parse_seed_range
+from ..bench.harness import (
+    DEFAULT_N,
+    Bench,
+    ResultStore,
+    StoreMismatch,
+    evaluation_sets,
+    parse_seed_range,
+)
 from ..io import environment
-from .common import FiniteFloat, Seed, fail, first_line, load_generator, pick_device, prepare_out, runtime_record, threads_option
+from .common import (
+    FiniteFloat,
+    Seed,
+    fail,
+    first_line,
+    load_generator,
+    pick_device,
+    prepare_out,
+    runtime_record,
+    threads_option,
+)
 
 #: the budget of ``--quick`` (a CI smoke test) and of a normal run; explicit options win
 QUICK = {"n": 2, "steps": 10, "restarts": 2, "batch": 2}

@@ -31,7 +31,8 @@ def fail(msg: str) -> None:
     raise CLIError(msg)
 
 
-def first_line(e: BaseException) -> str:
+def first_line(e: BaseException | str) -> str:
+    """The first line of a message or an exception's message (its class name when empty)."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
@@ -144,7 +145,8 @@ def pick_device(name: str):
 
 
 def load_generator(name: str, device):
-    from ..generators import GeneratorUnavailable, load_generator as load
+    from ..generators import GeneratorUnavailable
+    from ..generators import load_generator as load
 
     try:
         return load(name, device)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from .common import device_option, generator_option, load_generator, new_out, pick_device, runtime_record, threads_option
+from .common import (
+    device_option,
+    generator_option,
+    load_generator,
+    new_out,
+    pick_device,
+    runtime_record,
+    threads_option,
+)
 
 
 @click.command()

@@ -12,9 +12,9 @@ from .common import (
     first_line,
     generator_option,
     load_generator,
+    new_out,
     parse_floats,
     pick_device,
-    new_out,
     quiet_option,
     runtime_record,
     threads_option,
@@ -33,7 +33,8 @@ def _prob_text(p: float) -> str:
               help="Relative l1 radii, comma-separated: fraction of each layer's l1 norm; 0 = the unchanged face.")
 @generator_option
 @click.option("--seed", type=Seed(), default=0, help="First face seed (row 1).")
-@click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=1, help="Number of faces (rows): seeds SEED, SEED+1, ...")
+@click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=1,
+              help="Number of faces (rows): seeds SEED, SEED+1, ...")
 @click.option("--classifier", type=click.Choice(["mobilenet", "efficientnet"]), default="mobilenet",
               help="Guiding classifier; the other one is held out and only scores the images.")
 @click.option("--steps", type=click.IntRange(min=1), default=20, help="Adam steps per radius, split over the layers.")
