@@ -130,7 +130,7 @@ def test_leftovers_of_killed_runs_are_cleaned(tmp_path, capsys):
     live.mkdir()
     link = out / f".ilo-tmp-{pid}-link01"  # never followed
     link.symlink_to(outside)
-    mine = out / ".my-notes.txt"
+    mine = out / f".my-notes.tmp{pid}"  # a user's file that only looks like a temporary name
     mine.write_text("user file")
     old = time.time() - 3600
     for p in (stale_dir, stale_file, live, mine):

@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 #: prefix of the private temporary folders (the pid follows, then mkdtemp's random part)
 TMP_PREFIX = ".ilo-tmp-"
 _TMP_RE = re.compile(rf"^{re.escape(TMP_PREFIX)}(\d+)-[A-Za-z0-9_]+$")
-#: temporary files of older versions of ilo (``.NAME.tmpPID.ext``), also cleaned
-_LEGACY_TMP_RE = re.compile(r"^\..+\.tmp(\d+)(\.\w+)?$")
+#: temporary files of older versions of ilo (``.NAME.EXT.tmpPID.EXT``, the extension repeated), also cleaned
+_LEGACY_TMP_RE = re.compile(r"^\.[^/]+(\.\w+)\.tmp(\d+)\1$")
 #: when this process started using ilo.io; leftovers newer than this are never removed
 _STARTED = time.time()
 
@@ -118,7 +118,8 @@ def clean_leftovers(folder: str | os.PathLike) -> list[str]:
             st = e.stat(follow_symlinks=False)
         except OSError:
             continue
-        if st.st_uid != os.getuid() or e.is_symlink() or st.st_mtime >= _STARTED or _pid_alive(int(m.group(1))):
+        pid = int(m.group(1) if m.re is _TMP_RE else m.group(2))
+        if st.st_uid != os.getuid() or e.is_symlink() or st.st_mtime >= _STARTED or _pid_alive(pid):
             continue
         try:
             if e.is_dir(follow_symlinks=False):
