@@ -14,10 +14,8 @@ PACKAGE = SRC / "ilo"
 TASK_NAMES = {"inpaint", "superres", "denoise", "cs", "classify", "identity"}
 #: where task names may be switched on: the operator classes and the preset table
 TASK_HOMES = ("ilo.operators", "ilo.solvers.presets")
-#: the command line (being made a package by another change; its checks are in the xfail tests below)
-CLI_MODULES = ("ilo.cli", "ilo.bench.cli")
-#: cycles another change removes (generators/registry <-> files, cli <-> bench.cli)
-KNOWN_CYCLES = ({"ilo.generators.registry", "ilo.generators.files"}, {"ilo.cli", "ilo.bench.cli"})
+#: the command line: a package on top that nothing in the library imports
+CLI_MODULES = ("ilo.cli",)
 
 
 def module_name(path: Path) -> str:
@@ -152,22 +150,17 @@ def test_imports_include_lazy_ones():
     assert "ilo.images" in graph["ilo.operators.base"]  # imported inside a method
 
 
-def test_no_import_cycles_except_known():
-    found = [c for c in cycles(import_graph()) if not any(c <= k for k in KNOWN_CYCLES)]
-    assert found == [], found
-
-
-@pytest.mark.xfail(strict=False, reason="generators/registry<->files and cli<->bench.cli: removed by the generators and CLI changes")
-def test_no_import_cycles_at_all():
+def test_no_import_cycles():
     assert cycles(import_graph()) == []
 
 
+def test_the_library_never_imports_the_cli():
+    graph = import_graph()
+    up = [f"{m} -> {t}" for m, ts in graph.items() if not _under(m, CLI_MODULES + ("ilo.__main__",))
+          for t in ts if _under(t, CLI_MODULES)]
+    assert up == [], up
+
+
 def test_no_task_switch_outside_operators_and_presets():
-    hits = _switches(lambda m: not _under(m, TASK_HOMES) and not _under(m, CLI_MODULES))
-    assert hits == [], "\n".join(hits)
-
-
-@pytest.mark.xfail(strict=False, reason="the CLI's loss parsing and speed levels: moved to the library by the CLI change")
-def test_no_task_switch_in_the_cli():
-    hits = _switches(lambda m: _under(m, CLI_MODULES))
+    hits = _switches(lambda m: not _under(m, TASK_HOMES))
     assert hits == [], "\n".join(hits)

@@ -187,7 +187,7 @@ def test_speed_quick_smoke(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["curves", "--task", "deblur"], "unknown task"),
+        (["curves", "--task", "deblur"], "'deblur' is not one of"),
         (["curves", "--task", "cs", "--methods", "csgm-perceptual"], "does not apply"),
         (["curves", "--task", "inpaint", "--levels", "0.1,2"], "must be in (0, 1]"),
         (["curves", "--task", "inpaint", "--truth-seeds", "700-600"], "empty"),

@@ -13,9 +13,9 @@ from ilo.solvers import PRESETS, preset_for
 
 
 def cli_defaults() -> dict:
-    from ilo.cli import cli
+    from ilo.cli.solve import solve
 
-    return {p.name: p.default for p in cli.commands["solve"].params}
+    return {p.name: p.default for p in solve.params}
 
 
 def captured_config(monkeypatch, method, prob, G):

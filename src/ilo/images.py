@@ -1,7 +1,10 @@
 """Reading, writing, cropping and tiling images; the bundled real test photographs.
 
-Tensors are ``[B, C, H, W]`` float in ``[-1, 1]``; files are 8-bit PNG/JPEG. Saving clips to
-the valid range (never min-max stretches, which would misrepresent the reconstruction).
+Tensors are ``[B, C, H, W]`` float in ``[-1, 1]``. Files are read as a careful user expects
+(:func:`read_image`): EXIF orientation applied, 16-bit images scaled to 8 bits (not clipped),
+palette images read by colour (not by index), images with transparent pixels refused unless the
+caller asks to keep the alpha channel. Saving writes 8-bit PNG and clips to the valid range
+(never min-max stretches, which would misrepresent the reconstruction).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 
 class ImageError(ValueError):
@@ -34,17 +37,55 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(a[..., 0] if a.shape[2] == 1 else a)
 
 
-def read_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file fully (raises :class:`ImageError` with the path on failure)."""
+def read_image(path: str | os.PathLike, *, alpha: str = "refuse") -> Image.Image:
+    """Open an image file fully as 8-bit ``L``, ``RGB`` (or ``RGBA``), as it is meant to look.
+
+    * EXIF orientation is applied (a phone photo is upright, its size the displayed one);
+    * 16-bit (and 32-bit integer) grey images are scaled by 255/65535, not clipped at 255;
+    * palette images are converted by colour (the palette's entries, not the indices);
+    * alpha: with ``alpha="refuse"`` (default) an image with any transparent pixel raises
+      :class:`ImageError` and a fully opaque one is read without its alpha channel; with
+      ``alpha="keep"`` images with transparency come back as ``RGBA``.
+
+    Raises :class:`ImageError` (a ValueError) naming the file on any failure.
+    """
+    if alpha not in ("refuse", "keep"):
+        raise ValueError(f"alpha must be 'refuse' or 'keep', got {alpha!r}")
     p = Path(path)
     if not p.is_file():
         raise ImageError(f"image not found: {p}")
     try:
-        im = Image.open(p)
+        im: Image.Image = Image.open(p)
         im.load()
+        im = ImageOps.exif_transpose(im)
     except Exception as e:
         raise ImageError(f"cannot read image {p}: {e}") from None
+    im = _to_8bit(im, p)
+    if im.mode == "RGBA":
+        if im.getchannel("A").getextrema()[0] == 255:
+            im = im.convert("RGB")
+        elif alpha == "refuse":
+            raise ImageError(f"image {p} has transparent pixels; flatten it onto a background first")
     return im
+
+
+def _to_8bit(im: Image.Image, p: Path) -> Image.Image:
+    """``im`` as 8-bit ``L``, ``RGB`` or ``RGBA`` (the latter only when it has an alpha channel)."""
+    mode = im.mode
+    if mode in ("L", "RGB", "RGBA"):
+        return im
+    if mode == "1":
+        return im.convert("L")
+    if mode == "P":
+        return im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if mode in ("LA", "La", "PA", "RGBa"):
+        return im.convert("RGBA")
+    if mode.startswith("I"):  # I;16, I;16B, I;16L, I;16N, I: 16-bit grey
+        a = np.asarray(im).astype(np.float64)
+        return Image.fromarray(np.clip(np.round(a * (255.0 / 65535.0)), 0, 255).astype(np.uint8), "L")
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return im.convert("RGB")
+    raise ImageError(f"image {p} has pixel mode {mode}, which is not supported (use 8- or 16-bit grey or RGB)")
 
 
 def fit_to_size(im: Image.Image, size: int, box: tuple[int, int, int, int] | None = None) -> Image.Image:

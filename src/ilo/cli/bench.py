@@ -11,23 +11,35 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import torch
 
-from ..cli import CLIError, _load_generator, environment, pick_device, prepare_out_dir
-from . import curves as C
-from . import report as R
-from . import sna as S
-from . import speed as P
-from .harness import DEFAULT_N, Bench, ResultStore, StoreMismatch, evaluation_sets, parse_seed_range
+from ..bench import curves as C
+from ..bench import report as R
+from ..bench import sna as S
+from ..bench import speed as P
+from ..bench.harness import (
+    DEFAULT_N,
+    Bench,
+    ResultStore,
+    StoreMismatch,
+    evaluation_sets,
+    parse_seed_range,
+)
+from ..io import environment
+from .common import (
+    FiniteFloat,
+    Seed,
+    fail,
+    first_line,
+    load_generator,
+    pick_device,
+    prepare_out,
+    runtime_record,
+    threads_option,
+)
 
 #: the budget of ``--quick`` (a CI smoke test) and of a normal run; explicit options win
 QUICK = {"n": 2, "steps": 10, "restarts": 2, "batch": 2}
 NORMAL = {"n": None, "steps": 600, "restarts": 4, "batch": 8}
-SPEED_LEVEL = {"inpaint": 1.0, "denoise": 25.0, "superres": 4.0, "cs": 0.1}
-
-
-def fail(msg: str) -> None:
-    raise CLIError(msg)
 
 
 def _common(f):
@@ -38,7 +50,7 @@ def _common(f):
         click.option("--truth-seeds", type=str, default=None, help="Held-out generated faces with seeds A-B: set 'generated'."),
         click.option("--n", type=int, default=None,
                      help=f"Images per set (default {DEFAULT_N}: generated seeds 600000+, LFW faces 0.., 2 photos; --quick 2)."),
-        click.option("--seed", type=int, default=0, help="Base seed: image j gets solver/noise/mask seed SEED + j."),
+        click.option("--seed", type=Seed(), default=0, help="Base seed: image j gets solver/noise/mask seed SEED + j."),
         click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
                      help="Output folder (default out/bench/<command>[-<task>]; out/bench-quick/... with --quick)."),
         click.option("--steps", type=int, default=None, help="Total optimisation steps of every method (default 600; --quick 10)."),
@@ -46,7 +58,7 @@ def _common(f):
         click.option("--batch", type=int, default=None, help="Images solved together in one cell (default 8; --quick 2)."),
         click.option("--examples", type=int, default=2, help="Images per set shown in the example grids."),
         click.option("--quick", is_flag=True, help="Tiny configuration (CI smoke test): 2 images per set, 2 levels, 10 steps, 2 restarts."),
-        click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)."),
+        threads_option,
         click.option("--device", default="auto", help="auto | cpu | cuda[:N]."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
         click.option("--report-only", is_flag=True,
@@ -70,8 +82,6 @@ def _budget(o: dict) -> dict:
             fail(f"--{k} must be >= 1, got {b[k]}")
     if o["examples"] < 0:
         fail(f"--examples must be >= 0, got {o['examples']}")
-    if o["threads"] is not None and o["threads"] < 1:
-        fail(f"--threads must be >= 1, got {o['threads']}")
     return b
 
 
@@ -82,36 +92,35 @@ def _prepare(o: dict, command: str, task: str | None, name: str) -> tuple[Bench,
         try:
             parse_seed_range(o["truth_seeds"])
         except ValueError as e:
-            fail(str(e))
+            fail(first_line(e))
     if o["images"] is not None:
         if not Path(o["images"]).is_dir():
             fail(f"--images folder not found: {o['images']}")
-    if o["threads"]:
-        torch.set_num_threads(o["threads"])
     dev = pick_device(o["device"])
     out_dir = o["out_dir"] or f"out/{'bench-quick' if o['quick'] else 'bench'}/{name}"
     if o["report_only"] and not (Path(out_dir) / "results.jsonl").is_file():
         fail(f"--report-only: no stored results in {out_dir}")
-    out = prepare_out_dir(out_dir)
+    out = prepare_out(out_dir)
     settings = {"command": command, "task": task, "generator": o["generator_name"], "steps": b["steps"],
                 "restarts": b["restarts"], "seed": o["seed"], "batch": b["batch"]}
     try:
         store = ResultStore(out, settings)
     except StoreMismatch as e:
-        fail(str(e))
-    G = _load_generator(o["generator_name"], dev)
+        fail(first_line(e))
+    G = load_generator(o["generator_name"], dev)
     try:
         sets = evaluation_sets(G, images=o["images"], truth_seeds=o["truth_seeds"], n=b["n"])
     except (ValueError, OSError) as e:
-        fail(str(e).splitlines()[0])
+        fail(first_line(e))
     bench_ = Bench(G, sets, store, steps=b["steps"], restarts=b["restarts"], seed=o["seed"], batch=b["batch"],
                    examples=o["examples"], progress=not o["quiet"])
-    run = {"settings": store.settings, "device": str(dev), "environment": environment(), "quick": o["quick"],
+    run = {"settings": store.settings, "device": str(dev), "runtime": runtime_record(), "environment": environment(),
+           "quick": o["quick"],
            "sets": {s.name: {"n": len(s), "description": s.description, "images": list(s.ids)} for s in sets}}
     if o["report_only"]:
         bench_.loose_keys = True
         old = R.read_json(out / "run.json") or {}  # keep the device and versions of the run that solved the cells
-        run.update({k: old[k] for k in ("device", "environment") if k in old}, report_only=True)
+        run.update({k: old[k] for k in ("device", "runtime", "environment") if k in old}, report_only=True)
     return bench_, run
 
 
@@ -152,15 +161,13 @@ def _check_bm3d(methods) -> None:
 
 
 @bench.command()
-@click.option("--task", type=str, required=True, help="inpaint | denoise | superres | cs")
+@click.option("--task", type=click.Choice(C.TASKS), required=True, help="The task whose levels are swept.")
 @click.option("--levels", type=str, default=None,
               help="Comma-separated levels replacing the task's (observed fraction, sigma 0-255, factor, or m/n).")
 @click.option("--methods", type=str, default=None, help="Comma-separated subset of the task's methods.")
 @_common
 def curves(task, levels, methods, **o):
     """True MSE against the measurement level, one line per method (the paper's Figure 2)."""
-    if task not in C.TASKS:
-        fail(f"unknown task {task!r}; choose from {', '.join(C.TASKS)}")
     allowed = C.METHODS[task]
     methods = _parse_list(methods, "--methods") or list(allowed)
     for m in methods:
@@ -186,7 +193,7 @@ def curves(task, levels, methods, **o):
 
 
 @bench.command()
-@click.option("--sigma", type=float, default=S.SIGMA, help="Noise sigma on the 0-255 scale.")
+@click.option("--sigma", type=FiniteFloat(), default=S.SIGMA, help="Noise sigma on the 0-255 scale.")
 @_common
 def sna(sigma, **o):
     """Denoising with and without Stochastic Noise Addition, CSGM and ILO, PSNR (the paper's Table 1)."""
@@ -198,15 +205,13 @@ def sna(sigma, **o):
 
 
 @bench.command()
-@click.option("--task", type=str, default=P.DEFAULT_TASK, help="inpaint | denoise | superres | cs")
-@click.option("--level", type=float, default=None,
+@click.option("--task", type=click.Choice(C.TASKS), default=P.DEFAULT_TASK, help="The task.")
+@click.option("--level", type=FiniteFloat(), default=None,
               help="Measurement level (default: inpaint 1.0 = inversion, denoise 25, superres 4, cs 0.1).")
 @_common
 def speed(task, level, **o):
     """True MSE and perceptual distance against elapsed seconds, ILO against CSGM (Figures 6 and 7)."""
-    if task not in C.TASKS:
-        fail(f"unknown task {task!r}; choose from {', '.join(C.TASKS)}")
-    level = SPEED_LEVEL[task] if level is None else level
+    level = P.default_level(task) if level is None else level
     _budget(o)
     bench_, run = _prepare(o, "speed", task, f"speed-{task}")
     try:
@@ -221,19 +226,9 @@ def speed(task, level, **o):
 @click.option("--root", type=click.Path(file_okay=False), default="out/bench", help="Folder holding the runs (curves-<task>, sna, speed-<task>).")
 def targets(root):
     """The paper's targets checked against the finished runs under ROOT; writes targets.md/json and index.html."""
-    from .targets import write_targets
+    from ..bench.targets import write_targets
 
     if not Path(root).is_dir():
         fail(f"--root folder not found: {root}")
     click.echo(f"wrote {write_targets(root)}")
     click.echo((Path(root) / "targets.md").read_text().split("\n\n## SNA")[0])
-
-
-def _register() -> None:
-    from .. import cli as root
-
-    if "bench" not in root.cli.commands:
-        root.cli.add_command(bench)
-
-
-_register()

@@ -1,0 +1,172 @@
+"""``ilo solve``: reconstruct one image and write its result folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import (
+    FiniteFloat,
+    Seed,
+    device_option,
+    fail,
+    first_line,
+    generator_option,
+    load_generator,
+    new_out,
+    output_folder,
+    parse_floats,
+    pick_device,
+    quiet_option,
+    runtime_record,
+    threads_option,
+)
+
+#: every file ``solve`` may write (checked against the inputs before any work)
+OUTPUTS = ["reconstruction.png", "observation.png", "truth.png", "comparison.png", "observation.npy", "config.json",
+           "metrics.json", "history.json"]
+IMAGE_POLICY = ("8- and 16-bit, grey, RGB or palette; EXIF orientation applied; "
+                "an image with transparent pixels is refused (flatten it first)")
+
+
+def _parse_box(text: str | None):
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in text.split(",")]
+    except ValueError:
+        fail(f"--box must be four integers X0,Y0,X1,Y1, got {text!r}")
+    if len(parts) != 4:
+        fail(f"--box must be four integers X0,Y0,X1,Y1, got {text!r}")
+    return parts
+
+
+@click.command()
+@generator_option
+@click.option("--task", type=str, required=True, help="inpaint | superres | denoise | cs")
+@click.option("--method", type=str, default="ilo",
+              help="csgm | csgm-perceptual | csgm-mse-perceptual | pulse | ilo | bm3d (denoise only).")
+@click.option("--loss", "loss_terms", type=str, default=None,
+              help="Loss terms replacing the preset's, e.g. mse,perceptual (terms: mse, perceptual, lpips).")
+@click.option("--weights", type=str, default=None, help="Weights of the --loss terms, e.g. 1,0.05 (default 1 each).")
+@click.option("--sna/--no-sna", default=None, help="Stochastic Noise Addition (denoise; default: on for ILO).")
+@click.option("--lpips-backbone", type=click.Path(dir_okay=False), default=None, help="torchvision VGG16 weight file for LPIPS.")
+@click.option("--observed", type=FiniteFloat(), default=None, help="inpaint: fraction of pixels observed at random (default 0.1).")
+@click.option("--box", type=str, default=None, help="inpaint: hide the box X0,Y0,X1,Y1 (pixels of the generator's size).")
+@click.option("--mask", type=click.Path(dir_okay=False), default=None,
+              help="inpaint: mask image, white = observed, black = hidden (same rules as --image).")
+@click.option("--factor", type=int, default=None, help="superres: downsampling factor (default 4).")
+@click.option("--sigma", type=FiniteFloat(), default=None, help="denoise: noise std on the 0-255 scale (default 25).")
+@click.option("--measurements", type=FiniteFloat(), default=None, help="cs: fraction of measurements m/n (default 0.1).")
+@click.option("--truth-seed", type=Seed(), default=None, help="Truth = a face drawn from the generator with this seed.")
+@click.option("--image", type=click.Path(dir_okay=False), default=None,
+              help=f"Truth = this photo (centre-cropped, resized); {IMAGE_POLICY}.")
+@click.option("--observation", type=click.Path(dir_okay=False), default=None,
+              help="Observed data only, no truth: an image (same rules as --image) or, for cs, a .npy of finite "
+                   "measurements [m] or [1, m].")
+@click.option("--steps", type=click.IntRange(min=1), default=600, help="Total optimisation steps (ILO: including its CSGM stage).")
+@click.option("--restarts", type=click.IntRange(min=1), default=4, help="CSGM random restarts (run as one batch).")
+@click.option("--seed", type=Seed(), default=0, help="Seed of the operator, the noise and the solver.")
+@device_option
+@threads_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Output folder (created once the inputs are valid; never overwrites an input file).")
+@quiet_option
+def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma,
+          measurements, truth_seed, image, observation, steps, restarts, seed, device, out_dir, quiet):
+    """Reconstruct one image and write reconstruction.png, observation.png, config.json, metrics.json."""
+    from ..operators import Denoising, operator_class
+    from ..pipeline import ProblemSpec, build_problem, run_method
+    from ..solvers import METHODS
+
+    spec = ProblemSpec(task=task, observed=observed, box=_parse_box(box), mask=mask, factor=factor, sigma=sigma,
+                       measurements=measurements)
+    if sum(s is not None for s in (truth_seed, image, observation)) != 1:
+        fail("give exactly one of --truth-seed N, --image PNG or --observation FILE")
+    if method not in METHODS:
+        fail(f"--method: unknown method {method!r}; choose from {', '.join(METHODS)}")
+    spec.validate()  # the library's one-line ValueError, printed by main()
+    if method == "bm3d" and operator_class(task) is not Denoising:
+        fail("--method bm3d only solves --task denoise")
+    if method == "bm3d":
+        from ..solvers.bm3d import BM3DUnavailable, _import_bm3d
+
+        try:
+            _import_bm3d()
+        except BM3DUnavailable as e:
+            fail(first_line(e))
+    loss = _parse_loss(loss_terms, weights, sna, lpips_backbone, method, task)
+    if observation is not None and Path(observation).suffix == ".npy":
+        from ..io import load_array
+
+        load_array(observation)  # finite, non-empty, [m] or [B, m]: refused here with one line
+    writer = output_folder(Path(out_dir), OUTPUTS, [image, mask, observation, lpips_backbone])
+    dev = pick_device(device)
+    G = load_generator(generator_name, dev)
+    prob = build_problem(spec, G, seed=seed, truth_seed=truth_seed, image=image, observation=observation)
+    if observation is not None and not bool(prob.y.isfinite().all()):
+        fail(f"--observation {observation} holds NaN or infinite values")
+    from ..io import environment
+
+    with new_out(out_dir):
+        result, metrics = run_method(prob, G, method, total_steps=steps, restarts=restarts, seed=seed,
+                                     progress=not quiet, loss=loss, sna=sna, lpips_backbone=lpips_backbone)
+        config = {
+            "command": "solve",
+            "generator": generator_name,
+            "method": method,
+            "problem": prob.describe(),
+            "solver": result.config,
+            "seed": seed,
+            "device": str(dev),
+            "runtime": runtime_record(),
+            "environment": environment(),
+        }
+        _write_result(writer, prob, result, metrics, config)
+    click.echo(_metrics_line(metrics))
+
+
+def _parse_loss(terms: str | None, weights: str | None, sna: bool | None, lpips_backbone: str | None, method: str, task: str):
+    """The LossConfig asked for on the command line, or None to keep the method's preset
+    (the rules are the library's: :func:`ilo.pipeline.custom_loss`)."""
+    from ..pipeline import custom_loss
+
+    chosen = None
+    if terms is not None or weights is not None:
+        names = [t.strip() for t in (terms or "mse").split(",") if t.strip()]
+        ws = parse_floats("--weights", weights, minimum=0.0) if weights else [1.0] * len(names)
+        if len(ws) != len(names):
+            fail(f"--weights has {len(ws)} values for {len(names)} loss terms")
+        chosen = dict(zip(names, ws))
+    return custom_loss(task, method, chosen, sna=sna, lpips_backbone=lpips_backbone)
+
+
+def _write_result(w, prob, result, metrics: dict, config: dict) -> None:
+    import numpy as np
+
+    from ..images import grid, save_image
+
+    with w:
+        obs = prob.operator.observation_image(prob.y)
+        save_image(result.image[:1], w.path("reconstruction.png"))
+        save_image(obs[:1].clamp(-1, 1), w.path("observation.png"))
+        cols, row = ["observation", result.method], [obs[0], result.image[0]]
+        if prob.truth is not None:
+            save_image(prob.truth[:1], w.path("truth.png"))
+            cols, row = ["truth"] + cols, [prob.truth[0]] + row
+        grid([row], col_labels=cols, cell=192).save(w.path("comparison.png"))
+        if prob.y.ndim == 2:  # measurements [B, m] (compressed sensing): no image shows them exactly
+            with w.open("observation.npy", binary=True) as f:
+                np.save(f, prob.y.cpu().numpy())
+        w.json("config.json", config)
+        w.json("metrics.json", metrics)
+        w.json("history.json", result.history)
+
+
+def _metrics_line(m: dict) -> str:
+    parts = [f"{m['task']} {m['method']}: measurement_mse={m['measurement_mse']:.3g}"]
+    if "true_mse" in m:
+        parts.append(f"true_mse={m['true_mse']:.4g} psnr={m['psnr']:.2f} dB")
+    parts.append(f"steps={m['steps']} seconds={m['seconds']:.1f}")
+    return " ".join(parts)

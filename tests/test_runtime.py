@@ -1,0 +1,109 @@
+"""ilo.runtime: threads and wait policy chosen before torch loads, --threads on every command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import click
+import pytest
+import torch
+
+from ilo import runtime
+
+
+@pytest.mark.parametrize(
+    "cpus,load,threads,expect",
+    [
+        (2, 0.0, None, (2, "default")),  # idle: every core, OpenMP's own policy
+        (2, None, None, (2, "default")),  # unknown load counts as idle
+        (2, 0.9, None, (1, "PASSIVE")),  # one core taken
+        (2, 5.5, None, (1, "PASSIVE")),  # overloaded: one thread, no busy-waiting
+        (16, 4.0, None, (12, "PASSIVE")),
+        (4, 0.0, 8, (8, "PASSIVE")),  # more threads than cores: never spin
+        (4, 0.0, 2, (2, "default")),
+    ],
+)
+def test_decide(cpus, load, threads, expect):
+    assert runtime.decide(cpus, load, threads) == expect
+
+
+def test_usable_cpus_and_load():
+    assert 1 <= runtime.usable_cpus() <= (os.cpu_count() or 1)
+    load = runtime.load_average()
+    assert load is None or load >= 0
+
+
+def _child(code: str, env: dict | None = None) -> str:
+    e = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    e.update(env or {})
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
+
+
+def test_the_cli_package_does_not_load_torch():
+    assert _child("import sys, ilo.cli; print('torch' in sys.modules)") == "False"
+
+
+def test_busy_machine_gets_passive_waiting_before_torch_loads():
+    code = ("import os, ilo.runtime as r\n"
+            "r.load_average = lambda: 9.0\n"
+            "rt = r.configure()\n"
+            "import torch\n"
+            "print(os.environ['OMP_WAIT_POLICY'], torch.get_num_threads(), rt.threads, rt.applied_before_torch)")
+    assert _child(code) == "PASSIVE 1 1 True"
+
+
+def test_user_settings_win():
+    code = "import ilo.runtime as r; rt = r.configure(); print(rt.threads, rt.wait_policy, rt.source)"
+    assert _child(code, {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "active"}) == "1 ACTIVE environment"
+    assert _child("import ilo.runtime as r; print(r.configure(2).threads, r.configure().threads)") == "2 2"
+
+
+def test_a_host_that_loaded_torch_keeps_its_threads():
+    code = ("import torch; torch.set_num_threads(1)\n"
+            "import ilo.runtime as r; rt = r.configure(); print(rt.threads, rt.source, rt.applied_before_torch)")
+    assert _child(code) == "1 host False"
+
+
+def test_threads_below_one_refused():
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        runtime.configure(0)
+
+
+def _all_commands():
+    from ilo.cli import command_group
+
+    def walk(group, prefix):
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                yield from walk(cmd, prefix + [name])
+            else:
+                yield prefix + [name], cmd
+
+    return list(walk(command_group(), []))
+
+
+def test_every_computing_command_has_threads():
+    names = {" ".join(path): cmd for path, cmd in _all_commands()}
+    for path in ("solve", "demo", "generate", "bench curves", "bench sna", "bench speed"):
+        assert "threads" in {p.name for p in names[path].params}, path
+
+
+def test_solve_records_the_runtime_and_threads_pin_it(tmp_path, capsys):
+    from ilo.cli import main
+
+    before = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit) as e:
+            main(["solve", "--task", "denoise", "--truth-seed", "1", "--seed", "2", "--steps", "2", "--restarts", "1",
+                  "--quiet", "--threads", "1", "--out", str(tmp_path / "o")])
+        assert e.value.code == 0, capsys.readouterr().err
+        assert torch.get_num_threads() == 1
+        rt = json.loads((tmp_path / "o" / "config.json").read_text())["runtime"]
+        assert rt["threads"] == 1 and rt["source"] == "--threads" and rt["wait_policy"] and "load" in rt
+    finally:
+        torch.set_num_threads(before)
