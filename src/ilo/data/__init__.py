@@ -1,0 +1,1 @@
+"""Data that installs from the package registries: the real-face photographs (:mod:`.realfaces`)."""
