@@ -283,3 +283,17 @@ def test_ray_missing_names_the_extra(monkeypatch):
 def test_doctests(module):
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.slow
+def test_measure_each_mode_in_its_own_process():
+    from ilo.runs.measure import measure, table
+
+    spec = {"problem": {"observed": 0.5}, "method": "toy", "config": {"steps": 5}}
+    result = measure("ilo.runs.toy:solve_batch", spec, n=2, batch_sizes=[2], ray_cpus=0)
+    rows = result["rows"]
+    assert [(r["mode"], r["batch_size"]) for r in rows] == [("process per image", 1), ("in-process", 2)]
+    for r in rows:
+        assert r["images_per_s"] == pytest.approx(2 / r["seconds"], rel=0.01) and r["peak_rss_mb"] > 10
+    assert rows[0]["speedup"] == 1.0 and rows[1]["workers"] == 1
+    assert table(result).count("\n") == 3
