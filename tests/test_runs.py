@@ -279,6 +279,20 @@ def test_ray_missing_names_the_extra(monkeypatch):
         executors.RayExecutor(None).__enter__()
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "no-port"])
+def test_exception_unreachable_ray_address(address):
+    pytest.importorskip("ray")
+    t = time.monotonic()
+    with pytest.raises(executors.RayUnavailable) as e:
+        executors.RayExecutor(address).__enter__()
+    assert isinstance(e.value, ValueError) and "\n" not in str(e.value) and time.monotonic() - t < 30
+
+
+def test_ray_executor_must_be_entered():
+    with pytest.raises(RuntimeError, match="enter"):
+        next(executors.RayExecutor(None).map(solve_batch, []))
+
+
 @pytest.mark.parametrize("module", ["ilo.runs.jobs", "ilo.runs.executors", "ilo.runs.toy"])
 def test_doctests(module):
     result = doctest.testmod(importlib.import_module(module))

@@ -77,7 +77,7 @@ def run_jobs(jobs: Sequence[Job], solve_batch: JobFunction, out: str | os.PathLi
         total = sum(len(items) for _, items in batches)
         skipped = sum(len(j.items) for j in jobs) - total
         solved = 0
-        with tqdm(total=total, unit="img", desc="batches", disable=not progress or total == 0) as bar:
+        with tqdm(total=total, unit="img", desc="images", disable=not progress or total == 0) as bar:
             for i, results, info in executor.map(solve_batch, batches):
                 job, items = batches[i]
                 n = store.add_batch(job, check_results(job, items, results), info)

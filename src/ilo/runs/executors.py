@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
 import sys
 import time
 from typing import Iterator
@@ -91,6 +92,22 @@ class LocalExecutor:
         pass
 
 
+class RayUnavailable(ValueError):
+    """No Ray cluster answers at the address given."""
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Raise :class:`RayUnavailable` unless ``[ray://]HOST:PORT`` accepts a TCP connection (Ray
+    itself retries an unreachable address for minutes)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise RayUnavailable(f"a Ray address is HOST:PORT, 'auto' or None; got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise RayUnavailable(f"no Ray cluster answers at {address} ({e.strerror or e})") from None
+
+
 def import_ray():
     try:
         import ray
@@ -109,7 +126,8 @@ class RayExecutor:
 
     Each task asks for ``cpus_per_task`` CPUs and ``gpus_per_task`` GPUs (by default 1 if the
     cluster has GPUs, else 0), and is retried up to ``max_retries`` times if its worker dies.
-    The job function runs on ``"cuda"`` in tasks given a GPU, else on ``"cpu"``; it must be
+    The job function runs on ``"cuda"`` in tasks given a GPU, else on ``"cpu"`` (Ray sets a
+    task's thread count, ``OMP_NUM_THREADS``, to its CPUs); it must be
     importable on every node (``ilo`` installed there). Use as a context manager: a Ray
     instance started here is shut down on exit.
     """
@@ -119,6 +137,7 @@ class RayExecutor:
         self.address, self.num_cpus = address, num_cpus
         self.cpus_per_task, self.gpus_per_task, self.max_retries = cpus_per_task, gpus_per_task, max_retries
         self._started = False
+        self.device: str | None = None  # set on entering
 
     def __enter__(self) -> "RayExecutor":
         ray = import_ray()
@@ -134,6 +153,7 @@ class RayExecutor:
                 ray.init(address="local", num_cpus=self.num_cpus, **opts)
                 self._started = True
             else:
+                check_reachable(self.address)
                 ray.init(address=self.address, **opts)
         if self.gpus_per_task is None:
             self.gpus_per_task = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
@@ -146,22 +166,24 @@ class RayExecutor:
             self._started = False
 
     def _remote(self, f):
+        if self.device is None:
+            raise RuntimeError("enter the RayExecutor (a with block) before running batches on it")
         ray = import_ray()
         return ray.remote(f).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
                                      max_retries=self.max_retries, retry_exceptions=False)
 
     def choose_batch_size(self, per_image_bytes: int, cap: int = BATCH_CAP) -> int:
         """Chosen on a worker, from the memory of the device its tasks get (its share of a node's CPU memory)."""
-        ray = import_ray()
+        task, ray = self._remote(choose_batch_size), import_ray()
         if self.device == "cpu":
             share = min(1.0, self.cpus_per_task / min(n["Resources"].get("CPU", 1) for n in ray.nodes() if n["Alive"]))
         else:
             share = min(1.0, self.gpus_per_task)
-        return ray.get(self._remote(choose_batch_size).remote(per_image_bytes, self.device, cap=cap, share=share))
+        return ray.get(task.remote(per_image_bytes, self.device, cap=cap, share=share))
 
     def map(self, fn: JobFunction, batches: list[Batch]) -> Iterator[tuple[int, list[dict], dict]]:
-        ray = import_ray()
-        task, fn_ref = self._remote(run_batch), ray.put(fn)
+        task, ray = self._remote(run_batch), import_ray()
+        fn_ref = ray.put(fn)
         pending = {task.remote(fn_ref, job, items, self.device): i for i, (job, items) in enumerate(batches)}
         try:
             while pending:
