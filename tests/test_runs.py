@@ -204,6 +204,8 @@ def test_exception_job_function_breaks_contract(tmp_path):
         run_jobs([toy_job(2)], one_missing, tmp_path, settings=SETTINGS, batch_size=2, progress=False)
     with pytest.raises(ValueError, match="batch size"):
         run_jobs([toy_job(2)], solve_batch, tmp_path, settings=SETTINGS, progress=False)
+    with pytest.raises(ValueError, match="same problem, method and config"):
+        run_jobs([toy_job(2), toy_job(1, first=5)], solve_batch, tmp_path, settings=SETTINGS, batch_size=1)
 
 
 def test_batch_size_chosen_from_memory(tmp_path, monkeypatch):
@@ -245,6 +247,7 @@ def kill_driver_mid_run(out: Path, n: int, delay: float, ray_address: str = "-",
     return len(stored(out))
 
 
+@pytest.mark.slow
 def test_driver_killed_then_rerun_completes(tmp_path, reference):
     left = kill_driver_mid_run(tmp_path, 12, delay=0.3)
     assert 0 < left < 12

@@ -63,6 +63,10 @@ def run_jobs(jobs: Sequence[Job], solve_batch: JobFunction, out: str | os.PathLi
     executor from ``per_image_bytes`` and the device's memory. Writes ``summary.csv`` and
     ``index.html`` at the end when ``summary``.
     """
+    digests = [j.digest for j in jobs]
+    if len(set(digests)) != len(digests):
+        dup = next(j for j in jobs if digests.count(j.digest) > 1)
+        raise ValueError(f"two jobs of one run have the same problem, method and config ({dup.name}); merge their items")
     executor = executor or LocalExecutor()
     if batch_size is None:
         if per_image_bytes is None:
