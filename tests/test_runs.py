@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ilo.runs import (Item, Job, LocalExecutor, RunStore, StoreBusy, StoreDamaged, StoreMismatch, choose_batch_size,
+from ilo.runs import (Item, Job, RunStore, StoreBusy, StoreDamaged, StoreMismatch, choose_batch_size,
                       run_jobs)
 from ilo.runs import executors
 from ilo.runs.toy import solve_batch

@@ -26,9 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from .engine import run_jobs
 from .executors import LocalExecutor, RayExecutor
 from .jobs import Item, Job
-from .engine import run_jobs
 
 
 def load_function(path: str):
