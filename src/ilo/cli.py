@@ -455,6 +455,10 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
+from .restore_cli import restore  # noqa: E402
+
+cli.add_command(restore)
+
 # ``python -m ilo`` runs main() (src/ilo/__main__.py). The bench group imports this module; whichever
 # of the two is imported first, the group ends up registered (here, or at the end of bench/cli.py).
 try:
