@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-EXTRA_HINT = ("pip install dlib-bin==20.0.1.post1 && pip install --no-deps face-recognition-models==0.3.0 "
+EXTRA_HINT = ("pip install 'ilo-inverse[faces]' && pip install --no-deps face-recognition-models==0.3.0 "
               "(the 'faces' extra)")
 LANDMARK_MODELS = {"5": "shape_predictor_5_face_landmarks.dat", "68": "shape_predictor_68_face_landmarks.dat"}
 DETECTORS = ("hog", "cnn")
@@ -124,7 +124,7 @@ def as_uint8(image) -> np.ndarray:
     if hasattr(image, "detach"):  # torch tensor
         x = image.detach().float().cpu()
         x = x[0] if x.ndim == 4 else x
-        return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        return np.ascontiguousarray(((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
     a = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
     if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
         raise ValueError(f"expected an H x W x 3 uint8 image, got {a.dtype} of shape {a.shape}")
