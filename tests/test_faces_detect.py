@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 pytest.importorskip("dlib")
-from ilo.faces import detect as D  # noqa: E402
-from ilo.faces.align import (  # noqa: E402
+from ilo.faces import detect as D
+from ilo.faces.align import (
     Similarity, align_face, ffhq_transform, find_template, generator_fingerprint, sampling_grid, template_for,
 )
-from ilo.faces.warp import warp  # noqa: E402
+from ilo.faces.warp import warp
 
 try:
     D.check_available("5")
@@ -142,7 +142,6 @@ def test_several_faces_in_one_photo(samples):
 def test_ffhq_five_point_approximates_68_point_on_real_photos(name):
     """The FFHQ square from 5 points (mouth estimated from the nose) against the recipe's own
     68-point square: within 8 % of the square's side everywhere."""
-    from ilo.images import PHOTO_BOXES  # noqa: F401  (the photos' sources)
 
     if name == "astronaut":
         from skimage import data
@@ -187,6 +186,19 @@ def test_cli_no_face_exits_2_with_one_line(tmp_path, capsys):
     code, out = run_cli(["restore", str(tmp_path / "wall.png"), "--task", "denoise", "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and out.err.strip().count("\n") == 0 and "no face" in out.err
     assert not any((tmp_path / "o").iterdir())
+
+
+def test_cli_folder_without_faces_and_overwrite_refused(tmp_path, capsys):
+    d = tmp_path / "photos"
+    d.mkdir()
+    for n in ("a.png", "b.jpg"):
+        Image.fromarray(np.full((64, 80, 3), 90, np.uint8)).save(d / n)
+    code, out = run_cli(["restore", str(d), "--task", "denoise", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "no face found in any photo" in out.err and "a.png: no face found, skipped" in out.err
+    # an input named like an output, inside the output folder, is never overwritten
+    Image.fromarray(np.full((64, 80, 3), 90, np.uint8)).save(tmp_path / "restored.png")
+    code, out = run_cli(["restore", str(tmp_path / "restored.png"), "--task", "denoise", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "overwrite" in out.err
 
 
 @pytest.mark.parametrize("extra,match", [

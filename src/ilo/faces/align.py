@@ -56,7 +56,7 @@ class Similarity:
     matrix: np.ndarray  # [2, 3] float64
 
     @classmethod
-    def from_params(cls, scale: float, angle: float, shift: tuple[float, float]) -> "Similarity":
+    def from_params(cls, scale: float, angle: float, shift: tuple[float, float]) -> Similarity:
         """Scale, then rotate by ``angle`` degrees (counter-clockwise in ``(x, y)`` axes), then shift."""
         c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
         return cls(np.array([[scale * c, -scale * s, shift[0]], [scale * s, scale * c, shift[1]]], dtype=np.float64))
@@ -74,7 +74,7 @@ class Similarity:
         """``[N, 2] -> [N, 2]``."""
         return np.asarray(pts, dtype=np.float64) @ self.matrix[:, :2].T + self.matrix[:, 2]
 
-    def inverse(self) -> "Similarity":
+    def inverse(self) -> Similarity:
         lin = np.linalg.inv(self.matrix[:, :2])
         return Similarity(np.concatenate([lin, -lin @ self.matrix[:, 2:]], axis=1))
 
@@ -127,7 +127,7 @@ class Template:
                 "landmarks": {k: np.round(v, 6).tolist() for k, v in self.landmarks.items()}, "source": self.source}
 
     @classmethod
-    def from_json(cls, obj: dict) -> "Template":
+    def from_json(cls, obj: dict) -> Template:
         return cls(obj["name"], obj["kind"], int(obj["size"]),
                    {k: np.asarray(v, np.float64) for k, v in obj.get("landmarks", {}).items()}, obj.get("source", {}))
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +96,7 @@ def _model_file(name: str) -> str:
     return str(path)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _detector(kind: str):
     dlib = _dlib()
     if kind == "hog":
@@ -104,7 +104,7 @@ def _detector(kind: str):
     return dlib.cnn_face_detection_model_v1(_model_file("mmod_human_face_detector.dat"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _predictor(model: str):
     return _dlib().shape_predictor(_model_file(LANDMARK_MODELS[model]))
 
