@@ -268,3 +268,33 @@ def test_restore_config_exception(kw, match):
 
     with pytest.raises(ValueError, match=match):
         RestoreConfig(**kw)
+
+
+# --- templates --------------------------------------------------------------------------------
+def test_template_for_ffhq_and_cache_keyed_by_weights(monkeypatch, tmp_path):
+    import ilo.faces.template as tmod
+    from ilo.faces.align import generator_fingerprint, template_for
+    from ilo.generators import DCGANGenerator
+
+    torch.manual_seed(0)
+    ffhq = DCGANGenerator(nz=8, ngf=4, size=16, name="my-ffhq-16")
+    tpl = template_for(ffhq)
+    assert tpl.kind == "ffhq" and tpl.size == 16
+    G = DCGANGenerator(nz=8, ngf=4, size=16, name="other")
+    monkeypatch.setenv("ILO_CACHE", str(tmp_path))
+    made = []
+
+    def fake_estimate(G_, **kw):
+        made.append(1)
+        return Template("other", "landmarks", 16, {"5": np.full((5, 2), 0.5)}, {"fingerprint": generator_fingerprint(G_)})
+
+    monkeypatch.setattr(tmod, "estimate_template", fake_estimate)
+    first, again = template_for(G), template_for(G)
+    assert made == [1] and again.landmarks["5"].tolist() == first.landmarks["5"].tolist()
+    assert (tmp_path / "faces" / f"{generator_fingerprint(G)}.json").is_file()
+    with torch.no_grad():  # other weights, another fingerprint: estimated afresh
+        next(G.parameters()).add_(1.0)
+    template_for(G)
+    assert made == [1, 1]
+    with pytest.raises(ValueError, match="template kind"):
+        template_for(G, "mean")

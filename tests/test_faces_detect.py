@@ -85,6 +85,13 @@ def test_shipped_template_matches_the_installed_generator(digiface):
     assert tpl.source["with_one_face"] >= 100
 
 
+def test_estimate_template_refuses_a_generator_without_faces(tiny_dcgan):
+    from ilo.faces.template import estimate_template
+
+    with pytest.raises(ValueError, match="exactly one detected face"):
+        estimate_template(tiny_dcgan, samples=4, detect_size=64)
+
+
 def test_detect_accepts_tensors_arrays_and_pil_alike():
     from skimage import data
 
