@@ -298,3 +298,12 @@ def test_template_for_ffhq_and_cache_keyed_by_weights(monkeypatch, tmp_path):
     assert made == [1, 1]
     with pytest.raises(ValueError, match="template kind"):
         template_for(G, "mean")
+
+
+@pytest.mark.parametrize("module", ["align", "warp", "paste"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"ilo.faces.{module}"))
+    assert result.failed == 0 and result.attempted > 0

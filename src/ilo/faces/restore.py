@@ -1,9 +1,10 @@
 """Restore the faces of a photograph: detect, align, solve in the photo's coordinates, paste back.
 
->>> # doctest: +SKIP
->>> from ilo.generators import load_generator
->>> rest = restore_photo(observed, load_generator("digiface-dcgan"), RestoreConfig(task="denoise", sigma255=25))
->>> rest.image.shape  # the photo's size (x factor for super-resolution)
+Usage (``observed``: a ``[1, 3, H, W]`` photo in ``[-1, 1]``)::
+
+    from ilo.generators import load_generator
+    rest = restore_photo(observed, load_generator("digiface-dcgan"), RestoreConfig(task="denoise", sigma255=25))
+    rest.image  # [1, 3, H, W]: the photo's size (x factor for super-resolution)
 
 Steps, per face (largest first): the face is detected on the classical restoration of the
 photo (filled holes, smoothed noise, bicubic enlargement: what a detector sees best) and aligned
@@ -116,12 +117,13 @@ class FaceResult:
 @dataclass
 class Restoration:
     """The restored photo ``image [1, C, H', W']`` (``H' = scale * H``), the background it was
-    pasted on, the faces, the template and the resolved configuration."""
+    pasted on, the faces, the template, the output's scale and the resolved configuration."""
 
     image: torch.Tensor
     background: torch.Tensor
     faces: list[FaceResult]
     template: Template
+    scale: int
     config: dict
 
     def face_mask(self, threshold: float = 0.5) -> torch.Tensor:
@@ -240,7 +242,7 @@ def restore_photo(observed: torch.Tensor, G, cfg: RestoreConfig, *, mask: torch.
     config = {"restore": asdict(cfg), "classical": CLASSICAL[cfg.task], "background": cfg.background,
               "keep_observed_pixels": cfg.task == "inpaint", "template": {"name": template.name, "kind": template.kind, "size": template.size},
               "loss": "weighted MSE in photo coordinates (no perceptual term, no SNA)"}
-    return Restoration(canvas.clamp(-1, 1), background, results, template, config)
+    return Restoration(canvas.clamp(-1, 1), background, results, template, f, config)
 
 
 def restoration_metrics(rest: Restoration, truth: torch.Tensor) -> dict:
@@ -268,9 +270,8 @@ def restoration_metrics(rest: Restoration, truth: torch.Tensor) -> dict:
 def comparison_row(rest: Restoration, i: int, observed: torch.Tensor, truth: torch.Tensor | None = None
                    ) -> tuple[list[torch.Tensor], list[str]]:
     """Aligned views of face ``i`` (observation, background, generator, pasted, truth): images and labels."""
-    fr, S, f = rest.faces[i], rest.template.size, rest.config["restore"]["factor"] or 1
-    f = f if rest.config["restore"]["task"] == "superres" else 1
-    T, Tf = fr.alignment.transform, scaled(fr.alignment.transform, f)
+    fr, S = rest.faces[i], rest.template.size
+    T, Tf = fr.alignment.transform, scaled(fr.alignment.transform, rest.scale)
     row = [aligned_crop(observed, T, S), aligned_crop(rest.background, Tf, S), fr.restored, aligned_crop(rest.image, Tf, S)]
     labels = ["observed", rest.config["background"], "generator", "pasted"]
     if truth is not None:
