@@ -248,7 +248,7 @@ def shipped_templates() -> list[Path]:
 
 
 def template_cache_dir() -> Path:
-    from ..generators.registry import cache_dir
+    from ..generators.hub import cache_dir
 
     return cache_dir() / "faces"
 
