@@ -208,7 +208,7 @@ def fake_restore(monkeypatch, tiny_dcgan):
         f = h // 96
         return [Face((0, 0, 1, 1), P.apply(ref * size) * f, "5", 1.0)]
 
-    def fake_solve(y, op, G_, method, config, **kw):
+    def fake_solve(y, op, G_, method, config=None, **kw):
         calls.append((y.clone(), op))
         return FakeResult(truth_face)
 
@@ -229,7 +229,7 @@ def test_restore_hands_the_photo_region_and_mask_to_the_operator(fake_restore):
     rest = R.restore_photo(photo, G, R.RestoreConfig(task="inpaint"), mask=mask)
     (y, op), = calls
     x0, y0, x1, y1 = rest.faces[0].region
-    assert torch.equal(y, (photo * mask)[..., y0:y1, x0:x1])
+    assert torch.equal(y, photo[..., y0:y1, x0:x1])  # hidden pixels: whatever the photo holds there
     assert torch.equal(op.inner.mask, mask[..., y0:y1, x0:x1])
     assert np.allclose(op.transform.matrix, P.inverse().matrix, atol=1e-6)
     # the observed pixels are kept; the solver's face (= the truth) fills the hole
@@ -241,7 +241,7 @@ def test_restore_hands_the_photo_region_and_mask_to_the_operator(fake_restore):
 def test_restore_superres_works_at_the_photo_resolution(fake_restore):
     R, G, photo, P, calls = fake_restore
     f = 2
-    small = R.degrade(photo, "superres", factor=f)  # [1, 3, 48, 50]
+    small = R.degrade(photo, R.RestoreConfig(task="superres", factor=f))  # [1, 3, 48, 50]
     rest = R.restore_photo(small, G, R.RestoreConfig(task="superres", factor=f))
     (y, op), = calls
     x0, y0, x1, y1 = rest.faces[0].region
@@ -260,7 +260,7 @@ def test_restore_denoise_noise_level_and_no_face(fake_restore, monkeypatch):
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(task="cs"), "unknown task"), (dict(task="denoise"), "sigma255"), (dict(task="superres", factor=1.5), "factor"),
+    (dict(task="cs"), "restore handles"), (dict(task="blur"), "unknown task"), (dict(task="denoise"), "sigma255"), (dict(task="superres", factor=1.5), "factor"),
     (dict(task="denoise", sigma255=5, method="bm3d"), "bm3d"), (dict(task="denoise", sigma255=5, faces="two"), "faces"),
 ])
 def test_restore_config_exception(kw, match):
@@ -273,7 +273,7 @@ def test_restore_config_exception(kw, match):
 # --- templates --------------------------------------------------------------------------------
 def test_template_for_ffhq_and_cache_keyed_by_weights(monkeypatch, tmp_path):
     import ilo.faces.template as tmod
-    from ilo.faces.align import generator_fingerprint, template_for
+    from ilo.faces.template import generator_fingerprint, template_for
     from ilo.generators import DCGANGenerator
 
     torch.manual_seed(0)
@@ -307,3 +307,31 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(f"ilo.faces.{module}"))
     assert result.failed == 0 and result.attempted > 0
+
+
+# --- what the operators tell the faces code -----------------------------------------------------
+@pytest.mark.parametrize("op", [Inpainting.box((3, 12, 10), 2, 3, 6, 8), Denoising((3, 12, 10), 20),
+                                SuperResolution((3, 24, 20), 2)], ids=["inpaint", "denoise", "superres"])
+def test_crop_acts_on_the_region_under_the_observed_pixels(op):
+    """A local operator's crop observes a region exactly as the whole operator observes it there."""
+    s = op.observation_scale({"factor": getattr(op, "factor", None)})
+    h, w = op.input_shape[1:]
+    x = smooth_face(3, max(h, w))[..., :h, :w]
+    box = (1, 2, 8, 9)  # observed pixels
+    region = x[..., box[1] * s: box[3] * s, box[0] * s: box[2] * s]
+    cropped = op.crop(box)
+    assert cropped.input_shape == tuple(region.shape[1:]) and cropped.local and cropped.classical_method
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))  # away from the crop's border (superres kernel)
+    assert torch.allclose(cropped.A(region)[inner], op.A(x)[..., box[1]:box[3], box[0]:box[2]][inner], atol=1e-6)
+
+
+def test_keep_observed_and_scale_from_the_operator():
+    op = Inpainting.box((3, 8, 8), 0, 0, 4, 8)
+    x, y = torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)
+    assert torch.equal(op.keep_observed(x, y), op.mask.expand_as(x))
+    assert torch.equal(Denoising((3, 8, 8), 5).keep_observed(x, y), x)
+    assert SuperResolution.observation_scale({"factor": 3}) == 3 and Denoising.observation_scale({"sigma": 5}) == 1
+    from ilo.operators import CompressedSensing
+
+    with pytest.raises(ValueError, match="region"):
+        CompressedSensing.from_options((3, 8, 8), torch.Generator().manual_seed(0), measurements=0.5).crop((0, 0, 2, 2))

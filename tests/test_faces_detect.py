@@ -14,9 +14,8 @@ from PIL import Image
 
 pytest.importorskip("dlib")
 from ilo.faces import detect as D
-from ilo.faces.align import (
-    Similarity, align_face, ffhq_transform, find_template, generator_fingerprint, sampling_grid, template_for,
-)
+from ilo.faces.align import Similarity, align_face, ffhq_transform, sampling_grid
+from ilo.faces.template import find_template, generator_fingerprint, template_for
 from ilo.faces.warp import warp
 
 try:

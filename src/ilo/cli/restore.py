@@ -73,8 +73,7 @@ def restore(photo, task, mask, sigma, factor, truth, simulate, out_dir, generato
     from ..images import ImageError, read_image
 
     try:
-        cfg = RestoreConfig(task=task, sigma255=sigma if task == "denoise" else None,
-                            factor=factor if task == "superres" else None, method=method, steps=steps,
+        cfg = RestoreConfig(task=task, sigma255=sigma, factor=factor, method=method, steps=steps,
                             restarts=restarts, seed=seed, faces=which, landmarks=landmarks, detector=detector,
                             template=template, background=background)
     except ValueError as e:
@@ -83,8 +82,8 @@ def restore(photo, task, mask, sigma, factor, truth, simulate, out_dir, generato
 
     if method not in METHODS:
         fail(f"unknown method {method!r}; choose from {', '.join(m for m in METHODS if m != 'bm3d')}")
-    if task == "inpaint" and mask is None:
-        fail("--task inpaint needs --mask (white = observed)")
+    if "mask" in cfg.options() and mask is None:
+        fail(f"--task {task} needs --mask (white = observed)")
     if simulate and truth is not None:
         fail("--simulate scores against PHOTO itself; drop --truth")
     src = Path(photo)
@@ -152,7 +151,7 @@ def _restore_one(path: Path, im, mask_im, truth_im, cfg, G, simulate: bool, targ
     truth = pil_to_tensor(truth_im) if truth_im is not None else None
     observed = photo
     if simulate:
-        observed = degrade(photo, cfg.task, mask=mask, sigma255=cfg.sigma255, factor=cfg.factor, seed=cfg.seed)
+        observed = degrade(photo, cfg, mask=mask, seed=cfg.seed)
         truth = photo[..., : observed.shape[-2] * cfg.scale, : observed.shape[-1] * cfg.scale]
     expect = (observed.shape[-2] * cfg.scale, observed.shape[-1] * cfg.scale)
     if truth is not None and tuple(truth.shape[-2:]) != expect:

@@ -1,4 +1,5 @@
-"""Feathered paste-back of restored faces, and the classical restoration of the background.
+"""Feathered paste-back of restored faces, and the classical restoration of the background
+(the method the task's operator names, ``classical_method``).
 
 Images are ``[1, C, H, W]`` in ``[-1, 1]``; masks ``[1, 1, H, W]`` in ``[0, 1]``.
 """
@@ -9,16 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..operators.base import Operator
 from .align import Similarity, sampling_grid
 from .warp import face_region, warp
-
-#: how each task's background is restored by the classical method (written to config.json)
-CLASSICAL = {
-    "inpaint": "missing pixels filled by pyramid (push-pull) interpolation of the observed ones",
-    "superres": "bicubic interpolation (PyTorch, align_corners=False)",
-    "denoise": "Gaussian filter of std sigma255 / 25 pixels (at least 0.5)",
-}
-
 
 def feather_window(size: int, ramp: float = 0.12, inset: float = 0.02) -> torch.Tensor:
     """``[1, 1, S, S]`` weights of the aligned frame: 0 within ``inset * S`` of the border, rising
@@ -89,13 +83,17 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def classical_restore(photo: torch.Tensor, task: str, *, mask: torch.Tensor | None = None,
-                      sigma255: float | None = None, factor: int = 1) -> torch.Tensor:
-    """The whole photo restored by the task's classical method (see :data:`CLASSICAL`)."""
-    if task == "inpaint":
-        return fill_missing(photo, mask)
-    if task == "superres":
-        return F.interpolate(photo, scale_factor=factor, mode="bicubic", align_corners=False).clamp(-1, 1)
-    if task == "denoise":
-        return gaussian_blur(photo, max(0.5, float(sigma255) / 25.0))
-    raise ValueError(f"no classical restoration for task {task!r}")
+#: the classical methods until :func:`ilo.solvers.solve` has them, by method name
+_CLASSICAL = {
+    "biharmonic": lambda y, op: fill_missing(y, op.mask.to(y.dtype)),
+    "bicubic": lambda y, op: F.interpolate(y, scale_factor=op.factor, mode="bicubic", align_corners=False).clamp(-1, 1),
+    "nlmeans": lambda y, op: gaussian_blur(y, max(0.5, op.sigma255 / 25.0)),
+}
+
+
+def classical_restore(y: torch.Tensor, op: Operator) -> torch.Tensor:
+    """The whole photo restored by ``op.classical_method``: the observation ``y [1, C, H, W]`` of
+    ``op`` -> ``[1, C, scale * H, scale * W]`` (``op``'s input shape)."""
+    if op.classical_method is None:
+        raise ValueError(f"{type(op).__name__} has no classical method to restore a photo with")
+    return _CLASSICAL[op.classical_method](y, op)

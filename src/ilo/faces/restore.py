@@ -3,7 +3,7 @@
 Usage (``observed``: a ``[1, 3, H, W]`` photo in ``[-1, 1]``)::
 
     from ilo.generators import load_generator
-    rest = restore_photo(observed, load_generator("digiface-dcgan"), RestoreConfig(task="denoise", sigma255=25))
+    rest = restore_photo(observed, load_generator("digiface-dcgan"), RestoreConfig("denoise", sigma255=25))
     rest.image  # [1, 3, H, W]: the photo's size (x factor for super-resolution)
 
 Steps, per face (largest first): the face is detected on the classical restoration of the
@@ -28,14 +28,16 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from ..metrics import psnr
-from ..operators import Denoising, Inpainting, SuperResolution
+from ..operators import TASKS, operator_class
 from ..operators.base import Operator
-from .align import Alignment, Template, aligned_crop, align_face, template_for
+from .align import Alignment, Template, aligned_crop, align_face
 from .detect import Face, detect_faces
-from .paste import CLASSICAL, classical_restore, paste, scaled
+from .paste import classical_restore, paste, scaled
+from .template import template_for
 from .warp import WarpedOperator, face_region
 
-TASKS = ("inpaint", "superres", "denoise")
+#: the tasks whose operator can act on a region of a photo
+RESTORE_TASKS = tuple(t for t, cls in TASKS.items() if cls.local)
 BACKGROUNDS = ("classical", "input")
 
 
@@ -48,7 +50,9 @@ class RestoreConfig:
     """What to restore and how.
 
     Args:
-        task: ``inpaint`` (needs a mask), ``superres`` (``factor``) or ``denoise`` (``sigma255``).
+        task: a task whose operator is ``local`` (:data:`RESTORE_TASKS`); its options: ``sigma255``
+            (the noise std of the photo on the 0-255 scale) and ``factor`` (super-resolution), required
+            when the task reads them, set to None otherwise; a mask is given to :func:`restore_photo`.
         sigma255: the photo's noise std on the 0-255 scale (denoise).
         factor: super-resolution factor; the photo is the low-resolution observation.
         method: solver (``ilo`` or a CSGM variant); steps, restarts: its budget per face; seed: first face's seed.
@@ -73,12 +77,16 @@ class RestoreConfig:
     margin: int = 2
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; restore handles {', '.join(TASKS)}")
-        if self.task == "denoise" and (self.sigma255 is None or not self.sigma255 > 0):
-            raise ValueError(f"denoising needs the photo's noise sigma255 > 0, got {self.sigma255}")
-        if self.task == "superres" and (self.factor is None or int(self.factor) != self.factor or self.factor < 1):
-            raise ValueError(f"super-resolution needs an integer factor >= 1, got {self.factor}")
+        cls = operator_class(self.task)
+        if not cls.local:
+            raise ValueError(f"restore handles {', '.join(RESTORE_TASKS)}, not {self.task!r} "
+                             "(its operator measures the whole image at once)")
+        for option, name in (("sigma", "sigma255"), ("factor", "factor")):
+            if option not in cls.options:
+                object.__setattr__(self, name, None)  # not the task's: not recorded either
+            elif getattr(self, name) is None:
+                raise ValueError(f"task {self.task!r} needs {name}")
+        cls.check_options(self.options())
         if self.method == "bm3d":
             raise ValueError("restore needs a generator-based method (ilo or a csgm variant), not bm3d")
         if self.faces not in ("all", "largest"):
@@ -88,9 +96,15 @@ class RestoreConfig:
         if self.steps < 1 or self.restarts < 1:
             raise ValueError(f"steps and restarts must be >= 1, got {self.steps} and {self.restarts}")
 
+    def options(self, mask: torch.Tensor | None = None) -> dict:
+        """The options the task's operator reads (:meth:`ilo.operators.Operator.from_options`)."""
+        given = {"sigma": self.sigma255, "factor": self.factor, "mask": mask}
+        return {k: given.get(k) for k in operator_class(self.task).options}
+
     @property
     def scale(self) -> int:
-        return int(self.factor) if self.task == "superres" else 1
+        """Output pixels per photo pixel along each side (the super-resolution factor, else 1)."""
+        return operator_class(self.task).observation_scale(self.options())
 
 
 @dataclass
@@ -134,34 +148,26 @@ class Restoration:
         return m
 
 
-def degrade(photo: torch.Tensor, task: str, *, mask: torch.Tensor | None = None, sigma255: float | None = None,
-            factor: int | None = None, seed: int = 0) -> torch.Tensor:
-    """Simulate the observation of a clean ``photo [1, C, H, W]`` with the library's own operators
-    (inpainting: ``photo * mask``; denoising: clipped Gaussian noise; super-resolution: antialiased
-    bicubic downsampling, after cropping ``H, W`` to multiples of the factor)."""
-    g = torch.Generator().manual_seed(seed)
-    c, h, w = photo.shape[1:]
-    if task == "inpaint":
-        return Inpainting((c, h, w), mask)(photo, g)
-    if task == "denoise":
-        return Denoising((c, h, w), sigma255)(photo, g)
-    if task == "superres":
-        hh, ww = h - h % factor, w - w % factor
-        return SuperResolution((c, hh, ww), factor)(photo[..., :hh, :ww], g)
-    raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+def photo_operator(cfg: RestoreConfig, observed_shape: tuple[int, ...], mask: torch.Tensor | None = None) -> Operator:
+    """The task's operator on a whole photo observed as ``[1, C, H, W]``: it takes images
+    ``[1, C, scale * H, scale * W]``; ``mask [1, 1, H, W]`` (1 = observed) for the tasks that read one."""
+    c, h, w = observed_shape[1:]
+    opts = cfg.options(mask)
+    if "mask" in opts and mask is None:
+        raise ValueError(f"task {cfg.task!r} needs a mask of the photo (1 = observed)")
+    if mask is not None and tuple(mask.shape[-2:]) != (h, w):
+        raise ValueError(f"the mask must be {w}x{h} pixels (W x H, the photo's size), got {mask.shape[-1]}x{mask.shape[-2]}")
+    s = cfg.scale
+    return operator_class(cfg.task).from_options((c, h * s, w * s), torch.Generator(), **opts)
 
 
-def inner_operator(cfg: RestoreConfig, region_hw: tuple[int, int], channels: int,
-                   mask: torch.Tensor | None) -> Operator:
-    """The task's operator on a region of ``region_hw`` photo pixels (``mask``: the region's mask)."""
-    h, w = region_hw
-    if cfg.task == "inpaint":
-        if not bool(mask.any()):
-            raise ValueError("the mask observes no pixel of this face")
-        return Inpainting((channels, h, w), mask)
-    if cfg.task == "denoise":
-        return Denoising((channels, h, w), cfg.sigma255)
-    return SuperResolution((channels, h * cfg.scale, w * cfg.scale), cfg.scale)
+def degrade(photo: torch.Tensor, cfg: RestoreConfig, *, mask: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
+    """Simulate the observation of a clean ``photo [1, C, H, W]`` with the task's operator (noise from
+    ``seed``); ``H, W`` are first cropped to multiples of the output's scale (super-resolution)."""
+    s = cfg.scale
+    h, w = photo.shape[-2] - photo.shape[-2] % s, photo.shape[-1] - photo.shape[-1] % s
+    op = photo_operator(cfg, (1, photo.shape[1], h // s, w // s), mask)
+    return op(photo[..., :h, :w], torch.Generator().manual_seed(seed))
 
 
 def solver_config(cfg: RestoreConfig, G, task: str):
@@ -176,10 +182,10 @@ def solver_config(cfg: RestoreConfig, G, task: str):
     return replace(sc, loss=replace(sc.loss, perceptual=0.0, lpips=0.0, sna=False, mse=sc.loss.mse or 1.0))
 
 
-def find_faces(observed: torch.Tensor, cfg: RestoreConfig, mask: torch.Tensor | None = None
-               ) -> tuple[list[Face], torch.Tensor]:
-    """Detected faces (landmarks in photo coordinates) and the classical restoration they were found on."""
-    classical = classical_restore(observed, cfg.task, mask=mask, sigma255=cfg.sigma255, factor=cfg.scale)
+def find_faces(observed: torch.Tensor, cfg: RestoreConfig, op: Operator) -> tuple[list[Face], torch.Tensor]:
+    """Detected faces (landmarks in the coordinates of ``observed``) and the classical restoration
+    of the photo by ``op``'s task, which they were found on."""
+    classical = classical_restore(observed, op)
     faces = detect_faces(classical, landmarks=cfg.landmarks, detector=cfg.detector, upsample=1)
     for f in faces:
         f.landmarks = f.landmarks / cfg.scale
@@ -207,14 +213,8 @@ def restore_photo(observed: torch.Tensor, G, cfg: RestoreConfig, *, mask: torch.
     c, h, w = observed.shape[1:]
     if c != G.image_shape[0]:
         raise ValueError(f"the photo has {c} channels, the generator draws {G.image_shape[0]}")
-    if cfg.task == "inpaint":
-        if mask is None:
-            raise ValueError("inpainting needs a mask of the photo (1 = observed)")
-        if tuple(mask.shape) != (1, 1, h, w):
-            raise ValueError(f"the mask must be [1, 1, {h}, {w}] (the photo's size), got {list(mask.shape)}")
-        mask = mask.to(observed.dtype)
-        observed = observed * mask
-    faces, classical = find_faces(observed, cfg, mask)
+    op = photo_operator(cfg, tuple(observed.shape), None if mask is None else mask.to(observed.dtype))
+    faces, classical = find_faces(observed, cfg, op)
     if not faces:
         raise NoFaceFound("no face found in the photo")
     template = template_for(G, cfg.template, progress=progress)
@@ -228,19 +228,18 @@ def restore_photo(observed: torch.Tensor, G, cfg: RestoreConfig, *, mask: torch.
         box = face_region(al.transform, S, (h, w), cfg.margin)
         x0, y0, x1, y1 = box
         y = observed[..., y0:y1, x0:x1]
-        region_mask = mask[..., y0:y1, x0:x1] if mask is not None else None
-        op = WarpedOperator(inner_operator(cfg, (y1 - y0, x1 - x0), c, region_mask), al.transform, S, box, f)
+        wop = WarpedOperator(op.crop(box), al.transform, S, box, f)
         t0 = time.time()
-        res = solve(y.to(dev), op.to(dev), G, cfg.method, solver_config(cfg, G, op.task), seeds=cfg.seed + i,
+        res = solve(y.to(dev), wop.to(dev), G, cfg.method, solver_config(cfg, G, wop.task), seeds=cfg.seed + i,
                     progress=progress)
         restored = res.image.detach().cpu()
         canvas, alpha = paste(canvas, restored, al.transform, scale=f)
         results.append(FaceResult(face, al, box, restored, float(res.measurement_loss[0]), time.time() - t0,
                                   res.config, alpha))
-    if cfg.task == "inpaint":
-        canvas = mask * observed + (1 - mask) * canvas
-    config = {"restore": asdict(cfg), "classical": CLASSICAL[cfg.task], "background": cfg.background,
-              "keep_observed_pixels": cfg.task == "inpaint", "template": {"name": template.name, "kind": template.kind, "size": template.size},
+    canvas = op.keep_observed(canvas, observed)
+    config = {"restore": asdict(cfg), "operator": op.describe(), "classical": op.classical_method,
+              "background": cfg.background,
+              "template": {"name": template.name, "kind": template.kind, "size": template.size},
               "loss": "weighted MSE in photo coordinates (no perceptual term, no SNA)"}
     return Restoration(canvas.clamp(-1, 1), background, results, template, f, config)
 
@@ -280,5 +279,5 @@ def comparison_row(rest: Restoration, i: int, observed: torch.Tensor, truth: tor
     return [r[0].clamp(-1, 1) for r in row], labels
 
 
-__all__ = ["RestoreConfig", "Restoration", "FaceResult", "NoFaceFound", "restore_photo", "degrade",
-           "restoration_metrics", "comparison_row", "find_faces", "TASKS"]
+__all__ = ["RestoreConfig", "Restoration", "FaceResult", "NoFaceFound", "restore_photo", "degrade", "photo_operator",
+           "restoration_metrics", "comparison_row", "find_faces", "RESTORE_TASKS"]

@@ -1,4 +1,4 @@
-"""Estimate a generator's face template from its own samples.
+"""A generator's face template: estimated from its own samples, shipped, or cached by its weights' hash.
 
 Draw ``samples`` faces (seed ``seed``), enlarge each to ``detect_size`` pixels (bicubic) so
 that dlib's detector sees a face of the size it was trained on, keep the samples with exactly one
@@ -16,14 +16,16 @@ The command also prints the 68-point measurement behind :data:`ilo.faces.align.M
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .align import Template, generator_fingerprint
+from .align import TEMPLATE_KINDS, Template
 from .detect import LANDMARK_MODELS, DetectorUnavailable, as_uint8, detect_faces
 
 
@@ -94,6 +96,72 @@ def mouth_from_nose(lm5: np.ndarray, lm68: np.ndarray) -> float:
     eyes = lm5[:, 0:4].mean(1)
     mouth = (lm68[:, 48] + lm68[:, 54]) / 2
     return float(np.mean(np.linalg.norm(mouth - eyes, axis=1) / np.linalg.norm(lm5[:, 4] - eyes, axis=1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# lookup by generator fingerprint: shipped, cached, or estimated now
+
+
+def generator_fingerprint(G: torch.nn.Module) -> str:
+    """SHA-256 of a generator's weights (names, dtypes, shapes and bytes of its state dict, on CPU)."""
+    h = hashlib.sha256()
+    for name, t in sorted(G.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def shipped_templates() -> list[Path]:
+    return sorted((Path(__file__).resolve().parent.parent / "data").glob("faces-template-*.json"))
+
+
+def template_cache_dir() -> Path:
+    from ..generators.hub import cache_dir
+
+    return cache_dir() / "faces"
+
+
+def ffhq_template(size: int, name: str = "ffhq") -> Template:
+    return Template(name, "ffhq", int(size), {}, {"recipe": "NVIDIA FFHQ preparation (eyes and mouth -> oriented square)"})
+
+
+def find_template(G: torch.nn.Module, fingerprint: str | None = None) -> Template | None:
+    """The shipped or cached landmark template made from these exact weights, or None."""
+    fp = fingerprint or generator_fingerprint(G)
+    for path in [*shipped_templates(), template_cache_dir() / f"{fp}.json"]:
+        if path.is_file():
+            obj = json.loads(path.read_text())
+            if obj.get("source", {}).get("fingerprint") == fp:
+                return Template.from_json(obj)
+    return None
+
+
+def template_for(G: torch.nn.Module, kind: str = "auto", *, estimate: bool = True, progress: bool = False) -> Template:
+    """The template to align faces to for generator ``G``.
+
+    ``kind="auto"``: the FFHQ recipe when the generator's name says FFHQ, else the landmark template
+    of these weights (shipped, cached, or estimated now from ``G``'s samples and cached under
+    ``$ILO_CACHE/faces/<fingerprint>.json``).
+    """
+    if kind not in TEMPLATE_KINDS:
+        raise ValueError(f"unknown template kind {kind!r}; choose from {', '.join(TEMPLATE_KINDS)}")
+    size = int(G.image_shape[-1])
+    if kind == "ffhq" or (kind == "auto" and "ffhq" in getattr(G, "name", "").lower()):
+        return ffhq_template(size, f"ffhq-{size}")
+    fp = generator_fingerprint(G)
+    found = find_template(G, fp)
+    if found is not None or not estimate:
+        if found is None:
+            raise ValueError(f"no landmark template for generator {getattr(G, 'name', '?')!r}")
+        return found
+    tpl = estimate_template(G, progress=progress)
+    path = template_cache_dir() / f"{fp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(tpl.to_json(), indent=1) + "\n")
+    tmp.replace(path)
+    return tpl
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,6 +18,10 @@ An operator class also carries its task's semantics, so that no code outside the
 - :meth:`perceptual_pair`: what the perceptual loss terms compare (None: no image-space data);
 - :meth:`describe`: a one-line description; :meth:`config`: a JSON record;
 - :meth:`read_observation`: an observation file of the task;
+- for restoring photographs (:mod:`ilo.faces`): ``local`` (each measurement depends on a few
+  nearby pixels, so the operator can act on a region of a photo: :meth:`crop`),
+  :meth:`observation_scale` (image pixels per observed pixel), :meth:`keep_observed` and
+  ``classical_method`` (the classical method of :func:`ilo.solvers.solve` that restores a whole photo);
 - class methods that build an operator from options (:meth:`from_options`), check a level
   (:meth:`check_level`) and list the levels a benchmark sweeps (:meth:`sweep_levels`).
 """
@@ -110,6 +114,10 @@ class Operator(nn.Module):
     #: what the target of :meth:`perceptual_pair` depends on: ``"observation"`` (``y`` only, so its
     #: features can be computed once), ``"candidate"`` (also ``x``), or None (no image-space target)
     perceptual_target: str | None = None
+    #: True when each measurement depends on a few nearby pixels only (:meth:`crop` works)
+    local: bool = False
+    #: the generator-free method of :func:`ilo.solvers.solve` that restores a whole photo (None: none)
+    classical_method: str | None = None
     #: names of buffers that may hold one entry per sample (first dim = batch), e.g. a mask per image
     per_sample_buffers: tuple[str, ...] = ()
 
@@ -171,12 +179,26 @@ class Operator(nn.Module):
             raise ValueError(f"observation {p.name} is {im.size[0]}x{im.size[1]}; this operator needs {w}x{h}")
         return pil_to_tensor(im)
 
+    def crop(self, box: tuple[int, int, int, int]) -> "Operator":
+        """The operator restricted to the observed pixels ``box = (x0, y0, x1, y1)`` (observation
+        coordinates, end exclusive): it acts on the image region under them. Local operators only."""
+        raise ValueError(f"{type(self).__name__} measures the whole image; it cannot act on a region")
+
+    def keep_observed(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``x [B, C, H, W]`` with the pixels that ``y`` determines exactly put back (default: ``x``)."""
+        return x
+
     # -- the task's semantics at class level ------------------------------------------------
     @classmethod
     def from_options(cls, shape: tuple[int, int, int], generator: torch.Generator, **options: Any) -> "Operator":
         """The operator for images of ``shape`` from the task's :attr:`options` (None = not given),
         random parts drawn from ``generator``."""
         raise NotImplementedError(f"{cls.__name__} has no options")  # pragma: no cover - abstract
+
+    @classmethod
+    def observation_scale(cls, options: dict[str, Any]) -> int:
+        """Image pixels per observed pixel along each side for these options (1: same grid)."""
+        return 1
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,8 @@ class Denoising(Operator):
     perceptual_target = "observation"
     options = ("sigma",)
     default_level = 25.0
+    local = True
+    classical_method = "nlmeans"
 
     def __init__(self, input_shape: tuple[int, int, int], sigma255: float):
         if isinstance(sigma255, bool) or not float(sigma255) >= 0:
@@ -46,6 +48,11 @@ class Denoising(Operator):
     @classmethod
     def from_options(cls, shape, generator=None, *, sigma=None) -> "Denoising":
         return cls(shape, cls.check_options({"sigma": sigma})["sigma"])
+
+    def crop(self, box):
+        """The same noise on the region ``box``."""
+        x0, y0, x1, y1 = box
+        return Denoising((self.input_shape[0], y1 - y0, x1 - x0), self.sigma255)
 
     @classmethod
     def check_level(cls, level, size=None) -> None:

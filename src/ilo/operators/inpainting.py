@@ -43,6 +43,8 @@ class Inpainting(Operator):
     perceptual_target = "candidate"
     options = ("observed", "box", "mask")
     default_level = 0.1
+    local = True
+    classical_method = "biharmonic"
     per_sample_buffers = ("mask",)
 
     def __init__(
@@ -168,10 +170,13 @@ class Inpainting(Operator):
     @classmethod
     def from_options(cls, shape, generator, *, observed=None, box=None, mask=None, noise=None) -> "Inpainting":
         """A random mask of ``observed`` fraction (from ``generator``), the ``box`` ``[x0, y0, x1, y1]``
-        hidden, or the ``mask`` picture at a path (white = observed); only one of them."""
+        hidden, or the ``mask``: a picture at a path (white = observed) or a ``[1, 1, H, W]`` tensor
+        (1 = observed); only one of them."""
         opts = cls.check_options({"observed": observed, "box": box, "mask": mask})
         if opts["box"] is not None:
             return cls.box(shape, *opts["box"], noise=noise)
+        if isinstance(opts["mask"], torch.Tensor):
+            return cls(shape, opts["mask"], noise)
         if opts["mask"] is not None:
             from ..images import read_image
 
@@ -215,6 +220,24 @@ class Inpainting(Operator):
         generated ones in the holes (section 4.2 of the paper)."""
         m = self._mask_for(x)
         return x, (m * y + (1 - m) * x).detach()
+
+    def crop(self, box):
+        """The mask's pixels in ``box``; ValueError when none of them is observed.
+
+        >>> op = Inpainting.box((3, 8, 8), 0, 0, 4, 8)
+        >>> op.crop((2, 0, 6, 3)).mask[0, 0].tolist()
+        [[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]]
+        """
+        x0, y0, x1, y1 = box
+        m = self.mask[..., y0:y1, x0:x1]
+        if not bool(m.any()):
+            raise ValueError(f"the mask observes no pixel in the region {tuple(box)}")
+        return Inpainting((self.input_shape[0], y1 - y0, x1 - x0), m, self.noise)
+
+    def keep_observed(self, x, y):
+        """Observed pixels from ``y``, the others from ``x``."""
+        m = self._mask_for(x)
+        return m * y + (1 - m) * x
 
     def read_observation(self, path):
         """A picture at the image size; ``A`` is applied to it (missing pixels become zero)."""

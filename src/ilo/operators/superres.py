@@ -104,6 +104,8 @@ class SuperResolution(Operator):
     perceptual_target = "observation"
     options = ("factor",)
     default_level = 4
+    local = True
+    classical_method = "bicubic"
 
     def __init__(
         self,
@@ -136,6 +138,21 @@ class SuperResolution(Operator):
         if h % int(factor) or w % int(factor):
             raise ValueError(f"factor {factor} does not divide the image size {h}x{w}")
         return cls(shape, int(factor), noise)
+
+    @classmethod
+    def observation_scale(cls, options):
+        """The factor.
+
+        >>> SuperResolution.observation_scale({"factor": 3})
+        3
+        """
+        return int(cls.check_options(dict(options))["factor"])
+
+    def crop(self, box):
+        """Super-resolution of the image region under the low-resolution pixels ``box`` (``factor`` times larger)."""
+        x0, y0, x1, y1 = box
+        f = self.factor
+        return SuperResolution((self.input_shape[0], (y1 - y0) * f, (x1 - x0) * f), f, self.noise, border=self.border)
 
     @classmethod
     def check_level(cls, level, size=None) -> None:
