@@ -62,6 +62,8 @@ def _parse_box(text: str | None):
 @click.option("--truth-seed", type=Seed(), default=None, help="Truth = a face drawn from the generator with this seed.")
 @click.option("--image", type=click.Path(dir_okay=False), default=None,
               help=f"Truth = this photo (centre-cropped, resized); {IMAGE_POLICY}.")
+@click.option("--align", is_flag=True, help="With --image: the detected face (the largest) aligned to the generator's "
+                                             "template instead of the centre crop (needs the faces extra).")
 @click.option("--observation", type=click.Path(dir_okay=False), default=None,
               help="Observed data only, no truth: an image (same rules as --image) or, for cs, a .npy of finite "
                    "measurements [m] or [1, m].")
@@ -74,7 +76,7 @@ def _parse_box(text: str | None):
               help="Output folder (created once the inputs are valid; never overwrites an input file).")
 @quiet_option
 def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma,
-          measurements, truth_seed, image, observation, steps, restarts, seed, device, out_dir, quiet):
+          measurements, truth_seed, image, align, observation, steps, restarts, seed, device, out_dir, quiet):
     """Reconstruct one image and write reconstruction.png, observation.png, config.json, metrics.json."""
     from ..operators import Denoising, operator_class
     from ..pipeline import ProblemSpec, build_problem, run_method
@@ -96,6 +98,15 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
             _import_bm3d()
         except BM3DUnavailable as e:
             fail(first_line(e))
+    if align and image is None:
+        fail("--align aligns the face of --image; give --image PHOTO")
+    if align:
+        from ..faces.detect import DetectorUnavailable, check_available
+
+        try:
+            check_available()
+        except DetectorUnavailable as e:
+            fail(first_line(e))
     loss = _parse_loss(loss_terms, weights, sna, lpips_backbone, method, task)
     if observation is not None and Path(observation).suffix == ".npy":
         from ..io import load_array
@@ -104,7 +115,9 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
     writer = output_folder(Path(out_dir), OUTPUTS, [image, mask, observation, lpips_backbone])
     dev = pick_device(device)
     G = load_generator(generator_name, dev)
-    prob = build_problem(spec, G, seed=seed, truth_seed=truth_seed, image=image, observation=observation)
+    aligned, alignment = (_aligned_image(image, G) if align else (None, None))
+    prob = build_problem(spec, G, seed=seed, truth_seed=truth_seed, image=None if align else image,
+                         observation=observation, truth=aligned)
     if observation is not None and not bool(prob.y.isfinite().all()):
         fail(f"--observation {observation} holds NaN or infinite values")
     from ..io import environment
@@ -117,6 +130,7 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
             "generator": generator_name,
             "method": method,
             "problem": prob.describe(),
+            **({"image": str(image), "alignment": alignment} if align else {}),
             "solver": result.config,
             "seed": seed,
             "device": str(dev),
@@ -125,6 +139,15 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
         }
         _write_result(writer, prob, result, metrics, config)
     click.echo(_metrics_line(metrics))
+
+
+def _aligned_image(path: str, G):
+    """The largest face of the photo at ``path`` aligned to ``G``'s template ``[1, C, S, S]`` and a record of it."""
+    from ..faces.crop import aligned_face
+    from ..images import pil_to_tensor, read_image
+
+    crop, face, al = aligned_face(pil_to_tensor(read_image(path).convert("RGB")), G)
+    return crop, {**face.to_dict(), **al.to_dict()}
 
 
 def _parse_loss(terms: str | None, weights: str | None, sna: bool | None, lpips_backbone: str | None, method: str, task: str):

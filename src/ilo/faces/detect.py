@@ -43,6 +43,10 @@ LANDMARK_MODELS = {"5": "shape_predictor_5_face_landmarks.dat", "68": "shape_pre
 DETECTORS = ("hog", "cnn")
 
 
+class NoFaceFound(ValueError):
+    """The detector found no face (where one was looked for)."""
+
+
 class DetectorUnavailable(RuntimeError):
     """dlib or its model files are not installed; the message says what to install."""
 

@@ -31,7 +31,7 @@ from ..metrics import psnr
 from ..operators import TASKS, operator_class
 from ..operators.base import Operator
 from .align import Alignment, Template, aligned_crop, align_face
-from .detect import Face, detect_faces
+from .detect import Face, NoFaceFound, detect_faces
 from .paste import classical_restore, paste, scaled
 from .template import template_for
 from .warp import WarpedOperator, face_region
@@ -39,10 +39,6 @@ from .warp import WarpedOperator, face_region
 #: the tasks whose operator can act on a region of a photo
 RESTORE_TASKS = tuple(t for t, cls in TASKS.items() if cls.local)
 BACKGROUNDS = ("classical", "input")
-
-
-class NoFaceFound(ValueError):
-    """The detector found no face in the photo."""
 
 
 @dataclass(frozen=True)
