@@ -151,7 +151,7 @@ def photo_operator(cfg: RestoreConfig, observed_shape: tuple[int, ...], mask: to
     opts = cfg.options(mask)
     if "mask" in opts and mask is None:
         raise ValueError(f"task {cfg.task!r} needs a mask of the photo (1 = observed)")
-    if mask is not None and tuple(mask.shape[-2:]) != (h, w):
+    if "mask" in opts and tuple(mask.shape[-2:]) != (h, w):
         raise ValueError(f"the mask must be {w}x{h} pixels (W x H, the photo's size), got {mask.shape[-1]}x{mask.shape[-2]}")
     s = cfg.scale
     return operator_class(cfg.task).from_options((c, h * s, w * s), torch.Generator(), **opts)
