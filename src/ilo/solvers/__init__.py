@@ -9,6 +9,7 @@ import torch
 from ..generators.base import LayeredGenerator
 from ..operators.base import Operator
 from .bm3d import BM3DConfig, BM3DUnavailable, bm3d_denoise
+from .classical import CLASSICAL, ClassicalConfig, classical
 from .config import (
     CSGMConfig,
     ILOConfig,
@@ -27,7 +28,7 @@ from .optim import StepInfo
 from .result import Result
 
 #: every method behind :func:`solve`; the CSGM variants differ only in their loss
-METHODS = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse", "ilo", "bm3d")
+METHODS = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse", "ilo", "bm3d") + tuple(CLASSICAL)
 CSGM_FAMILY = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse")
 
 
@@ -59,6 +60,8 @@ def default_config(method: str, generator: LayeredGenerator, task: str = "inpain
         return dcgan_preset(task, steps, restarts, level=level)
     if method == "bm3d":
         return BM3DConfig()
+    if method in CLASSICAL:
+        return ClassicalConfig()
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
@@ -97,6 +100,8 @@ def solve(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if method in CLASSICAL:  # no generator
+        return classical(y, operator, method, config)
     if config is None:
         config = default_config(method, generator, operator.task)
     if method in CSGM_FAMILY:

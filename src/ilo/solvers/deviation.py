@@ -28,17 +28,16 @@ from .optim import StepInfo, Timer
 from .result import Result
 
 
-def lipschitz(operator: Operator, like: torch.Tensor, iterations: int = 30) -> float:
-    """An upper estimate of ``||A||²`` (the data term's gradient Lipschitz constant) by power
-    iteration on ``AᵀA`` from a fixed-seed start, shaped like ``like [B, C, H, W]``; 2 % margin."""
+def lipschitz(operator: Operator, like: torch.Tensor, iterations: int = 30) -> torch.Tensor:
+    """Per-image estimates of ``||A||²`` (the data term's gradient Lipschitz constant), ``[B]``,
+    by power iteration on ``AᵀA``, every image from the same fixed-seed start (so an image's
+    estimate does not depend on its batch), with a 2 % margin. ``like``: ``[B, C, H, W]``."""
     g = torch.Generator().manual_seed(0)
-    v = torch.randn(like.shape, generator=g, dtype=like.dtype).to(like.device)
-    est = 1.0
+    v = torch.randn((1, *like.shape[1:]), generator=g, dtype=like.dtype).to(like.device).expand_as(like)
     for _ in range(iterations):
         v = v / v.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *[1] * (v.ndim - 1))
         v = operator.A_adjoint(operator.A(v))
-        est = float(v.flatten(1).norm(dim=1).max())
-    return 1.02 * est
+    return 1.02 * v.flatten(1).norm(dim=1)
 
 
 def deviate(
@@ -89,14 +88,14 @@ def deviate(
     lam = lam.expand(x0.shape[0]) if lam.ndim == 0 else lam
     if lam.shape != (x0.shape[0],) or bool((lam < 0).any()):
         raise ValueError(f"weight must be >= 0, a number or one per image [{x0.shape[0]}]")
-    eta = 1.0 / lipschitz(operator, x0)
+    eta = 1.0 / lipschitz(operator, x0).clamp_min(1e-12)  # [B] step sizes
     with torch.no_grad():
         delta = (init.detach() - x0) if init is not None else torch.zeros_like(x0)
         z, t = delta.clone(), torch.ones(x0.shape[0], dtype=x0.dtype, device=x0.device)
         history = []
         for k in range(int(steps)):
             g = operator.A_adjoint(operator.A(x0 + z) - y)
-            nxt = prior.prox(z - eta * g, eta * lam)
+            nxt = prior.prox(z - eta.view(-1, 1, 1, 1) * g, eta * lam)
             # restart the momentum of images whose step went against the gradient
             restart = ((z - nxt) * (nxt - delta)).flatten(1).sum(1) > 0
             t = torch.where(restart, torch.ones_like(t), t)
@@ -113,7 +112,7 @@ def deviate(
                 callback(info)
         image = (x0 + delta).clamp(-1, 1)
         meas = operator.measurement_loss(image, y)
-    config = {**prior.config(), "weight": lam.tolist(), "steps": int(steps), "step_size": eta}
+    config = {**prior.config(), "weight": lam.tolist(), "steps": int(steps), "step_size": eta.tolist()}
     return Result(image=image, latents={}, layer=-1, measurement_loss=meas, history=history, method="deviation",
                   config=config, seconds=timer())
 
