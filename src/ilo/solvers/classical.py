@@ -63,12 +63,12 @@ CLASSICAL = {
 #: tuned ``weight`` per method: (level, weight) pairs, interpolated log-log, constant outside
 #: (tuning images and command in docs/CLASSICAL.md)
 TUNED: dict[str, tuple[tuple[float, float], ...]] = {
-    "tv-inpaint": ((0.05, 0.01), (0.3, 0.01), (0.9, 0.01)),
-    "tv-superres": ((4, 0.001), (16, 0.001)),
-    "nlmeans": ((10, 0.8), (50, 0.8)),
-    "tv-denoise": ((10, 1.0), (50, 1.0)),
-    "tv-cs": ((0.05, 0.01), (0.1, 0.01)),
-    "wavelet-cs": ((0.05, 0.01), (0.1, 0.01)),
+    "tv-inpaint": ((0.05, 0.001), (0.9, 0.001)),
+    "tv-superres": ((4, 1e-4), (8, 3e-4), (16, 3e-4)),
+    "nlmeans": ((10, 0.8), (25, 0.6), (50, 0.4)),
+    "tv-denoise": ((10, 0.7), (25, 0.7), (50, 1.0)),
+    "tv-cs": ((0.05, 0.03), (0.1, 0.01)),
+    "wavelet-cs": ((0.05, 0.03), (0.1, 0.3)),
 }
 
 
@@ -222,6 +222,8 @@ def classical(y: torch.Tensor, operator: Operator, method: str, config: Classica
     if not isinstance(operator, kind):
         raise ValueError(f"{method} solves {kind.__name__} problems, not {type(operator).__name__}")
     config = config if config is not None else ClassicalConfig()
+    if not isinstance(config, ClassicalConfig):
+        raise TypeError(f"method {method!r} needs a ClassicalConfig, got {type(config).__name__}")
     if config.weight is not None and not (math.isfinite(config.weight) and config.weight >= 0):
         raise ValueError(f"weight must be a finite number >= 0, got {config.weight!r}")
     timer = Timer()
