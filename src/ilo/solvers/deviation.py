@@ -44,7 +44,7 @@ def deviate(
     y: torch.Tensor,
     operator: Operator,
     x0: torch.Tensor,
-    prior: str | Prior = "wavelet",
+    prior: str | Prior = "tv",
     weight: float | torch.Tensor = 0.01,
     steps: int = 100,
     *,
@@ -58,8 +58,10 @@ def deviate(
         operator: the forward operator; its ``A`` and ``A_adjoint`` define the data term.
         x0: the starting image ``[B, C, H, W]`` in ``[-1, 1]`` (a generator's output, or zeros
             for plain regularised least squares).
-        prior: ``"wavelet"`` (db4, 3 levels), ``"dct"``, ``"tv"`` or a :class:`~ilo.priors.Prior`.
-        weight: ``λ >= 0``, a number or one per image ``[B]``.
+        prior: ``"tv"`` (best after CSGM on most tuning cells, docs/CLASSICAL.md), ``"wavelet"``
+            (db4, 3 levels), ``"dct"`` or a :class:`~ilo.priors.Prior`.
+        weight: ``λ >= 0``, a number or one per image ``[B]``. The best weight depends on the
+            task, the noise and ``||A||²`` (docs/CLASSICAL.md): choose it per problem.
         steps: FISTA iterations (0 returns the start).
         init: the first iterate of ``x0 + δ`` (default ``x0``, i.e. ``δ = 0``).
         callback: called with a :class:`StepInfo` after every iteration.
