@@ -85,6 +85,19 @@ def test_exception_bad_method_and_weight():
         classical(y, op, "tv-denoise", ClassicalConfig(weight=-1.0))
 
 
+def test_tuning_sweep_and_table():
+    from ilo.bench.classical_tuning import best_table, make_problem, sweep
+
+    x = smooth_images(2)
+    op, y = make_problem("box", 1 / 3, x)
+    assert float(op.mask.mean()) == pytest.approx(1 - (5 / 16) ** 2)  # the central 5x5 of 16x16
+    lines = []
+    rows = sweep(x, [("denoise", 25)], {"denoise": ("tv-denoise",)}, {"tv-denoise": (0.01, 1.0)}, echo=lines.append)
+    assert [r["weight"] for r in rows] == [0.01, 1.0] and len(lines) == 2
+    best = max(rows, key=lambda r: r["psnr"])
+    assert f"| denoise | 25 | tv-denoise | {best['weight']:g} | {best['psnr']:.2f} |" in best_table(rows)
+
+
 def test_solve_dispatches_classical_methods():
     op = SuperResolution(SHAPE, 2)
     x = smooth_images(1)
@@ -92,6 +105,8 @@ def test_solve_dispatches_classical_methods():
     assert res.method == "bicubic" and res.image.shape == x.shape
     with pytest.raises(ValueError, match="bicubic"):
         solve(x, Denoising(SHAPE, 10), None, "bicubic")
+    with pytest.raises(TypeError, match="ClassicalConfig"):
+        solve(op(x), op, None, "bicubic", config={"weight": 1.0})
 
 
 def test_bicubic_upsampling_matches_pil():

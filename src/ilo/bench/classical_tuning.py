@@ -74,13 +74,12 @@ def make_problem(task: str, level: float, x: torch.Tensor, seed: int = 0) -> tup
 
 
 def _run(method: str, y: torch.Tensor, op: Operator, weight: float | None) -> torch.Tensor:
-    from ..solvers.classical import CLASSICAL, ClassicalConfig, classical
+    from ..solvers.classical import ClassicalConfig, classical
 
     if method == "bm3d":
         from ..solvers import bm3d_denoise
 
         return bm3d_denoise(y, op).image
-    assert method in CLASSICAL
     return classical(y, op, method, ClassicalConfig(weight=weight)).image
 
 
