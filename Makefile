@@ -33,7 +33,7 @@ demo: install
 	$(BIN)/ilo demo --out out/demo
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m ""
 
 # The paper's experiments, sized for about two hours on 2 idle cores (resumable: rerun to continue),
 # then the targets page. `make bench BENCH="--steps 600 --restarts 4"` runs the default budget.

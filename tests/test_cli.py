@@ -174,3 +174,22 @@ def test_solver_seed_may_equal_the_truth_seed(tmp_path, capsys):
     prob = build_problem(ProblemSpec("cs", measurements=0.1), G, seed=4, truth_seed=4)
     _, metrics = run_method(prob, G, "csgm", total_steps=1, restarts=1, seed=4)
     assert metrics["steps"] == 1 and metrics["true_mse"] > 1e-3  # one step from a random start: far from the truth
+
+
+@pytest.mark.parametrize("task,method,extra", [("inpaint", "biharmonic", ["--observed", "0.3"]),
+                                               ("superres", "bicubic", ["--factor", "4"]),
+                                               ("cs", "tv-cs", ["--measurements", "0.1"])])
+def test_classical_methods_from_the_command_line(tmp_path, capsys, task, method, extra):
+    """A classical method runs through the same path, and beats the observation's naive reading."""
+    out = tmp_path / method
+    code, _, err = run(BASE + ["--task", task, "--method", method, "--truth-seed", "3", "--out", str(out)] + extra, capsys)
+    assert code == 0, err
+    m = json.loads((out / "metrics.json").read_text())
+    cfg = json.loads((out / "config.json").read_text())
+    assert m["method"] == method and cfg["method"] == method and m["psnr"] > 15
+
+
+def test_classical_method_for_another_task_is_one_line(tmp_path, capsys):
+    code, _, err = run(BASE + ["--task", "denoise", "--method", "bicubic", "--truth-seed", "3", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and err.strip().count("\n") == 0 and "only solves --task superres" in err
+    assert not (tmp_path / "o").exists()

@@ -46,7 +46,9 @@ def _parse_box(text: str | None):
 @generator_option
 @click.option("--task", type=str, required=True, help="inpaint | superres | denoise | cs")
 @click.option("--method", type=str, default="ilo",
-              help="csgm | csgm-perceptual | csgm-mse-perceptual | pulse | ilo | bm3d (denoise only).")
+              help="Generative: ilo | csgm | csgm-perceptual | csgm-mse-perceptual | pulse. Classical (no generator): "
+                   "inpaint: biharmonic | tv-inpaint; superres: bicubic | tv-superres; denoise: bm3d | nlmeans | "
+                   "tv-denoise; cs: adjoint | tv-cs | wavelet-cs.")
 @click.option("--loss", "loss_terms", type=str, default=None,
               help="Loss terms replacing the preset's, e.g. mse,perceptual (terms: mse, perceptual, lpips).")
 @click.option("--weights", type=str, default=None, help="Weights of the --loss terms, e.g. 1,0.05 (default 1 each).")
@@ -78,9 +80,9 @@ def _parse_box(text: str | None):
 def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma,
           measurements, truth_seed, image, align, observation, steps, restarts, seed, device, out_dir, quiet):
     """Reconstruct one image and write reconstruction.png, observation.png, config.json, metrics.json."""
-    from ..operators import Denoising, operator_class
+    from ..operators import operator_class
     from ..pipeline import ProblemSpec, build_problem, run_method
-    from ..solvers import METHODS
+    from ..solvers import CLASSICAL_METHODS, METHODS
 
     spec = ProblemSpec(task=task, observed=observed, box=_parse_box(box), mask=mask, factor=factor, sigma=sigma,
                        measurements=measurements)
@@ -89,8 +91,9 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
     if method not in METHODS:
         fail(f"--method: unknown method {method!r}; choose from {', '.join(METHODS)}")
     spec.validate()  # the library's one-line ValueError, printed by main()
-    if method == "bm3d" and operator_class(task) is not Denoising:
-        fail("--method bm3d only solves --task denoise")
+    solves = CLASSICAL_METHODS.get(method)
+    if solves is not None and operator_class(task) is not solves:
+        fail(f"--method {method} only solves --task {solves.task}")
     if method == "bm3d":
         from ..solvers.bm3d import BM3DUnavailable, _import_bm3d
 

@@ -7,8 +7,10 @@ from typing import Callable, Sequence
 import torch
 
 from ..generators.base import LayeredGenerator
+from ..operators import Denoising
 from ..operators.base import Operator
 from .bm3d import BM3DConfig, BM3DUnavailable, bm3d_denoise
+from .classical import CLASSICAL, ClassicalConfig, classical
 from .config import CSGMConfig, ILOConfig, LossConfig, RoundConfig, Schedule, with_budget
 from .csgm import csgm
 from .ilo import ilo
@@ -18,10 +20,15 @@ from .result import Result
 from .rounds import Round
 
 #: every method behind :func:`solve`; the CSGM variants differ only in their loss
-METHODS = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse", "ilo", "bm3d")
+METHODS = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse", "ilo", "bm3d") + tuple(CLASSICAL)
 CSGM_FAMILY = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse")
+#: the methods that use the generator (they take a loss, SNA, seeds and a budget)
+GENERATIVE = CSGM_FAMILY + ("ilo",)
+#: the classical methods (no generator) and the operator class each one solves
+CLASSICAL_METHODS = {"bm3d": Denoising, **CLASSICAL}
 #: the config type of each method
-CONFIG_TYPES = {**{m: CSGMConfig for m in CSGM_FAMILY}, "ilo": ILOConfig, "bm3d": BM3DConfig}
+CONFIG_TYPES = {**{m: CSGMConfig for m in CSGM_FAMILY}, "ilo": ILOConfig, "bm3d": BM3DConfig,
+                **{m: ClassicalConfig for m in CLASSICAL}}
 
 
 def preset_for(method: str, generator: LayeredGenerator, operator: Operator, total_steps: int | None = None,
@@ -69,6 +76,8 @@ def solve(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if method in CLASSICAL:  # no generator
+        return classical(y, operator, method, config)
     if config is None:
         config = preset_for(method, generator, operator)
     if not isinstance(config, CONFIG_TYPES[method]):
@@ -85,5 +94,6 @@ def solve(
 __all__ = [
     "solve", "csgm", "ilo", "Result", "StepInfo", "METHODS", "default_config", "preset_for", "Round",
     "CSGMConfig", "ILOConfig", "RoundConfig", "LossConfig", "Schedule", "with_budget", "PRESETS", "TaskPreset",
-    "BM3DConfig", "BM3DUnavailable", "pulse_preset", "csgm_preset", "CSGM_FAMILY",
+    "BM3DConfig", "BM3DUnavailable", "pulse_preset", "csgm_preset", "CSGM_FAMILY", "GENERATIVE", "CLASSICAL_METHODS",
+    "ClassicalConfig", "classical",
 ]

@@ -18,6 +18,7 @@ from typing import Callable
 
 from ..losses.composite import LossConfig
 from .bm3d import BM3DConfig
+from .classical import CLASSICAL, ClassicalConfig
 from .config import CSGMConfig, ILOConfig, RoundConfig, Schedule
 
 #: weight of the offline perceptual distance where a DCGAN preset uses it (MSE has weight 1)
@@ -171,7 +172,7 @@ LAYOUTS: dict[str, Layout] = {
 
 
 def default_config(method: str, generator, task: str, total_steps: int | None = None, restarts: int = 4,
-                   level: float | None = None) -> CSGMConfig | ILOConfig | BM3DConfig:
+                   level: float | None = None) -> CSGMConfig | ILOConfig | BM3DConfig | ClassicalConfig:
     """The preset configuration of ``method`` for ``generator`` (by its ``family``) and ``task``.
 
     ``level``: the operator's level (:attr:`ilo.operators.Operator.level`); presets use it
@@ -179,6 +180,8 @@ def default_config(method: str, generator, task: str, total_steps: int | None = 
     """
     if method == "bm3d":
         return BM3DConfig()
+    if method in CLASSICAL:
+        return ClassicalConfig()
     if method not in METHOD_LOSS and method != "ilo":
         raise ValueError(f"unknown method {method!r}; choose from {', '.join([*METHOD_LOSS, 'ilo', 'bm3d'])}")
     steps = total_steps or 600
