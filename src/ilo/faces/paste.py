@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..operators.base import Operator
 from .align import Similarity, sampling_grid
@@ -55,45 +54,11 @@ def paste(canvas: torch.Tensor, face: torch.Tensor, T: Similarity, *, scale: int
     return out, alpha
 
 
-def fill_missing(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Missing pixels (``mask == 0``) from a pyramid of mask-weighted averages (push-pull); observed
-    pixels unchanged. ``x [1, C, H, W]``, ``mask [1, 1, H, W]``.
-
-    >>> x = torch.tensor([[[[1.0, 0.0, 3.0]]]]); m = torch.tensor([[[[1.0, 0.0, 1.0]]]])
-    >>> fill_missing(x, m).tolist()
-    [[[[1.0, 2.0, 3.0]]]]
-    """
-    if bool(mask.all()) or not bool(mask.any()):
-        return x if bool(mask.all()) else torch.zeros_like(x)
-    pooled = F.avg_pool2d(x * mask, 2, ceil_mode=True)
-    weight = F.avg_pool2d(mask, 2, ceil_mode=True)
-    coarse = fill_missing(pooled / weight.clamp_min(1e-8), (weight > 0).to(x.dtype))
-    up = F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
-    return mask * x + (1 - mask) * up
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian filter (reflect padding) of std ``sigma`` pixels."""
-    r = max(1, int(3 * sigma + 0.5))
-    t = torch.arange(-r, r + 1, dtype=x.dtype)
-    k = torch.exp(-t * t / (2 * sigma * sigma))
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-#: the classical methods until :func:`ilo.solvers.solve` has them, by method name
-_CLASSICAL = {
-    "biharmonic": lambda y, op: fill_missing(y, op.mask.to(y.dtype)),
-    "bicubic": lambda y, op: F.interpolate(y, scale_factor=op.factor, mode="bicubic", align_corners=False).clamp(-1, 1),
-    "nlmeans": lambda y, op: gaussian_blur(y, max(0.5, op.sigma255 / 25.0)),
-}
-
-
 def classical_restore(y: torch.Tensor, op: Operator) -> torch.Tensor:
-    """The whole photo restored by ``op.classical_method``: the observation ``y [1, C, H, W]`` of
-    ``op`` -> ``[1, C, scale * H, scale * W]`` (``op``'s input shape)."""
+    """The whole photo restored by ``op.classical_method`` through :func:`ilo.solvers.solve`: the
+    observation ``y [1, C, H, W]`` of ``op`` -> ``[1, C, scale * H, scale * W]`` (``op``'s input shape)."""
+    from ..solvers import solve
+
     if op.classical_method is None:
         raise ValueError(f"{type(op).__name__} has no classical method to restore a photo with")
-    return _CLASSICAL[op.classical_method](y, op)
+    return solve(y, op, None, op.classical_method).image.clamp(-1, 1)
