@@ -327,3 +327,19 @@ def test_keep_observed_and_scale_from_the_operator():
 
     with pytest.raises(ValueError, match="region"):
         CompressedSensing.from_options((3, 8, 8), torch.Generator().manual_seed(0), measurements=0.5).crop((0, 0, 2, 2))
+
+
+def test_bench_summaries_compare_like_with_like():
+    """The benchmark's summaries: the aligned crop's gain per task and method; restore's means over
+    the photos where a face was found, and its wins inside the faces."""
+    from ilo.bench.faces import crop_summary, restore_summary
+
+    rows = [{"task": "inpaint", "method": m, "crop": k, "psnr": p + (m == "ilo"), "true_mse": 0.01}
+            for m in ("ilo", "csgm") for k, p in (("centre", 20.0), ("box", 21.0), ("aligned", 23.5))]
+    (ilo, csgm) = crop_summary(rows)
+    assert (ilo["method"], ilo["psnr_aligned"], ilo["gain_vs_centre_db"], ilo["gain_vs_box_db"]) == ("ilo", 24.5, 3.5, 2.5)
+    assert csgm["gain_vs_centre_db"] == 3.5 and crop_summary(rows[:2]) == []  # a missing crop: no summary
+    photos = [{"task": "denoise", "faces_found": 1, "psnr_photo": 30.0, "psnr_photo_classical": 29.0,
+               "psnr_faces": f, "psnr_faces_classical": 28.0} for f in (27.0, 31.0)]
+    (d,) = restore_summary(photos + [{"task": "denoise", "faces_found": 0}])
+    assert (d["photos"], d["photos_without_face"], d["faces_wins"], d["faces_gain_db"]) == (2, 1, 1, 1.0)
