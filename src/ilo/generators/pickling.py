@@ -13,7 +13,8 @@ import io
 import os
 import pickle
 import pickletools
-from typing import IO, Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import IO, Any, ClassVar
 
 from .errors import CheckpointError, UnsafeCheckpointError
 

@@ -27,7 +27,7 @@ uses ``noise_mode`` for that layer (``"random"`` then draws from the global RNG)
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -22,7 +22,7 @@ num_ws - 2``) uses ``ws[:, i]``; the torgb of the block completed by layer ``i``
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

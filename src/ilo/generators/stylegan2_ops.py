@@ -19,7 +19,7 @@ Two implementations of the same maths (tested equal to float tolerance), chosen 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -185,7 +185,7 @@ class _ScaledConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, s, weight, transposed):  # noqa: D102 - see the class docstring
+    def forward(ctx, x, s, weight, transposed):
         pad = 0 if transposed else weight.shape[-1] // 2
         if x.shape[0] == 1:  # one sample: scale the (small) weight instead of the activations
             ws = weight * (s.reshape(-1, 1, 1, 1) if transposed else s.reshape(1, -1, 1, 1))
@@ -198,7 +198,7 @@ class _ScaledConv(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, gy):  # noqa: D102
+    def backward(ctx, gy):
         x, s, weight = ctx.saved_tensors
         stride = [2, 2] if ctx.transposed else [1, 1]
         gxs = torch.ops.aten.convolution_backward(
@@ -230,7 +230,7 @@ class _Epilogue(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, y, d, b, noise, ns):  # noqa: D102 - see the class docstring
+    def forward(ctx, y, d, b, noise, ns):
         r = torch.addcmul(b.reshape(1, -1, 1, 1), y, d.reshape(*d.shape, 1, 1))
         if noise is not None:
             r.addcmul_(noise, ns)
@@ -239,7 +239,7 @@ class _Epilogue(torch.autograd.Function):
         return r
 
     @staticmethod
-    def backward(ctx, g):  # noqa: D102
+    def backward(ctx, g):
         r, d, b, noise, ns = ctx.saved_tensors
         need = ctx.needs_input_grad
         g_pre = torch.ops.aten.leaky_relu_backward(g, r, LRELU_SLOPE, True)  # gradient before the leaky ReLU

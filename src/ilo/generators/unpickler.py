@@ -20,7 +20,8 @@ import _compat_pickle
 import collections
 import pickle
 import pickletools
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 import numpy as np
 import torch
