@@ -165,7 +165,7 @@ _CODE = {op.name: op.code.encode("latin-1")[0] for op in pickletools.opcodes}
 
 def _container_op(name: str) -> Callable[[Any], None]:
     """Pickle's SETITEM(S) / APPEND(S) / ADDITEMS, on a plain dict, list or set only."""
-    base = pickle._Unpickler.dispatch[_CODE[name]]  # type: ignore[attr-defined]
+    base = pickle._Unpickler.dispatch[_CODE[name]]
     depth = {"SETITEM": 3, "APPEND": 2}.get(name)
 
     def op(self: Any) -> None:
