@@ -95,6 +95,8 @@ class MappingNetwork(nn.Module):
     ['fc0.bias', 'fc0.weight', 'fc1.bias', 'fc1.weight', 'w_avg']
     """
 
+    w_avg: torch.Tensor  # buffer
+
     def __init__(self, z_dim: int, w_dim: int, num_ws: int, num_layers: int = 8, layer_features: int | None = None, lr_multiplier: float = 0.01):
         super().__init__()
         if z_dim <= 0 or num_layers <= 0:
@@ -132,6 +134,9 @@ class SynthesisLayer(nn.Module):
     Keys: ``affine.{weight,bias}``, ``weight [O, I, 3, 3]``, ``bias [O]``, ``noise_const [r, r]``,
     ``noise_strength []``, ``resample_filter [4, 4]``.
     """
+
+    resample_filter: torch.Tensor  # buffers; noise_const only when use_noise
+    noise_const: torch.Tensor
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool = False,
                  use_noise: bool = True, conv_clamp: float | None = None, resample_filter: Sequence[float] = DEFAULT_FILTER,
@@ -276,6 +281,8 @@ class ToRGBLayer(nn.Module):
 
 class SynthesisBlock(nn.Module):
     """One resolution: (``const`` | ``conv0`` with upsampling), ``conv1``, ``torgb``; ``resample_filter`` buffer."""
+
+    resample_filter: torch.Tensor  # buffer
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
                  use_noise: bool = True, conv_clamp: float | None = None, resample_filter: Sequence[float] = DEFAULT_FILTER):
