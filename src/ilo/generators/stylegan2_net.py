@@ -238,7 +238,7 @@ class SynthesisLayer(nn.Module):
                 y = blur(y, self.resample_filter, pad=1, gain=4.0)
             else:
                 y = scaled_conv(x, styles, self._derived("conv_cl") if cl else self.weight)
-            y = epilogue(y, dg, gb, noise, self.noise_strength * g if noise is not None else None)
+            y = epilogue(y, dg, gb, None if noise is None else (noise, self.noise_strength * g))
         if fused:
             if noise is not None:
                 y = y.addcmul_(noise, self.noise_strength * g)
