@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -289,12 +290,13 @@ class SynthesisBlock(nn.Module):
         super().__init__()
         self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
         self.register_buffer("resample_filter", setup_filter(resample_filter))
-        kw = dict(w_dim=w_dim, resolution=resolution, use_noise=use_noise, conv_clamp=conv_clamp, resample_filter=resample_filter)
+        layer = partial(SynthesisLayer, w_dim=w_dim, resolution=resolution, use_noise=use_noise, conv_clamp=conv_clamp,
+                        resample_filter=resample_filter)
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, up=True, **kw)
-        self.conv1 = SynthesisLayer(out_channels, out_channels, **kw)
+            self.conv0 = layer(in_channels, out_channels, up=True)
+        self.conv1 = layer(out_channels, out_channels)
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp)
         self.num_conv = 1 if in_channels == 0 else 2
 
