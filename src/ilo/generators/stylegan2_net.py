@@ -346,16 +346,23 @@ class SynthesisNetwork(nn.Module):
         for i in range(len(self.layers)):
             noise = noises[i] if noises is not None else None
             x, img = self.run_layer(i, x, img, ws[:, i], ws[:, i + 1], noise, noise_mode, impl, fused, channels_last)
+        assert img is not None  # there is always a first layer (the 4px block's conv1)
         return img.contiguous()
 
     def run_layer(self, i: int, x: torch.Tensor | None, img: torch.Tensor | None, w: torch.Tensor, w_rgb: torch.Tensor,
                   noise: torch.Tensor | None, noise_mode: str, impl: str = "fast", fused: bool | None = None,
-                  channels_last: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Synthesis layer ``i`` (and the torgb + skip sum of its block when it completes one)."""
+                  channels_last: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Synthesis layer ``i`` (and the torgb + skip sum of its block when it completes one) -> ``(x, img)``.
+
+        Layer 0 starts from the block's constant (``x`` and ``img`` may be ``None``); every later
+        layer needs the ``x`` and ``img`` of the layer before it.
+        """
         r, name = self.layers[i]
         block = getattr(self, f"b{r}")
         if i == 0:
             x = block.const.unsqueeze(0).repeat(w.shape[0], 1, 1, 1)
+        elif x is None or img is None:
+            raise ValueError(f"synthesis layer {i} needs the activations x and the image img of layer {i - 1}")
         if impl == "fast":
             x = x.contiguous(memory_format=memory_format_for(x, channels_last))
         else:
@@ -370,6 +377,7 @@ class SynthesisNetwork(nn.Module):
                 up = upsample2d(img, block.resample_filter) if impl == "fast" else upfirdn2d(img, block.resample_filter, 2, (2, 1, 2, 1), 4.0)
                 y = up + y
             img = y
+        assert img is not None  # layer 0 is the first block's conv1, which makes the first image
         return x, img
 
     def noise_for(self, i: int, n: int, mode: str, device: torch.device, dtype: torch.dtype = torch.float32,
