@@ -368,7 +368,7 @@ class SynthesisNetwork(nn.Module):
         else:
             x = x.contiguous()
         layer = getattr(block, name)
-        if noise is None and layer.use_noise:
+        if noise is None and layer.use_noise and noise_mode != "none":
             noise = self.noise_for(i, x.shape[0], noise_mode, x.device, x.dtype)
         x = layer(x, w, noise, impl=impl, fused=fused)
         if name == "conv1":
@@ -381,8 +381,8 @@ class SynthesisNetwork(nn.Module):
         return x, img
 
     def noise_for(self, i: int, n: int, mode: str, device: torch.device, dtype: torch.dtype = torch.float32,
-                  generator: torch.Generator | None = None) -> torch.Tensor | None:
-        """Unit-variance noise map ``[n, 1, r, r]`` for layer ``i`` in ``mode`` (``None`` for "none")."""
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+        """Unit-variance noise map ``[n, 1, r, r]`` for layer ``i`` in ``mode`` ("const" or "random")."""
         layer = self.layer(i)
         if mode == "const":
             return layer.noise_const.to(device, dtype)[None, None].repeat(n, 1, 1, 1)
@@ -390,8 +390,8 @@ class SynthesisNetwork(nn.Module):
             r = layer.resolution
             gdev = generator.device if generator is not None else device
             return torch.randn(n, 1, r, r, generator=generator, device=gdev).to(device, dtype)
-        if mode == "none":
-            return None
-        raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {mode!r}")
+        if mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {mode!r}")
+        raise ValueError("noise_mode 'none' has no noise map")
 
 
