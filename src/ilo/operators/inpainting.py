@@ -45,6 +45,8 @@ class Inpainting(Operator):
     default_level = 0.1
     per_sample_buffers = ("mask",)
 
+    mask: torch.Tensor  # buffer [1 or B, 1, H, W]
+
     def __init__(
         self,
         input_shape: tuple[int, int, int],

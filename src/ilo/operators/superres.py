@@ -105,6 +105,9 @@ class SuperResolution(Operator):
     options = ("factor",)
     default_level = 4
 
+    Wh: torch.Tensor  # buffer [h, H]
+    Ww: torch.Tensor  # buffer [w, W]
+
     def __init__(
         self,
         input_shape: tuple[int, int, int],
