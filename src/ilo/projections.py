@@ -64,25 +64,27 @@ def _theta_active_set(a: torch.Tensor, r: torch.Tensor, max_iter: int = 64) -> t
     b, d = a.shape
     theta = (a.sum(1, dtype=torch.float64) - r) / d  # [b], > 0 for rows outside the ball
     counts = torch.full((b,), d, dtype=torch.long, device=a.device)
-    vals = row = None
+    ragged: tuple[torch.Tensor, torch.Tensor] | None = None  # (values [nnz], their row ids [nnz])
     for _ in range(max_iter):
-        if vals is None:  # dense phase
+        if ragged is None:  # dense phase
             keep = a > theta.to(a.dtype)[:, None]  # [b, d]
             new_counts = keep.sum(1)
         else:  # ragged phase
+            vals, row = ragged
             keep = vals > theta.to(a.dtype)[row]  # [nnz]
             new_counts = torch.zeros_like(counts).index_add_(0, row, keep.long())
         if torch.equal(new_counts, counts):
             return theta
         counts = new_counts
-        if vals is None and int(counts.max()) * 8 > d:
+        if ragged is None and int(counts.max()) * 8 > d:
             sums = torch.where(keep, a, 0).sum(1, dtype=torch.float64)  # [b]
         else:
-            if vals is None:
+            if ragged is None:
                 vals = a[keep]  # [nnz], row-major so rows stay in order
                 row = torch.repeat_interleave(torch.arange(b, device=a.device), counts)  # [nnz]
             else:
                 vals, row = vals[keep], row[keep]
+            ragged = (vals, row)
             sums = torch.zeros(b, dtype=torch.float64, device=a.device).index_add_(0, row, vals.double())
         # An emptied row keeps the θ that emptied it (>= max a: the zero vector, only for r ~ 0).
         theta = torch.where(counts > 0, (sums - r) / counts.clamp_min(1), theta)

@@ -18,7 +18,7 @@ Images are ``[B, C, H, W]`` tensors in ``[-1, 1]``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -118,7 +118,7 @@ def generator_from_state_dict(
     g = build()
     g.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
     if estimate_w_avg:
-        warnings.warn(f"checkpoint has no w_avg; estimated from {w_avg_samples} samples of the mapping network")
+        warnings.warn(f"checkpoint has no w_avg; estimated from {w_avg_samples} samples of the mapping network", stacklevel=2)
         with torch.no_grad():
             z = torch.randn(w_avg_samples, z_dim, generator=torch.Generator().manual_seed(0))
             g.mapping.w_avg.copy_(g.mapping(z, broadcast=False).mean(0))

@@ -27,6 +27,9 @@ class GaussianisedLatent(nn.Module):
     space keeps w on the learnt distribution. Fitted by :func:`gaussianised`.
     """
 
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
         self.register_buffer("mean", mean.detach().clone())

@@ -13,7 +13,8 @@ import io
 import os
 import pickle
 import pickletools
-from typing import IO, Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import IO, Any, ClassVar
 
 from .errors import CheckpointError, UnsafeCheckpointError
 
@@ -59,7 +60,7 @@ def _refuser(name: str) -> Callable[[Any], None]:
 
 def opcode_table(overrides: dict[str, Callable], refused: set[str]) -> dict[int, Callable]:
     """Opcode table: pickle's own loaders, ``overrides`` by opcode name, refusals for ``refused``."""
-    base = pickle._Unpickler.dispatch  # type: ignore[attr-defined]
+    base = pickle._Unpickler.dispatch
     table = {}
     for op in pickletools.opcodes:
         code = op.code.encode("latin-1")[0]
@@ -82,7 +83,7 @@ def _size_of(f: IO[bytes]) -> int:
         return end - pos
 
 
-class GuardedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+class GuardedUnpickler(pickle._Unpickler):
     """Pure-Python unpickler over a bounded file; errors become :class:`CheckpointError`."""
 
     dispatch: ClassVar[dict[int, Callable]] = {}

@@ -58,7 +58,7 @@ class PersistentModule:
             out.update(m.state_dict(prefix + name + "."))
         return out
 
-    def get(self, path: str) -> "PersistentModule | None":
+    def get(self, path: str) -> PersistentModule | None:
         """Submodule by dotted path (``"synthesis.b4.conv1"``), or ``None``."""
         m: PersistentModule | None = self
         for part in path.split("."):

@@ -10,10 +10,10 @@ size and modification time, so a file replaced at the same path is read again.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Hashable
 
 import torch
 

@@ -27,7 +27,7 @@ uses ``noise_mode`` for that layer (``"random"`` then draws from the global RNG)
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -133,7 +133,9 @@ class StyleGAN2Generator(LayeredGenerator):
             r = self.noise_resolutions[i]
             if mode == "none":
                 out[key] = torch.zeros(n, 1, r, r, device=dev)
-            elif mode == "random" and isinstance(generator, (list, tuple)):
+            elif mode == "const":
+                out[key] = self.synthesis.noise_for(i, n, mode, dev)
+            elif isinstance(generator, Sequence):  # one generator per sample
                 out[key] = torch.cat([self.synthesis.noise_for(i, 1, mode, dev, generator=g) for g in generator])
             else:
                 out[key] = self.synthesis.noise_for(i, n, mode, dev, generator=generator)
@@ -161,7 +163,7 @@ class StyleGAN2Generator(LayeredGenerator):
         cutoff = self.truncation_cutoff if cutoff is None else cutoff
         mode = noise_mode or self.noise_mode
         dev = self.device
-        if isinstance(generator, (list, tuple)):
+        if isinstance(generator, Sequence):
             if len(generator) != n:
                 raise ValueError(f"got {len(generator)} generators for {n} samples")
             zs, noise_list = [], []

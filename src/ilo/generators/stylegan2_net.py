@@ -22,7 +22,8 @@ num_ws - 2``) uses ``ws[:, i]``; the torgb of the block completed by layer ``i``
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -95,6 +96,8 @@ class MappingNetwork(nn.Module):
     ['fc0.bias', 'fc0.weight', 'fc1.bias', 'fc1.weight', 'w_avg']
     """
 
+    w_avg: torch.Tensor  # buffer
+
     def __init__(self, z_dim: int, w_dim: int, num_ws: int, num_layers: int = 8, layer_features: int | None = None, lr_multiplier: float = 0.01):
         super().__init__()
         if z_dim <= 0 or num_layers <= 0:
@@ -132,6 +135,9 @@ class SynthesisLayer(nn.Module):
     Keys: ``affine.{weight,bias}``, ``weight [O, I, 3, 3]``, ``bias [O]``, ``noise_const [r, r]``,
     ``noise_strength []``, ``resample_filter [4, 4]``.
     """
+
+    resample_filter: torch.Tensor  # buffers; noise_const only when use_noise
+    noise_const: torch.Tensor
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool = False,
                  use_noise: bool = True, conv_clamp: float | None = None, resample_filter: Sequence[float] = DEFAULT_FILTER,
@@ -233,7 +239,7 @@ class SynthesisLayer(nn.Module):
                 y = blur(y, self.resample_filter, pad=1, gain=4.0)
             else:
                 y = scaled_conv(x, styles, self._derived("conv_cl") if cl else self.weight)
-            y = epilogue(y, dg, gb, noise, self.noise_strength * g if noise is not None else None)
+            y = epilogue(y, dg, gb, None if noise is None else (noise, self.noise_strength * g))
         if fused:
             if noise is not None:
                 y = y.addcmul_(noise, self.noise_strength * g)
@@ -277,17 +283,20 @@ class ToRGBLayer(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution: (``const`` | ``conv0`` with upsampling), ``conv1``, ``torgb``; ``resample_filter`` buffer."""
 
+    resample_filter: torch.Tensor  # buffer
+
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
                  use_noise: bool = True, conv_clamp: float | None = None, resample_filter: Sequence[float] = DEFAULT_FILTER):
         super().__init__()
         self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
         self.register_buffer("resample_filter", setup_filter(resample_filter))
-        kw = dict(w_dim=w_dim, resolution=resolution, use_noise=use_noise, conv_clamp=conv_clamp, resample_filter=resample_filter)
+        layer = partial(SynthesisLayer, w_dim=w_dim, resolution=resolution, use_noise=use_noise, conv_clamp=conv_clamp,
+                        resample_filter=resample_filter)
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, up=True, **kw)
-        self.conv1 = SynthesisLayer(out_channels, out_channels, **kw)
+            self.conv0 = layer(in_channels, out_channels, up=True)
+        self.conv1 = layer(out_channels, out_channels)
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp)
         self.num_conv = 1 if in_channels == 0 else 2
 
@@ -337,22 +346,29 @@ class SynthesisNetwork(nn.Module):
         for i in range(len(self.layers)):
             noise = noises[i] if noises is not None else None
             x, img = self.run_layer(i, x, img, ws[:, i], ws[:, i + 1], noise, noise_mode, impl, fused, channels_last)
+        assert img is not None  # there is always a first layer (the 4px block's conv1)
         return img.contiguous()
 
     def run_layer(self, i: int, x: torch.Tensor | None, img: torch.Tensor | None, w: torch.Tensor, w_rgb: torch.Tensor,
                   noise: torch.Tensor | None, noise_mode: str, impl: str = "fast", fused: bool | None = None,
-                  channels_last: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Synthesis layer ``i`` (and the torgb + skip sum of its block when it completes one)."""
+                  channels_last: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Synthesis layer ``i`` (and the torgb + skip sum of its block when it completes one) -> ``(x, img)``.
+
+        Layer 0 starts from the block's constant (``x`` and ``img`` may be ``None``); every later
+        layer needs the ``x`` and ``img`` of the layer before it.
+        """
         r, name = self.layers[i]
         block = getattr(self, f"b{r}")
         if i == 0:
             x = block.const.unsqueeze(0).repeat(w.shape[0], 1, 1, 1)
+        elif x is None or img is None:
+            raise ValueError(f"synthesis layer {i} needs the activations x and the image img of layer {i - 1}")
         if impl == "fast":
             x = x.contiguous(memory_format=memory_format_for(x, channels_last))
         else:
             x = x.contiguous()
         layer = getattr(block, name)
-        if noise is None and layer.use_noise:
+        if noise is None and layer.use_noise and noise_mode != "none":
             noise = self.noise_for(i, x.shape[0], noise_mode, x.device, x.dtype)
         x = layer(x, w, noise, impl=impl, fused=fused)
         if name == "conv1":
@@ -361,11 +377,12 @@ class SynthesisNetwork(nn.Module):
                 up = upsample2d(img, block.resample_filter) if impl == "fast" else upfirdn2d(img, block.resample_filter, 2, (2, 1, 2, 1), 4.0)
                 y = up + y
             img = y
+        assert img is not None  # layer 0 is the first block's conv1, which makes the first image
         return x, img
 
     def noise_for(self, i: int, n: int, mode: str, device: torch.device, dtype: torch.dtype = torch.float32,
-                  generator: torch.Generator | None = None) -> torch.Tensor | None:
-        """Unit-variance noise map ``[n, 1, r, r]`` for layer ``i`` in ``mode`` (``None`` for "none")."""
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+        """Unit-variance noise map ``[n, 1, r, r]`` for layer ``i`` in ``mode`` ("const" or "random")."""
         layer = self.layer(i)
         if mode == "const":
             return layer.noise_const.to(device, dtype)[None, None].repeat(n, 1, 1, 1)
@@ -373,8 +390,8 @@ class SynthesisNetwork(nn.Module):
             r = layer.resolution
             gdev = generator.device if generator is not None else device
             return torch.randn(n, 1, r, r, generator=generator, device=gdev).to(device, dtype)
-        if mode == "none":
-            return None
-        raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {mode!r}")
+        if mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {mode!r}")
+        raise ValueError("noise_mode 'none' has no noise map")
 
 

@@ -19,7 +19,7 @@ Two implementations of the same maths (tested equal to float tolerance), chosen 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -185,7 +185,7 @@ class _ScaledConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, s, weight, transposed):  # noqa: D102 - see the class docstring
+    def forward(ctx, x, s, weight, transposed):
         pad = 0 if transposed else weight.shape[-1] // 2
         if x.shape[0] == 1:  # one sample: scale the (small) weight instead of the activations
             ws = weight * (s.reshape(-1, 1, 1, 1) if transposed else s.reshape(1, -1, 1, 1))
@@ -198,7 +198,7 @@ class _ScaledConv(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, gy):  # noqa: D102
+    def backward(ctx, gy):
         x, s, weight = ctx.saved_tensors
         stride = [2, 2] if ctx.transposed else [1, 1]
         gxs = torch.ops.aten.convolution_backward(
@@ -230,7 +230,7 @@ class _Epilogue(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, y, d, b, noise, ns):  # noqa: D102 - see the class docstring
+    def forward(ctx, y, d, b, noise, ns):
         r = torch.addcmul(b.reshape(1, -1, 1, 1), y, d.reshape(*d.shape, 1, 1))
         if noise is not None:
             r.addcmul_(noise, ns)
@@ -239,7 +239,7 @@ class _Epilogue(torch.autograd.Function):
         return r
 
     @staticmethod
-    def backward(ctx, g):  # noqa: D102
+    def backward(ctx, g):
         r, d, b, noise, ns = ctx.saved_tensors
         need = ctx.needs_input_grad
         g_pre = torch.ops.aten.leaky_relu_backward(g, r, LRELU_SLOPE, True)  # gradient before the leaky ReLU
@@ -256,18 +256,17 @@ class _Epilogue(torch.autograd.Function):
             if noise is not None:
                 vecs.append(noise.reshape(noise.shape[0], 1, h * w).expand(bsz, 1, h * w))
             sums = torch.bmm(torch.cat(vecs, dim=1), gm)  # [B, 1 or 2, C]
-            s_pix = sums[:, 0]
-            s_noise = sums[:, 1] if noise is not None else None
+            s_pix = sums[:, 0]  # sums[:, 1] (with noise): the pixel sums of g_pre * noise
             if need[1]:
                 # y * d = lrelu^-1(r) - b - noise * ns, and g_pre * lrelu^-1(r) == g * r
                 num = (g * r).sum(dim=[2, 3]) - b * s_pix
                 if noise is not None:
-                    num = num - ns * s_noise
+                    num = num - ns * sums[:, 1]
                 gd = num / d
             if need[2]:
                 gb = s_pix.sum(dim=0)
             if noise is not None and need[4]:
-                gns = s_noise.sum()
+                gns = sums[:, 1].sum()
         if noise is not None and need[3]:
             gnoise = g_pre.sum(dim=1, keepdim=True) * ns
             if noise.shape[0] == 1 and gnoise.shape[0] > 1:
@@ -275,13 +274,17 @@ class _Epilogue(torch.autograd.Function):
         return gy, gd, gb, gnoise, gns
 
 
-def epilogue(y: torch.Tensor, d: torch.Tensor, b: torch.Tensor, noise: torch.Tensor | None, ns: torch.Tensor | None) -> torch.Tensor:
-    """``lrelu(y * d + b + noise * ns)``; memory-lean under autograd (see :class:`_Epilogue`)."""
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (y, d, b, noise, ns)):
-        return _Epilogue.apply(y, d, b, noise, ns)
+def epilogue(y: torch.Tensor, d: torch.Tensor, b: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """``lrelu(y * d + b + n * ns)`` with ``noise = (n, ns)`` (or no noise term for ``None``).
+
+    Memory-lean under autograd (see :class:`_Epilogue`).
+    """
+    n, ns = noise if noise is not None else (None, None)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (y, d, b, n, ns)):
+        return _Epilogue.apply(y, d, b, n, ns)
     r = torch.addcmul(b.reshape(1, -1, 1, 1), y, d.reshape(*d.shape, 1, 1))
     if noise is not None:
-        r.addcmul_(noise, ns)
+        r.addcmul_(*noise)
     return F.leaky_relu_(r, LRELU_SLOPE)
 
 

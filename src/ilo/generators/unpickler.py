@@ -20,7 +20,8 @@ import _compat_pickle
 import collections
 import pickle
 import pickletools
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -100,8 +101,15 @@ def _np_dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:
     return dt
 
 
-_NP_RECONSTRUCT: Callable[..., Any] = np.zeros(1).__reduce__()[0]  # type: ignore[assignment]  # numpy's ndarray reconstructor
-_NP_SCALAR: Callable[..., Any] = np.float32(0).__reduce__()[0]  # type: ignore[assignment]
+def _reconstructor(obj: object) -> Callable[..., Any]:
+    """The callable that ``obj``'s pickle calls to rebuild it (numpy's own, without naming its private modules)."""
+    reduced = obj.__reduce__()
+    assert isinstance(reduced, tuple) and callable(reduced[0])  # numpy reduces arrays and scalars to (callable, args)
+    return reduced[0]
+
+
+_NP_RECONSTRUCT = _reconstructor(np.zeros(1))  # numpy's ndarray reconstructor
+_NP_SCALAR = _reconstructor(np.float32(0))
 
 
 def _np_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
@@ -164,7 +172,7 @@ _CODE = {op.name: op.code.encode("latin-1")[0] for op in pickletools.opcodes}
 
 def _container_op(name: str) -> Callable[[Any], None]:
     """Pickle's SETITEM(S) / APPEND(S) / ADDITEMS, on a plain dict, list or set only."""
-    base = pickle._Unpickler.dispatch[_CODE[name]]  # type: ignore[attr-defined]
+    base = pickle._Unpickler.dispatch[_CODE[name]]
     depth = {"SETITEM": 3, "APPEND": 2}.get(name)
 
     def op(self: Any) -> None:

@@ -162,6 +162,9 @@ class LPIPS(FeatureDistance):
             corrupt or of the wrong layout.
     """
 
+    shift: torch.Tensor  # buffer [1, 3, 1, 1]
+    scale: torch.Tensor  # buffer [1, 3, 1, 1]
+
     def __init__(
         self,
         net: str = "vgg",

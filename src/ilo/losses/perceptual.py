@@ -170,6 +170,9 @@ class MobileNetPerceptualDistance(FeatureDistance):
         [0.0, 0.0]
     """
 
+    mean: torch.Tensor  # buffer [1, 3, 1, 1]
+    std: torch.Tensor  # buffer [1, 3, 1, 1]
+
     def __init__(self, net: MobileNetV2 | None = None, taps: Sequence[int] = STAGE_ENDS, fuse: bool = True):
         super().__init__()
         net = net if net is not None else load_mobilenet_v2()

@@ -57,6 +57,10 @@ class CompressedSensing(Operator):
     options = ("measurements",)
     default_level = 0.1
 
+    signs: torch.Tensor  # buffer [n]
+    g_spectrum: torch.Tensor  # buffer, real view of the complex spectrum
+    indices: torch.Tensor  # buffer [m] int64
+
     def __init__(
         self,
         input_shape: tuple[int, int, int],

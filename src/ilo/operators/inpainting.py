@@ -47,6 +47,8 @@ class Inpainting(Operator):
     classical_method = "biharmonic"
     per_sample_buffers = ("mask",)
 
+    mask: torch.Tensor  # buffer [1 or B, 1, H, W]
+
     def __init__(
         self,
         input_shape: tuple[int, int, int],

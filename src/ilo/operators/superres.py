@@ -107,6 +107,9 @@ class SuperResolution(Operator):
     local = True
     classical_method = "bicubic"
 
+    Wh: torch.Tensor  # buffer [h, H]
+    Ww: torch.Tensor  # buffer [w, W]
+
     def __init__(
         self,
         input_shape: tuple[int, int, int],
