@@ -179,7 +179,7 @@ class Operator(nn.Module):
             raise ValueError(f"observation {p.name} is {im.size[0]}x{im.size[1]}; this operator needs {w}x{h}")
         return pil_to_tensor(im)
 
-    def crop(self, box: tuple[int, int, int, int]) -> "Operator":
+    def crop(self, box: tuple[int, int, int, int]) -> Operator:
         """The operator restricted to the observed pixels ``box = (x0, y0, x1, y1)`` (observation
         coordinates, end exclusive): it acts on the image region under them. Local operators only."""
         raise ValueError(f"{type(self).__name__} measures the whole image; it cannot act on a region")
