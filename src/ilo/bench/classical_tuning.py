@@ -21,20 +21,30 @@ from pathlib import Path
 import torch
 
 from .. import metrics as M
-from ..operators import CompressedSensing, Denoising, Inpainting, SuperResolution
+from ..operators import Inpainting, operator_class
 from ..operators.base import Operator
+from ..rng import stream, streams
+from ..solvers import CLASSICAL_METHODS
 
-#: (task, level); "box" hides the central square of a third of the side
-SPECS = (("inpaint", 0.05), ("inpaint", 0.1), ("inpaint", 0.3), ("box", 1 / 3), ("superres", 4), ("superres", 8),
+#: (task, level) of the operators tuned; BOX hides the central square of ``level`` of the side
+BOX = "box"
+SPECS = (("inpaint", 0.05), ("inpaint", 0.1), ("inpaint", 0.3), (BOX, 1 / 3), ("superres", 4), ("superres", 8),
          ("superres", 16), ("denoise", 10), ("denoise", 25), ("denoise", 50), ("cs", 0.05), ("cs", 0.1))
-#: the methods of each task and the weight grid swept for the tunable ones
-METHODS = {"inpaint": ("biharmonic", "tv-inpaint"), "box": ("biharmonic", "tv-inpaint"),
-           "superres": ("bicubic", "tv-superres"), "denoise": ("nlmeans", "tv-denoise", "bm3d"),
-           "cs": ("adjoint", "tv-cs", "wavelet-cs")}
 GRIDS = {"tv-inpaint": (0.001, 0.003, 0.01, 0.03, 0.1), "tv-superres": (1e-4, 3e-4, 0.001, 0.003, 0.01),
          "nlmeans": (0.4, 0.6, 0.8, 1.0, 1.2), "tv-denoise": (0.3, 0.5, 0.7, 1.0, 1.4),
          "tv-cs": (0.003, 0.01, 0.03, 0.1, 0.3), "wavelet-cs": (0.003, 0.01, 0.03, 0.1, 0.3)}
 LFW_TUNING = tuple(range(64, 70))
+
+
+def operator_for(name: str) -> type[Operator]:
+    """The operator class of a spec name (a task key, or :data:`BOX`)."""
+    return Inpainting if name == BOX else operator_class(name)
+
+
+def methods_for(name: str) -> tuple[str, ...]:
+    """The classical methods that solve a spec's operator."""
+    cls = operator_for(name)
+    return tuple(m for m, c in CLASSICAL_METHODS.items() if c is cls)
 GENERATED_TUNING = (10000, 10001, 10002, 10003)
 
 
@@ -52,25 +62,20 @@ def tuning_images(size: int = 64, G=None) -> tuple[torch.Tensor, list[str]]:
     return torch.cat(ims), ids
 
 
-def make_problem(task: str, level: float, x: torch.Tensor, seed: int = 0) -> tuple[Operator, torch.Tensor]:
-    """The operator of ``task`` at ``level`` for images ``x [N, C, H, W]`` and its observation."""
+def make_problem(name: str, level: float, x: torch.Tensor, seed: int = 0) -> tuple[Operator, torch.Tensor]:
+    """The operator of spec ``name`` at ``level`` for images ``x [N, C, H, W]`` (image ``i``'s random
+    parts and noise from the streams of seed ``seed + i``) and its observation."""
     shape = tuple(x.shape[1:])
     _, h, w = shape
-    if task == "inpaint":
-        masks = [Inpainting.random(shape, level, torch.Generator().manual_seed(seed + i)).mask for i in range(len(x))]
-        op = Inpainting(shape, torch.cat(masks))
-    elif task == "box":
+    cls = operator_for(name)
+    if name == BOX:
         sh, sw = round(h * level), round(w * level)
-        op = Inpainting.box(shape, (w - sw) // 2, (h - sh) // 2, (w - sw) // 2 + sw, (h - sh) // 2 + sh)
-    elif task == "superres":
-        op = SuperResolution(shape, int(level))
-    elif task == "denoise":
-        op = Denoising(shape, level)
-    elif task == "cs":
-        op = CompressedSensing(shape, level, torch.Generator().manual_seed(seed))
+        options = {"box": [(w - sw) // 2, (h - sh) // 2, (w - sw) // 2 + sw, (h - sh) // 2 + sh]}
     else:
-        raise ValueError(f"unknown task {task!r}")
-    return op, op(x, [torch.Generator().manual_seed(seed + 1000 + i) for i in range(len(x))])
+        options = cls.level_options(level)
+    seeds = [seed + i for i in range(len(x))]
+    op = cls.stack([cls.from_options(shape, stream(s, "operator"), **options) for s in seeds])
+    return op, op(x, streams(seeds, "noise"))
 
 
 def _run(method: str, y: torch.Tensor, op: Operator, weight: float | None) -> torch.Tensor:
@@ -83,12 +88,13 @@ def _run(method: str, y: torch.Tensor, op: Operator, weight: float | None) -> to
     return classical(y, op, method, ClassicalConfig(weight=weight)).image
 
 
-def sweep(x: torch.Tensor, specs=SPECS, methods: dict = METHODS, grids: dict = GRIDS, echo=print) -> list[dict]:
-    """Mean PSNR of every method (and every weight of its grid) at every spec: one row each."""
+def sweep(x: torch.Tensor, specs=SPECS, methods: dict | None = None, grids: dict = GRIDS, echo=print) -> list[dict]:
+    """Mean PSNR of every method (``methods[name]``; default: every classical method of the
+    spec's operator) and every weight of its grid, at every spec: one row each."""
     rows = []
     for task, level in specs:
         op, y = make_problem(task, level, x)
-        for method in methods[task]:
+        for method in (methods or {}).get(task, methods_for(task)):
             for weight in grids.get(method, (None,)):
                 t = time.time()
                 psnr = M.psnr(_run(method, y, op, weight), x)
@@ -102,13 +108,13 @@ def deviation_sweep(G, x: torch.Tensor, specs=SPECS, priors=("wavelet", "tv"), w
                     steps: int = 100, restarts: int = 2, deviation_steps: int = 100, echo=print) -> list[dict]:
     """CSGM alone, then CSGM -> :func:`~ilo.solvers.deviation.deviate` with each prior and
     weight, at every spec: mean PSNR rows (``method`` = ``csgm`` or ``csgm+<prior>``)."""
-    from ..solvers import default_config, solve
+    from ..solvers import preset_for, solve
     from ..solvers.deviation import deviate
 
     rows = []
     for task, level in specs:
         op, y = make_problem(task, level, x)
-        cfg = default_config("csgm", G, "inpaint" if task == "box" else task, total_steps=steps, restarts=restarts)
+        cfg = preset_for("csgm", G, op, total_steps=steps, restarts=restarts)
         t = time.time()
         x0 = solve(y, op, G, "csgm", cfg, seeds=0).image
         psnr = M.psnr(x0, x)
@@ -132,13 +138,13 @@ def iagan_sweep(G, x: torch.Tensor, specs=SPECS, lrs=(1e-4, 3e-4, 1e-3), steps: 
     fixed), Adam on the measurement loss at each learning rate (``method`` = ``csgm+iagan``)."""
     import torch.nn.functional as F
 
-    from ..solvers import default_config, solve
+    from ..solvers import preset_for, solve
 
     last = G.main[-2]  # the final ConvTranspose2d, [cin, C, 4, 4]
     rows = []
     for task, level in specs:
         op, y = make_problem(task, level, x)
-        cfg = default_config("csgm", G, "inpaint" if task == "box" else task, total_steps=steps, restarts=restarts)
+        cfg = preset_for("csgm", G, op, total_steps=steps, restarts=restarts)
         res = solve(y, op, G, "csgm", cfg, seeds=0)
         with torch.no_grad():
             h = G.run(res.latents, res.layer, G.num_layers - 1)["h"]  # [B, cin, H/2, W/2]
