@@ -85,10 +85,10 @@ def batch(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
     job = Job(problem, method, config, items, label=f"{method} {task}")
     settings = {"command": "batch", **job.spec()}  # other task options or budget: another folder
     dev = pick_device(device)
-    out = prepare_out(out_dir)
     try:
         executor = RayExecutor(ray_address, cpus_per_task=_threads()) if ray_address else LocalExecutor(str(dev))
-        with executor:
+        with executor:  # a Ray address that does not answer is refused before the folder is made
+            out = prepare_out(out_dir)
             report = run_jobs([job], solve_batch, out, settings=settings, executor=executor, batch_size=batch_size,
                               per_image_bytes=BYTES_PER_IMAGE_RESTART * restarts, progress=not quiet)
     except (StoreBusy, ImportError) as e:

@@ -40,7 +40,10 @@ def load_function(path: str):
 
 
 def make_job(spec: dict, n: int, seed0: int) -> Job:
-    return Job(spec["problem"], spec["method"], spec["config"], [Item(f"seed{s}", {"seed": s}) for s in range(seed0, seed0 + n)])
+    """Items ``seed<s>`` with data ``{"seed": s, "truth_seed": s}`` (the toy reads the first, the
+    pipeline's job function both: ``ilo solve --truth-seed s --seed s`` solves the same image)."""
+    return Job(spec["problem"], spec["method"], spec["config"],
+               [Item(f"seed{s}", {"seed": s, "truth_seed": s}) for s in range(seed0, seed0 + n)])
 
 
 def _child(mode: str, fn: str, spec: dict, n: int, seed0: int, batch_size: int, ray_cpus: int) -> dict:
@@ -79,7 +82,7 @@ def measure(fn: str, spec: dict, *, n: int, batch_sizes: list[int], ray_cpus: in
 
     def add(mode: str, batch: int, seconds: float, info: dict) -> None:
         rows.append({"mode": mode, "batch_size": batch, "images": n, "seconds": round(seconds, 2),
-                     "images_per_s": round(n / seconds, 4), **info})
+                     "images_per_s": round(n / seconds, 4), "load_avg_1min": round(os.getloadavg()[0], 2), **info})
 
     if per_process:
         total = 0.0
@@ -109,10 +112,11 @@ def measure(fn: str, spec: dict, *, n: int, batch_sizes: list[int], ray_cpus: in
 
 def table(result: dict) -> str:
     """The rows of :func:`measure` as a Markdown table."""
-    lines = ["| mode | batch | images | seconds | images/s | speed-up | peak RSS (MiB) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| mode | batch | images | seconds | images/s | speed-up | peak RSS (MiB) | load avg (1 min, after) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['mode']} | {r['batch_size']} | {r['images']} | {r['seconds']} | {r['images_per_s']:.3g} "
-                     f"| {r['speedup']} | {r['peak_rss_mb']} |")
+                     f"| {r['speedup']} | {r['peak_rss_mb']} | {r.get('load_avg_1min', '')} |")
     return "\n".join(lines)
 
 
