@@ -171,3 +171,19 @@ def test_resume_after_the_driver_is_killed(tmp_path, capsys):
     whole = records(tmp_path / "whole")
     for item, rec in records(out).items():
         assert close(rec["metrics"], whole[item]["metrics"])
+
+
+def test_observation_items_have_no_truth_and_do_not_mix_with_truths(tmp_path):
+    from ilo.images import save_image
+    from ilo.runs.pipeline_job import observation_item
+    import torch
+
+    p = tmp_path / "seen.png"
+    save_image(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1, p)
+    obs = observation_item("seen.png", p, 2)
+    job = Job({"task": "inpaint", "observed": 0.2}, "csgm", {"steps": 2, "restarts": 1, "seed": 2}, [obs, truth_item(1, 3)])
+    (res,) = solve_batch(job, [obs])
+    assert set(res["metrics"]) == {"measurement_mse"} and set(res["files"]) == {"observation.png", "reconstruction.png"}
+    assert res["info"]["source"] == {"observation": str(p.resolve())}
+    with pytest.raises(ValueError, match="with and without a truth"):
+        solve_batch(job, list(job.items))
