@@ -87,3 +87,24 @@ def test_driver_killed_then_rerun_on_ray_completes(cluster, tmp_path, reference)
                           executor=ex, progress=False)
     assert report.solved == 12 - left
     assert_same_numbers(stored(tmp_path), reference)
+
+
+def test_ilo_batch_on_ray_equals_in_process(cluster, tmp_path, capsys):
+    """``ilo batch --ray ADDRESS``: the pipeline's job function on the cluster gives the in-process numbers."""
+    import json
+
+    from ilo.cli import main
+
+    args = ["batch", "--task", "inpaint", "--observed", "0.2", "--steps", "6", "--restarts", "2", "--truth-seeds", "60-63",
+            "--quiet"]
+    for out, extra in (("ray", ["--ray", cluster]), ("local", ["--batch-size", "4"])):
+        with pytest.raises(SystemExit) as e:
+            main([*args, *extra, "--out", str(tmp_path / out)])
+        assert e.value.code == 0, capsys.readouterr().err
+    ray_recs, local = stored(tmp_path / "ray"), {r["item"]: r for r in stored(tmp_path / "local")}
+    assert len(ray_recs) == 4 and {r["batch"]["size"] for r in ray_recs} == {2}  # 4 images over 2 CPUs
+    assert len({r["batch"]["worker"] for r in ray_recs}) == 2
+    for r in ray_recs:
+        for k in ("true_mse", "psnr", "measurement_mse"):
+            assert r["metrics"][k] == pytest.approx(local[r["item"]]["metrics"][k], rel=1e-3)
+    assert json.loads((tmp_path / "ray" / "config.json").read_text())["ray"] == cluster

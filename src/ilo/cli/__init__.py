@@ -6,7 +6,7 @@ are), and writes its outputs through :class:`ilo.io.OutputFolder`, so a failed r
 nothing half-written. Threads and the OpenMP wait policy are chosen by :mod:`ilo.runtime`
 before torch loads; the command modules are imported only after that.
 
-Modules: ``common`` (errors, option types, shared options), ``solve``, ``demo``, ``generate``,
+Modules: ``common`` (errors, option types, shared options), ``solve``, ``batch``, ``demo``, ``generate``,
 ``bench``; this package's ``main`` assembles them.
 """
 
@@ -21,6 +21,7 @@ from .. import __version__, runtime
 
 def command_group() -> click.Group:
     """The ``ilo`` group with every subcommand (imports torch)."""
+    from .batch import batch
     from .bench import bench
     from .demo import demo
     from .generate import generate_cmd
@@ -40,7 +41,7 @@ def command_group() -> click.Group:
         for name, desc in available().items():
             click.echo(f"{name:24s} {desc}")
 
-    for command in (solve, restore, demo, generate_cmd, bench):
+    for command in (solve, batch, restore, demo, generate_cmd, bench):
         cli.add_command(command)
     return cli
 

@@ -42,52 +42,47 @@ def _parse_box(text: str | None):
     return parts
 
 
-@click.command()
-@generator_option
-@click.option("--task", type=str, required=True, help="inpaint | superres | denoise | cs")
-@click.option("--method", type=str, default="ilo",
-              help="Generative: ilo | csgm | csgm-perceptual | csgm-mse-perceptual | pulse. Classical (no generator): "
-                   "inpaint: biharmonic | tv-inpaint; superres: bicubic | tv-superres; denoise: bm3d | nlmeans | "
-                   "tv-denoise; cs: adjoint | tv-cs | wavelet-cs.")
-@click.option("--loss", "loss_terms", type=str, default=None,
-              help="Loss terms replacing the preset's, e.g. mse,perceptual (terms: mse, perceptual, lpips).")
-@click.option("--weights", type=str, default=None, help="Weights of the --loss terms, e.g. 1,0.05 (default 1 each).")
-@click.option("--sna/--no-sna", default=None, help="Stochastic Noise Addition (denoise; default: on for ILO).")
-@click.option("--lpips-backbone", type=click.Path(dir_okay=False), default=None, help="torchvision VGG16 weight file for LPIPS.")
-@click.option("--observed", type=FiniteFloat(), default=None, help="inpaint: fraction of pixels observed at random (default 0.1).")
-@click.option("--box", type=str, default=None, help="inpaint: hide the box X0,Y0,X1,Y1 (pixels of the generator's size).")
-@click.option("--mask", type=click.Path(dir_okay=False), default=None,
-              help="inpaint: mask image, white = observed, black = hidden (same rules as --image).")
-@click.option("--factor", type=int, default=None, help="superres: downsampling factor (default 4).")
-@click.option("--sigma", type=FiniteFloat(), default=None, help="denoise: noise std on the 0-255 scale (default 25).")
-@click.option("--measurements", type=FiniteFloat(), default=None, help="cs: fraction of measurements m/n (default 0.1).")
-@click.option("--truth-seed", type=Seed(), default=None, help="Truth = a face drawn from the generator with this seed.")
-@click.option("--image", type=click.Path(dir_okay=False), default=None,
-              help=f"Truth = this photo (centre-cropped, resized); {IMAGE_POLICY}.")
-@click.option("--align", is_flag=True, help="With --image: the detected face (the largest) aligned to the generator's "
-                                             "template instead of the centre crop (needs the faces extra).")
-@click.option("--observation", type=click.Path(dir_okay=False), default=None,
-              help="Observed data only, no truth: an image (same rules as --image) or, for cs, a .npy of finite "
-                   "measurements [m] or [1, m].")
-@click.option("--steps", type=click.IntRange(min=1), default=600, help="Total optimisation steps (ILO: including its CSGM stage).")
-@click.option("--restarts", type=click.IntRange(min=1), default=4, help="CSGM random restarts (run as one batch).")
-@click.option("--seed", type=Seed(), default=0, help="Seed of the operator, the noise and the solver.")
-@device_option
-@threads_option
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Output folder (created once the inputs are valid; never overwrites an input file).")
-@quiet_option
-def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma,
-          measurements, truth_seed, image, align, observation, steps, restarts, seed, device, out_dir, quiet):
-    """Reconstruct one image and write reconstruction.png, observation.png, config.json, metrics.json."""
+def task_options(f):
+    """The options that say what to solve and how (task, its level, method, loss, budget),
+    shared by ``ilo solve`` and ``ilo batch``; :func:`check_task` validates them."""
+    opts = [
+        click.option("--task", type=str, required=True, help="inpaint | superres | denoise | cs"),
+        click.option("--method", type=str, default="ilo",
+                     help="Generative: ilo | csgm | csgm-perceptual | csgm-mse-perceptual | pulse. Classical (no "
+                          "generator): inpaint: biharmonic | tv-inpaint; superres: bicubic | tv-superres; denoise: bm3d | "
+                          "nlmeans | tv-denoise; cs: adjoint | tv-cs | wavelet-cs."),
+        click.option("--loss", "loss_terms", type=str, default=None,
+                     help="Loss terms replacing the preset's, e.g. mse,perceptual (terms: mse, perceptual, lpips)."),
+        click.option("--weights", type=str, default=None, help="Weights of the --loss terms, e.g. 1,0.05 (default 1 each)."),
+        click.option("--sna/--no-sna", default=None, help="Stochastic Noise Addition (denoise; default: on for ILO)."),
+        click.option("--lpips-backbone", type=click.Path(dir_okay=False), default=None,
+                     help="torchvision VGG16 weight file for LPIPS."),
+        click.option("--observed", type=FiniteFloat(), default=None,
+                     help="inpaint: fraction of pixels observed at random (default 0.1)."),
+        click.option("--box", type=str, default=None, help="inpaint: hide the box X0,Y0,X1,Y1 (pixels of the generator's size)."),
+        click.option("--mask", type=click.Path(dir_okay=False), default=None,
+                     help="inpaint: mask image, white = observed, black = hidden (same rules as --image)."),
+        click.option("--factor", type=int, default=None, help="superres: downsampling factor (default 4)."),
+        click.option("--sigma", type=FiniteFloat(), default=None, help="denoise: noise std on the 0-255 scale (default 25)."),
+        click.option("--measurements", type=FiniteFloat(), default=None,
+                     help="cs: fraction of measurements m/n (default 0.1)."),
+        click.option("--steps", type=click.IntRange(min=1), default=600,
+                     help="Total optimisation steps (ILO: including its CSGM stage)."),
+        click.option("--restarts", type=click.IntRange(min=1), default=4, help="CSGM random restarts (run as one batch)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def check_task(task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma, measurements):
+    """The validated problem spec and loss (None: the preset's) of the :func:`task_options`."""
     from ..operators import operator_class
-    from ..pipeline import ProblemSpec, build_problem, run_method
+    from ..pipeline import ProblemSpec
     from ..solvers import CLASSICAL_METHODS, METHODS
 
     spec = ProblemSpec(task=task, observed=observed, box=_parse_box(box), mask=mask, factor=factor, sigma=sigma,
                        measurements=measurements)
-    if sum(s is not None for s in (truth_seed, image, observation)) != 1:
-        fail("give exactly one of --truth-seed N, --image PNG or --observation FILE")
     if method not in METHODS:
         fail(f"--method: unknown method {method!r}; choose from {', '.join(METHODS)}")
     spec.validate()  # the library's one-line ValueError, printed by main()
@@ -101,6 +96,35 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
             _import_bm3d()
         except BM3DUnavailable as e:
             fail(first_line(e))
+    return spec, _parse_loss(loss_terms, weights, sna, lpips_backbone, method, task)
+
+
+@click.command()
+@generator_option
+@task_options
+@click.option("--truth-seed", type=Seed(), default=None, help="Truth = a face drawn from the generator with this seed.")
+@click.option("--image", type=click.Path(dir_okay=False), default=None,
+              help=f"Truth = this photo (centre-cropped, resized); {IMAGE_POLICY}.")
+@click.option("--align", is_flag=True, help="With --image: the detected face (the largest) aligned to the generator's "
+                                             "template instead of the centre crop (needs the faces extra).")
+@click.option("--observation", type=click.Path(dir_okay=False), default=None,
+              help="Observed data only, no truth: an image (same rules as --image) or, for cs, a .npy of finite "
+                   "measurements [m] or [1, m].")
+@click.option("--seed", type=Seed(), default=0, help="Seed of the operator, the noise and the solver.")
+@device_option
+@threads_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Output folder (created once the inputs are valid; never overwrites an input file).")
+@quiet_option
+def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma,
+          measurements, truth_seed, image, align, observation, steps, restarts, seed, device, out_dir, quiet):
+    """Reconstruct one image and write reconstruction.png, observation.png, config.json, metrics.json."""
+    from ..pipeline import build_problem, run_method
+
+    if sum(s is not None for s in (truth_seed, image, observation)) != 1:
+        fail("give exactly one of --truth-seed N, --image PNG or --observation FILE")
+    spec, loss = check_task(task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma,
+                            measurements)
     if align and image is None:
         fail("--align aligns the face of --image; give --image PHOTO")
     if align:
@@ -110,7 +134,6 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
             check_available()
         except DetectorUnavailable as e:
             fail(first_line(e))
-    loss = _parse_loss(loss_terms, weights, sna, lpips_backbone, method, task)
     if observation is not None and Path(observation).suffix == ".npy":
         from ..io import load_array
 
@@ -153,19 +176,23 @@ def _aligned_image(path: str, G):
     return crop, {**face.to_dict(), **al.to_dict()}
 
 
+def loss_weights(terms: str | None, weights: str | None) -> dict[str, float] | None:
+    """``--loss`` and ``--weights`` as term -> weight, or None when neither is given."""
+    if terms is None and weights is None:
+        return None
+    names = [t.strip() for t in (terms or "mse").split(",") if t.strip()]
+    ws = parse_floats("--weights", weights, minimum=0.0) if weights else [1.0] * len(names)
+    if len(ws) != len(names):
+        fail(f"--weights has {len(ws)} values for {len(names)} loss terms")
+    return dict(zip(names, ws))
+
+
 def _parse_loss(terms: str | None, weights: str | None, sna: bool | None, lpips_backbone: str | None, method: str, task: str):
     """The LossConfig asked for on the command line, or None to keep the method's preset
     (the rules are the library's: :func:`ilo.pipeline.custom_loss`)."""
     from ..pipeline import custom_loss
 
-    chosen = None
-    if terms is not None or weights is not None:
-        names = [t.strip() for t in (terms or "mse").split(",") if t.strip()]
-        ws = parse_floats("--weights", weights, minimum=0.0) if weights else [1.0] * len(names)
-        if len(ws) != len(names):
-            fail(f"--weights has {len(ws)} values for {len(names)} loss terms")
-        chosen = dict(zip(names, ws))
-    return custom_loss(task, method, chosen, sna=sna, lpips_backbone=lpips_backbone)
+    return custom_loss(task, method, loss_weights(terms, weights), sna=sna, lpips_backbone=lpips_backbone)
 
 
 def _write_result(w, prob, result, metrics: dict, config: dict) -> None:

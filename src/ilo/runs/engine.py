@@ -60,7 +60,8 @@ def run_jobs(jobs: Sequence[Job], solve_batch: JobFunction, out: str | os.PathLi
     (:class:`~ilo.runs.store.StoreMismatch` otherwise). ``executor``: a
     :class:`~ilo.runs.executors.LocalExecutor` (default, CPU) or an entered
     :class:`~ilo.runs.executors.RayExecutor`. ``batch_size``: images per batch, or chosen by the
-    executor from ``per_image_bytes`` and the device's memory. Writes ``summary.csv`` and
+    executor from ``per_image_bytes`` and the device's memory, and no larger than the pending
+    images divided by the executor's ``parallelism`` (tasks it runs at once). Writes ``summary.csv`` and
     ``index.html`` at the end when ``summary``.
     """
     digests = [j.digest for j in jobs]
@@ -68,7 +69,8 @@ def run_jobs(jobs: Sequence[Job], solve_batch: JobFunction, out: str | os.PathLi
         dup = next(j for j in jobs if digests.count(j.digest) > 1)
         raise ValueError(f"two jobs of one run have the same problem, method and config ({dup.name}); merge their items")
     executor = executor or LocalExecutor()
-    if batch_size is None:
+    chosen = batch_size is None
+    if chosen:
         if per_image_bytes is None:
             raise ValueError("give a batch size, or the memory one image needs so that it can be chosen")
         batch_size = executor.choose_batch_size(per_image_bytes)
@@ -77,6 +79,9 @@ def run_jobs(jobs: Sequence[Job], solve_batch: JobFunction, out: str | os.PathLi
     t0 = time.perf_counter()
     with RunStore(out, settings) as store:
         store.register(list(jobs))
+        if chosen:  # no larger than needed to keep every worker busy
+            pending = sum(len(store.pending(j)) for j in jobs)
+            batch_size = max(1, min(batch_size, -(-pending // max(1, executor.parallelism))))
         batches = make_batches(jobs, store, batch_size)
         total = sum(len(items) for _, items in batches)
         skipped = sum(len(j.items) for j in jobs) - total

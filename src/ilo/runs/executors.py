@@ -75,6 +75,9 @@ def run_batch(fn: JobFunction, job: Job, items: list[Item], device: str) -> tupl
 class LocalExecutor:
     """Batches one after another in this process, on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...)."""
 
+    #: batches run at once
+    parallelism = 1
+
     def __init__(self, device: str = "cpu"):
         self.device = device
 
@@ -171,6 +174,15 @@ class RayExecutor:
         ray = import_ray()
         return ray.remote(f).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
                                      max_retries=self.max_retries, retry_exceptions=False)
+
+    @property
+    def parallelism(self) -> int:
+        """Tasks the cluster runs at once (its CPUs or GPUs over what one task asks for)."""
+        ray = import_ray()
+        res = ray.cluster_resources()
+        if self.gpus_per_task:
+            return max(1, int(res.get("GPU", 0) / self.gpus_per_task))
+        return max(1, int(res.get("CPU", 1) / self.cpus_per_task))
 
     def choose_batch_size(self, per_image_bytes: int, cap: int = BATCH_CAP) -> int:
         """Chosen on a worker, from the memory of the device its tasks get (its share of a node's CPU memory)."""

@@ -40,11 +40,15 @@ def load_function(path: str):
 
 
 def make_job(spec: dict, n: int, seed0: int) -> Job:
-    return Job(spec["problem"], spec["method"], spec["config"], [Item(f"seed{s}", {"seed": s}) for s in range(seed0, seed0 + n)])
+    """Items ``seed<s>`` with data ``{"seed": s, "truth_seed": s}`` (the toy reads the first, the
+    pipeline's job function both: ``ilo solve --truth-seed s --seed s`` solves the same image)."""
+    return Job(spec["problem"], spec["method"], spec["config"],
+               [Item(f"seed{s}", {"seed": s, "truth_seed": s}) for s in range(seed0, seed0 + n)])
 
 
 def _child(mode: str, fn: str, spec: dict, n: int, seed0: int, batch_size: int, ray_cpus: int) -> dict:
-    """Run one configuration in this process (``mode`` local or ray) and describe it."""
+    """Run one configuration in this process (``mode`` local or ray) and describe it (threads and
+    wait policy: :mod:`ilo.runtime`, set by :func:`main` before the job function loads torch)."""
     job = make_job(spec, n, seed0)
     with tempfile.TemporaryDirectory() as out:
         executor = RayExecutor(None, num_cpus=ray_cpus) if mode == "ray" else LocalExecutor()
@@ -68,18 +72,21 @@ def _timed(cmd: list[str]) -> tuple[float, str]:
 
 def measure(fn: str, spec: dict, *, n: int, batch_sizes: list[int], ray_cpus: int = 2,
             ray_batch_sizes: list[int] | None = None, per_image_cmd: str | None = None, per_process: bool = True,
-            seed0: int = 0) -> dict:
+            seed0: int = 0, threads: int | None = None) -> dict:
     """Images per second of job function ``fn`` (``module:function``) on ``n`` images of job ``spec``.
 
     Returns ``{"fn", "job", "n", "rows": [{"mode", "batch_size", "seconds", "images_per_s", "peak_rss_mb", ...}]}``;
+    ``threads``: of the in-process runs (default: :mod:`ilo.runtime`'s choice; Ray tasks use one each);
     ``ray_cpus=0`` skips Ray; Ray's batch sizes default to ``ceil(n / ray_cpus)`` (one batch per CPU).
     """
     base = [sys.executable, "-m", "ilo.runs.measure", "--fn", fn, "--job", json.dumps(spec)]
+    if threads:
+        base += ["--threads", str(threads)]
     rows = []
 
     def add(mode: str, batch: int, seconds: float, info: dict) -> None:
         rows.append({"mode": mode, "batch_size": batch, "images": n, "seconds": round(seconds, 2),
-                     "images_per_s": round(n / seconds, 4), **info})
+                     "images_per_s": round(n / seconds, 4), "load_avg_1min": round(os.getloadavg()[0], 2), **info})
 
     if per_process:
         total = 0.0
@@ -109,10 +116,11 @@ def measure(fn: str, spec: dict, *, n: int, batch_sizes: list[int], ray_cpus: in
 
 def table(result: dict) -> str:
     """The rows of :func:`measure` as a Markdown table."""
-    lines = ["| mode | batch | images | seconds | images/s | speed-up | peak RSS (MiB) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| mode | batch | images | seconds | images/s | speed-up | peak RSS (MiB) | load avg (1 min, after) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['mode']} | {r['batch_size']} | {r['images']} | {r['seconds']} | {r['images_per_s']:.3g} "
-                     f"| {r['speedup']} | {r['peak_rss_mb']} |")
+                     f"| {r['speedup']} | {r['peak_rss_mb']} | {r.get('load_avg_1min', '')} |")
     return "\n".join(lines)
 
 
@@ -128,15 +136,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--per-image-cmd", default=None, help="command template for one image ({seed}, {item}, {out})")
     p.add_argument("--no-per-process", action="store_true")
     p.add_argument("--json", default=None, help="write the result here")
+    p.add_argument("--threads", type=int, default=None, help="threads of the in-process runs (default: ilo.runtime's choice)")
     p.add_argument("--child", choices=("local", "ray"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     spec, sizes = json.loads(a.job), [int(b) for b in a.batch_sizes.split(",")]
     if a.child:
+        if a.child == "local":
+            from .. import runtime
+
+            runtime.configure(a.threads)  # before torch loads: threads and OpenMP wait policy, as `ilo` does
         print(json.dumps(_child(a.child, a.fn, spec, a.n, a.seed0, sizes[0], a.ray_cpus)))
         return
     result = measure(a.fn, spec, n=a.n, batch_sizes=sizes, ray_cpus=a.ray_cpus,
                      ray_batch_sizes=[int(b) for b in a.ray_batch_sizes.split(",")] if a.ray_batch_sizes else None,
-                     per_image_cmd=a.per_image_cmd, per_process=not a.no_per_process, seed0=a.seed0)
+                     per_image_cmd=a.per_image_cmd, per_process=not a.no_per_process, seed0=a.seed0,
+                     threads=a.threads)
     print(table(result))
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
