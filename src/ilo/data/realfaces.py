@@ -41,7 +41,8 @@ from pathlib import Path
 
 import torch
 
-from ..generators.registry import cache_dir, sha256_file
+from ..generators.hub import cache_dir
+from ..nets.weights import sha256_file
 from ..images import PHOTO_BOXES, ImageError, fit_to_size, pil_to_tensor, read_image
 
 SPLITS = ("tuning", "eval")
