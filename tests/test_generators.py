@@ -141,3 +141,13 @@ def test_folded_batchnorm_only_in_eval_mode(tiny_dcgan):
     assert torch.equal(a, G(s))
     G.eval()
     assert not torch.allclose(G(s), a, atol=1e-3)  # eval statistics differ from batch statistics
+
+
+@pytest.mark.parametrize("which", ["tiny", "digiface"])
+def test_dcgan_trainable_keys_match_the_states(which, tiny_dcgan, digiface):
+    """The DCGAN names its trainable entries without running the network; they are the keys of its states."""
+    from ilo.generators.base import LayeredGenerator
+
+    G = tiny_dcgan if which == "tiny" else digiface
+    for k in range(G.num_layers):
+        assert G.trainable_keys(k) == LayeredGenerator.trainable_keys(G, k)

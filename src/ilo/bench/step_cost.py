@@ -12,7 +12,7 @@ read next to it (this machine may be shared: compare figures of one run, not acr
   three, contiguous or channels_last;
 - ``solver``: ms per step of ILO's CSGM stage (batch images x restarts) and of each round
   (batch images) with each loss (MSE; MSE + the perceptual term; the perceptual term in the
-  rounds only), and the ratio to the bare generator forward + backward at the same batch;
+  rounds only), and the ratio to the bare generator forward + backward (the default, folded path) at the same batch;
 - ``layers``: per DCGAN stage, forward + backward ms of the reference and the folded path.
 """
 
@@ -35,17 +35,21 @@ def _load() -> float | None:
         return None
 
 
-def median_ms(fn: Callable[[], None], repeats: int, inner: int = 3) -> dict:
-    """Median over ``repeats`` of the mean ms of ``inner`` calls of ``fn`` (one warm-up call
-    first), with the load average at the start and the end."""
-    fn()
-    load0, times = _load(), []
+def interleaved_ms(fns: dict[str, Callable[[], None]], repeats: int, inner: int = 3) -> dict[str, dict]:
+    """Per name, the median over ``repeats`` rounds of the mean ms of ``inner`` calls of its
+    function; every round times all functions one after the other (so a change of load hits
+    them alike), after one warm-up call each. The load average is read at the start and the end."""
+    for fn in fns.values():
+        fn()
+    load0, times = _load(), {k: [] for k in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter() - t) * 1000 / inner)
-    return {"ms": round(statistics.median(times), 2), "load": [load0, _load()]}
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times[k].append((time.perf_counter() - t) * 1000 / inner)
+    load = [load0, _load()]
+    return {k: {"ms": round(statistics.median(v), 2), "load": load} for k, v in times.items()}
 
 
 def _fwd_bwd(render, x0):
@@ -72,51 +76,45 @@ def components(G, batches, repeats: int) -> list[dict]:
 
     rows = []
     ref = _reference_copy(G)
+    cl = copy.deepcopy(G).to(memory_format=torch.channels_last)
+    nets = {"all 5 stages": perceptual_net("mobilenet"), "first 3 stages": MobileNetPerceptualDistance(taps=(1, 3, 6))}
+    nets_cl = {k: copy.deepcopy(d).to(memory_format=torch.channels_last) for k, d in nets.items()}
     for b in batches:
         z = G.sample_latent(b, torch.Generator().manual_seed(0))["z"]
-        cl = copy.deepcopy(G).to(memory_format=torch.channels_last)
-        for name, g in (("generator reference", ref), ("generator folded BN", G), ("generator folded BN channels_last", cl)):
-            rows.append({"what": name, "batch": b, **median_ms(_fwd_bwd(lambda v, g=g: g({"z": v}), z), repeats)})
-        net = perceptual_net("mobilenet")
-        variants = {"all 5 stages": net, "first 3 stages": MobileNetPerceptualDistance(taps=(1, 3, 6))}
-        for size in (64, 128, 256):
-            for vname, d in variants.items():
-                for cl in (False, True):
-                    if size != 64 and (vname != "all 5 stages" or cl):
-                        continue
-                    x0 = torch.rand(b, 3, 64, 64) * 2 - 1
-                    with torch.no_grad():
-                        tgt = d.features(F.interpolate(x0.flip(0), size=size, mode="bilinear") if size != 64 else x0.flip(0))
-                    fmt = torch.channels_last if cl else torch.contiguous_format
-                    if cl:
-                        d = d.to(memory_format=torch.channels_last)
+        fns = {f"generator {name}": _fwd_bwd(lambda v, g=g: g({"z": v}), z)
+               for name, g in (("reference", ref), ("folded BN", G), ("folded BN channels_last", cl))}
+        x0 = torch.rand(b, 3, 64, 64) * 2 - 1
+        for size, vname, chl in ((64, "all 5 stages", False), (64, "all 5 stages", True), (64, "first 3 stages", False),
+                                 (64, "first 3 stages", True), (128, "all 5 stages", False), (256, "all 5 stages", False)):
+            d = (nets_cl if chl else nets)[vname]
+            up = (lambda x, size=size: F.interpolate(x, size=size, mode="bilinear")) if size != 64 else (lambda x: x)
+            fmt = torch.channels_last if chl else torch.contiguous_format
+            with torch.no_grad():
+                tgt = d.features(up(x0.flip(0)).contiguous(memory_format=fmt))
 
-                    def render(x, d=d, size=size, fmt=fmt, tgt=tgt):
-                        a = F.interpolate(x, size=size, mode="bilinear") if size != 64 else x
-                        return d.distance(d.features(a.contiguous(memory_format=fmt)), tgt).sum(dim=1)
-                    rows.append({"what": f"perceptual {vname} {size}px{' channels_last' if cl else ''}", "batch": b,
-                                 **median_ms(_fwd_bwd(render, x0), repeats)})
-                    if cl:
-                        d.to(memory_format=torch.contiguous_format)
+            def render(x, d=d, up=up, fmt=fmt, tgt=tgt):
+                return d.distance(d.features(up(x).contiguous(memory_format=fmt)), tgt).sum(dim=1)
+            fns[f"perceptual {vname} {size}px{' channels_last' if chl else ''}"] = _fwd_bwd(render, x0)
+        for name, r in interleaved_ms(fns, repeats).items():
+            rows.append({"what": name, "batch": b, **r})
     return rows
 
 
 def layers(G, batch: int, repeats: int) -> list[dict]:
     import torch
 
-    rows = []
     ref = _reference_copy(G)
     with torch.no_grad():
-        s = G.sample_latent(batch, torch.Generator().manual_seed(0))
-        states = [s]
+        states = [G.sample_latent(batch, torch.Generator().manual_seed(0))]
         for k in range(G.num_layers - 1):
             states.append(G.stage(k, states[-1]))
+    fns = {}
     for k in range(G.num_layers):
         key = next(iter(states[k]))
         for name, g in (("reference", ref), ("folded BN", G)):
-            fn = _fwd_bwd(lambda v, g=g, k=k, key=key: next(iter(g.stage(k, {key: v}).values())), states[k][key])
-            rows.append({"what": f"stage {k} {name}", "batch": batch, **median_ms(fn, repeats)})
-    return rows
+            fns[f"stage {k} {name}"] = _fwd_bwd(lambda v, g=g, k=k, key=key: next(iter(g.stage(k, {key: v}).values())),
+                                                states[k][key])
+    return [{"what": name, "batch": batch, **r} for name, r in interleaved_ms(fns, repeats).items()]
 
 
 def solver(G, images: int, restarts: int, steps: int, repeats: int, bare: dict[int, float]) -> list[dict]:
@@ -132,22 +130,22 @@ def solver(G, images: int, restarts: int, steps: int, repeats: int, bare: dict[i
     perc = replace(base.loss, perceptual=0.05)
     mse = replace(base.loss, perceptual=0.0)
     losses = {"mse": (mse, mse), "mse + perceptual": (perc, perc), "perceptual in rounds only": (mse, perc)}
-    rows = []
-    for name, (first, rest) in losses.items():
-        cfg = replace(base, loss=rest, csgm=replace(base.csgm, loss=first))
-        per_stage: dict[int, list[float]] = {}
-        load0 = _load()
-        for _ in range(repeats):
+    cfgs = {name: replace(base, loss=rest, csgm=replace(base.csgm, loss=first)) for name, (first, rest) in losses.items()}
+    per_stage: dict[tuple[str, int], list[float]] = {}
+    load0 = _load()
+    for _ in range(repeats):  # every repeat runs every loss, so a change of load hits them alike
+        for name, cfg in cfgs.items():
             stamps: list[tuple[int, float]] = []
             ilo(prob.y, prob.operator, G, cfg, seeds=0, callback=lambda info: stamps.append((info.round, time.perf_counter())))
             for (r0, t0), (r1, t1) in zip(stamps, stamps[1:]):
                 if r0 == r1:
-                    per_stage.setdefault(r0, []).append((t1 - t0) * 1000)
-        for r, ts in sorted(per_stage.items()):
-            batch = images * restarts if r == 0 else images
-            ms = statistics.median(ts[len(ts) // 10:])
-            rows.append({"loss": name, "stage": "CSGM" if r == 0 else f"round {r}", "batch": batch,
-                         "ms": round(ms, 2), "x_bare": round(ms / bare[batch], 2), "load": [load0, _load()]})
+                    per_stage.setdefault((name, r0), []).append((t1 - t0) * 1000)
+    rows, load = [], [load0, _load()]
+    for (name, r), ts in per_stage.items():
+        batch = images * restarts if r == 0 else images
+        ms = statistics.median(ts)
+        rows.append({"loss": name, "stage": "CSGM" if r == 0 else f"round {r}", "batch": batch,
+                     "ms": round(ms, 2), "x_bare": round(ms / bare[batch], 2), "load": load})
     return rows
 
 
@@ -176,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     G = load_generator(a.generator)
     batches = sorted({a.images * a.restarts, a.images, a.restarts})
     comp = components(G, batches, a.repeats)
-    bare = {r["batch"]: r["ms"] for r in comp if r["what"] == "generator reference"}
+    bare = {r["batch"]: r["ms"] for r in comp if r["what"] == "generator folded BN"}
     out = {"argv": argv, "runtime": rt.to_dict(), "components": comp,
            "solver": solver(G, a.images, a.restarts, a.steps, a.repeats, bare),
            "layers": layers(G, a.images * a.restarts, a.repeats)}

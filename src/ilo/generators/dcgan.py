@@ -76,6 +76,10 @@ class DCGANGenerator(LayeredGenerator):
         z = torch.randn(n, self.nz, generator=generator, device=device)
         return {"z": z.to(self.device)}
 
+    def trainable_keys(self, k: int) -> tuple[str, ...]:
+        """``("z",)`` at layer 0, ``("h",)`` at the hidden layers (without running the network)."""
+        return ("z",) if k == 0 else ("h",) if k < self.num_layers else ("image",)
+
     def stage(self, k: int, state: State) -> State:
         lo, hi = self._bounds[k]
         h = state["z"][:, :, None, None] if k == 0 else state["h"]
