@@ -359,3 +359,18 @@ def test_docstring_examples():
 
     result = doctest.testmod(perceptual)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_channels_last_path_equals_contiguous(dist, images):
+    """The default fast path (fused, channels-last) equals the fused contiguous one within float rounding."""
+    contiguous = MobileNetPerceptualDistance(load_mobilenet_v2(), channels_last=False)
+    assert dist.memory_format == torch.channels_last and contiguous.memory_format == torch.contiguous_format
+    y = images["chelsea_crop128"][..., :64, :64]
+    out = []
+    for d in (dist, contiguous):
+        x = (y + 0.1 * torch.randn(y.shape, generator=torch.Generator().manual_seed(5))).requires_grad_(True)
+        value = d(x, y)
+        value.sum().backward()
+        out.append((value.detach(), x.grad))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-3, atol=1e-6)
