@@ -43,10 +43,17 @@ def _radius(cfg, r: float):
     return replace(cfg, rounds=tuple(replace(rc, radius=r) for rc in cfg.rounds))
 
 
+def _stages(cfg, k: int):  # the perceptual term on the first k MobileNetV2 stages
+    loss = replace(cfg.loss, perceptual_stages=k)
+    return replace(cfg, loss=loss, csgm=replace(cfg.csgm, loss=replace(cfg.csgm.loss, perceptual_stages=k)))
+
+
 #: name -> change of the ILO preset's config
 VARIANTS: dict[str, Callable] = {
     "shipped": lambda c: c,
     "perceptual rounds only": _rounds_only,
+    "perceptual 3 stages": lambda c: _stages(c, 3),
+    "perceptual 3 stages rounds only": lambda c: _rounds_only(_stages(c, 3)),
     "mse": _no_perceptual,
     "mse lr0.2": lambda c: _lr(_no_perceptual(c), 0.2),
     "mse lr0.2 r0.1": lambda c: _radius(_lr(_no_perceptual(c), 0.2), 0.1),
@@ -76,7 +83,7 @@ def _means(per: dict, sets: list[str]) -> dict:
     return out
 
 
-def run(G, steps: int, restarts: int, specs=SPECS, variants=None, echo=print, on_row=None) -> list[dict]:
+def run(G, steps: int, restarts: int, specs=SPECS, with_csgm: bool = True, variants=None, echo=print, on_row=None) -> list[dict]:
     from ..pipeline import ProblemSpec, build_problem, method_config, run_method
 
     X, sets = tuning_set(G, G.image_shape[-1])
@@ -84,7 +91,7 @@ def run(G, steps: int, restarts: int, specs=SPECS, variants=None, echo=print, on
     for task, level in specs:
         prob = build_problem(ProblemSpec.at_level(task, level), G, seed=0, truth=X)
         base = method_config(prob, G, "ilo", total_steps=steps, restarts=restarts)
-        runs = [("csgm", "csgm", None)]
+        runs = [("csgm", "csgm", None)] if with_csgm else []
         seen = []
         for name in variants or VARIANTS:
             try:
@@ -115,6 +122,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--restarts", type=int, default=4)
     p.add_argument("--variants", default=None, help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    p.add_argument("--specs", default=None, help="task:level,... (default: the five of SPECS)")
+    p.add_argument("--no-csgm", action="store_true", help="skip the CSGM reference")
     p.add_argument("--generator", default="digiface-dcgan")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
@@ -133,7 +142,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             a.json.parent.mkdir(parents=True, exist_ok=True)
             a.json.write_text(json.dumps({**head, "load_now": load_average(), "rows": rows}, indent=1) + "\n")
 
-    return run(G, a.steps, a.restarts, variants=variants, on_row=save)
+    specs = SPECS if not a.specs else [(t, float(v)) for t, v in (item.split(":") for item in a.specs.split(","))]
+    return run(G, a.steps, a.restarts, specs=specs, with_csgm=not a.no_csgm, variants=variants, on_row=save)
 
 
 if __name__ == "__main__":
