@@ -65,3 +65,17 @@ def test_the_level_reaches_the_preset(monkeypatch, tiny_dcgan):
 def test_every_family_has_every_task():
     assert all(set(table) == set(TASKS) for table in PRESETS.values())
     assert {"dcgan", "stylegan2"} <= set(PRESETS)
+
+
+def test_dcgan_layout_carries_radius_and_csgm_lr(tiny_dcgan):
+    """A preset's round radius and first-stage learning rate reach the ILO config."""
+    from dataclasses import replace
+
+    from ilo.losses.composite import LossConfig
+    from ilo.solvers.presets import dcgan_layout
+
+    preset = TaskPreset(LossConfig(), radius=0.17, csgm_lr=0.33)
+    cfg = dcgan_layout(tiny_dcgan, preset, preset.loss, 90, 2)
+    assert cfg.csgm.lr == 0.33 and {r.radius for r in cfg.rounds} == {0.17}
+    assert cfg.total_steps == 90 and cfg.csgm.restarts == 2
+    assert dcgan_layout(tiny_dcgan, replace(preset, csgm_lr=0.05), preset.loss, 90, 2).csgm.lr == 0.05
