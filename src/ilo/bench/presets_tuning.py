@@ -7,8 +7,9 @@ generated faces with truth seeds :data:`GENERATED_SEEDS` (disjoint from the eval
 docs/BENCHMARKS.md), solved together in one batch; image ``i`` has seed ``i``. For every task
 at a representative level (:data:`SPECS`) each :data:`VARIANTS` entry changes ILO's preset in
 one respect; variants whose config equals an earlier one's are not rerun. CSGM (its preset) is
-the reference. Prints mean PSNR (dB) and mean perceptual distance per set and writes every
-number to ``--json`` after each run (a partial file is usable).
+the reference. Prints mean PSNR (dB) and mean perceptual distance per set (a line per run,
+then a markdown table) and writes every number to ``--json`` after each run (a partial file is
+usable; ``python -m ilo.bench.presets_tuning --table FILE.json`` prints its table).
 """
 
 from __future__ import annotations
@@ -117,6 +118,17 @@ def run(G, steps: int, restarts: int, specs=SPECS, with_csgm: bool = True, varia
     return rows
 
 
+def table(rows: list[dict]) -> str:
+    """A markdown table of :func:`run`'s rows: mean PSNR (dB) and perceptual distance per set."""
+    out = ["| task | variant | PSNR real | PSNR generated | perceptual real | perceptual generated | s |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['task']} {r['level']:g} | {r['variant']} | {r['psnr_real']:.2f} | {r['psnr_generated']:.2f} | "
+                   f"{r.get('perceptual_real', float('nan')):.3f} | {r.get('perceptual_generated', float('nan')):.3f} | "
+                   f"{r['seconds']:.0f} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=600)
@@ -127,7 +139,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--generator", default="digiface-dcgan")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--table", type=Path, default=None, help="print the table of a --json file and exit")
     a = p.parse_args(argv)
+    if a.table:
+        rows = json.loads(a.table.read_text())["rows"]
+        print(table(rows))
+        return rows
     from ..runtime import configure, load_average
 
     rt = configure(a.threads)
@@ -143,7 +160,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             a.json.write_text(json.dumps({**head, "load_now": load_average(), "rows": rows}, indent=1) + "\n")
 
     specs = SPECS if not a.specs else [(t, float(v)) for t, v in (item.split(":") for item in a.specs.split(","))]
-    return run(G, a.steps, a.restarts, specs=specs, with_csgm=not a.no_csgm, variants=variants, on_row=save)
+    rows = run(G, a.steps, a.restarts, specs=specs, with_csgm=not a.no_csgm, variants=variants, on_row=save)
+    print(table(rows))
+    return rows
 
 
 if __name__ == "__main__":
