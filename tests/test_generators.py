@@ -135,12 +135,30 @@ def test_folded_batchnorm_only_in_eval_mode(tiny_dcgan):
     import copy
 
     G = copy.deepcopy(tiny_dcgan).train()
+    G.fold_batchnorm = True
     s = G.sample_latent(4, torch.Generator().manual_seed(4))
     a = G(s)
     G.fold_batchnorm = False
     assert torch.equal(a, G(s))
     G.eval()
     assert not torch.allclose(G(s), a, atol=1e-3)  # eval statistics differ from batch statistics
+
+
+def test_folded_batchnorm_follows_changed_statistics(tiny_dcgan):
+    """The cached folded weights are recomputed when a batch-norm statistic changes in place."""
+    import copy
+
+    G = copy.deepcopy(tiny_dcgan).eval()
+    s = G.sample_latent(2, torch.Generator().manual_seed(6))
+    G.fold_batchnorm = True
+    before = G(s)
+    with torch.no_grad():
+        G.main[1].running_mean.add_(0.5)
+    after = G(s)
+    G.fold_batchnorm = False
+    assert not torch.allclose(before, after, atol=1e-4)
+    assert torch.allclose(after, G(s), atol=1e-5, rtol=1e-4)
+    assert DCGANGenerator.fold_batchnorm  # the default
 
 
 @pytest.mark.parametrize("which", ["tiny", "digiface"])

@@ -12,7 +12,7 @@ read next to it (this machine may be shared: compare figures of one run, not acr
   three, contiguous or channels_last;
 - ``solver``: ms per step of ILO's CSGM stage (batch images x restarts) and of each round
   (batch images) with each loss (MSE; MSE + the perceptual term; the perceptual term in the
-  rounds only), and the ratio to the bare generator forward + backward (the default, folded path) at the same batch;
+  rounds only), and the ratio to the bare generator forward + backward (its default path) at the same batch;
 - ``layers``: per DCGAN stage, forward + backward ms of the reference and the folded path.
 """
 
