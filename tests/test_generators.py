@@ -104,3 +104,68 @@ def test_missing_package_says_how_to_install(monkeypatch):
 def test_bad_size():
     with pytest.raises(ValueError):
         DCGANGenerator(size=48)
+
+
+@pytest.mark.parametrize("which", ["tiny", "digiface"])
+def test_folded_batchnorm_matches_reference_every_split(which, tiny_dcgan, digiface):
+    """The eval-mode fast path (BatchNorm folded into the transposed convolutions) equals the
+    reference path within float32 rounding at every head/tail split, values and gradients."""
+    G = tiny_dcgan if which == "tiny" else digiface
+    s = G.sample_latent(3, torch.Generator().manual_seed(3))
+    try:
+        for k in range(G.num_layers + 1):
+            h = {key: v.detach().clone() for key, v in G.head(k)(s).items()}
+            outs = []
+            for fold in (True, False):
+                G.fold_batchnorm = fold
+                v = {key: t.clone().requires_grad_(True) for key, t in h.items()}
+                x = G.tail(k)(v)
+                (x * torch.linspace(-1, 1, x.numel()).view_as(x)).sum().backward()
+                outs.append((x.detach(), next(iter(v.values())).grad))
+            (xf, gf), (xr, gr) = outs
+            assert torch.allclose(xf, xr, atol=1e-5, rtol=1e-4), f"split {k}: {(xf - xr).abs().max()}"
+            if gr is not None:
+                assert torch.allclose(gf, gr, atol=1e-5 * gr.abs().max().item(), rtol=1e-4), f"split {k} gradient"
+    finally:
+        G.fold_batchnorm = True
+
+
+def test_folded_batchnorm_only_in_eval_mode(tiny_dcgan):
+    """Training mode uses batch statistics: the reference path runs (the fold would be wrong)."""
+    import copy
+
+    G = copy.deepcopy(tiny_dcgan).train()
+    G.fold_batchnorm = True
+    s = G.sample_latent(4, torch.Generator().manual_seed(4))
+    a = G(s)
+    G.fold_batchnorm = False
+    assert torch.equal(a, G(s))
+    G.eval()
+    assert not torch.allclose(G(s), a, atol=1e-3)  # eval statistics differ from batch statistics
+
+
+def test_folded_batchnorm_follows_changed_statistics(tiny_dcgan):
+    """The cached folded weights are recomputed when a batch-norm statistic changes in place."""
+    import copy
+
+    G = copy.deepcopy(tiny_dcgan).eval()
+    s = G.sample_latent(2, torch.Generator().manual_seed(6))
+    G.fold_batchnorm = True
+    before = G(s)
+    with torch.no_grad():
+        G.main[1].running_mean.add_(0.5)
+    after = G(s)
+    G.fold_batchnorm = False
+    assert not torch.allclose(before, after, atol=1e-4)
+    assert torch.allclose(after, G(s), atol=1e-5, rtol=1e-4)
+    assert DCGANGenerator.fold_batchnorm  # the default
+
+
+@pytest.mark.parametrize("which", ["tiny", "digiface"])
+def test_dcgan_trainable_keys_match_the_states(which, tiny_dcgan, digiface):
+    """The DCGAN names its trainable entries without running the network; they are the keys of its states."""
+    from ilo.generators.base import LayeredGenerator
+
+    G = tiny_dcgan if which == "tiny" else digiface
+    for k in range(G.num_layers):
+        assert G.trainable_keys(k) == LayeredGenerator.trainable_keys(G, k)

@@ -359,3 +359,33 @@ def test_docstring_examples():
 
     result = doctest.testmod(perceptual)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_channels_last_path_equals_contiguous(dist, images):
+    """The default fast path (fused, channels-last) equals the fused contiguous one within float rounding."""
+    contiguous = MobileNetPerceptualDistance(load_mobilenet_v2(), channels_last=False)
+    assert dist.memory_format == torch.channels_last and contiguous.memory_format == torch.contiguous_format
+    y = images["chelsea_crop128"][..., :64, :64]
+    out = []
+    for d in (dist, contiguous):
+        x = (y + 0.1 * torch.randn(y.shape, generator=torch.Generator().manual_seed(5))).requires_grad_(True)
+        value = d(x, y)
+        value.sum().backward()
+        out.append((value.detach(), x.grad))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-3, atol=1e-6)
+
+
+def test_perceptual_stages_choose_the_taps():
+    """``LossConfig.perceptual_stages`` picks a distance on the first stages only; bad counts are refused."""
+    from ilo.losses.composite import LossConfig, perceptual_net
+    from ilo.nets.mobilenet_v2 import STAGE_ENDS
+
+    assert perceptual_net("mobilenet", stages=3).taps == STAGE_ENDS[:3]
+    assert perceptual_net("mobilenet").taps == STAGE_ENDS
+    x, y = torch.zeros(1, 3, 64, 64), torch.full((1, 3, 64, 64), 0.5)
+    three, five = perceptual_net("mobilenet", stages=3)(x, y), perceptual_net("mobilenet")(x, y)
+    assert 0 < three.item() < five.item()  # a sum over fewer depths
+    for bad in (0, 6):
+        with pytest.raises(ValueError, match="perceptual_stages"):
+            LossConfig(perceptual_stages=bad)

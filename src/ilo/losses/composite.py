@@ -6,7 +6,8 @@ Terms (weights in :class:`LossConfig`; a zero weight switches a term off), each 
   measurement loss ``mean |A(x) - y|^2``.
 - ``perceptual``: the offline MobileNetV2 perceptual distance
   (:class:`~ilo.losses.perceptual.MobileNetPerceptualDistance`) between the generated image and
-  the operator's image-space target (below), at most ``perceptual_size`` px (the paper: 256).
+  the operator's image-space target (below), at most ``perceptual_size`` px (the paper: 256),
+  on the first ``perceptual_stages`` of MobileNetV2's five stages (fewer: cheaper).
 - ``lpips``: real LPIPS (VGG16 or AlexNet), when the backbone file is available.
 - ``geocross``: PULSE's geodesic regulariser on latents made of several vectors (StyleGAN w+).
 
@@ -41,6 +42,7 @@ class LossConfig:
     geocross: float = 0.0
     sna: bool = False
     perceptual_size: int = 256
+    perceptual_stages: int = 5
     lpips_net: str = "vgg"
     lpips_backbone: str | None = None
 
@@ -48,6 +50,8 @@ class LossConfig:
         for k in ("mse", "perceptual", "lpips", "geocross"):
             if getattr(self, k) < 0:
                 raise ValueError(f"loss weight {k} must be >= 0, got {getattr(self, k)}")
+        if not 1 <= self.perceptual_stages <= 5:
+            raise ValueError(f"perceptual_stages must be 1-5 (MobileNetV2 stages), got {self.perceptual_stages}")
         if self.mse == self.perceptual == self.lpips == 0:
             raise ValueError("at least one data term (mse, perceptual, lpips) needs a positive weight")
 
@@ -59,14 +63,16 @@ _NETS: dict[tuple, torch.nn.Module] = {}
 
 
 def perceptual_net(kind: str = "mobilenet", device: torch.device | str = "cpu", net: str = "vgg",
-                   backbone: str | None = None) -> torch.nn.Module:
-    """The perceptual distance network, loaded once per process and device."""
-    key = (kind, str(device), net, backbone)
+                   backbone: str | None = None, stages: int = 5) -> torch.nn.Module:
+    """The perceptual distance network, loaded once per process and device (``stages``: how
+    many MobileNetV2 stages, from the first, the offline distance uses)."""
+    key = (kind, str(device), net, backbone, stages)
     if key not in _NETS:
         if kind == "mobilenet":
+            from ..nets.mobilenet_v2 import STAGE_ENDS
             from .perceptual import MobileNetPerceptualDistance
 
-            _NETS[key] = MobileNetPerceptualDistance().to(device)
+            _NETS[key] = MobileNetPerceptualDistance(taps=STAGE_ENDS[:stages]).to(device)
         else:
             from .lpips import LPIPS
 
@@ -150,7 +156,7 @@ class Objective:
 
             a, b = resize_for_perceptual(a, cfg.perceptual_size), resize_for_perceptual(b, cfg.perceptual_size)
             if cfg.perceptual:
-                total = total + cfg.perceptual * self._distance(perceptual_net("mobilenet", x.device), a, b, y)
+                total = total + cfg.perceptual * self._distance(perceptual_net("mobilenet", x.device, stages=cfg.perceptual_stages), a, b, y)
             if cfg.lpips:
                 net = perceptual_net("lpips", x.device, cfg.lpips_net, cfg.lpips_backbone)
                 total = total + cfg.lpips * self._distance(net, a, b, y)

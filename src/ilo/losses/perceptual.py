@@ -159,6 +159,9 @@ class MobileNetPerceptualDistance(FeatureDistance):
         fuse: run a copy of ``net`` with batch norm folded into the convolutions
             (:func:`~ilo.nets.mobilenet_v2.fuse_batchnorm`; same values, faster); ``False``
             runs ``net`` as is (the reference path).
+        channels_last: with ``fuse``, keep the fused copy's weights and the activations in the
+            channels-last memory format (same values within float rounding; measured 1.2-1.3x
+            faster forward + backward on CPU, docs/PERFORMANCE.md).
 
     Shapes: ``x, y`` ``[B, 3, H, W]`` in ``[-1, 1]`` (``H, W >= 32``) -> ``[B]``.
 
@@ -173,13 +176,17 @@ class MobileNetPerceptualDistance(FeatureDistance):
     mean: torch.Tensor  # buffer [1, 3, 1, 1]
     std: torch.Tensor  # buffer [1, 3, 1, 1]
 
-    def __init__(self, net: MobileNetV2 | None = None, taps: Sequence[int] = STAGE_ENDS, fuse: bool = True):
+    def __init__(self, net: MobileNetV2 | None = None, taps: Sequence[int] = STAGE_ENDS, fuse: bool = True,
+                 channels_last: bool = True):
         super().__init__()
         net = net if net is not None else load_mobilenet_v2()
         self.backbone = fuse_batchnorm(net) if fuse else net.eval().requires_grad_(False)
+        self.memory_format = torch.channels_last if fuse and channels_last else torch.contiguous_format
+        self.backbone.to(memory_format=self.memory_format)
         self.taps = tuple(taps)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
     def raw_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.backbone.forward_features(((x + 1) / 2 - self.mean) / self.std, self.taps)
+        x = (((x + 1) / 2 - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        return self.backbone.forward_features(x, self.taps)
