@@ -202,12 +202,15 @@ def image_scores(image: torch.Tensor, problem: Problem, lpips_backbone: str | No
 
 
 def score(result: Result, problem: Problem, method: str, lpips_backbone: str | None = None) -> dict:
-    """Metrics of a result: the means over the batch of :func:`image_scores`, and the per-image
-    lists under ``per_image``."""
+    """Metrics of a result: the means over the batch of :func:`image_scores`, the per-image
+    lists under ``per_image``, and a self-tuned ILO's candidates, estimated errors and choice
+    under ``selection`` (:attr:`Result.selection`)."""
     per = image_scores(result.image, problem, lpips_backbone)
     out: dict = {"task": problem.task, "method": method, "steps": result.steps, "seconds": round(result.seconds, 3)}
     out.update({k: sum(v) / len(v) for k, v in per.items()})
     out["per_image"] = per
+    if result.selection is not None:
+        out["selection"] = result.selection
     return out
 
 
