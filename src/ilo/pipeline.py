@@ -260,12 +260,13 @@ def with_loss(config, loss):
 
 
 def method_config(problem: Problem, G: LayeredGenerator, method: str, *, total_steps: int = 600, restarts: int = 4,
-                  loss=None, sna: bool | None = None):
+                  loss=None, sna: bool | None = None, extend: bool = True):
     """The preset of ``method`` for the problem's operator (task and level) and the budget, with
-    ``loss`` replacing the preset's loss and ``sna`` switching Stochastic Noise Addition when given."""
+    ``loss`` replacing the preset's loss and ``sna`` switching Stochastic Noise Addition when given;
+    ``extend=False``: ILO without its range extension and self-tuning (:func:`~ilo.solvers.preset_for`)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    config = preset_for(method, G, problem.operator, total_steps=total_steps, restarts=restarts)
+    config = preset_for(method, G, problem.operator, total_steps=total_steps, restarts=restarts, extend=extend)
     if loss is not None:
         config = with_loss(config, loss)
     if sna is not None and isinstance(config, (CSGMConfig, ILOConfig)):
@@ -275,14 +276,15 @@ def method_config(problem: Problem, G: LayeredGenerator, method: str, *, total_s
 
 def run_method(problem: Problem, G: LayeredGenerator, method: str, *, total_steps: int = 600, restarts: int = 4,
                seed: int | None = None, config=None, progress: bool = False, loss=None, sna: bool | None = None,
-               lpips_backbone: str | None = None, callback=None) -> tuple[Result, dict]:
+               lpips_backbone: str | None = None, callback=None, extend: bool = True) -> tuple[Result, dict]:
     """Solve ``problem`` with ``method`` (:func:`method_config` unless ``config``) and score it.
 
     ``seed``: the solver seed of image 0 (image ``i``: ``seed + i``); None = the problem's own
-    image seeds. Returns the result and :func:`score`.
+    image seeds. ``extend``: see :func:`method_config`. Returns the result and :func:`score`.
     """
     if config is None:
-        config = method_config(problem, G, method, total_steps=total_steps, restarts=restarts, loss=loss, sna=sna)
+        config = method_config(problem, G, method, total_steps=total_steps, restarts=restarts, loss=loss, sna=sna,
+                               extend=extend)
     seeds = problem.seed if seed is None else seed
     result = solve(problem.y, problem.operator, G, method, config, seeds=seeds, progress=progress, callback=callback)
     return result, score(result, problem, method, lpips_backbone)

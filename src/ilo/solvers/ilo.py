@@ -17,6 +17,7 @@ from .csgm import csgm, latent_constraints
 from .optim import StepInfo
 from .result import Result
 from .rounds import Round
+from .selection import Stage, extend, self_tune
 from .tracking import BestTracker, Recorder, detach_state, resolve_seeds
 
 
@@ -61,20 +62,12 @@ def ilo(
         return _rounds(y_, op, generator, config, seeds, callback, progress, init, fidelity)
 
     if config.selection is not None:
-        from .selection import self_tune
-
         return self_tune(y, operator, config, run, resolve_seeds(seeds, y.shape[0]))
     res, _ = run(y, operator)
     if config.deviation is not None:
-        from .selection import extend
-
         res.image = extend(res.image, y, operator, config.deviation, config.deviation.weights[0])
         res.measurement_loss = operator.measurement_loss(res.image, y)
     return res
-
-
-#: one stage's solution: (name, best image [B, C, H, W], its measurement loss [B])
-Stage = tuple[str, torch.Tensor, torch.Tensor]
 
 
 def _rounds(y, operator, generator, config: ILOConfig, seeds, callback, progress, init, fidelity

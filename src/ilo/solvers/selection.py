@@ -9,7 +9,9 @@ itself. The choice per image:
   entries are split into a fit and a validation part (:func:`split`; the split of image ``i``
   comes from the stream ``(seeds[i], "holdout")`` of :mod:`ilo.rng`), ILO runs on the fit part,
   every candidate is scored by its error on the validation part, and ILO is run again on all
-  measurements; the candidate of the chosen stage and weight is returned. The held-out part
+  measurements; the candidate of the chosen stage and weight is returned. This doubles the
+  generator steps; ``Result.history`` holds the second run's (the first run's step count is
+  recorded as ``fit_run_steps``), ``Result.seconds`` both. The held-out part
   resembles what is missing: patches next to a box-shaped hole, random pixels for a random
   mask, random low-resolution pixels (all channels) for super-resolution, random measurements
   for compressed sensing.
@@ -236,7 +238,8 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         res, stages = run(y, operator)  # the refit on all measurements
         names = candidate_names([s[0] for s in stages], dev)
         cands = candidates(torch.stack([s[1] for s in stages]), y, operator, dev)
-        history, seconds = res_fit.history + res.history, res_fit.seconds + res.seconds
+        record["fit_run_steps"] = res_fit.steps  # the held-out run's history is not kept
+        history, seconds = res.history, res_fit.seconds + res.seconds
     choice = torch.nan_to_num(est, nan=float("inf")).argmin(0)
     rows = torch.arange(B, device=y.device)
     image = paste_observed(cands[choice, rows], y, operator, dev)
