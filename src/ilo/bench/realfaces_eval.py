@@ -114,7 +114,7 @@ def targets_table(results: dict, ours: str = "ilo self-tuned") -> str:
         task = key.split(" ")[0]
         per = r["per_image"]
 
-        def cell(m):
+        def cell(m, per=per):
             if m not in per:
                 return "-"
             s = per[m]

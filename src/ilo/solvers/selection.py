@@ -27,7 +27,7 @@ For noiseless inpainting every candidate keeps the observed pixels (:func:`keep_
 from __future__ import annotations
 
 import copy
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +83,7 @@ class HeldOut(Operator):
     def describe(self) -> str:
         return f"{self.base.describe()}, a subset of the measurements"
 
-    def batch_repeat(self, r: int) -> "HeldOut":
+    def batch_repeat(self, r: int) -> HeldOut:
         new = copy.copy(self)
         new._modules = {**self._modules, "base": self.base.batch_repeat(r)}
         new._buffers = dict(self._buffers)
