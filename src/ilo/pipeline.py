@@ -202,12 +202,15 @@ def image_scores(image: torch.Tensor, problem: Problem, lpips_backbone: str | No
 
 
 def score(result: Result, problem: Problem, method: str, lpips_backbone: str | None = None) -> dict:
-    """Metrics of a result: the means over the batch of :func:`image_scores`, and the per-image
-    lists under ``per_image``."""
+    """Metrics of a result: the means over the batch of :func:`image_scores`, the per-image
+    lists under ``per_image``, and a self-tuned ILO's candidates, estimated errors and choice
+    under ``selection`` (:attr:`Result.selection`)."""
     per = image_scores(result.image, problem, lpips_backbone)
     out: dict = {"task": problem.task, "method": method, "steps": result.steps, "seconds": round(result.seconds, 3)}
     out.update({k: sum(v) / len(v) for k, v in per.items()})
     out["per_image"] = per
+    if result.selection is not None:
+        out["selection"] = result.selection
     return out
 
 
@@ -257,12 +260,13 @@ def with_loss(config, loss):
 
 
 def method_config(problem: Problem, G: LayeredGenerator, method: str, *, total_steps: int = 600, restarts: int = 4,
-                  loss=None, sna: bool | None = None):
+                  loss=None, sna: bool | None = None, extend: bool = True):
     """The preset of ``method`` for the problem's operator (task and level) and the budget, with
-    ``loss`` replacing the preset's loss and ``sna`` switching Stochastic Noise Addition when given."""
+    ``loss`` replacing the preset's loss and ``sna`` switching Stochastic Noise Addition when given;
+    ``extend=False``: ILO without its range extension and self-tuning (:func:`~ilo.solvers.preset_for`)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    config = preset_for(method, G, problem.operator, total_steps=total_steps, restarts=restarts)
+    config = preset_for(method, G, problem.operator, total_steps=total_steps, restarts=restarts, extend=extend)
     if loss is not None:
         config = with_loss(config, loss)
     if sna is not None and isinstance(config, (CSGMConfig, ILOConfig)):
@@ -272,14 +276,15 @@ def method_config(problem: Problem, G: LayeredGenerator, method: str, *, total_s
 
 def run_method(problem: Problem, G: LayeredGenerator, method: str, *, total_steps: int = 600, restarts: int = 4,
                seed: int | None = None, config=None, progress: bool = False, loss=None, sna: bool | None = None,
-               lpips_backbone: str | None = None, callback=None) -> tuple[Result, dict]:
+               lpips_backbone: str | None = None, callback=None, extend: bool = True) -> tuple[Result, dict]:
     """Solve ``problem`` with ``method`` (:func:`method_config` unless ``config``) and score it.
 
     ``seed``: the solver seed of image 0 (image ``i``: ``seed + i``); None = the problem's own
-    image seeds. Returns the result and :func:`score`.
+    image seeds. ``extend``: see :func:`method_config`. Returns the result and :func:`score`.
     """
     if config is None:
-        config = method_config(problem, G, method, total_steps=total_steps, restarts=restarts, loss=loss, sna=sna)
+        config = method_config(problem, G, method, total_steps=total_steps, restarts=restarts, loss=loss, sna=sna,
+                               extend=extend)
     seeds = problem.seed if seed is None else seed
     result = solve(problem.y, problem.operator, G, method, config, seeds=seeds, progress=progress, callback=callback)
     return result, score(result, problem, method, lpips_backbone)

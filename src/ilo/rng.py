@@ -19,6 +19,7 @@ Purposes used by the library (:data:`PURPOSES`):
 ``restart``     random start ``r`` of one image's solver run (index: ``r``)
 ``sna``         Stochastic Noise Addition of one image: ``(0, restart)`` in CSGM, ``(1,)`` in ILO's rounds
 ``augment``     the classifier-guidance augmentations of one image
+``holdout``     the self-tuning split of one image's measurements, or its SURE probes
 ==============  ============================================================================
 
 >>> stream_seed(0, "noise") == stream_seed(0, "noise")
@@ -36,7 +37,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-PURPOSES = ("operator", "noise", "truth", "restart", "sna", "augment")
+PURPOSES = ("operator", "noise", "truth", "restart", "sna", "augment", "holdout")
 
 
 def stream_seed(seed: int, purpose: str, *index: int) -> int:

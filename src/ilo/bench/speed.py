@@ -48,7 +48,7 @@ def solve_cell(bench: Bench, task: str, cell: Cell) -> dict:
     prob = cell_problem(task, cell.level, bench.G, truth, seed=bench.seed, start=cell.start)
     G, y, op = bench.G, prob.y, prob.operator
     seeds = prob.seed
-    cfg = method_config(prob, G, "ilo", total_steps=bench.steps, restarts=bench.restarts)
+    cfg = method_config(prob, G, "ilo", total_steps=bench.steps, restarts=bench.restarts, extend=False)
 
     # untimed warm-up (first calls load the perceptual network, allocate buffers, ...)
     csgm(y, op, G, replace(cfg.csgm, steps=1), seeds=seeds)

@@ -11,7 +11,8 @@ from ..operators import Denoising
 from ..operators.base import Operator
 from .bm3d import BM3DConfig, BM3DUnavailable, bm3d_denoise
 from .classical import CLASSICAL, ClassicalConfig, classical
-from .config import CSGMConfig, ILOConfig, LossConfig, RoundConfig, Schedule, with_budget
+from .config import (CSGMConfig, DeviationConfig, ILOConfig, LossConfig, RoundConfig, Schedule, SelectionConfig,
+                     self_tuned, with_budget)
 from .csgm import csgm
 from .ilo import ilo
 from .optim import StepInfo
@@ -32,11 +33,14 @@ CONFIG_TYPES = {**{m: CSGMConfig for m in CSGM_FAMILY}, "ilo": ILOConfig, "bm3d"
 
 
 def preset_for(method: str, generator: LayeredGenerator, operator: Operator, total_steps: int | None = None,
-               restarts: int = 4) -> CSGMConfig | ILOConfig | BM3DConfig:
+               restarts: int = 4, extend: bool = True) -> CSGMConfig | ILOConfig | BM3DConfig:
     """The preset of ``method`` for ``generator`` and the operator's task and level: what
-    :func:`solve` uses when given no config (and the CLI with its default budget)."""
-    return default_config(method, generator, operator.task, total_steps=total_steps, restarts=restarts,
-                          level=operator.level)
+    :func:`solve` uses when given no config (and the CLI with its default budget). ILO's is
+    self-tuned and range-extended (:func:`~ilo.solvers.config.self_tuned`) unless ``extend``
+    is False (the paper's ILO, the only behaviour before issue 15)."""
+    cfg = default_config(method, generator, operator.task, total_steps=total_steps, restarts=restarts,
+                         level=operator.level)
+    return self_tuned(cfg) if extend and isinstance(cfg, ILOConfig) else cfg
 
 
 def solve(
@@ -95,5 +99,5 @@ __all__ = [
     "solve", "csgm", "ilo", "Result", "StepInfo", "METHODS", "default_config", "preset_for", "Round",
     "CSGMConfig", "ILOConfig", "RoundConfig", "LossConfig", "Schedule", "with_budget", "PRESETS", "TaskPreset",
     "BM3DConfig", "BM3DUnavailable", "pulse_preset", "csgm_preset", "CSGM_FAMILY", "GENERATIVE", "CLASSICAL_METHODS",
-    "ClassicalConfig", "classical",
+    "ClassicalConfig", "classical", "DeviationConfig", "SelectionConfig", "self_tuned",
 ]

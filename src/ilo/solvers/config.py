@@ -107,6 +107,63 @@ class RoundConfig:
         return float(self.radius)
 
 
+#: the self-tuning grid of deviation weights (log grid; the best weight after CSGM spans three
+#: decades on the tuning images, docs/CLASSICAL.md)
+SELF_TUNING_WEIGHTS = (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3)
+#: FISTA iterations of each self-tuning candidate (the grid runs as one batch of
+#: ``images x stages x weights`` rows, the cost of the stage on a CPU)
+SELF_TUNING_STEPS = 50
+
+
+@dataclass(frozen=True)
+class DeviationConfig:
+    """ILO's final stage, range extension to the pixels: ``x = G(state) + δ`` with ``δ`` from
+    :func:`ilo.solvers.deviation.deviate` (Dhar, Grover & Ermon 2018).
+
+    Args:
+        prior: ``"tv"``, ``"wavelet"`` or ``"dct"``.
+        weights: the prior weights; one value = that weight; several = a grid the
+            :class:`SelectionConfig` chooses from per image (without selection: the first).
+        steps: FISTA iterations.
+        keep_observed: for noiseless inpainting, take the observed pixels from the observation.
+    """
+
+    prior: str = "tv"
+    weights: tuple[float, ...] = (0.01,)
+    steps: int = 100
+    keep_observed: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.weights or any(not w >= 0 for w in self.weights) or self.steps < 0:
+            raise ValueError(f"invalid deviation config: weights={self.weights}, steps={self.steps}")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Self-tuning per image from the observation alone (:mod:`ilo.solvers.selection`): the
+    candidates are ILO's stage solutions (CSGM, each round's best iterate), each plus the
+    deviation at every weight, and for denoising the observation itself.
+
+    Args:
+        holdout: fraction of the observed entries held out for validation (inpainting with
+            random masks, super-resolution, compressed sensing); the stages run on the rest,
+            the candidate with the lowest validation error is chosen, and ILO is rerun on all
+            measurements with the chosen stage and weight.
+        patch: side of the held-out patches next to a box-shaped hole (half of the patches
+            in the band of this width around the hole are held out).
+        probes: Monte-Carlo probes of SURE (denoising with known sigma).
+    """
+
+    holdout: float = 0.15
+    patch: int = 4
+    probes: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1:
+            raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, "
+                             f"probes={self.probes}")
+
+
 @dataclass(frozen=True)
 class ILOConfig:
     """Intermediate Layer Optimization (Algorithm 1 of Daras et al. 2021, in rounds over layers).
@@ -121,6 +178,10 @@ class ILOConfig:
             loss over all rounds (including CSGM); ``"last"`` the final iterate.
         loss: loss weights for the ILO rounds.
         schedule: learning-rate schedule, restarted every round.
+        deviation: the final range-extension stage (None: the image stays in the generator's
+            range, the paper's ILO).
+        selection: self-tuning per image (None: the iterate ``select`` says, then the
+            deviation at its first weight).
     """
 
     csgm: CSGMConfig = field(default_factory=CSGMConfig)
@@ -131,6 +192,8 @@ class ILOConfig:
     select: str = "measurement"
     loss: LossConfig = field(default_factory=LossConfig)
     schedule: Schedule = field(default_factory=Schedule)
+    deviation: DeviationConfig | None = None
+    selection: SelectionConfig | None = None
 
     def __post_init__(self) -> None:
         if self.select not in {"measurement", "last"}:
@@ -146,6 +209,12 @@ class ILOConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def self_tuned(cfg: ILOConfig, weights: tuple[float, ...] = SELF_TUNING_WEIGHTS,
+               steps: int = SELF_TUNING_STEPS) -> ILOConfig:
+    """``cfg`` with the deviation stage over ``weights`` and per-image self-tuning switched on."""
+    return replace(cfg, deviation=DeviationConfig(weights=tuple(weights), steps=steps), selection=SelectionConfig())
 
 
 def with_budget(cfg: ILOConfig, total_steps: int) -> ILOConfig:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -17,7 +17,8 @@ from .csgm import csgm, latent_constraints
 from .optim import StepInfo
 from .result import Result
 from .rounds import Round
-from .tracking import Recorder, detach_state, resolve_seeds
+from .selection import Stage, extend, self_tune
+from .tracking import BestTracker, Recorder, detach_state, resolve_seeds
 
 
 def ilo(
@@ -43,6 +44,12 @@ def ilo(
     4. Return per image the iterate with the lowest measurement loss over CSGM and all rounds
        (``config.select == "measurement"``; the official code kept the last round's only),
        or the final iterate (``"last"``).
+    5. Range extension (``config.deviation``): ``x = G(state) + δ``, ``δ`` sparse under a TV /
+       wavelet prior (:func:`~ilo.solvers.deviation.deviate`); for noiseless inpainting the
+       observed pixels are kept exactly.
+    6. Self-tuning (``config.selection``): the stage solutions and their deviations at a grid
+       of weights are candidates, chosen per image by held-out measurements or SURE
+       (:mod:`ilo.solvers.selection`); ``Result.selection`` records the choice.
 
     ``Result.latents`` is the final state at ``Result.layer`` (the last round's layer);
     ``Result.image`` the selected iterate, which may come from an earlier round.
@@ -51,6 +58,21 @@ def ilo(
     ``fidelity``: the data-fidelity term of the objective (default: the measurement loss),
     e.g. :class:`~ilo.losses.classifier.ClassifierGuidance`.
     """
+    def run(y_: torch.Tensor, op: Operator) -> tuple[Result, list[Stage]]:
+        return _rounds(y_, op, generator, config, seeds, callback, progress, init, fidelity)
+
+    if config.selection is not None:
+        return self_tune(y, operator, config, run, resolve_seeds(seeds, y.shape[0]))
+    res, _ = run(y, operator)
+    if config.deviation is not None:
+        res.image = extend(res.image, y, operator, config.deviation, config.deviation.weights[0])
+        res.measurement_loss = operator.measurement_loss(res.image, y)
+    return res
+
+
+def _rounds(y, operator, generator, config: ILOConfig, seeds, callback, progress, init, fidelity
+            ) -> tuple[Result, list[Stage]]:
+    """Steps 1-4 of :func:`ilo`; also the best iterate of every stage (CSGM, round 1, ...)."""
     B = y.shape[0]
     csgm_steps = 0 if init is not None else config.csgm.steps
     rec = Recorder(csgm_steps + sum(r.steps for r in config.rounds), "ilo", progress, callback, B, y.device)
@@ -61,6 +83,7 @@ def ilo(
     objective = Objective(config.loss, operator, [stream(s, "sna", 1) for s in resolve_seeds(seeds, B)],
                           fidelity)
     rec.track(first.measurement_loss, first.image, 0)
+    stages: list[Stage] = [("csgm", first.image, first.measurement_loss)]
 
     state, layer = detach_state(first.latents), 0  # the point the next round starts from
     feasible: dict[str, list[Constraint]] = latent_constraints(config.csgm, tuple(state))  # of `state`
@@ -68,15 +91,19 @@ def ilo(
         with torch.no_grad():
             center = detach_state(generator.run(state, layer, rc.layer))
         rnd, params, fixed = _ilo_round(y, operator, generator, objective, center, rc, config)
+        best = BestTracker(B, y.device)
 
-        def on_step(t, obj, meas, x, i=i, k=rc.layer):
+        def on_step(t, obj, meas, x, i=i, k=rc.layer, best=best):
             rec.track(meas, x, k)
+            best.update(meas, x, k)
             rec(i, k, obj, meas, x)
 
         params = rnd.run(params, fixed, on_step)
         with torch.no_grad():
             _, meas, x = rnd.evaluate(params, fixed)
             rec.track(meas, x, rc.layer)
+            best.update(meas, x, rc.layer)
+        stages.append((f"round{i}", best.image, best.loss))
         solution = {**center, **params}
         if config.back_to_range and rc.layer > layer:
             prev = _back_to_range(generator, state, layer, solution, rc.layer, feasible, config)
@@ -92,7 +119,7 @@ def ilo(
     else:
         image, meas = rec.best.image, rec.best.loss
     rec.close()
-    return Result(
+    res = Result(
         image=image,
         latents=state,
         layer=layer,
@@ -102,6 +129,7 @@ def ilo(
         config=config.to_dict(),
         seconds=rec.timer(),
     )
+    return res, stages
 
 
 def _ilo_round(y, operator, generator, objective, center: State, rc: RoundConfig, config: ILOConfig):

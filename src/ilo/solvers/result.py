@@ -23,6 +23,11 @@ class Result:
             ``time`` (seconds since the solver started).
         method: solver name; config: the resolved configuration (JSON-serialisable).
         seconds: wall time.
+        selection: for a self-tuned ILO (:mod:`ilo.solvers.selection`), the candidates tried,
+            their estimated errors per image and the choice (JSON-serialisable); else None.
+        candidates: for a self-tuned ILO, every candidate on all measurements,
+            ``[K, B, C, H, W]`` in the order of ``selection["candidates"]``, before the
+            observed pixels are pasted back; else None.
     """
 
     image: torch.Tensor
@@ -33,6 +38,8 @@ class Result:
     method: str = ""
     config: dict = field(default_factory=dict)
     seconds: float = 0.0
+    selection: dict | None = None
+    candidates: torch.Tensor | None = None
 
     @property
     def steps(self) -> int:

@@ -1,0 +1,256 @@
+"""ILO's last stages: range extension to the pixels and self-tuning per image, without the truth.
+
+Candidates (per image): every stage solution of ILO (CSGM's, then each round's best iterate),
+each of them plus a sparse deviation (:func:`~ilo.solvers.deviation.deviate`) at every weight
+of a log grid (one batch, one weight per row), and, for denoising, the noisy observation
+itself. The choice per image:
+
+* **held-out measurements** (inpainting, super-resolution, compressed sensing): the observed
+  entries are split into a fit and a validation part (:func:`split`; the split of image ``i``
+  comes from the stream ``(seeds[i], "holdout")`` of :mod:`ilo.rng`), ILO runs on the fit part,
+  every candidate is scored by its error on the validation part, and ILO is run again on all
+  measurements; the candidate of the chosen stage and weight is returned. This doubles the
+  generator steps; ``Result.history`` holds the second run's (the first run's step count is
+  recorded as ``fit_run_steps``), ``Result.seconds`` both. The held-out part
+  resembles what is missing: patches next to a box-shaped hole, random pixels for a random
+  mask, random low-resolution pixels (all channels) for super-resolution, random measurements
+  for compressed sensing.
+* **SURE** (denoising with known sigma; Ramani, Blu & Unser 2008): the Monte-Carlo estimate
+  of each candidate's MSE (:func:`~ilo.solvers.risk.sure`), the stage images held fixed (their
+  own dependence on the noise is not differentiated, which makes their estimates optimistic).
+  The observation scores exactly ``sigma²``, so the choice never has a higher estimated risk
+  than the input.
+
+For noiseless inpainting every candidate keeps the observed pixels (:func:`keep_observed`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..operators import Denoising, Inpainting
+from ..operators.base import Operator
+from ..rng import stream
+from .config import DeviationConfig, ILOConfig, SelectionConfig
+from .deviation import deviate
+from .result import Result
+from .risk import keep_observed, sure
+
+#: ``(name, image [B, C, H, W], measurement loss [B])`` of one ILO stage
+Stage = tuple[str, torch.Tensor, torch.Tensor]
+
+
+class HeldOut(Operator):
+    """The measurements of ``base`` where ``keep`` is 1: ``A(x) = keep * base.A(x)``, the
+    measurement loss the mean over the kept entries only. ``keep``: ``[1 or B, *output_shape]``
+    of zeros and ones. The perceptual pair compares against the observation with the other
+    entries taken from the candidate, so nothing outside ``keep`` is read from ``y``.
+    """
+
+    per_sample_buffers = ("keep",)
+
+    def __init__(self, base: Operator, keep: torch.Tensor):
+        super().__init__(base.input_shape, base.noise)
+        self.base = base
+        self.register_buffer("keep", keep.to(torch.get_default_dtype()))
+        self.output_shape = base.output_shape
+        self.linear, self.noisy = base.linear, base.noisy
+        self.perceptual_target = "candidate" if base.perceptual_target is not None else None
+
+    @property
+    def level(self) -> float | None:
+        return self.base.level
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        return self.keep.to(x.dtype) * self.base.A(x)
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.base.A_adjoint(self.keep.to(y.dtype) * y)
+
+    def measurement_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        r = self.A(x) - self.keep.to(y.dtype) * y
+        count = self.keep.expand_as(r).flatten(1).sum(1).clamp_min(1)
+        return r.flatten(1).pow(2).sum(1) / count
+
+    def perceptual_pair(self, x, y):
+        k = self.keep.to(x.dtype)
+        return self.base.perceptual_pair(x, k * y + (1 - k) * self.base.A(x).detach())
+
+    def describe(self) -> str:
+        return f"{self.base.describe()}, a subset of the measurements"
+
+    def batch_repeat(self, r: int) -> HeldOut:
+        new = copy.copy(self)
+        new._modules = {**self._modules, "base": self.base.batch_repeat(r)}
+        new._buffers = dict(self._buffers)
+        if self.keep.shape[0] > 1:
+            new._buffers["keep"] = self.keep.repeat_interleave(r, 0)
+        return new
+
+
+def paste_observed(x: torch.Tensor, y: torch.Tensor, operator: Operator, dev: DeviationConfig | None = None
+                   ) -> torch.Tensor:
+    """``x`` with the observed pixels from ``y`` for noiseless inpainting (unless
+    ``dev.keep_observed`` is off); ``x`` itself otherwise."""
+    if (dev is None or dev.keep_observed) and isinstance(operator, Inpainting) and operator.noise.sigma == 0:
+        return keep_observed(x, y, operator)
+    return x
+
+
+def extend(image: torch.Tensor, y: torch.Tensor, operator: Operator, dev: DeviationConfig,
+           weight: float | torch.Tensor) -> torch.Tensor:
+    """Range extension of ``image [B, C, H, W]``: ``image + δ`` by :func:`deviate` at ``weight``,
+    the observed pixels kept for noiseless inpainting (``dev.keep_observed``)."""
+    out = deviate(y, operator, image, dev.prior, weight, dev.steps).image
+    return paste_observed(out, y, operator, dev)
+
+
+def candidate_names(stages: Sequence[str], dev: DeviationConfig | None, identity: bool = False) -> list[str]:
+    """``stages``, then ``"<stage>+<prior>@<weight>"`` per stage and weight, then ``"observation"``.
+
+    >>> candidate_names(["csgm", "round1"], DeviationConfig(weights=(0.01, 0.1)), identity=True)
+    ['csgm', 'round1', 'csgm+tv@0.01', 'csgm+tv@0.1', 'round1+tv@0.01', 'round1+tv@0.1', 'observation']
+    """
+    names = list(stages)
+    if dev is not None:
+        names += [f"{s}+{dev.prior}@{w:g}" for s in stages for w in dev.weights]
+    return names + (["observation"] if identity else [])
+
+
+def candidates(stages: torch.Tensor, y: torch.Tensor, operator: Operator, dev: DeviationConfig | None,
+               identity: bool = False) -> torch.Tensor:
+    """Every candidate of :func:`candidate_names`: ``[K, B, C, H, W]`` from stage images
+    ``[S, B, C, H, W]`` and observations ``y [B, ...]``; the deviations run as one batch of
+    ``B * S * W`` rows with one weight each (``identity``: the observation, for denoising).
+    The observed pixels are not pasted (:func:`paste_observed` does that to the choice; it
+    does not change a held-out validation error)."""
+    S, B = stages.shape[:2]
+    parts = [stages]
+    if dev is not None:
+        W = len(dev.weights)
+        x0 = stages.transpose(0, 1).unsqueeze(2).expand(B, S, W, *stages.shape[2:]).reshape(B * S * W, *stages.shape[2:])
+        lam = torch.tensor(dev.weights, dtype=stages.dtype, device=stages.device).repeat(B * S)
+        out = deviate(y.repeat_interleave(S * W, 0), operator.batch_repeat(S * W), x0, dev.prior, lam, dev.steps).image
+        parts.append(out.view(B, S * W, *stages.shape[2:]).transpose(0, 1))
+    if identity:
+        parts.append(y.unsqueeze(0))
+    return torch.cat(parts)
+
+
+def _rowwise(stages: torch.Tensor, v: torch.Tensor, operator: Operator, dev: DeviationConfig | None) -> torch.Tensor:
+    """The candidates of one image as a function of its observation, one per row: row ``k`` of
+    ``v [K, C, H, W]`` (copies of one noisy image, perturbed apart by SURE's probes) gives
+    candidate ``k``; ``stages [S, C, H, W]`` are held fixed. For operators without per-image parts."""
+    S = stages.shape[0]
+    parts = [stages]
+    if dev is not None:
+        W = len(dev.weights)
+        x0 = stages.repeat_interleave(W, 0)
+        lam = torch.tensor(dev.weights, dtype=v.dtype, device=v.device).repeat(S)
+        parts.append(deviate(v[S:S + S * W], operator, x0, dev.prior, lam, dev.steps).image)
+    return torch.cat(parts + [v[len(v) - 1:]])
+
+
+def split(operator: Operator, y: torch.Tensor, seeds: Sequence[int], config: SelectionConfig
+          ) -> tuple[Operator, torch.Tensor, Operator, dict]:
+    """Fit and validation parts of the observed entries: ``(fit operator, y restricted to it,
+    validation operator, record)``; image ``i``'s split from the stream ``(seeds[i], "holdout")``."""
+    gens = [stream(s, "holdout") for s in seeds]
+    B = y.shape[0]
+    if isinstance(operator, Inpainting):
+        mask = operator.mask.expand(B, -1, -1, -1)
+        if operator.config()["mask"].get("kind") == "box":
+            held, kind = _band_patches(mask, config.patch, gens), "patches next to the hole"
+        else:
+            u = torch.stack([torch.rand(mask.shape[1:], generator=g) for g in gens]).to(mask)
+            held, kind = mask * (u < config.holdout).to(mask), "random observed pixels"
+        held = _nonempty(held, mask)
+        fit = Inpainting(operator.input_shape, mask - held, operator.noise)
+        val = Inpainting(operator.input_shape, held, operator.noise)
+        keep = mask - held
+    else:
+        shape = (1, *y.shape[2:]) if y.ndim == 4 else tuple(y.shape[1:])  # pixels: all channels together
+        u = torch.stack([torch.rand(shape, generator=g) for g in gens]).to(y)
+        keep = (u >= config.holdout).to(y).expand_as(y).contiguous()
+        held = _nonempty(1 - keep, torch.ones_like(keep))
+        keep = 1 - held
+        fit, val = HeldOut(operator, keep), HeldOut(operator, held)
+        kind = "random measurements" if y.ndim != 4 else "random low-resolution pixels"
+    record = {"rule": "holdout", "kind": kind, "fraction": config.holdout, "seeds": [int(s) for s in seeds],
+              "stream": "holdout", "held_out": held.flatten(1).sum(1).tolist()}
+    return fit, keep * y, val, record
+
+
+def _band_patches(mask: torch.Tensor, p: int, gens: Sequence[torch.Generator]) -> torch.Tensor:
+    """Half of the ``p x p`` patches (drawn per image) of the observed band of width ``p``
+    around the missing pixels: ``[B, 1, H, W]``."""
+    H, W = mask.shape[-2:]
+    band = F.max_pool2d(1 - mask, 2 * p + 1, stride=1, padding=p) * mask
+    blocks = F.max_pool2d(band, p, stride=p, ceil_mode=True)
+    pick = torch.stack([torch.rand(blocks.shape[1:], generator=g) for g in gens]).to(mask) < 0.5
+    up = (blocks * pick).repeat_interleave(p, -2).repeat_interleave(p, -1)[..., :H, :W]
+    return (up > 0).to(mask) * band
+
+
+def _nonempty(held: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """``held`` with at least one entry per image, and at least one observed entry left out of it."""
+    held = held.clone()
+    for i in range(held.shape[0]):
+        obs = observed[i].flatten().nonzero().flatten()
+        h = held[i].view(-1)
+        if h.sum() == 0:
+            h[obs[0]] = 1
+        if (observed[i].flatten() - h).sum() == 0:
+            h[obs[-1]] = 0
+    return held
+
+
+def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
+              run: Callable[[torch.Tensor, Operator], tuple[Result, list[Stage]]], seeds: Sequence[int]) -> Result:
+    """ILO with the candidates chosen per image (module docstring). ``run(y, operator)`` runs
+    ILO's rounds and returns ``(result, stages)``."""
+    sel, dev = config.selection, config.deviation
+    assert sel is not None
+    B = y.shape[0]
+    if isinstance(operator, Denoising):
+        if operator.noise.sigma <= 0:
+            raise ValueError("self-tuning a denoiser needs a noise sigma > 0 (SURE)")
+        res, stages = run(y, operator)
+        imgs = torch.stack([s[1] for s in stages])
+        names = candidate_names([s[0] for s in stages], dev, identity=True)
+        est = torch.stack([
+            sure(lambda v, b=b: _rowwise(imgs[:, b], v, operator, dev),
+                 y[b:b + 1].expand(len(names), *y.shape[1:]), operator.noise.sigma, probes=sel.probes,
+                 generator=stream(seeds[b], "holdout"))
+            for b in range(B)], 1)  # [K, B]
+        record = {"rule": "sure", "sigma": operator.noise.sigma, "probes": sel.probes,
+                  "seeds": [int(s) for s in seeds], "stream": "holdout"}
+        cands, history, seconds = candidates(imgs, y, operator, dev, identity=True), res.history, res.seconds
+    else:
+        fit, y_fit, val, record = split(operator, y, seeds, sel)
+        res_fit, st_fit = run(y_fit, fit)
+        cands_fit = candidates(torch.stack([s[1] for s in st_fit]), y_fit, fit, dev)
+        est = torch.stack([val.measurement_loss(c, y) for c in cands_fit])  # [K, B]
+        res, stages = run(y, operator)  # the refit on all measurements
+        names = candidate_names([s[0] for s in stages], dev)
+        cands = candidates(torch.stack([s[1] for s in stages]), y, operator, dev)
+        record["fit_run_steps"] = res_fit.steps  # the held-out run's history is not kept
+        history, seconds = res.history, res_fit.seconds + res.seconds
+    choice = torch.nan_to_num(est, nan=float("inf")).argmin(0)
+    rows = torch.arange(B, device=y.device)
+    image = paste_observed(cands[choice, rows], y, operator, dev)
+    plain = torch.stack([s[2] for s in stages]).argmin(0)  # what ILO without these stages returns
+    record.update(candidates=names, estimated_mse=est.T.tolist(), choice=[names[int(c)] for c in choice],
+                  ilo_choice=[names[int(c)] for c in plain])
+    with torch.no_grad():
+        meas = operator.measurement_loss(image, y)
+    return Result(image=image, latents=res.latents, layer=res.layer, measurement_loss=meas, history=history,
+                  method="ilo", config={**config.to_dict(), "selection": record}, seconds=seconds,
+                  selection=record, candidates=cands)
+
+
+__all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "split", "self_tune"]

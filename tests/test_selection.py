@@ -1,0 +1,145 @@
+"""ILO's range extension and self-tuning (ilo.solvers.selection): held-out splits, SURE, records."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ilo.operators import CompressedSensing, Denoising, Inpainting, SuperResolution
+from ilo.rng import PURPOSES
+from ilo.solvers import CSGMConfig, ILOConfig, RoundConfig, solve
+from ilo.solvers.config import DeviationConfig, SelectionConfig, self_tuned
+from ilo.solvers.selection import HeldOut, candidate_names, split
+
+SHAPE = (3, 16, 16)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Thousands of tiny tensor ops: one intra-op thread is much faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cfg(**kw):
+    base = ILOConfig(csgm=CSGMConfig(steps=6, restarts=2, lr=0.05), rounds=(RoundConfig(1, 6, 0.05, 5.0),))
+    return self_tuned(base, weights=(0.01, 0.1), steps=10) if not kw else replace(base, **kw)
+
+
+def _truth(G, n=2):
+    return G(G.sample_latent(n, torch.Generator().manual_seed(7))).detach()
+
+
+def _rand(shape, seed):
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.parametrize("base", [SuperResolution(SHAPE, 4),
+                                  CompressedSensing(SHAPE, 0.3, torch.Generator().manual_seed(0))])
+def test_held_out_operator_is_adjoint_and_ignores_the_rest(base):
+    x = _rand((2, *SHAPE), 1)
+    y = base.A(_rand((2, *SHAPE), 2))
+    keep = (torch.rand(y.shape, generator=torch.Generator().manual_seed(3)) < 0.5).float()
+    op = HeldOut(base, keep)
+    assert float((op.A(x) * y).sum()) == pytest.approx(float((x * op.A_adjoint(y)).sum()), rel=1e-4)
+    changed = y + 5 * (1 - keep)  # only entries outside `keep` differ
+    assert torch.allclose(op.measurement_loss(x, y), op.measurement_loss(x, changed))
+    assert not torch.allclose(HeldOut(base, 1 - keep).measurement_loss(x, y),
+                              HeldOut(base, 1 - keep).measurement_loss(x, changed))
+    rep = op.batch_repeat(3)
+    assert torch.allclose(rep.A(x.repeat_interleave(3, 0)), op.A(x).repeat_interleave(3, 0))
+
+
+def test_random_split_is_a_partition_per_image_seed():
+    masks = torch.cat([Inpainting.random(SHAPE, 0.5, torch.Generator().manual_seed(i)).mask for i in range(3)])
+    op = Inpainting(SHAPE, masks)
+    y = op(_rand((3, *SHAPE), 0))
+    fit, y_fit, val, rec = split(op, y, [10, 11, 12], SelectionConfig(holdout=0.3))
+    assert torch.equal(fit.mask + val.mask, masks)  # disjoint, and together the observed pixels
+    assert torch.equal(y_fit, y * fit.mask)
+    frac = val.mask.sum() / masks.sum()
+    assert 0.15 < float(frac) < 0.45
+    alone = split(Inpainting(SHAPE, masks[1:2]), y[1:2], [11], SelectionConfig(holdout=0.3))[2]
+    assert torch.equal(alone.mask[0], val.mask[1])  # an image's split does not depend on its batch
+    assert rec["seeds"] == [10, 11, 12] and rec["stream"] in PURPOSES
+
+
+def test_box_split_holds_out_patches_next_to_the_hole():
+    op = Inpainting.box(SHAPE, 5, 5, 11, 11)
+    y = op(_rand((1, *SHAPE), 0))
+    fit, _, val, rec = split(op, y, [0], SelectionConfig(patch=2))
+    held = val.mask[0, 0].nonzero()
+    assert len(held) > 0 and bool((fit.mask * val.mask).sum() == 0)
+    # every held-out pixel is observed and within 2 pixels (Chebyshev) of the box [5, 11)
+    assert bool(((held >= 3) & (held < 13)).all())
+    assert not bool(val.mask[0, 0, 5:11, 5:11].any())
+    assert rec["kind"].startswith("patches")
+
+
+def test_superres_split_holds_out_whole_low_res_pixels():
+    op = SuperResolution(SHAPE, 2)
+    y = op(_rand((2, *SHAPE), 0))
+    fit, y_fit, val, _ = split(op, y, [0, 1], SelectionConfig(holdout=0.3))
+    assert torch.equal(fit.keep + val.keep, torch.ones_like(y))
+    assert torch.equal(val.keep, val.keep[:, :1].expand_as(val.keep))  # all channels together
+
+
+def test_self_tuned_denoising_is_never_estimated_worse_than_the_input(tiny_dcgan):
+    op = Denoising(SHAPE, 50)
+    y = op(_truth(tiny_dcgan), torch.Generator().manual_seed(1))
+    res = solve(y, op, tiny_dcgan, "ilo", _cfg(), seeds=0)
+    sel = res.selection
+    names = sel["candidates"]
+    assert names == candidate_names(["csgm", "round1"], DeviationConfig(weights=(0.01, 0.1)), identity=True)
+    assert res.candidates.shape == (len(names), 2, *SHAPE)
+    for i, est in enumerate(sel["estimated_mse"]):
+        assert est[names.index("observation")] == pytest.approx(op.noise.sigma ** 2, rel=1e-5)  # SURE of y
+        k = names.index(sel["choice"][i])
+        assert est[k] == min(est) <= op.noise.sigma ** 2 + 1e-9
+        assert torch.equal(res.image[i], res.candidates[k, i])
+    assert res.config["selection"] is sel and sel["rule"] == "sure"
+
+
+def test_self_tuned_inpainting_keeps_observed_pixels_and_refits(tiny_dcgan):
+    op = Inpainting.random(SHAPE, 0.4, torch.Generator().manual_seed(0))
+    x = _truth(tiny_dcgan)
+    y = op(x)
+    res = solve(y, op, tiny_dcgan, "ilo", _cfg(), seeds=0)
+    m = op.mask.bool().expand_as(x)
+    assert torch.equal(res.image[m], y[m])
+    assert res.steps == 6 + 6 and res.selection["fit_run_steps"] == 6 + 6  # the fit run, then the refit
+    est = torch.tensor(res.selection["estimated_mse"])
+    names = res.selection["candidates"]
+    assert [names[k] for k in est.argmin(1).tolist()] == res.selection["choice"]
+    assert "csgm" in names and all(c in names for c in res.selection["ilo_choice"])
+
+
+def test_deviation_stage_without_selection_fits_the_measurements_better(tiny_dcgan):
+    op = CompressedSensing(SHAPE, 0.3, torch.Generator().manual_seed(0))
+    y = op(_rand((2, *SHAPE), 5))  # a truth outside the generator's range
+    plain = solve(y, op, tiny_dcgan, "ilo", _cfg(deviation=None), seeds=0)
+    ext = solve(y, op, tiny_dcgan, "ilo", _cfg(deviation=DeviationConfig(weights=(0.001,), steps=30)), seeds=0)
+    assert bool((ext.measurement_loss < 0.5 * plain.measurement_loss).all())
+    assert ext.selection is None
+
+
+def test_selection_and_deviation_configs_validate():
+    with pytest.raises(ValueError):
+        DeviationConfig(weights=())
+    with pytest.raises(ValueError):
+        DeviationConfig(weights=(-1.0,))
+    with pytest.raises(ValueError):
+        SelectionConfig(holdout=1.0)
+    assert self_tuned(ILOConfig()).to_dict()["selection"]["holdout"] == SelectionConfig().holdout
+
+
+def test_pipeline_records_the_selection(tiny_dcgan):
+    from ilo.pipeline import ProblemSpec, build_problem, record, run_method
+
+    prob = build_problem(ProblemSpec("cs", measurements=0.3), tiny_dcgan, truth=_truth(tiny_dcgan, 1))
+    res, scores = run_method(prob, tiny_dcgan, "ilo", config=_cfg())
+    assert scores["selection"]["choice"] == res.selection["choice"]
+    rec = record(prob, res, scores)
+    assert rec["solver"]["selection"]["candidates"] == res.selection["candidates"]
