@@ -193,3 +193,15 @@ def test_classical_method_for_another_task_is_one_line(tmp_path, capsys):
     code, _, err = run(BASE + ["--task", "denoise", "--method", "bicubic", "--truth-seed", "3", "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and err.strip().count("\n") == 0 and "only solves --task superres" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_no_extend_runs_the_papers_ilo(tmp_path, capsys):
+    """--no-extend: no selection recorded; the default records the self-tuning's candidates and choice."""
+    runs = {}
+    for flag in ("--extend", "--no-extend"):
+        out = tmp_path / flag
+        code, _, err = run(BASE + ["--task", "inpaint", "--observed", "0.3", "--truth-seed", "3", flag, "--out", str(out)], capsys)
+        assert code == 0, err
+        runs[flag] = json.loads((out / "config.json").read_text())["solver"]
+    assert runs["--no-extend"].get("selection") is None and runs["--no-extend"].get("deviation") is None
+    assert runs["--extend"]["selection"] is not None

@@ -105,6 +105,9 @@ def check_task(task, method, loss_terms, weights, sna, lpips_backbone, observed,
 @click.option("--truth-seed", type=Seed(), default=None, help="Truth = a face drawn from the generator with this seed.")
 @click.option("--image", type=click.Path(dir_okay=False), default=None,
               help=f"Truth = this photo (centre-cropped, resized); {IMAGE_POLICY}.")
+@click.option("--extend/--no-extend", default=True,
+              help="ILO: end with range extension and per-image self-tuning (held-out measurements or SURE); "
+                   "--no-extend runs the paper's ILO.")
 @click.option("--align", is_flag=True, help="With --image: the detected face (the largest) aligned to the generator's "
                                              "template instead of the centre crop (needs the faces extra).")
 @click.option("--observation", type=click.Path(dir_okay=False), default=None,
@@ -117,7 +120,7 @@ def check_task(task, method, loss_terms, weights, sna, lpips_backbone, observed,
               help="Output folder (created once the inputs are valid; never overwrites an input file).")
 @quiet_option
 def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma,
-          measurements, truth_seed, image, align, observation, steps, restarts, seed, device, out_dir, quiet):
+          measurements, truth_seed, image, extend, align, observation, steps, restarts, seed, device, out_dir, quiet):
     """Reconstruct one image and write reconstruction.png, observation.png, config.json, metrics.json."""
     from ..pipeline import build_problem, run_method
 
@@ -150,7 +153,7 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
 
     with new_out(out_dir):
         result, metrics = run_method(prob, G, method, total_steps=steps, restarts=restarts, seed=seed,
-                                     progress=not quiet, loss=loss, sna=sna, lpips_backbone=lpips_backbone)
+                                     progress=not quiet, loss=loss, sna=sna, lpips_backbone=lpips_backbone, extend=extend)
         config = {
             "command": "solve",
             "generator": generator_name,
