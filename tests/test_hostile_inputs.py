@@ -300,3 +300,48 @@ def test_seed_out_of_range_is_one_clear_line(tmp_path, capsys, flag, value):
         args += ["--truth-seed", "1"]
     code, _, err = run(BASE + args, capsys)
     one_line_exit_2(code, err, flag, "2**63 - 1")
+
+
+# -- the library's solve: observations it cannot use, batches that cannot fit ------------------
+def _tiny_problem():
+    import torch
+
+    from ilo.generators import DCGANGenerator
+    from ilo.operators import Denoising
+
+    g = DCGANGenerator(nz=8, ngf=4, size=16).eval().requires_grad_(False)
+    op = Denoising((3, 16, 16), 10)
+    y = op(g(g.sample_latent(2, torch.Generator().manual_seed(1))), torch.Generator().manual_seed(2))
+    return g, op, y
+
+
+@pytest.mark.parametrize("case", ["no batch", "empty batch", "nan", "inf"])
+def test_solve_refuses_unusable_observations(case):
+    import torch
+
+    from ilo.solvers import CSGMConfig, solve
+
+    g, op, y = _tiny_problem()
+    bad = {"no batch": y[0], "empty batch": y[:0], "nan": y.clone().fill_(float("nan")),
+           "inf": torch.where(torch.arange(y.numel()).view_as(y) == 5, torch.tensor(float("inf")), y)}[case]
+    with pytest.raises(ValueError) as e:
+        solve(bad, op, g, "csgm", CSGMConfig(steps=1, restarts=1))
+    msg = str(e.value)
+    assert "\n" not in msg and ("[B, 3, 16, 16]" in msg or "NaN or infinite" in msg)
+    if case == "no batch":
+        assert "y[None]" in msg
+
+
+def test_solve_refuses_a_batch_that_cannot_fit_before_allocating(monkeypatch):
+    """restarts=100000 used to grow to 23 GB until the kernel killed it: now one line, at once."""
+    import time
+
+    from ilo.generators import budget
+    from ilo.solvers import CSGMConfig, solve
+
+    g, op, y = _tiny_problem()
+    monkeypatch.setattr(budget, "available_bytes", lambda: 2 * 2**30)  # a 2 GiB machine
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match=r"would need about .* GiB; 2.0 GiB is available"):
+        solve(y, op, g, "csgm", CSGMConfig(steps=1, restarts=100_000))
+    assert time.perf_counter() - t < 5

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from .. import metrics as M
-from .classical_tuning import METHODS, SPECS, _run, make_problem
+from ..operators import SuperResolution
+from .classical_tuning import SPECS, _run, make_problem, methods_for, operator_for
 
 
 def scores(image: torch.Tensor, truth: torch.Tensor) -> dict:
@@ -44,15 +45,15 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
     from ..solvers.selection import paste_observed
 
     op, y = make_problem(task, level, x)
-    ptask = "inpaint" if task == "box" else task
+    ptask = operator_for(task).task
     images, seconds = {}, {}
-    for method in METHODS[task]:
+    for method in methods_for(task):
         if method == "adjoint":
             continue
         t = time.time()
         images[method] = _run(method, y, op, None)
         seconds[method] = time.time() - t
-    generative = ["csgm"] + (["pulse"] if task == "superres" else [])
+    generative = ["csgm"] + (["pulse"] if operator_for(task) is SuperResolution else [])
     for method in generative:
         t = time.time()
         cfg = default_config(method, G, ptask, total_steps=steps, restarts=restarts)
@@ -97,7 +98,7 @@ def table(results: dict) -> str:
 #: cells where a prior has to invent content: the target is a lead of >= 1 dB over the classical methods
 INVENT = ("box", "superres 8", "superres 16", "inpaint 0.05", "cs")
 #: the paper's MSE ratios of ILO over the best CSGM variant (PULSE for super-resolution) per task
-RATIOS = {"inpaint": 2.0, "box": 2.0, "denoise": 1.8, "cs 0.05": 2.0, "superres 16": 1.65}
+RATIOS = (("inpaint", 2.0), ("box", 2.0), ("denoise", 1.8), ("cs 0.05", 2.0), ("superres 16", 1.65))
 
 
 def _mse(psnr: list[float]) -> float:
@@ -121,14 +122,14 @@ def targets_table(results: dict, ours: str = "ilo self-tuned") -> str:
             perc = f" / {mean(s['perceptual']):.2f}" if "perceptual" in s else ""
             return f"{mean(s['psnr']):.2f} / {mean(s['ssim']):.3f}{perc}"
 
-        classical = [m for m in METHODS[task] if m in per]
+        classical = [m for m in methods_for(task) if m in per]
         best = max(classical, key=lambda m: mean(per[m]["psnr"]))
         gap = mean(per[ours]["psnr"]) - mean(per[best]["psnr"])
         need = 1.0 if any(key.startswith(k) for k in INVENT) else -0.3
         verdict = f"{gap:+.2f} dB ({'met' if gap >= need else 'missed'}, needs {need:+.1f})"
-        rival = "pulse" if task == "superres" else "csgm"
+        rival = "pulse" if operator_for(task) is SuperResolution else "csgm"
         ratio = _mse(per[rival]["psnr"]) / _mse(per[ours]["psnr"])
-        want = next((v for k, v in RATIOS.items() if key.startswith(k)), None)
+        want = next((v for k, v in RATIOS if key.startswith(k)), None)
         rtxt = f"{ratio:.2f}" + (f" ({want}: {'met' if ratio >= want else 'missed'})" if want else "")
         lines.append(f"| {key} | {best} {cell(best)} | {cell('csgm')} | {cell('pulse')} | {cell('ilo')} | "
                      f"{cell(ours)} | {cell('oracle')} | {verdict} | {rtxt} |")
@@ -167,13 +168,13 @@ def main(argv: list[str] | None = None) -> dict:
     results = json.loads(a.json.read_text())["results"] if a.json.exists() else {}
     keep = set(a.tasks.split(",")) if a.tasks else None
     keys = set(a.keys.split(",")) if a.keys else None
-    for task, level in SPECS:
-        key = f"{task} {level:g}"
-        if (keep and task not in keep) or (keys and key not in keys) or key in results:
+    for name, level in SPECS:  # spec names: the tasks and "box"
+        key = f"{name} {level:g}"
+        if (keep and name not in keep) or (keys and key not in keys) or key in results:
             continue
         t = time.time()
         torch.manual_seed(0)
-        results[key], images = run_spec(G, x, task, level, a.steps, a.restarts)
+        results[key], images = run_spec(G, x, name, level, a.steps, a.restarts)
         results[key]["seconds"] = time.time() - t
         if a.grids is not None:
             a.grids.mkdir(parents=True, exist_ok=True)
