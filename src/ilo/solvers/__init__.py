@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -29,10 +29,12 @@ CLASSICAL_METHODS = {"bm3d": Denoising, **CLASSICAL}
 #: the config type of each method
 CONFIG_TYPES = {**{m: CSGMConfig for m in CSGM_FAMILY}, "ilo": ILOConfig, "bm3d": BM3DConfig,
                 **{m: ClassicalConfig for m in CLASSICAL}}
+#: a config of any method (:data:`CONFIG_TYPES`)
+SolverConfig = CSGMConfig | ILOConfig | BM3DConfig | ClassicalConfig
 
 
 def preset_for(method: str, generator: LayeredGenerator, operator: Operator, total_steps: int | None = None,
-               restarts: int = 4) -> CSGMConfig | ILOConfig | BM3DConfig:
+               restarts: int = 4) -> SolverConfig:
     """The preset of ``method`` for ``generator`` and the operator's task and level: what
     :func:`solve` uses when given no config (and the CLI with its default budget)."""
     return default_config(method, generator, operator.task, total_steps=total_steps, restarts=restarts,
@@ -44,7 +46,7 @@ def solve(
     operator: Operator,
     generator: LayeredGenerator,
     method: str = "ilo",
-    config: CSGMConfig | ILOConfig | BM3DConfig | None = None,
+    config: SolverConfig | None = None,
     *,
     seeds: int | Sequence[int] | None = 0,
     callback: Callable[[StepInfo], None] | None = None,
@@ -76,7 +78,7 @@ def solve(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    if method in CLASSICAL:  # no generator
+    if method in CLASSICAL and (config is None or isinstance(config, ClassicalConfig)):  # no generator
         return classical(y, operator, method, config)
     if config is None:
         config = preset_for(method, generator, operator)
@@ -86,6 +88,7 @@ def solve(
         return bm3d_denoise(y, operator, config)
     if isinstance(config, ILOConfig):
         return ilo(y, operator, generator, config, seeds=seeds, callback=callback, progress=progress)
+    assert isinstance(config, CSGMConfig)  # the rest are the CSGM family, whose config type is checked above
     res = csgm(y, operator, generator, config, seeds=seeds, callback=callback, progress=progress)
     res.method = method
     return res
@@ -95,5 +98,5 @@ __all__ = [
     "solve", "csgm", "ilo", "Result", "StepInfo", "METHODS", "default_config", "preset_for", "Round",
     "CSGMConfig", "ILOConfig", "RoundConfig", "LossConfig", "Schedule", "with_budget", "PRESETS", "TaskPreset",
     "BM3DConfig", "BM3DUnavailable", "pulse_preset", "csgm_preset", "CSGM_FAMILY", "GENERATIVE", "CLASSICAL_METHODS",
-    "ClassicalConfig", "classical",
+    "ClassicalConfig", "classical", "SolverConfig",
 ]
