@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
         results[key]["seconds"] = time.time() - t
         if a.grids is not None:
             a.grids.mkdir(parents=True, exist_ok=True)
-            save_grid(x, images, a.grids / f"{task}-{level:g}.png")
+            save_grid(x, images, a.grids / f"{name}-{level:g}.png")
         meta = {"split": a.split, "faces": names, "steps": a.steps, "restarts": a.restarts, "generator": a.generator,
                 "threads": a.threads, "load": os.getloadavg()}
         tmp = a.json.with_suffix(".tmp")

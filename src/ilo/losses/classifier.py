@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 import torch
 import torch.nn.functional as F
 
@@ -225,7 +226,7 @@ class ClassifierGuidance(DataFidelity):
             n = torch.stack([d[1].to(x.device) for d in draws])
         return u.to(x.device, x.dtype), n.to(x.device, x.dtype)
 
-    def batch_repeat(self, r: int) -> "ClassifierGuidance":
+    def batch_repeat(self, r: int) -> ClassifierGuidance:
         """For a batch with every sample repeated ``r`` times in a row: per-sample generators
         are repeated (each sample's ``r`` copies then share, and advance, one stream)."""
         if r == 1 or isinstance(self.generator, torch.Generator):
@@ -235,7 +236,7 @@ class ClassifierGuidance(DataFidelity):
         return new
 
     def config(self) -> dict:
-        cfg = {"fidelity": "classifier cross-entropy", "input_shape": list(self.input_shape)}
+        cfg: dict[str, Any] = {"fidelity": "classifier cross-entropy", "input_shape": list(self.input_shape)}
         cfg.update(
             classifier=self.classifier.name,
             target=self.target,

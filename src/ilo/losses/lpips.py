@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..nets.alexnet import LPIPS_TAPS as ALEX_TAPS
 from ..nets.alexnet import AlexNet
@@ -56,7 +55,7 @@ class Backbone:
 
     arch: str  # human-readable name
     filename: str  # torchvision's file name, ``<arch>-<sha256 prefix>.pth``
-    build: Callable[..., nn.Module]  # constructor taking ``classifier: bool``
+    build: Callable[..., VGG16 | AlexNet]  # constructor taking ``classifier: bool``
     taps: tuple[int, ...]  # ``features`` indices of the five ReLU outputs
     channels: tuple[int, ...]
 
@@ -114,7 +113,7 @@ def find_backbone(net: str, backbone_path: str | os.PathLike | None = None, down
     return path
 
 
-def load_backbone(net: str, path: str | os.PathLike, check_hash: bool = True) -> nn.Module:
+def load_backbone(net: str, path: str | os.PathLike, check_hash: bool = True) -> VGG16 | AlexNet:
     """Read a torchvision backbone file strictly into our features-only module, frozen.
 
     The file's keys and shapes must be exactly torchvision's: ``features.*`` alone or with
@@ -162,6 +161,7 @@ class LPIPS(FeatureDistance):
             corrupt or of the wrong layout.
     """
 
+    backbone: VGG16 | AlexNet  # submodule, frozen
     shift: torch.Tensor  # buffer [1, 3, 1, 1]
     scale: torch.Tensor  # buffer [1, 3, 1, 1]
 

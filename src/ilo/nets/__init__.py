@@ -41,6 +41,9 @@ class ImageNetClassifier(nn.Module):
     Shapes: ``x`` ``[B, 3, H, W]`` -> logits ``[B, 1000]``. Gradients flow to ``x``.
     """
 
+    mean: torch.Tensor  # buffer [1, 3, 1, 1]
+    std: torch.Tensor  # buffer [1, 3, 1, 1]
+
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], size: int = 224, name: str = ""):
         super().__init__()
         self.net = net.eval().requires_grad_(False)

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -120,6 +121,8 @@ class Operator(nn.Module):
     classical_method: str | None = None
     #: names of buffers that may hold one entry per sample (first dim = batch), e.g. a mask per image
     per_sample_buffers: tuple[str, ...] = ()
+    #: the shape of one sample's measurement, set by each subclass's ``__init__``
+    output_shape: tuple[int, ...]
 
     def __init__(self, input_shape: tuple[int, int, int], noise: NoiseModel | None = None):
         super().__init__()
@@ -189,11 +192,11 @@ class Operator(nn.Module):
         return x
 
     # -- the task's semantics at class level ------------------------------------------------
-    @classmethod
-    def from_options(cls, shape: tuple[int, int, int], generator: torch.Generator, **options: Any) -> "Operator":
-        """The operator for images of ``shape`` from the task's :attr:`options` (None = not given),
-        random parts drawn from ``generator``."""
-        raise NotImplementedError(f"{cls.__name__} has no options")  # pragma: no cover - abstract
+    #: ``from_options(shape, generator, **options)``: the operator for images of ``shape`` from the
+    #: task's :attr:`options` (None = not given), random parts drawn from ``generator``. A class
+    #: method of each task's class, whose keyword-only parameters are exactly its :attr:`options`
+    #: (hence declared here as a callable, not a method every class must accept ``**options`` in).
+    from_options: ClassVar[Callable[..., Operator]]
 
     @classmethod
     def observation_scale(cls, options: dict[str, Any]) -> int:
@@ -217,13 +220,13 @@ class Operator(nn.Module):
         return {cls.options[0]: level}
 
     @classmethod
-    def stack(cls, ops: Sequence["Operator"]) -> "Operator":
+    def stack(cls, ops: Sequence[Operator]) -> Operator:
         """One operator for a batch from operators of one image each that differ only in their
         per-sample buffers (e.g. a mask per image): those are concatenated, ``[len(ops), ...]``."""
         new = copy.copy(ops[0])
         new._buffers = dict(ops[0]._buffers)
         for n in cls.per_sample_buffers:
-            new._buffers[n] = torch.cat([op._buffers[n] for op in ops])
+            new._buffers[n] = torch.cat([op.get_buffer(n) for op in ops])
         return new
 
     @classmethod
@@ -240,7 +243,7 @@ class Operator(nn.Module):
         """A short label of a level for tables and grids."""
         return f"{level:g}"
 
-    def batch_repeat(self, r: int) -> "Operator":
+    def batch_repeat(self, r: int) -> Operator:
         """The operator for a batch where every sample is repeated ``r`` times in a row
         (``x.repeat_interleave(r, 0)``), e.g. for restarts run as one batch. Shared buffers
         are reused; per-sample buffers are repeated."""
@@ -250,7 +253,7 @@ class Operator(nn.Module):
         new = copy.copy(self)
         new._buffers = dict(self._buffers)
         for n in per_sample:
-            new._buffers[n] = self._buffers[n].repeat_interleave(r, 0)
+            new._buffers[n] = self.get_buffer(n).repeat_interleave(r, 0)
         return new
 
     def config(self) -> dict:

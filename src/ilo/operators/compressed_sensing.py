@@ -83,7 +83,7 @@ class CompressedSensing(Operator):
         self.output_shape = (m,)
 
     @classmethod
-    def from_options(cls, shape, generator, *, measurements=None, noise=None) -> "CompressedSensing":
+    def from_options(cls, shape, generator, *, measurements=None, noise=None) -> CompressedSensing:
         return cls(shape, float(cls.check_options({"measurements": measurements})["measurements"]), generator, noise)
 
     @classmethod

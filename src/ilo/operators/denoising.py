@@ -46,7 +46,7 @@ class Denoising(Operator):
         self.output_shape = self.input_shape
 
     @classmethod
-    def from_options(cls, shape, generator=None, *, sigma=None) -> "Denoising":
+    def from_options(cls, shape, generator=None, *, sigma=None) -> Denoising:
         return cls(shape, cls.check_options({"sigma": sigma})["sigma"])
 
     def crop(self, box):

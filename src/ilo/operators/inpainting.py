@@ -80,7 +80,7 @@ class Inpainting(Operator):
         observed: float,
         generator: torch.Generator,
         noise: NoiseModel | None = None,
-    ) -> "Inpainting":
+    ) -> Inpainting:
         """Observe exactly ``round(observed * H * W)`` pixels drawn uniformly without replacement.
 
         The draw is ``torch.randperm(H * W, generator=generator)`` on the generator's device,
@@ -107,7 +107,7 @@ class Inpainting(Operator):
         x1: int,
         y1: int,
         noise: NoiseModel | None = None,
-    ) -> "Inpainting":
+    ) -> Inpainting:
         """Hide the box of columns ``[x0, x1)`` and rows ``[y0, y1)``; observe the rest.
 
         Requires ``0 <= x0 < x1 <= W`` and ``0 <= y0 < y1 <= H``, and the box must not cover
@@ -138,7 +138,7 @@ class Inpainting(Operator):
         noise: NoiseModel | None = None,
         *,
         threshold: float = 0.0,
-    ) -> "Inpainting":
+    ) -> Inpainting:
         """Mask from a user's mask picture: white (non-zero) pixels are observed.
 
         ``mask_array`` is anything ``numpy.asarray`` accepts (an array, a PIL image) of shape
@@ -170,13 +170,14 @@ class Inpainting(Operator):
 
     # -- the task -------------------------------------------------------------------------
     @classmethod
-    def from_options(cls, shape, generator, *, observed=None, box=None, mask=None, noise=None) -> "Inpainting":
+    def from_options(cls, shape, generator, *, observed=None, box=None, mask=None, noise=None) -> Inpainting:
         """A random mask of ``observed`` fraction (from ``generator``), the ``box`` ``[x0, y0, x1, y1]``
         hidden, or the ``mask``: a picture at a path (white = observed) or a ``[1, 1, H, W]`` tensor
         (1 = observed); only one of them."""
         opts = cls.check_options({"observed": observed, "box": box, "mask": mask})
         if opts["box"] is not None:
-            return cls.box(shape, *opts["box"], noise=noise)
+            x0, y0, x1, y1 = opts["box"]
+            return cls.box(shape, x0, y0, x1, y1, noise=noise)
         if isinstance(opts["mask"], torch.Tensor):
             return cls(shape, opts["mask"], noise)
         if opts["mask"] is not None:

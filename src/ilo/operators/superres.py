@@ -135,7 +135,7 @@ class SuperResolution(Operator):
         self.output_shape = (c, h // self.factor, w // self.factor)
 
     @classmethod
-    def from_options(cls, shape, generator=None, *, factor=None, noise=None) -> "SuperResolution":
+    def from_options(cls, shape, generator=None, *, factor=None, noise=None) -> SuperResolution:
         factor = cls.check_options({"factor": factor})["factor"]
         _, h, w = shape
         if h % int(factor) or w % int(factor):

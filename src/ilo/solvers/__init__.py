@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -10,6 +10,7 @@ from ..generators.base import LayeredGenerator
 from ..operators import Denoising
 from ..operators.base import Operator
 from .bm3d import BM3DConfig, BM3DUnavailable, bm3d_denoise
+from .checks import check_memory, check_observations
 from .classical import CLASSICAL, ClassicalConfig, classical
 from .config import (CSGMConfig, DeviationConfig, ILOConfig, LossConfig, RoundConfig, Schedule, SelectionConfig,
                      self_tuned, with_budget)
@@ -30,10 +31,12 @@ CLASSICAL_METHODS = {"bm3d": Denoising, **CLASSICAL}
 #: the config type of each method
 CONFIG_TYPES = {**{m: CSGMConfig for m in CSGM_FAMILY}, "ilo": ILOConfig, "bm3d": BM3DConfig,
                 **{m: ClassicalConfig for m in CLASSICAL}}
+#: a config of any method (:data:`CONFIG_TYPES`)
+SolverConfig = CSGMConfig | ILOConfig | BM3DConfig | ClassicalConfig
 
 
 def preset_for(method: str, generator: LayeredGenerator, operator: Operator, total_steps: int | None = None,
-               restarts: int = 4, extend: bool = True) -> CSGMConfig | ILOConfig | BM3DConfig:
+               restarts: int = 4, extend: bool = True) -> SolverConfig:
     """The preset of ``method`` for ``generator`` and the operator's task and level: what
     :func:`solve` uses when given no config (and the CLI with its default budget). ILO's is
     self-tuned and range-extended (:func:`~ilo.solvers.config.self_tuned`) unless ``extend``
@@ -48,7 +51,7 @@ def solve(
     operator: Operator,
     generator: LayeredGenerator,
     method: str = "ilo",
-    config: CSGMConfig | ILOConfig | BM3DConfig | None = None,
+    config: SolverConfig | None = None,
     *,
     seeds: int | Sequence[int] | None = 0,
     callback: Callable[[StepInfo], None] | None = None,
@@ -80,7 +83,8 @@ def solve(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    if method in CLASSICAL:  # no generator
+    check_observations(y, operator)
+    if method in CLASSICAL and (config is None or isinstance(config, ClassicalConfig)):  # no generator
         return classical(y, operator, method, config)
     if config is None:
         config = preset_for(method, generator, operator)
@@ -88,8 +92,11 @@ def solve(
         raise TypeError(f"method {method!r} needs a {CONFIG_TYPES[method].__name__}, got {type(config).__name__}")
     if isinstance(config, BM3DConfig):
         return bm3d_denoise(y, operator, config)
+    restarts = config.csgm.restarts if isinstance(config, ILOConfig) else config.restarts
+    check_memory(y.shape[0], restarts, operator.input_shape, y.device)
     if isinstance(config, ILOConfig):
         return ilo(y, operator, generator, config, seeds=seeds, callback=callback, progress=progress)
+    assert isinstance(config, CSGMConfig)  # the rest are the CSGM family, whose config type is checked above
     res = csgm(y, operator, generator, config, seeds=seeds, callback=callback, progress=progress)
     res.method = method
     return res
@@ -99,5 +106,5 @@ __all__ = [
     "solve", "csgm", "ilo", "Result", "StepInfo", "METHODS", "default_config", "preset_for", "Round",
     "CSGMConfig", "ILOConfig", "RoundConfig", "LossConfig", "Schedule", "with_budget", "PRESETS", "TaskPreset",
     "BM3DConfig", "BM3DUnavailable", "pulse_preset", "csgm_preset", "CSGM_FAMILY", "GENERATIVE", "CLASSICAL_METHODS",
-    "ClassicalConfig", "classical", "DeviationConfig", "SelectionConfig", "self_tuned",
+    "ClassicalConfig", "classical", "DeviationConfig", "SelectionConfig", "self_tuned", "SolverConfig",
 ]

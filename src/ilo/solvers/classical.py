@@ -202,9 +202,19 @@ def _direct_result(image, y, operator, method, config: dict, timer: Timer) -> Re
                   config=config, seconds=secs)
 
 
-#: the prior and the starting image of each regularised least-squares method
-_VARIATIONAL = {"tv-inpaint": ("tv", _biharmonic), "tv-superres": ("tv", _bicubic), "tv-cs": ("tv", _adjoint),
-                "wavelet-cs": ("wavelet", _adjoint)}
+#: the prior of each regularised least-squares method (it starts from :func:`_interpolate`)
+_PRIORS = {"tv-inpaint": "tv", "tv-superres": "tv", "tv-cs": "tv", "wavelet-cs": "wavelet"}
+
+
+def _interpolate(y: torch.Tensor, op: Operator) -> torch.Tensor:
+    """The direct estimate of the operator's class: biharmonic, bicubic or adjoint ``[B, C, H, W]``."""
+    if isinstance(op, Inpainting):
+        return _biharmonic(y, op)
+    if isinstance(op, SuperResolution):
+        return _bicubic(y, op)
+    if isinstance(op, CompressedSensing):
+        return _adjoint(y, op)
+    raise ValueError(f"no direct estimate for {type(op).__name__}")  # pragma: no cover - CLASSICAL names the classes
 
 
 def classical(y: torch.Tensor, operator: Operator, method: str, config: ClassicalConfig | None = None) -> Result:
@@ -235,24 +245,21 @@ def classical(y: torch.Tensor, operator: Operator, method: str, config: Classica
     resolved = {**config.to_dict(), "weight": weight.tolist() if weight is not None else None,
                 "level": task_level(operator, batch).tolist()}
     with torch.no_grad():
-        if method in _VARIATIONAL:
-            prior, start = _VARIATIONAL[method]
-            init = start(y, operator)
-            res = deviate(y, operator, torch.zeros_like(init), prior, weight.to(init), config.steps, init=init)
+        if isinstance(operator, Denoising):
+            assert weight is not None  # both denoisers are in TUNED
+            if operator.noise.sigma == 0:
+                image = y.clone()
+            elif method == "nlmeans":
+                image = _nlmeans(y, operator, weight, config)
+            else:
+                image = _tv_denoise(y, operator, weight)
+            return _direct_result(image, y, operator, method, resolved, timer)
+        image = _interpolate(y, operator)
+        if method in _PRIORS:
+            assert weight is not None  # every regularised method is in TUNED
+            res = deviate(y, operator, torch.zeros_like(image), _PRIORS[method], weight.to(image), config.steps, init=image)
             res.method, res.config, res.seconds = method, {**resolved, **res.config, "weight": resolved["weight"]}, timer()
             return res
-        if method == "biharmonic":
-            image = _biharmonic(y, operator)
-        elif method == "bicubic":
-            image = _bicubic(y, operator)
-        elif method == "adjoint":
-            image = _adjoint(y, operator)
-        elif operator.noise.sigma == 0:
-            image = y.clone()
-        elif method == "nlmeans":
-            image = _nlmeans(y, operator, weight, config)
-        else:
-            image = _tv_denoise(y, operator, weight)
         return _direct_result(image, y, operator, method, resolved, timer)
 
 

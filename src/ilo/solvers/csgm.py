@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -37,7 +37,7 @@ def csgm(
     y: torch.Tensor,
     operator: Operator,
     generator: LayeredGenerator,
-    config: CSGMConfig = CSGMConfig(),
+    config: CSGMConfig = CSGMConfig(),  # noqa: B008 - frozen dataclass, so one shared default is safe
     *,
     seeds: int | Sequence[int] | None = 0,
     callback: Callable[[StepInfo], None] | None = None,
@@ -94,6 +94,7 @@ def csgm(
         offer(meas, x)
     if _recorder is None:
         rec.close()
+    assert tracker.image is not None and tracker.state is not None  # offer() above recorded an iterate and its state
     pick = rows + tracker.loss.view(B, R).argmin(1)
     return Result(
         image=tracker.image[pick],

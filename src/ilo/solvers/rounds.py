@@ -8,7 +8,8 @@ whose objective is the distance to the previous round's solution instead of the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -36,7 +37,7 @@ class Round:
     objective: Callable[[Any, State], torch.Tensor]
     steps: int
     lr: float
-    constraints: dict[str, Sequence[Constraint]] = field(default_factory=dict)
+    constraints: Mapping[str, Sequence[Constraint]] = field(default_factory=dict)
     schedule: Schedule = field(default_factory=Schedule)
     measure: Callable[[Any], torch.Tensor] | None = None
 
