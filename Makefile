@@ -32,7 +32,11 @@ install: $(BIN)/ilo
 demo: install
 	$(BIN)/ilo demo --out out/demo
 
+# lint, types (mypy on operators, projections, solvers, generators, losses), then every test
+# (plain `pytest` leaves out the slow end-to-end ones; CI runs them all)
 test: install
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -m ""
 
 # The paper's experiments, sized for about two hours on 2 idle cores (resumable: rerun to continue),

@@ -118,7 +118,7 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, args, message):
     out = tmp_path / "out"
     code, _, err = run(BASE + args + ["--out", str(out)], capsys)
     assert code == 2
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1, err
     assert message in lines[0] and "Traceback" not in err
     assert not out.exists() or not any(out.iterdir())  # nothing half-written
@@ -158,7 +158,6 @@ def test_demo_quick(tmp_path, capsys):
 def test_solver_seed_may_equal_the_truth_seed(tmp_path, capsys):
     """Restarts and generated truths come from different named streams (ilo.rng): a solver seed
     equal to the truth seed is accepted and does not start the solver at the true latent."""
-    import torch
 
     from ilo.generators import load_generator
     from ilo.pipeline import ProblemSpec, build_problem, run_method

@@ -52,7 +52,7 @@ def test_the_level_reaches_the_preset(monkeypatch, tiny_dcgan):
     G = tiny_dcgan
     seen = []
     monkeypatch.setattr(TaskPreset, "loss_at", lambda self, level: seen.append(level) or self.loss)
-    build = lambda obs: build_problem(ProblemSpec("inpaint", observed=obs), G, truth=torch.zeros(1, *G.image_shape))  # noqa: E731
+    build = lambda obs: build_problem(ProblemSpec("inpaint", observed=obs), G, truth=torch.zeros(1, *G.image_shape))
     captured_config(monkeypatch, "ilo", build(0.5), G)
     captured_config(monkeypatch, "ilo", build(0.1), G)
     assert seen == pytest.approx([0.5, 0.1], abs=0.01)  # the mask's actual fraction

@@ -199,7 +199,7 @@ def test_modulated_conv_gradcheck_float64():
     s = torch.randn(2, 2, generator=gen, dtype=torch.float64, requires_grad=True)
     f = setup_filter([1, 3, 3, 1]).double()
     for up in (False, True):
-        fn = lambda x, s: modulated_conv2d(x, w, s, up=up, resample_filter=f)  # noqa: E731
+        fn = lambda x, s: modulated_conv2d(x, w, s, up=up, resample_filter=f)
         assert torch.autograd.gradcheck(fn, (x, s), fast_mode=True)
 
 

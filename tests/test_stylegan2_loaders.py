@@ -313,8 +313,8 @@ def tf_pickle(g: sg.StyleGAN2Generator, path, flag, monkeypatch) -> None:
     Network.__module__, Network.__qualname__ = "dnnlib.tflib.network", "Network"
     net_mod.Network = Network
     sd = {k: v.detach().clone() for k, v in g.state_dict().items()}
-    npy = lambda t: t.numpy().copy()  # noqa: E731
-    tfw = lambda w, flip=False: npy((w.flip([2, 3]) if flip else w).permute(2, 3, 1, 0).contiguous())  # noqa: E731
+    npy = lambda t: t.numpy().copy()
+    tfw = lambda w, flip=False: npy((w.flip([2, 3]) if flip else w).permute(2, 3, 1, 0).contiguous())
     mapping = []
     for i in range(g.mapping.num_layers):
         mapping += [(f"Dense{i}/weight", npy(sd[f"mapping.fc{i}.weight"].t().contiguous())), (f"Dense{i}/bias", npy(sd[f"mapping.fc{i}.bias"]))]

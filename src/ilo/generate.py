@@ -30,7 +30,7 @@ repository's ILO presets, so one radius means the same for every layer width.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

@@ -31,7 +31,8 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -212,7 +213,7 @@ class OutputFolder:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
-    def __enter__(self) -> "OutputFolder":
+    def __enter__(self) -> OutputFolder:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -296,7 +297,7 @@ def environment() -> dict:
     }
 
 
-def load_array(path: str | os.PathLike, ndims: tuple[int, ...] = (1, 2)) -> "np.ndarray":
+def load_array(path: str | os.PathLike, ndims: tuple[int, ...] = (1, 2)) -> np.ndarray:
     """A numeric ``.npy`` array (no pickles) of one of ``ndims`` ranks, non-empty and finite.
 
     Raises ValueError with a one-line message naming the file otherwise.
@@ -308,7 +309,7 @@ def load_array(path: str | os.PathLike, ndims: tuple[int, ...] = (1, 2)) -> "np.
         raise ValueError(f"array file not found: {p}")
     try:
         a = np.load(p, allow_pickle=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is bad input
+    except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot read {p.name}: {reason}") from None
     if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":

@@ -18,8 +18,8 @@ never share a stream, so a solver seed may equal a truth seed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
 
 import torch
 
@@ -51,7 +51,7 @@ class ProblemSpec:
     measurements: float | None = None
 
     @classmethod
-    def at_level(cls, task: str, level: float) -> "ProblemSpec":
+    def at_level(cls, task: str, level: float) -> ProblemSpec:
         """The problem of ``task`` at a level (in the unit of the operator's ``level_name``), validated.
 
         >>> ProblemSpec.at_level("superres", 8.0).factor

@@ -79,7 +79,7 @@ def tables(rows: list[dict], radii: list[float]) -> str:
         cells = [fmt(row["held_out_mean"][0])] + [
             f"{fmt(row['held_out_mean'][j])} ({row['held_out_rose_10x'][j]:.0%})" for j in range(1, len(radii) + 1)]
         out.append(f"| {row['class']} | " + " | ".join(cells) + " |")
-    mean = lambda key, j: sum(r[key][j] for r in rows) / len(rows)  # noqa: E731
+    mean = lambda key, j: sum(r[key][j] for r in rows) / len(rows)
     out.append("| **mean** | " + " | ".join(fmt(mean("held_out_mean", j)) for j in range(len(radii) + 1)) + " |")
     out += ["", f"Guiding classifier ({r0['guide']}): mean target probability", "", head, sep]
     for row in rows:

@@ -129,7 +129,7 @@ def summary_rows(summary: list[dict], task: str, sets, levels, methods) -> tuple
                 e = [v for v in summary if v["set"] == s and v["level"] == lv and v["method"] == m]
                 if e:
                     e = e[0]
-                    g = lambda k, f="mean": e[k][f] if k in e else None  # noqa: E731
+                    g = lambda k, f="mean": e[k][f] if k in e else None
                     rows.append([s, level_label(task, lv), m, e["n"], g("true_mse"), g("true_mse", "std"), R.dec(g("psnr")),
                                  R.dec(g("ssim"), 3), R.dec(g("perceptual"), 3), R.dec(e["seconds_per_image"], 1)])
     return head, rows

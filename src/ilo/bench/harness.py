@@ -32,7 +32,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..images import ImageError, fit_to_size, load_image, photo, pil_to_tensor, save_image
-from ..pipeline import Problem, ProblemSpec, build_problem, image_scores, truth_from_seeds
+from ..pipeline import Problem, ProblemSpec, build_problem, truth_from_seeds
 
 #: first seed of the held-out generated faces
 EVAL_SEED0 = 600_000
@@ -384,7 +384,7 @@ class Bench:
         recs = self.store.records()
         if not self.loose_keys:
             return [r for r in recs if r["key"] in exact]
-        stem = lambda k: k.rsplit("/", 1)[0]  # noqa: E731
+        stem = lambda k: k.rsplit("/", 1)[0]
         want = {stem(k) for k in exact}
         found: dict[str, dict] = {}
         for r in recs:  # an exact match, once found, is kept

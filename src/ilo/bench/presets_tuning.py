@@ -19,7 +19,7 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 #: generated tuning faces (the tuning seeds of :mod:`ilo.bench.tuning` and four more)
 GENERATED_SEEDS = tuple(range(10000, 10008))

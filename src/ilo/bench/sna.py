@@ -53,7 +53,7 @@ def table_rows(summary: list[dict], sets) -> tuple[list[str], list[list]]:
         sd = {m: R.stat_of(summary, "psnr", "std", set=s, method=m) for m in LABELS}
         n = max((e["n"] for e in summary if e["set"] == s), default=0)
         cells = [f"{ps[m]:.2f} ± {sd[m]:.2f}" if ps[m] is not None else None for m in LABELS]
-        gain = lambda a, b: ps[b] - ps[a] if ps[a] is not None and ps[b] is not None else None  # noqa: E731
+        gain = lambda a, b: ps[b] - ps[a] if ps[a] is not None and ps[b] is not None else None
         mse = {m: R.mean_of(summary, "true_mse", set=s, method=m) for m in ("csgm+sna", "ilo+sna")}
         ratio = mse["csgm+sna"] / mse["ilo+sna"] if all(mse.values()) else None
         rows.append([s, n] + cells + [R.dec(gain("csgm", "csgm+sna")), R.dec(gain("ilo", "ilo+sna")), R.dec(ratio)])

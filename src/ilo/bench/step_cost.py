@@ -25,7 +25,7 @@ import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 
 def _load() -> float | None:

@@ -106,6 +106,7 @@ class DCGANGenerator(LayeredGenerator):
         if hit is None or hit[0] != key:
             with torch.no_grad():
                 hit = self._folded[i] = (key, *fold_batchnorm(conv, bn))
+        assert isinstance(conv.padding, tuple)  # ConvTranspose2d has no string padding
         return F.conv_transpose2d(h, hit[1], hit[2], conv.stride, conv.padding, conv.output_padding, 1, conv.dilation)
 
 
@@ -114,6 +115,8 @@ def fold_batchnorm(conv: nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> tuple[torch.
     ``bn``: with ``s = gamma / sqrt(running_var + eps)``, ``W[:, c] * s[c]`` (ConvTranspose2d
     weights are ``[C_in, C_out, kh, kw]``; ``conv.groups`` must be 1) and
     ``beta - running_mean * s (+ b * s)``."""
+    if bn.running_var is None or bn.running_mean is None:
+        raise ValueError("folding needs a BatchNorm with running statistics")
     scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # [C_out]
     bias = bn.bias - bn.running_mean * scale
     if conv.bias is not None:

@@ -24,7 +24,7 @@ image, so that the generated image is compared with the observation as a noisy i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

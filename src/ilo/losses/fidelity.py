@@ -21,7 +21,7 @@ class DataFidelity:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, operator) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def batch_repeat(self, r: int) -> "DataFidelity":
+    def batch_repeat(self, r: int) -> DataFidelity:
         return self
 
     def config(self) -> dict:

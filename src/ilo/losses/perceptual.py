@@ -180,9 +180,9 @@ class MobileNetPerceptualDistance(FeatureDistance):
                  channels_last: bool = True):
         super().__init__()
         net = net if net is not None else load_mobilenet_v2()
-        self.backbone = fuse_batchnorm(net) if fuse else net.eval().requires_grad_(False)
+        self.backbone: MobileNetV2 = fuse_batchnorm(net) if fuse else net.eval().requires_grad_(False)
         self.memory_format = torch.channels_last if fuse and channels_last else torch.contiguous_format
-        self.backbone.to(memory_format=self.memory_format)
+        self.backbone.to(memory_format=self.memory_format)  # type: ignore[call-overload]  # nn.Module.to takes it; the stubs omit it
         self.taps = tuple(taps)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))

@@ -23,6 +23,8 @@ ConvBNReLU6, project 1x1 conv, BN``); head ``classifier.1`` (after dropout ``cla
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import copy
 from collections.abc import Sequence
 
@@ -107,7 +109,10 @@ class MobileNetV2(nn.Module):
         return self.classifier(h)
 
 
-def fuse_batchnorm(net: nn.Module) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def fuse_batchnorm(net: M) -> M:
     """A frozen inference copy of ``net`` where each ``Conv2d`` directly followed by a
     ``BatchNorm2d`` in an ``nn.Sequential`` becomes one ``Conv2d`` with bias (eval-mode batch
     norm is affine), the batch norm an ``nn.Identity`` (indices, hence taps, unchanged).

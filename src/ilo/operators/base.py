@@ -126,7 +126,8 @@ class Operator(nn.Module):
 
     def __init__(self, input_shape: tuple[int, int, int], noise: NoiseModel | None = None):
         super().__init__()
-        self.input_shape = tuple(int(s) for s in input_shape)
+        c, h, w = (int(s) for s in input_shape)
+        self.input_shape: tuple[int, int, int] = (c, h, w)
         self.noise = noise if noise is not None else NoNoise()
 
     # -- to implement ---------------------------------------------------------------------

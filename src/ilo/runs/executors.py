@@ -13,7 +13,7 @@ import resource
 import socket
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from .jobs import Item, Job, JobFunction
 
@@ -88,7 +88,7 @@ class LocalExecutor:
         for i, (job, items) in enumerate(batches):
             yield (i, *run_batch(fn, job, items, self.device))
 
-    def __enter__(self) -> "LocalExecutor":
+    def __enter__(self) -> LocalExecutor:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -142,7 +142,7 @@ class RayExecutor:
         self._started = False
         self.device: str | None = None  # set on entering
 
-    def __enter__(self) -> "RayExecutor":
+    def __enter__(self) -> RayExecutor:
         ray = import_ray()
         if not ray.is_initialized():
             opts = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False)

@@ -195,7 +195,7 @@ class RunStore:
             shutil.rmtree(self.out / ".tmp", ignore_errors=True)
             self._lock.close()  # releases the flock
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc) -> None:

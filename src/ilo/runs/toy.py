@@ -57,7 +57,7 @@ def solve_batch(job: Job, items: list[Item], device: str = "cpu") -> list[dict]:
     time.sleep(cfg["delay"])
     G = tiny_generator(cfg["size"], cfg["hidden"], cfg["latent"], cfg["model_seed"]).to(device)
     seeds = [it.data["seed"] for it in items]
-    draw = lambda purpose, shape: torch.stack(  # noqa: E731
+    draw = lambda purpose, shape: torch.stack(
         [torch.rand(shape, generator=stream(s, purpose), dtype=torch.float64) for s in seeds]).to(device)
     truth = G(draw("truth", (cfg["latent"],)) * 2 - 1)  # [B, 3, S, S]
     mask = (draw("mask", (1, cfg["size"], cfg["size"])) < job.problem["observed"]).double()  # [B, 1, S, S]

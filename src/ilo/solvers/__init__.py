@@ -92,7 +92,7 @@ def solve(
         raise TypeError(f"method {method!r} needs a {CONFIG_TYPES[method].__name__}, got {type(config).__name__}")
     if isinstance(config, BM3DConfig):
         return bm3d_denoise(y, operator, config)
-    restarts = config.csgm.restarts if isinstance(config, ILOConfig) else config.restarts
+    restarts = config.csgm.restarts if isinstance(config, ILOConfig) else config.restarts if isinstance(config, CSGMConfig) else 1
     check_memory(y.shape[0], restarts, operator.input_shape, y.device)
     if isinstance(config, ILOConfig):
         return ilo(y, operator, generator, config, seeds=seeds, callback=callback, progress=progress)

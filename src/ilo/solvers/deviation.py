@@ -18,7 +18,7 @@ pixels; so ``λ`` is in the measurements' units (e.g. about the noise std for de
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -103,6 +103,7 @@ def _rounds(y, operator, generator, config: ILOConfig, seeds, callback, progress
             _, meas, x = rnd.evaluate(params, fixed)
             rec.track(meas, x, rc.layer)
             best.update(meas, x, rc.layer)
+        assert best.image is not None  # updated just above
         stages.append((f"round{i}", best.image, best.loss))
         solution = {**center, **params}
         if config.back_to_range and rc.layer > layer:
@@ -163,7 +164,7 @@ def _back_to_range(generator, state: State, layer: int, target: State, target_la
     tkeys = [k for k in generator.trainable_keys(target_layer) if k in target]
 
     def distance(out: State, _state: State) -> torch.Tensor:
-        return sum((out[k] - target[k]).flatten(1).pow(2).mean(1) for k in tkeys)
+        return torch.stack([(out[k] - target[k]).flatten(1).pow(2).mean(1) for k in tkeys]).sum(0)
 
     rnd = Round(render=lambda s: generator.run(s, layer, target_layer), objective=distance,
                 steps=config.back_to_range_steps, lr=config.back_to_range_lr,

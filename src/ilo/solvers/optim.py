@@ -10,7 +10,8 @@ with Adam's element-wise updates each sample's trajectory, do not depend on the 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 

@@ -17,7 +17,7 @@ of the official code.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from collections.abc import Callable
 
 from ..losses.composite import LossConfig
 from .bm3d import BM3DConfig
@@ -57,7 +57,7 @@ class TaskPreset:
 
     def loss_at(self, level: float | None) -> LossConfig:
         scarce = self.scarce_loss is not None and (level is None or self.scarce_below is None or level < self.scarce_below)
-        return self.scarce_loss if scarce else self.loss
+        return self.scarce_loss if scarce and self.scarce_loss is not None else self.loss
 
 
 _DCGAN_IMAGE = LossConfig(mse=1.0, perceptual=PERCEPTUAL_WEIGHT)
@@ -139,7 +139,7 @@ def stylegan2_layout(generator, preset: TaskPreset, loss: LossConfig, total_step
     steps = [max(1, round(total_steps * w / sum(weights))) for w in weights]
     steps[0] += total_steps - sum(steps)
     sched = Schedule(rampup=0.05, rampdown=0.75)
-    noise = lambda a, b: tuple(f"noise{j}" for j in range(a, min(b, n_noise)))  # noqa: E731
+    noise = lambda a, b: tuple(f"noise{j}" for j in range(a, min(b, n_noise)))
     latent = "v" if "v" in generator.trainable_keys(0) else "ws"  # Gaussianised or plain w+
     csgm = CSGMConfig(steps=steps[0], lr=0.1, restarts=restarts, keys=(latent,) + noise(0, 5), loss=loss, schedule=sched)
     rounds = []

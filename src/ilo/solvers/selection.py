@@ -26,6 +26,8 @@ For noiseless inpainting every candidate keeps the observed pixels (:func:`keep_
 
 from __future__ import annotations
 
+from functools import partial
+
 import copy
 from collections.abc import Callable, Sequence
 
@@ -52,6 +54,8 @@ class HeldOut(Operator):
     """
 
     per_sample_buffers = ("keep",)
+    keep: torch.Tensor  # buffer [1 or B, *output_shape]
+    base: Operator
 
     def __init__(self, base: Operator, keep: torch.Tensor):
         super().__init__(base.input_shape, base.noise)
@@ -169,8 +173,8 @@ def split(operator: Operator, y: torch.Tensor, seeds: Sequence[int], config: Sel
             u = torch.stack([torch.rand(mask.shape[1:], generator=g) for g in gens]).to(mask)
             held, kind = mask * (u < config.holdout).to(mask), "random observed pixels"
         held = _nonempty(held, mask)
-        fit = Inpainting(operator.input_shape, mask - held, operator.noise)
-        val = Inpainting(operator.input_shape, held, operator.noise)
+        fit: Operator = Inpainting(operator.input_shape, mask - held, operator.noise)
+        val: Operator = Inpainting(operator.input_shape, held, operator.noise)
         keep = mask - held
     else:
         shape = (1, *y.shape[2:]) if y.ndim == 4 else tuple(y.shape[1:])  # pixels: all channels together
@@ -223,7 +227,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         imgs = torch.stack([s[1] for s in stages])
         names = candidate_names([s[0] for s in stages], dev, identity=True)
         est = torch.stack([
-            sure(lambda v, b=b: _rowwise(imgs[:, b], v, operator, dev),
+            sure(partial(_rowwise, imgs[:, b], operator=operator, dev=dev),
                  y[b:b + 1].expand(len(names), *y.shape[1:]), operator.noise.sigma, probes=sel.probes,
                  generator=stream(seeds[b], "holdout"))
             for b in range(B)], 1)  # [K, B]
