@@ -16,14 +16,9 @@ from ilo.solvers.classical import (CLASSICAL, TUNED, ClassicalConfig, bicubic_up
 from ilo.solvers.risk import keep_observed, sure
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These solvers run thousands of tiny tensor ops: with intra-op threads on a busy machine
-    each op waits for a core (30x slower measured on 2 shared cores), so run them on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# thousands of tiny tensor ops: with intra-op threads on a busy machine each op waits for a
+# core (30x slower measured on 2 shared cores), so run them on one (conftest's fixture)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SHAPE = (3, 16, 16)
