@@ -41,6 +41,7 @@ def close(a: dict, b: dict, keys=("measurement_mse", "true_mse", "psnr", "ssim")
 DENOISE = {"task": "denoise", "sigma": 25.0}
 
 
+@pytest.mark.slow  # end to end with the 64-px generator: run by make test / CI
 @pytest.mark.parametrize("task,method", [
     ({"task": "inpaint", "observed": 0.2}, "ilo"), (DENOISE, "csgm"),
     pytest.param(DENOISE, "ilo", marks=pytest.mark.xfail(
@@ -58,6 +59,7 @@ def test_an_image_has_the_same_numbers_alone_and_in_a_batch(task, method):
     assert not close(together["seed11"]["metrics"], together["seed12"]["metrics"])
 
 
+@pytest.mark.slow  # end to end with the 64-px generator: run by make test / CI
 def test_batch_equals_solve_for_the_same_image_and_seed(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, err = run(["batch", *TASK, *BUDGET, "--truth-seeds", "20-22", "--seed", "5", "--out", str(out),
@@ -81,6 +83,7 @@ def test_batch_equals_solve_for_the_same_image_and_seed(tmp_path, capsys):
     assert len((out / "summary.csv").read_text().splitlines()) == 4
 
 
+@pytest.mark.slow  # end to end with the 64-px generator: run by make test / CI
 def test_images_folder_equals_solve_on_each_photo(tmp_path, capsys):
     from ilo.generators import load_generator
     from ilo.images import save_image
@@ -114,6 +117,7 @@ def test_a_changed_image_is_refused(tmp_path):
         solve_batch(Job({"task": "inpaint", "observed": 0.2}, "csgm", {"steps": 2, "restarts": 1}, [item]), [item])
 
 
+@pytest.mark.slow  # end to end with the 64-px generator: run by make test / CI
 def test_rerun_resumes_extends_and_refuses_other_settings(tmp_path, capsys):
     out = tmp_path / "run"
     common = ["batch", *TASK, "--restarts", "1", "--out", str(out), "--quiet", "--batch-size", "2"]
@@ -143,6 +147,7 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, args, message):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # end to end with the 64-px generator: run by make test / CI
 def test_resume_after_the_driver_is_killed(tmp_path, capsys):
     """SIGKILL mid-run, then the same command: every image stored exactly once, as an uninterrupted run."""
     out = tmp_path / "run"

@@ -70,6 +70,7 @@ def quick_curves(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # end to end with the 64-px generator: run by make test / CI
 def test_curves_quick_smoke(quick_curves):
     rows = check_outputs(quick_curves, 2 * 2 * 5, ["plots/curves_inpaint_generated.png"], ["grids/inpaint_generated.png"])
     assert {r["method"] for r in rows} == set(curves.METHODS["inpaint"])
@@ -129,6 +130,7 @@ def test_report_only_solves_nothing(quick_curves, tmp_path, capsys, monkeypatch)
     assert not (tmp_path / "none").exists()
 
 
+@pytest.mark.slow  # end to end with the 64-px generator: run by make test / CI
 def test_resume_after_a_killed_run(quick_curves, tmp_path, capsys, monkeypatch):
     """A torn last line (a run killed while writing) is ignored and only that cell is redone."""
     import shutil
@@ -147,6 +149,7 @@ def test_resume_after_a_killed_run(quick_curves, tmp_path, capsys, monkeypatch):
     assert len(harness.ResultStore(out, json.loads((out / "run.json").read_text())["settings"]).records()) == 10
 
 
+@pytest.mark.slow  # end to end with the 64-px generator: run by make test / CI
 def test_sna_quick_on_user_images(tmp_path, capsys):
     from ilo.images import photo, save_image
 

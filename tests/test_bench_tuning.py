@@ -16,6 +16,7 @@ def test_tuning_images_are_the_reserved_ones(digiface):
     assert all(10000 <= s <= 10999 for s in tuning.TUNING_SEEDS) and all(64 <= i < 100 for i in tuning.TUNING_LFW)
 
 
+@pytest.mark.slow  # end to end with the 64-px generator: run by make test / CI
 def test_sweep_applies_the_learning_rate(tmp_path):
     threads = torch.get_num_threads()
     rows = tuning.main(["--steps", "3", "--restarts", "1", "--specs", "cs:0.1", "--methods", "csgm,ilo", "--lrs", "0.01,0.4",

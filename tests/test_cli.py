@@ -144,6 +144,7 @@ def test_console_script_exit_code(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow  # end to end with the 64-px generator: run by make test / CI
 def test_demo_quick(tmp_path, capsys):
     code, out, err = run(["demo", "--out", str(tmp_path / "d"), "--steps", "4", "--faces", "1", "--quiet"], capsys)
     assert code == 0, err
