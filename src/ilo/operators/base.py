@@ -276,8 +276,8 @@ class Identity(Operator):
     task = "identity"
     perceptual_target = "observation"
 
-    def __init__(self, input_shape: tuple[int, int, int]):
-        super().__init__(input_shape)
+    def __init__(self, input_shape: tuple[int, int, int], noise: NoiseModel | None = None):
+        super().__init__(input_shape, noise)
         self.output_shape = self.input_shape
 
     def A(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from .base import GaussianNoise, Operator
+from .base import GaussianNoise, Identity
 
 
-class Denoising(Operator):
+class Denoising(Identity):
     """``y = clip(x + sigma * n, -1, 1)``, ``n ~ N(0, I)``: the denoising task of the paper.
 
     The paper states the noise level on the 0-255 scale (σ from 5 to 256) and clips the noisy
@@ -43,7 +43,6 @@ class Denoising(Operator):
             raise ValueError(f"sigma255 must be >= 0, got {sigma255!r}")
         self.sigma255 = float(sigma255)
         super().__init__(input_shape, GaussianNoise(self.sigma255 * 2.0 / 255.0, clip=(-1.0, 1.0)))
-        self.output_shape = self.input_shape
 
     @classmethod
     def from_options(cls, shape, generator=None, *, sigma=None) -> Denoising:
@@ -74,20 +73,6 @@ class Denoising(Operator):
 
     def describe(self) -> str:
         return f"denoising, sigma = {self.sigma255:g} / 255"
-
-    def perceptual_pair(self, x, y):
-        """The generated image and the noisy observation."""
-        return x, y
-
-    def A(self, x: torch.Tensor) -> torch.Tensor:
-        """Identity, ``[B, C, H, W] -> [B, C, H, W]``."""
-        self.check_input(x)
-        return x
-
-    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """Identity."""
-        self.check_input(y)
-        return y
 
     def observation_image(self, y: torch.Tensor) -> torch.Tensor:
         """The noisy image, clipped to ``[-1, 1]``."""

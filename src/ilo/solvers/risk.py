@@ -45,7 +45,7 @@ def keep_observed(x: torch.Tensor, y: torch.Tensor, operator: Operator) -> torch
     operator.check_input(x)
     if y.shape != x.shape:
         raise ValueError(f"y must have the image's shape {list(x.shape)}, got {list(y.shape)}")
-    return torch.where(operator.mask.to(torch.bool), y, x)
+    return operator.keep_observed(x, y)
 
 
 def sure(
