@@ -45,14 +45,20 @@ def child(policy: str, steps: int, restarts: int) -> dict:
 
 
 def measure(policy: str, steps: int, restarts: int, timeout: float) -> dict:
+    """One fresh process's solve; a solve past ``timeout`` seconds is a row with ``seconds`` None."""
     env_code = f"import json, ilo.bench_runtime as b; print(json.dumps(b.child({policy!r}, {steps}, {restarts})))"
-    p = subprocess.run([sys.executable, "-c", env_code], capture_output=True, text=True, timeout=timeout)
+    try:
+        p = subprocess.run([sys.executable, "-c", env_code], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"policy": policy, "seconds": None, "timed_out_after": timeout, "threads": None,
+                "wait_policy": "n/a", "psnr": None}
     if p.returncode != 0:
         raise RuntimeError(f"{policy} solve failed: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}")
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def run(loads: list[int], steps: int, restarts: int, busy_seconds: float) -> list[dict]:
+def run(loads: list[int], steps: int, restarts: int, busy_seconds: float,
+        policies: tuple[str, ...] = POLICIES) -> list[dict]:
     from .runtime import load_average, usable_cpus
 
     rows = []
@@ -60,7 +66,7 @@ def run(loads: list[int], steps: int, restarts: int, busy_seconds: float) -> lis
         busy = [subprocess.Popen([sys.executable, "-c", BUSY, str(busy_seconds)]) for _ in range(n)]
         try:
             time.sleep(1.0 if n else 0.0)  # let the busy loops start
-            for policy in POLICIES:
+            for policy in policies:
                 row = {"busy_processes": n, "cpus": usable_cpus(), "load_before": load_average(),
                        **measure(policy, steps, restarts, timeout=busy_seconds)}
                 rows.append(row)
@@ -69,9 +75,9 @@ def run(loads: list[int], steps: int, restarts: int, busy_seconds: float) -> lis
             for p in busy:
                 p.kill()
                 p.wait()
-    idle = {r["policy"]: r["seconds"] for r in rows if r["busy_processes"] == 0}
+    idle = {r["policy"]: r["seconds"] for r in rows if r["busy_processes"] == 0 and r["seconds"]}
     for r in rows:
-        r["vs_idle"] = r["seconds"] / idle[r["policy"]] if r["policy"] in idle else None
+        r["vs_idle"] = r["seconds"] / idle[r["policy"]] if r["policy"] in idle and r["seconds"] else None
     return rows
 
 
@@ -80,8 +86,8 @@ HEAD = f"{'busy':>4} {'load':>5} {'policy':>6} {'threads':>7} {'wait':>8} {'seco
 
 def _line(r: dict) -> str:
     load = "n/a" if r["load_before"] is None else f"{r['load_before']:.1f}"
-    return (f"{r['busy_processes']:>4} {load:>5} {r['policy']:>6} {r['threads']:>7} {r['wait_policy']:>8} "
-            f"{r['seconds']:>8.1f}")
+    secs = f"{r['seconds']:>8.1f}" if r["seconds"] is not None else f">{r['timed_out_after']:>7.0f}"
+    return f"{r['busy_processes']:>4} {load:>5} {r['policy']:>6} {str(r['threads']):>7} {r['wait_policy']:>8} {secs}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--restarts", type=int, default=4, help="restarts (default 4, the CLI's)")
     ap.add_argument("--loads", default=None, help="busy processes per row, comma-separated (default 0 and 2 x cores)")
     ap.add_argument("--busy-seconds", type=float, default=900.0, help="upper bound on each busy loop and solve")
+    ap.add_argument("--policies", default=",".join(POLICIES),
+                    help=f"thread policies to compare, comma-separated (default {','.join(POLICIES)})")
     ap.add_argument("--out", default="out/bench-runtime", help="folder for runtime.json")
     a = ap.parse_args(argv)
     from .io import OutputFolder, environment, prepare_output_folder
@@ -103,9 +111,12 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"--loads must be comma-separated integers, got {a.loads!r}")
     if any(n < 0 for n in loads):
         ap.error("--loads must be >= 0")
+    policies = tuple(v.strip() for v in a.policies.split(","))
+    if not policies or any(v not in POLICIES for v in policies):
+        ap.error(f"--policies must be among {', '.join(POLICIES)}, got {a.policies!r}")
     prepare_output_folder(a.out)
     print(HEAD, flush=True)
-    rows = run(loads, a.steps, a.restarts, a.busy_seconds)
+    rows = run(loads, a.steps, a.restarts, a.busy_seconds, policies)
     print("\n" + HEAD + "  x idle\n" + "\n".join(
         _line(r) + ("" if r["vs_idle"] is None else f"  {r['vs_idle']:.2f}") for r in rows))
     with OutputFolder(a.out) as w:
