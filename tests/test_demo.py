@@ -29,13 +29,14 @@ def row(task, method, psnr, ssim=0.5, image="a"):
 def test_summary_marks_where_a_classical_method_beats_ilo():
     rows = [row("inpaint", "biharmonic", 30.0), row("inpaint", "biharmonic", 26.0, image="b"),
             row("inpaint", "ilo", 25.0), row("inpaint", "ilo", 27.0, image="b"),
+            row("inpaint", "tv-inpaint", 25.5), row("inpaint", "tv-inpaint", 26.7, image="b"),
             row("cs", "tv-cs", 20.0), row("cs", "ilo", 24.0)]
     table = summary_table(rows).splitlines()
     bih = next(x for x in table if x.startswith("| inpaint | biharmonic |"))
     assert "| 28.00 |" in bih and "+2.00 **beats ILO**" in bih  # means over the two images: 28 against 26
     tv = next(x for x in table if x.startswith("| cs | tv-cs |"))
     assert "-4.00" in tv and "beats" not in tv
-    assert table[-1] == "Classical beats ILO (mean PSNR) on: inpaint (biharmonic +2.00 dB)."
+    assert table[-1] == "Classical beats ILO (mean PSNR) on: inpaint (biharmonic +2.00 dB, tv-inpaint +0.10 dB)."
     assert summary_table([row("cs", "tv-cs", 20.0), row("cs", "ilo", 24.0)]).endswith("on: no task.")
 
 

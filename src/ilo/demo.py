@@ -125,14 +125,15 @@ def summary_table(rows: list[dict]) -> str:
         m["n"] += 1
         for k in ("true_mse", "psnr", "ssim"):
             m[k] += (r[k] - m[k]) / m["n"]
-    wins = []
+    wins: dict[str, list[str]] = {}
     for (task, method), m in means.items():
         ilo = means.get((task, "ilo"))
         lead = m["psnr"] - ilo["psnr"] if ilo is not None and method != "ilo" else None
         mark = "-" if lead is None else f"{lead:+.2f}" + (" **beats ILO**" if lead > 0 else "")
         if lead is not None and lead > 0 and method not in METHODS:
-            wins.append(f"{task} ({method} {lead:+.2f} dB)")
+            wins.setdefault(task, []).append(f"{method} {lead:+.2f} dB")
         lines.append(f"| {task} | {method} | {m['true_mse']:.5f} | {m['psnr']:.2f} | {m['ssim']:.3f} | {mark} | "
                      f"{m['seconds']:.1f} |")
-    lines.append("\nClassical beats ILO (mean PSNR) on: " + (", ".join(wins) if wins else "no task") + ".")
+    found = ", ".join(f"{task} ({', '.join(ms)})" for task, ms in wins.items())
+    lines.append("\nClassical beats ILO (mean PSNR) on: " + (found or "no task") + ".")
     return "\n".join(lines)
