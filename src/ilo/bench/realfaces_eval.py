@@ -6,11 +6,13 @@ For every paper task and level (:data:`~ilo.bench.classical_tuning.SPECS`: rando
 5 / 10 / 30 %, a central box of a third of the side, super-resolution x4 / x8 / x16, denoising
 sigma 10 / 25 / 50, compressed sensing 5 / 10 %) on the real faces of a split
 (:func:`ilo.data.realfaces.real_faces`; report on ``eval``, decide on ``tuning``): mean PSNR,
-SSIM and the offline perceptual distance of the task's classical methods (tuned weights), CSGM
+SSIM and the offline perceptual distance (per image in the JSON) of the task's classical methods (tuned weights), CSGM
 (its tuned MSE preset), PULSE (super-resolution), ILO as shipped before issue 15 (no deviation,
 no self-tuning: the ``ilo_choice`` candidate of the self-tuned run, the same computation),
 ILO self-tuned (:func:`ilo.solvers.config.self_tuned`) and the oracle choice among the same
-candidates (lowest true MSE). Resumable: tasks already in ``--json`` are skipped.
+candidates (lowest true MSE). With ``--grids DIR``, one picture per cell (:func:`save_grid`):
+truth, observation and every method on the first three faces, PSNR / SSIM under each image.
+Resumable: tasks already in ``--json`` are skipped.
 """
 
 from __future__ import annotations
@@ -136,12 +138,25 @@ def targets_table(results: dict, ours: str = "ilo self-tuned") -> str:
     return "\n".join(lines)
 
 
-def save_grid(truth: torch.Tensor, images: dict, path: Path, rows: int = 3) -> None:
+#: grid column labels of the methods that are not named by their solver key
+LABELS = {"csgm": "CSGM", "pulse": "PULSE", "ilo": "ILO shipped", "ilo self-tuned": "ILO self-tuned"}
+
+
+def save_grid(truth: torch.Tensor, images: dict, per_image: dict, names: list[str], path: Path, rows: int = 3) -> None:
+    """One picture of a cell: per face (the first ``rows``; row label its name) the truth and
+    every image of ``images`` (the observation, then each method), each method's PSNR (dB) /
+    SSIM under its image (``per_image[method]``, as from :func:`scores`)."""
     from ..images import grid
 
-    cols = ["truth", *images]
-    grid([[truth[i], *(images[m][i].clamp(-1, 1) for m in images)] for i in range(min(rows, len(truth)))],
-         col_labels=cols, cell=96).save(path)
+    n = min(rows, len(truth))
+    cols = ["truth", *(LABELS.get(m, m) for m in images)]
+
+    def caption(m: str, i: int) -> str:
+        s = per_image.get(m)
+        return f"{s['psnr'][i]:.1f} / {s['ssim'][i]:.2f}" if s else ""
+
+    grid([[truth[i], *(images[m][i].clamp(-1, 1) for m in images)] for i in range(n)], col_labels=cols,
+         row_labels=names[:n], captions=[["", *(caption(m, i) for m in images)] for i in range(n)], cell=96).save(path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -178,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
         results[key]["seconds"] = time.time() - t
         if a.grids is not None:
             a.grids.mkdir(parents=True, exist_ok=True)
-            save_grid(x, images, a.grids / f"{name}-{level:g}.png")
+            save_grid(x, images, results[key]["per_image"], names, a.grids / f"{name}-{level:g}.png")
         meta = {"split": a.split, "faces": names, "steps": a.steps, "restarts": a.restarts, "generator": a.generator,
                 "threads": a.threads, "load": os.getloadavg()}
         tmp = a.json.with_suffix(".tmp")

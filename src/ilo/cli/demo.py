@@ -1,4 +1,4 @@
-"""``ilo demo``: the four inverse problems, CSGM against ILO, one grid per task and a summary."""
+"""``ilo demo``: the four inverse problems, the classical baselines, CSGM and ILO; one grid per task and a summary."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from .common import (
 @threads_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out_dir, generator_name, steps, restarts, faces, device, quiet):
-    """Solve the four inverse problems with CSGM and ILO; write one grid per task and a summary."""
+    """Solve the four inverse problems with the classical methods, CSGM and ILO; write one grid per task and a summary."""
     from ..demo import run_demo
     from ..io import OutputFolder, environment
 

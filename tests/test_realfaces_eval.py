@@ -1,0 +1,33 @@
+"""The real-face benchmark at a tiny budget: every method's PSNR / SSIM / perceptual distance, one grid per cell."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from PIL import Image
+
+from ilo.bench import realfaces_eval as rfe
+from ilo.images import photo
+
+
+def test_cells_write_scores_tables_and_a_grid_per_cell(tiny_dcgan, one_thread, tmp_path, monkeypatch, capsys):
+    faces = torch.cat([photo("astronaut", 16), photo("grace_hopper", 16)])
+    monkeypatch.setattr("ilo.data.realfaces.real_faces", lambda split, size: (faces, ["astronaut", "grace_hopper"]))
+    monkeypatch.setattr("ilo.generators.load_generator", lambda name: tiny_dcgan)
+    path, grids = tmp_path / "r.json", tmp_path / "grids"
+    results = rfe.main(["--split", "tuning", "--steps", "6", "--restarts", "1", "--keys", "box 0.333333,superres 4",
+                        "--json", str(path), "--grids", str(grids)])
+    assert json.loads(path.read_text())["results"] == results and set(results) == {"box 0.333333", "superres 4"}
+    sr = results["superres 4"]["per_image"]
+    assert {"bicubic", "tv-superres", "csgm", "pulse", "ilo", "ilo self-tuned", "oracle"} == set(sr)
+    assert "pulse" not in results["box 0.333333"]["per_image"]  # PULSE for super-resolution only
+    for s in sr.values():
+        assert len(s["psnr"]) == len(s["ssim"]) == 2 and all(0 < v <= 1 for v in s["ssim"])
+    out = capsys.readouterr().out
+    assert "| superres | 4 | pulse |" in out  # every method's mean PSNR / SSIM / perceptual
+    assert "| box 0.333333 | " in out  # the targets table: a row per cell
+    # one picture per cell: a row per face (row labels), truth + observation + every method
+    with Image.open(grids / "superres-4.png") as im:
+        assert im.size == (90 + (2 + len(sr)) * (96 + 4), 16 + 2 * (96 + 14 + 4))
+    assert (grids / "box-0.333333.png").is_file()
