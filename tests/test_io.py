@@ -93,7 +93,9 @@ def test_open_refuses_an_existing_file(tmp_path):
 def test_clean_leftovers_only_removes_stale_folders_of_dead_processes(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
-    old = time.time() - 600
+    import ilo.io
+
+    old = ilo.io._STARTED - 600  # before this process imported ilo.io, however long the suite has run
     stale, fresh = tmp_path / f".ilo-tmp-{p.pid}-a", tmp_path / f".ilo-tmp-{p.pid}-b"
     alive = tmp_path / f".ilo-tmp-{os.getpid()}-c"
     for d in (stale, fresh, alive):
