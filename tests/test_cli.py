@@ -227,8 +227,10 @@ def test_solve_imports_only_what_it_uses(tmp_path):
     assert _loaded_after(args, NOT_FOR_SOLVE + ("ilo.solvers",)) == ["ilo.solvers"]  # the check sees what it imports
 
 
-def test_help_imports_no_command_module():
-    assert _loaded_after(["--help"], NOT_FOR_SOLVE + ("ilo.cli.solve", "ilo.pipeline", "ilo.solvers")) == []
+@pytest.mark.parametrize("args", [["--help"], ["solve", "--help"]])
+def test_help_imports_no_command_module_and_no_torch(args):
+    loaded = _loaded_after(args, NOT_FOR_SOLVE + ("ilo.cli.solve", "ilo.pipeline", "ilo.solvers", "torch"))
+    assert loaded == (["ilo.cli.solve"] if args[0] == "solve" else [])
 
 
 def test_help_lists_every_command_as_its_own_help_says():

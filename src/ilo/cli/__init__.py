@@ -74,6 +74,10 @@ def command_group() -> click.Group:
     return cli
 
 
+#: arguments with which click prints help or the version and exits before any command runs
+_INFO_ONLY = {"-h", "--help", "--version"}
+
+
 def _threads_in(argv: list[str]) -> int | None:
     """The value of ``--threads`` in ``argv`` when it is a valid count (click reports the rest)."""
     for i, a in enumerate(argv):
@@ -95,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        runtime.configure(_threads_in(args))  # before the command modules import torch
+        if args and not _INFO_ONLY & set(args):  # help and --version need no torch
+            runtime.configure(_threads_in(args))  # before the command modules import torch
         rv = command_group().main(args=args, prog_name="ilo", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("ilo: aborted", err=True)
