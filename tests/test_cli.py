@@ -206,3 +206,43 @@ def test_no_extend_runs_the_papers_ilo(tmp_path, capsys):
         runs[flag] = json.loads((out / "config.json").read_text())["solver"]
     assert runs["--no-extend"].get("selection") is None and runs["--no-extend"].get("deviation") is None
     assert runs["--extend"]["selection"] is not None
+
+
+#: modules the default solve path does not need (the other commands', the benchmarks', heavy optional ones)
+NOT_FOR_SOLVE = ("ilo.cli.batch", "ilo.cli.bench", "ilo.cli.demo", "ilo.cli.generate", "ilo.cli.restore", "ilo.bench",
+                 "ilo.faces", "scipy", "skimage", "matplotlib", "ray", "torch._dynamo")
+
+
+def _loaded_after(args: list[str], watch: tuple[str, ...]) -> list[str]:
+    """The modules of ``watch`` that ``ilo ARGS`` imports, run in a fresh interpreter."""
+    code = ("import sys\nfrom ilo.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            f"print([m for m in {list(watch)!r} if m in sys.modules])")
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    return eval(p.stdout.strip().splitlines()[-1])
+
+
+def test_solve_imports_only_what_it_uses(tmp_path):
+    args = ["solve", "--task", "inpaint", "--truth-seed", "1", "--steps", "1", "--restarts", "1", "--no-extend", "--quiet",
+            "--out", str(tmp_path / "o")]
+    assert _loaded_after(args, NOT_FOR_SOLVE + ("ilo.solvers",)) == ["ilo.solvers"]  # the check sees what it imports
+
+
+@pytest.mark.parametrize("args", [["--help"], ["solve", "--help"]])
+def test_help_imports_no_command_module_and_no_torch(args):
+    loaded = _loaded_after(args, NOT_FOR_SOLVE + ("ilo.cli.solve", "ilo.pipeline", "ilo.solvers", "torch"))
+    assert loaded == (["ilo.cli.solve"] if args[0] == "solve" else [])
+
+
+def test_help_lists_every_command_as_its_own_help_says():
+    import click
+
+    from ilo.cli import COMMANDS, command_group
+
+    group = command_group()
+    ctx = click.Context(group)
+    for name, (_, _, summary) in COMMANDS.items():
+        real = group.get_command(ctx, name)
+        for limit in (45, 200):
+            assert click.Command(name, help=summary).get_short_help_str(limit) == real.get_short_help_str(limit), name
+    assert set(group.list_commands(ctx)) == set(COMMANDS) | {"generators"}

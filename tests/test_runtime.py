@@ -78,7 +78,9 @@ def _all_commands():
     from ilo.cli import command_group
 
     def walk(group, prefix):
-        for name, cmd in group.commands.items():
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):
+            cmd = group.get_command(ctx, name)
             if isinstance(cmd, click.Group):
                 yield from walk(cmd, prefix + [name])
             else:

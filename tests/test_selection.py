@@ -143,3 +143,34 @@ def test_pipeline_records_the_selection(tiny_dcgan):
     assert scores["selection"]["choice"] == res.selection["choice"]
     rec = record(prob, res, scores)
     assert rec["solver"]["selection"]["candidates"] == res.selection["candidates"]
+
+
+def _sequential(run, y_fit, fit, y, operator):
+    """Self-tuning's fit and refit runs one after the other (what :func:`fit_and_refit` batches)."""
+    return run(y_fit, fit), run(y, operator)
+
+
+@pytest.mark.parametrize("op", [Inpainting.random(SHAPE, 0.4, torch.Generator().manual_seed(0)),
+                                SuperResolution(SHAPE, 2),
+                                CompressedSensing(SHAPE, 0.3, torch.Generator().manual_seed(0))],
+                         ids=["inpaint", "superres", "cs"])
+def test_fit_and_refit_in_one_batch_equal_the_two_runs(tiny_dcgan, op, monkeypatch):
+    from ilo.solvers import selection
+
+    y = op(_truth(tiny_dcgan))
+    steps = []
+    stacked = solve(y, op, tiny_dcgan, "ilo", _cfg(), seeds=[4, 9], callback=steps.append)
+    monkeypatch.setattr(selection, "fit_and_refit", _sequential)
+    alone = solve(y, op, tiny_dcgan, "ilo", _cfg(), seeds=[4, 9])
+    for key in ("choice", "ilo_choice", "candidates", "fit_run_steps"):
+        assert stacked.selection[key] == alone.selection[key]
+    assert torch.tensor(stacked.selection["estimated_mse"]) == pytest.approx(torch.tensor(alone.selection["estimated_mse"]),
+                                                                            rel=1e-4, abs=1e-7)
+    assert torch.allclose(stacked.candidates, alone.candidates, atol=1e-5)
+    assert torch.allclose(stacked.image, alone.image, atol=1e-5)
+    assert all(torch.allclose(stacked.latents[k], alone.latents[k], atol=1e-5) for k in alone.latents)
+    assert stacked.steps == alone.steps == len(steps)  # the callback sees one run of the B images
+    meas = lambda res: torch.tensor([h["measurement_loss"] for h in res.history])  # [steps, B]
+    assert torch.allclose(meas(stacked), meas(alone), rtol=1e-4, atol=1e-7)
+    assert torch.allclose(torch.stack([s.measurement_loss for s in steps]), meas(stacked), rtol=1e-6, atol=1e-8)
+    assert steps[0].image.shape[0] == 2 * _cfg().csgm.restarts and steps[-1].best_image.shape[0] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 
@@ -17,7 +18,7 @@ from .csgm import csgm, latent_constraints
 from .optim import StepInfo
 from .result import Result
 from .rounds import Round
-from .selection import Stage, extend, self_tune
+from .selection import Stage, copy_rows, extend, self_tune
 from .tracking import BestTracker, Recorder, detach_state, resolve_seeds
 
 
@@ -58,16 +59,41 @@ def ilo(
     ``fidelity``: the data-fidelity term of the objective (default: the measurement loss),
     e.g. :class:`~ilo.losses.classifier.ClassifierGuidance`.
     """
-    def run(y_: torch.Tensor, op: Operator) -> tuple[Result, list[Stage]]:
-        return _rounds(y_, op, generator, config, seeds, callback, progress, init, fidelity)
+    B, seeds_ = y.shape[0], resolve_seeds(seeds, y.shape[0])
+
+    def run(y_: torch.Tensor, op: Operator, copies: int = 1) -> tuple[Result, list[Stage]]:
+        """Steps 1-4 on ``y_ [B * copies, ...]``, rows ``copies * i .. copies * i + copies - 1``
+        image ``i``'s (its seed, ``init`` and fidelity), e.g. self-tuning's fit and refit runs as
+        one batch; the callback sees the last copy of every image."""
+        cb = callback if callback is None or copies == 1 else _on_last_copy(callback, B, copies)
+        return _rounds(y_, op, generator, config, [s for s in seeds_ for _ in range(copies)], cb, progress,
+                       _repeat(init, copies), fidelity if fidelity is None else fidelity.batch_repeat(copies))
 
     if config.selection is not None:
-        return self_tune(y, operator, config, run, resolve_seeds(seeds, y.shape[0]))
+        return self_tune(y, operator, config, run, seeds_)
     res, _ = run(y, operator)
     if config.deviation is not None:
         res.image = extend(res.image, y, operator, config.deviation, config.deviation.weights[0])
         res.measurement_loss = operator.measurement_loss(res.image, y)
     return res
+
+
+def _repeat(res: Result | None, copies: int) -> Result | None:
+    """``res`` with every image repeated ``copies`` times in a row."""
+    if res is None or copies == 1:
+        return res
+    rep = lambda t: t.repeat_interleave(copies, 0)
+    return replace(res, image=rep(res.image), measurement_loss=rep(res.measurement_loss),
+                   latents={k: rep(v) for k, v in res.latents.items()})
+
+
+def _on_last_copy(callback: Callable[[StepInfo], None], images: int, copies: int) -> Callable[[StepInfo], None]:
+    """``callback`` for a run with ``copies`` rows per image: it sees the last copy of each."""
+    def on_step(info: StepInfo) -> None:
+        rows = lambda t: None if t is None else copy_rows(t, images, copies, copies - 1)
+        callback(StepInfo(info.step, info.round, info.layer, rows(info.loss), rows(info.measurement_loss),
+                          rows(info.image), info.time, rows(info.best_loss), rows(info.best_image)))
+    return on_step
 
 
 def _rounds(y, operator, generator, config: ILOConfig, seeds, callback, progress, init, fidelity

@@ -26,9 +26,9 @@ For noiseless inpainting every candidate keeps the observed pixels (:func:`keep_
 
 from __future__ import annotations
 
-from functools import partial
-
 import copy
+from dataclasses import replace
+from functools import partial
 from collections.abc import Callable, Sequence
 
 import torch
@@ -213,10 +213,50 @@ def _nonempty(held: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
     return held
 
 
+def copy_rows(t: torch.Tensor, images: int, copies: int, k: int) -> torch.Tensor:
+    """Copy ``k`` of every image from ``t [images * copies * n, ...]``, whose rows hold image 0's
+    copies first (``n`` rows each, e.g. restarts), then image 1's: ``[images * n, ...]``.
+
+    >>> copy_rows(torch.arange(12), images=2, copies=3, k=1).tolist()
+    [2, 3, 8, 9]
+    """
+    return t.unflatten(0, (images, copies, -1))[:, k].flatten(0, 1)
+
+
+def fit_and_refit(run: Callable[..., tuple[Result, list[Stage]]], y_fit: torch.Tensor, fit: Operator,
+                  y: torch.Tensor, operator: Operator) -> tuple[tuple[Result, list[Stage]], tuple[Result, list[Stage]]]:
+    """Self-tuning's two ILO runs, on the fit part (``fit``, ``y_fit``) and on all measurements,
+    as one batch of ``2B`` (image ``i``'s fit at row ``2i``, its refit at ``2i + 1``, both from
+    its seed): ``((result, stages) of the fit, (result, stages) of the refit)``, each as the
+    run alone would give it up to float rounding; both results hold the shared wall time.
+    ``fit``: a :class:`HeldOut` part of ``operator``, or an operator of its class that differs
+    in its per-sample buffers only (e.g. an inpainting mask)."""
+    B = y.shape[0]
+    pair = lambda a, b: torch.stack([a.expand(B, *a.shape[1:]), b.expand(B, *b.shape[1:])], 1).flatten(0, 1)
+    if isinstance(fit, HeldOut):
+        both: Operator = HeldOut(fit.base.batch_repeat(2), pair(fit.keep, torch.ones_like(fit.keep[:1])))
+    else:
+        assert type(fit) is type(operator), "fit must be a HeldOut or an operator of the same class"
+        both = copy.copy(operator)
+        both._buffers = dict(operator._buffers)
+        for n in operator.per_sample_buffers:
+            both._buffers[n] = pair(fit.get_buffer(n), operator.get_buffer(n))
+    res, stages = run(pair(y_fit, y), both, 2)
+
+    def part(k: int) -> tuple[Result, list[Stage]]:
+        rows = lambda t: copy_rows(t, B, 2, k)
+        history = [{key: v[k::2] if isinstance(v, list) else v for key, v in h.items()} for h in res.history]
+        one = replace(res, image=rows(res.image), latents={n: rows(v) for n, v in res.latents.items()},
+                      measurement_loss=rows(res.measurement_loss), history=history)
+        return one, [(name, rows(img), rows(loss)) for name, img, loss in stages]
+
+    return part(0), part(1)
+
+
 def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
-              run: Callable[[torch.Tensor, Operator], tuple[Result, list[Stage]]], seeds: Sequence[int]) -> Result:
-    """ILO with the candidates chosen per image (module docstring). ``run(y, operator)`` runs
-    ILO's rounds and returns ``(result, stages)``."""
+              run: Callable[..., tuple[Result, list[Stage]]], seeds: Sequence[int]) -> Result:
+    """ILO with the candidates chosen per image (module docstring). ``run(y, operator, copies=1)``
+    runs ILO's rounds, ``copies`` rows per image, and returns ``(result, stages)``."""
     sel, dev = config.selection, config.deviation
     assert sel is not None
     B = y.shape[0]
@@ -236,14 +276,13 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         cands, history, seconds = candidates(imgs, y, operator, dev, identity=True), res.history, res.seconds
     else:
         fit, y_fit, val, record = split(operator, y, seeds, sel)
-        res_fit, st_fit = run(y_fit, fit)
+        (res_fit, st_fit), (res, stages) = fit_and_refit(run, y_fit, fit, y, operator)
         cands_fit = candidates(torch.stack([s[1] for s in st_fit]), y_fit, fit, dev)
         est = torch.stack([val.measurement_loss(c, y) for c in cands_fit])  # [K, B]
-        res, stages = run(y, operator)  # the refit on all measurements
         names = candidate_names([s[0] for s in stages], dev)
         cands = candidates(torch.stack([s[1] for s in stages]), y, operator, dev)
         record["fit_run_steps"] = res_fit.steps  # the held-out run's history is not kept
-        history, seconds = res.history, res_fit.seconds + res.seconds
+        history, seconds = res.history, res.seconds  # one run for both
     choice = torch.nan_to_num(est, nan=float("inf")).argmin(0)
     rows = torch.arange(B, device=y.device)
     image = paste_observed(cands[choice, rows], y, operator, dev)
@@ -257,4 +296,5 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
                   selection=record, candidates=cands)
 
 
-__all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "split", "self_tune"]
+__all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "split", "copy_rows", "fit_and_refit",
+           "self_tune"]
