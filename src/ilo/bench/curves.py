@@ -118,8 +118,9 @@ def ratio_rows(summary: list[dict], task: str, sets, levels, methods) -> tuple[l
     variants = [m for m in CSGM_VARIANTS if m in methods]
     if len(variants) > 1:
         cols.append(("best CSGM / ILO", tuple(variants)))
-    if "pulse" in methods:
-        cols.append(("PULSE / ILO", ("pulse",)))
+    for m, name in (("pulse", "PULSE / ILO"), ("bm3d", "BM3D / ILO")):
+        if m in methods:
+            cols.append((name, (m,)))
     classical = [m for m in methods if m in CLASSICAL_METHODS]
     rows = []
     for s in sets:

@@ -42,7 +42,7 @@ from PIL import Image
 
 from ..images import ImageError, fit_to_size, load_image, photo, pil_to_tensor
 from ..pipeline import Problem, ProblemSpec, build_problem, truth_from_seeds
-from ..runs import Item, Job, LocalExecutor, RunReport, png_bytes, read_run, run_jobs
+from ..runs import Item, Job, LocalExecutor, RayExecutor, RunReport, png_bytes, read_run, run_jobs
 from ..runs.pipeline_job import cached_generator, image_item, stack_problems
 
 #: first seed of the held-out generated faces
@@ -260,13 +260,18 @@ class BatchProblem:
         return self.cfg["set"]
 
 
+def cell_problem(task: str, level: float, G, truth: torch.Tensor, *, seed: int, start: int) -> Problem:
+    """The problem for ground truths ``[B, C, H, W]`` that are images ``start, start + 1, ...`` of
+    their set (:func:`ilo.pipeline.build_problem` at the level; see the module docstring)."""
+    return build_problem(ProblemSpec.at_level(task, level), G, seed=seed, start=start, truth=truth)
+
+
 def batch_problem(job: Job, items: list[Item], device: str) -> BatchProblem:
     """The problem of a batch of a bench job's images (each image's own problem, stacked)."""
     cfg = job.config
     G = cached_generator(cfg["generator"], str(device))
-    spec = ProblemSpec.at_level(job.problem["task"], float(job.problem["level"]))
-    base = int(cfg["seed"])
-    problems = [build_problem(spec, G, seed=base, start=int(it.data["seed"]) - base, truth=item_truth(it, G)) for it in items]
+    task, level, base = job.problem["task"], float(job.problem["level"]), int(cfg["seed"])
+    problems = [cell_problem(task, level, G, item_truth(it, G), seed=base, start=int(it.data["seed"]) - base) for it in items]
     return BatchProblem(job, G, stack_problems(problems), [it.id for it in items], [int(it.data["seed"]) for it in items],
                         [bool(it.data.get("example")) for it in items], cfg)
 
@@ -314,7 +319,7 @@ class Bench:
     seed: int = 0
     batch: int = 8
     progress: bool = True
-    executor: object = None
+    executor: LocalExecutor | RayExecutor | None = None
 
     def settings(self, command: str, task: str | None) -> dict:
         """What every record of the run shares (a store with other settings is refused)."""
