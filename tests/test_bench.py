@@ -240,6 +240,7 @@ def test_speed_quick_smoke(tmp_path, capsys):
         (["curves", "--task", "inpaint", "--truth-seeds", "abc"], "range A-B"),
         (["sna", "--truth-seeds", "10500-10600"], "tuning seeds"),
         (["sna", "--images", "/nonexistent/folder"], "--images folder not found"),
+        (["sna", "--methods", "ilo,pulse"], "'pulse' is not one of"),
         (["speed", "--steps", "0"], "--steps must be >= 1"),
         (["speed", "--task", "superres", "--level", "3"], "superres"),
     ],

@@ -122,12 +122,17 @@ def _prepare(o: dict, command: str, task: str | None, name: str) -> tuple[Bench,
 
 
 def _run_and_report(bench_: Bench, run: dict, solve, report) -> None:
-    """Solve (unless ``--report-only``), write ``config.json`` and the report."""
+    """Solve (unless ``--report-only``), then write ``config.json`` (how this invocation ran, once
+    the store accepted it) and the report; an interrupted run writes both for what it finished."""
     from ..runs import LocalExecutor, RayExecutor, StoreBusy
 
     if run["report_only"]:
         click.echo(f"reported the stored records, solved none; wrote {report()}")
         return
+
+    def write_config() -> None:
+        R.write_text(bench_.out / "config.json", json.dumps(run, indent=2, default=str) + "\n")
+
     try:
         executor = RayExecutor(run["ray"], cpus_per_task=threads_per_task()) if run["ray"] else LocalExecutor(run["device"])
         with executor:  # a Ray address that does not answer is refused before the folder is made
@@ -136,11 +141,12 @@ def _run_and_report(bench_: Bench, run: dict, solve, report) -> None:
             try:
                 stats = solve()
             except KeyboardInterrupt:  # keep a report of the finished images
+                write_config()
                 report()
                 raise
     except (StoreBusy, ImportError) as e:
         fail(first_line(e))
-    R.write_text(bench_.out / "config.json", json.dumps(run, indent=2, default=str) + "\n")
+    write_config()
     click.echo(f"solved {stats.solved} images, skipped {stats.skipped} already done ({stats.seconds:.0f} s); wrote {report()}")
 
 
