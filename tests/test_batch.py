@@ -34,26 +34,22 @@ def pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path), dtype=np.int16)
 
 
-def close(a: dict, b: dict, keys=("measurement_mse", "true_mse", "psnr", "ssim")) -> bool:
-    return all(a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-7) for k in keys)
+def close(a: dict, b: dict, keys=("measurement_mse", "true_mse", "psnr", "ssim"), rel: float = 1e-3, abs: float = 1e-7) -> bool:
+    return all(a[k] == pytest.approx(b[k], rel=rel, abs=abs) for k in keys)
 
 
 DENOISE = {"task": "denoise", "sigma": 25.0}
 
 
 @pytest.mark.slow  # end to end with the 64-px generator: run by make test / CI
-@pytest.mark.parametrize("task,method", [
-    ({"task": "inpaint", "observed": 0.2}, "ilo"), (DENOISE, "csgm"),
-    pytest.param(DENOISE, "ilo", marks=pytest.mark.xfail(
-        reason="ILO on denoise: an image alone and in a batch differ by ~0.2 % PSNR after 8 steps (CSGM: exact); "
-               "the solver couples a batch somewhere (to find in ilo.solvers)", strict=False)),
-])
+@pytest.mark.parametrize("task,method", [({"task": "inpaint", "observed": 0.2}, "ilo"), (DENOISE, "csgm"), (DENOISE, "ilo")])
 def test_an_image_has_the_same_numbers_alone_and_in_a_batch(task, method):
     job = Job(task, method, {"steps": 8, "restarts": 2, "seed": 3},
               [truth_item(t, 3 + j) for j, t in enumerate([11, 12, 13])])
     together = {r["item"]: r for r in solve_batch(job, list(job.items))}
     alone = solve_batch(job, [job.items[1]])[0]
-    assert close(alone["metrics"], together["seed12"]["metrics"])
+    # to the last bits: a 0.1 % difference (ILO on denoising before its self-tuning per image) fails
+    assert close(alone["metrics"], together["seed12"]["metrics"], rel=1e-6, abs=1e-10)
     assert alone["info"]["seed"] == together["seed12"]["info"]["seed"] == 4
     # a different image really differs (the comparison can fail)
     assert not close(together["seed11"]["metrics"], together["seed12"]["metrics"])

@@ -11,11 +11,14 @@ import re
 import pytest
 import torch
 
-from ilo.bench import curves, harness
+from ilo.bench import curves, harness, sna
 from ilo.bench.harness import COLUMNS
 from ilo.cli import main
 
 SEEDS = ["--truth-seeds", "600000-600001"]  # one small set keeps the smoke runs fast
+#: the methods of the shared quick curves run: two CSGM variants, PULSE, ILO and a classical one
+METHODS = ["csgm", "csgm-perceptual", "pulse", "ilo", "biharmonic"]
+CURVES = ["bench", "curves", "--task", "inpaint", "--quick", "--quiet", "--methods", ",".join(METHODS)] + SEEDS
 
 
 def invoke(argv) -> int:
@@ -66,87 +69,125 @@ def check_outputs(out, n_rows, plots, grids):
 def quick_curves(tmp_path_factory):
     """One quick curves run shared by the tests below (2 images, 2 levels, 5 methods)."""
     out = tmp_path_factory.mktemp("bench") / "curves"
-    assert invoke(["bench", "curves", "--task", "inpaint", "--quick", "--quiet", "--out", str(out)] + SEEDS) == 0
+    assert invoke(CURVES + ["--out", str(out)]) == 0
     return out
+
+
+def records(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def jobs_of(out) -> dict[str, dict]:
+    return json.loads((out / "run.json").read_text())["jobs"]
 
 
 @pytest.mark.slow  # end to end with the 64-px generator: run by make test / CI
 def test_curves_quick_smoke(quick_curves):
     rows = check_outputs(quick_curves, 2 * 2 * 5, ["plots/curves_inpaint_generated.png"], ["grids/inpaint_generated.png"])
-    assert {r["method"] for r in rows} == set(curves.METHODS["inpaint"])
+    assert {r["method"] for r in rows} == set(METHODS)
     assert {float(r["level"]) for r in rows} == set(curves.default_levels("inpaint", 64, quick=True))
     assert {r["image"] for r in rows} == {"seed600000", "seed600001"}
-    assert {r["seed"] for r in rows} == {"0", "1"} and {r["steps"] for r in rows} == {"10"}
-    # one stored line per (set, method, level, batch)
-    lines = (quick_curves / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 10 and json.loads(lines[0])["key"].startswith("generated/csgm/0.1/0-2/")
+    assert {r["seed"] for r in rows} == {"0", "1"} and {r["steps"] for r in rows if r["method"] == "ilo"} == {"10"}
+    # one engine job per (set, method, level), one record per job and image, each exactly once
+    recs, jobs = records(quick_curves), jobs_of(quick_curves)
+    assert len(jobs) == 2 * 5 and len(recs) == 2 * 2 * 5 == len({(r["job"], r["item"]) for r in recs})
+    spec = jobs[recs[0]["job"]]
+    assert spec["problem"] == {"task": "inpaint", "level": 0.1} and spec["config"]["set"] == "generated"
+    assert recs[0]["info"]["rows"][0]["psnr"] == recs[0]["metrics"]["psnr"]
     summary = json.loads((quick_curves / "summary.json").read_text())
-    assert {"CSGM / ILO", "best CSGM / ILO", "PULSE / ILO"} <= set(summary["ratios"][0])
+    assert {"CSGM / ILO", "best CSGM / ILO", "PULSE / ILO", "best classical", "ILO − classical dB"} <= set(summary["ratios"][0])
+
+
+def test_classical_margin_is_read_from_the_rows():
+    """The best classical method is the one with the highest mean PSNR; ILO's margin is signed."""
+    summary = [{"set": "s", "method": m, "level": 0.1, "psnr": {"mean": v}} for m, v in
+               (("ilo", 25.0), ("biharmonic", 27.5), ("tv-inpaint", 26.0))]
+    assert curves.best_classical(summary, "s", 0.1, ("biharmonic", "tv-inpaint")) == ["biharmonic", "27.50", "25.00", "-2.50"]
+    head, rows = curves.ratio_rows(summary, "inpaint", ["s"], [0.1], ("ilo", "biharmonic", "tv-inpaint"))
+    assert curves.classical_wins(head, rows) == rows
+    summary[0]["psnr"]["mean"] = 28.0
+    head, rows = curves.ratio_rows(summary, "inpaint", ["s"], [0.1], ("ilo", "biharmonic", "tv-inpaint"))
+    assert rows[0][-1] == "0.50" and curves.classical_wins(head, rows) == []
+
+
+def test_methods_include_the_classical_ones_that_apply():
+    from ilo.operators import operator_class
+    from ilo.solvers import CLASSICAL_METHODS
+
+    for task in curves.TASKS:
+        classical = [m for m in curves.METHODS[task] if m in CLASSICAL_METHODS]
+        assert classical and all(issubclass(operator_class(task), CLASSICAL_METHODS[m]) for m in classical), task
+    assert "bm3d" in curves.METHODS["denoise"] and "bicubic" not in curves.METHODS["denoise"]
+    assert set(sna.CLASSICAL) == {"bm3d", "nlmeans", "tv-denoise"}
 
 
 def test_rerun_does_no_solver_work(quick_curves, capsys, monkeypatch):
     before = (quick_curves / "measurements.csv").read_text()
 
     def boom(*a, **k):
-        raise AssertionError("a finished cell was solved again")
+        raise AssertionError("a finished image was solved again")
 
     monkeypatch.setattr(curves, "run_method", boom)
-    code, out, err = run(["bench", "curves", "--task", "inpaint", "--quick", "--quiet", "--out", str(quick_curves)] + SEEDS, capsys)
+    code, out, err = run(CURVES + ["--out", str(quick_curves)], capsys)
     assert code == 0, err
-    assert "ran 0 cells, skipped 10" in out
+    assert "solved 0 images, skipped 20 already done" in out
     assert (quick_curves / "measurements.csv").read_text() == before
 
 
 def test_report_only_solves_nothing(quick_curves, tmp_path, capsys, monkeypatch):
-    """--report-only rewrites the outputs from the store (even without examples/) and keeps run.json."""
+    """--report-only rewrites the outputs from the records (even without their files) and keeps run.json."""
     import shutil
 
     out = tmp_path / "copy"
     shutil.copytree(quick_curves, out)
-    shutil.rmtree(out / "examples")  # a committed run without its example images keeps its grids
-    # solved on another device: generated truths differ in the last bits, so do the keys' pixel digests
-    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    for rec in lines:
-        rec["key"] = rec["key"].rsplit("/", 1)[0] + "/0ther0ne"
-    lines.append(dict(lines[0], key=lines[0]["key"].replace("0ther0ne", "0lder0ne"), rows=[]))  # an older duplicate
-    (out / "results.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in [lines[-1]] + lines[:-1]))
+    shutil.rmtree(out / "files")  # a committed run without its example images keeps its grids
     for f in ("summary.md", "index.html", "measurements.csv"):
         (out / f).unlink()
-    run_json = (out / "run.json").read_text()
+    run_json, config = (out / "run.json").read_text(), json.loads((out / "config.json").read_text())
 
     def boom(*a, **k):
-        raise AssertionError("--report-only solved a cell")
+        raise AssertionError("--report-only solved an image")
 
     monkeypatch.setattr(curves, "run_method", boom)
-    args = ["bench", "curves", "--task", "inpaint", "--quick", "--quiet", "--report-only"] + SEEDS
+    args = CURVES + ["--report-only"]
     code, stdout, err = run(args + ["--out", str(out)], capsys)
     assert code == 0, err
-    assert "reported 11 stored cells, solved none" in stdout
-    assert len(read_csv(out / "measurements.csv")[1]) == 20  # the later of the two duplicates wins and (out / "summary.md").is_file()
+    assert "reported the stored records, solved none" in stdout
+    assert len(read_csv(out / "measurements.csv")[1]) == 20 and (out / "summary.md").is_file()
     assert "grids/inpaint_generated.png" in (out / "index.html").read_text()
     assert (out / "run.json").read_text() == run_json
+    assert json.loads((out / "config.json").read_text()) == config
     code, _, err = run(args + ["--out", str(tmp_path / "none")], capsys)
     assert code == 2 and err.strip() == f"ilo: error: --report-only: no stored results in {tmp_path / 'none'}"
     assert not (tmp_path / "none").exists()
 
 
 @pytest.mark.slow  # end to end with the 64-px generator: run by make test / CI
-def test_resume_after_a_killed_run(quick_curves, tmp_path, capsys, monkeypatch):
-    """A torn last line (a run killed while writing) is ignored and only that cell is redone."""
+def test_resume_after_a_partial_run(quick_curves, tmp_path, capsys, monkeypatch):
+    """A run killed after some batches (and mid-write: a torn last line) resumes: only the jobs
+    without records are solved, and every image ends with one record and the same numbers."""
     import shutil
 
     out = tmp_path / "copy"
     shutil.copytree(quick_curves, out)
-    lines = (out / "results.jsonl").read_text().splitlines()
-    (out / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    full = records(quick_curves)
+    lines = [json.dumps(r) for r in full[:14]] + [json.dumps(full[14])[:40]]
+    (out / "results.jsonl").write_text("\n".join(lines))
+    jobs = jobs_of(quick_curves)
+    lost = {jobs[r["job"]]["method"] for r in full[14:]}
     calls = []
     real = curves.run_method
     monkeypatch.setattr(curves, "run_method", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
-    code, stdout, err = run(["bench", "curves", "--task", "inpaint", "--quick", "--quiet", "--out", str(out)] + SEEDS, capsys)
+    code, stdout, err = run(CURVES + ["--out", str(out)], capsys)
     assert code == 0, err
-    assert "ran 1 cells, skipped 9" in stdout and calls == ["ilo"]  # the last cell: level 0.5, ILO
+    assert "solved 6 images, skipped 14" in stdout
+    assert sorted(calls) == sorted(lost) and len(calls) == 3  # one batch of 2 images per lost job
+    recs = records(out)
+    assert len(recs) == 20 == len({(r["job"], r["item"]) for r in recs})
+    before = {(r["job"], r["item"]): r["metrics"] for r in full}
+    for r in recs:
+        assert r["metrics"] == pytest.approx(before[r["job"], r["item"]], rel=1e-4), r["item"]
     assert len(read_csv(out / "measurements.csv")[1]) == 20
-    assert len(harness.ResultStore(out, json.loads((out / "run.json").read_text())["settings"]).records()) == 10
 
 
 @pytest.mark.slow  # end to end with the 64-px generator: run by make test / CI
@@ -161,13 +202,15 @@ def test_sna_quick_on_user_images(tmp_path, capsys):
     out = tmp_path / "sna"
     code, stdout, err = run(["bench", "sna", "--quick", "--quiet", "--images", str(folder), "--out", str(out)], capsys)
     assert code == 0, err
-    rows = check_outputs(out, 2 * 4, ["plots/sna_psnr.png"], ["grids/sna_images.png"])
+    rows = check_outputs(out, 2 * 7, ["plots/sna_psnr.png"], ["grids/sna_images.png"])
     assert {r["set"] for r in rows} == {"images"} and {r["image"] for r in rows} == {"a.jpg", "b.png"}
-    assert {r["method"] for r in rows} == {"csgm", "csgm+sna", "ilo", "ilo+sna"}
+    assert {r["method"] for r in rows} == {"csgm", "csgm+sna", "ilo", "ilo+sna", "bm3d", "nlmeans", "tv-denoise"}
     assert {float(r["level"]) for r in rows} == {30.0}
-    cfg = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    sna = {c["method"]: c["solver_config"]["loss"]["sna"] for c in cfg}
-    assert sna == {"csgm": False, "csgm+sna": True, "ilo": False, "ilo+sna": True}
+    jobs = jobs_of(out)
+    flags = {jobs[r["job"]]["method"]: r["info"]["solver"]["loss"]["sna"] for r in records(out) if "loss" in r["info"]["solver"]}
+    assert flags == {"csgm": False, "csgm+sna": True, "ilo": False, "ilo+sna": True}
+    table = json.loads((out / "summary.json").read_text())["table"][0]
+    assert table["best classical"] in sna.CLASSICAL and table["ILO+SNA − classical dB"] is not None
 
 
 def test_speed_quick_smoke(tmp_path, capsys):
@@ -197,6 +240,7 @@ def test_speed_quick_smoke(tmp_path, capsys):
         (["curves", "--task", "inpaint", "--truth-seeds", "abc"], "range A-B"),
         (["sna", "--truth-seeds", "10500-10600"], "tuning seeds"),
         (["sna", "--images", "/nonexistent/folder"], "--images folder not found"),
+        (["sna", "--methods", "ilo,pulse"], "'pulse' is not one of"),
         (["speed", "--steps", "0"], "--steps must be >= 1"),
         (["speed", "--task", "superres", "--level", "3"], "superres"),
     ],
@@ -211,9 +255,10 @@ def test_bad_options_one_line_exit_2(tmp_path, capsys, argv, message):
 
 
 def test_other_settings_are_not_mixed_in(quick_curves, capsys):
-    code, _, err = run(["bench", "curves", "--task", "inpaint", "--quick", "--steps", "7", "--quiet", "--out", str(quick_curves)] + SEEDS,
-                       capsys)
+    before = (quick_curves / "results.jsonl").read_bytes()
+    code, _, err = run(CURVES + ["--steps", "7", "--out", str(quick_curves)], capsys)
     assert code == 2 and "steps=10" in err and len(err.strip().splitlines()) == 1
+    assert (quick_curves / "results.jsonl").read_bytes() == before
 
 
 def test_empty_images_folder(tmp_path, capsys):
@@ -226,49 +271,44 @@ def test_empty_images_folder(tmp_path, capsys):
 # harness units
 
 
-def test_default_evaluation_sets(digiface):
-    sets = harness.evaluation_sets(digiface, n=3)
+def test_default_evaluation_sets():
+    sets = harness.evaluation_sets(64, n=3, seed=5, examples=1)
     assert [s.name for s in sets] == ["generated", "lfw", "photos"]
     assert [len(s) for s in sets] == [3, 3, 2]
     assert sets[0].ids[0] == "seed600000" and sets[1].ids == ("lfw000", "lfw001", "lfw002")
-    lfw = sets[1].images
+    assert [it.data["seed"] for it in sets[1].items] == [5, 6, 7] and sets[1].example_ids() == ("lfw000",)
+    lfw = harness.lfw_faces(64, 3, [0, 1, 2])
     assert lfw.shape == (3, 3, 64, 64) and torch.equal(lfw[:, 0], lfw[:, 1]) and torch.equal(lfw[:, 1], lfw[:, 2])
     assert lfw.min() >= -1 and lfw.max() <= 1 and lfw.std() > 0.1
     with pytest.raises(ValueError, match="tuning"):
-        harness.lfw_set(64, 3, 65)
+        harness.lfw_set(65)
 
 
-def test_cells_are_batch_major_and_keys_unique():
-    sets = [harness.EvalSet("a", torch.zeros(5, 3, 4, 4), tuple("vwxyz"), ""), harness.EvalSet("b", torch.zeros(2, 3, 4, 4), ("p", "q"), "")]
-    cells = harness.make_cells(sets, ["csgm", "ilo"], [0.1, 0.5], batch=2)
-    assert len(cells) == (3 + 1) * 2 * 2 and len({c.key for c in cells}) == len(cells)
-    assert [c.start for c in cells[:8]] == [0] * 8 and cells[-1].key.startswith("a/ilo/0.5/4-5/")
-    # other images, other cells: a store never passes off results on other images as done
-    other = [harness.EvalSet("a", torch.ones(5, 3, 4, 4), tuple("vwxyz"), "")]
-    assert not {c.key for c in harness.make_cells(other, ["csgm"], [0.1], 2)} & {c.key for c in cells}
+def test_jobs_one_per_set_level_method():
+    sets = [harness.generated_set([600000, 600001]), harness.photo_set()]
+    bench = harness.Bench(None, "digiface-dcgan", 64, sets, steps=10, restarts=2)
+    jobs = bench.jobs("inpaint", [0.1, 0.5], ["csgm", "ilo"])
+    assert len(jobs) == 2 * 2 * 2 == len({j.digest for j in jobs})
+    assert [it.id for it in jobs[0].items] == ["seed600000", "seed600001"] and jobs[-1].config["set"] == "photos"
+    # more images extend a job (same digest); another budget is another job
+    more = harness.Bench(None, "digiface-dcgan", 64, [harness.generated_set([600000, 600001, 600002])], steps=10, restarts=2)
+    assert more.jobs("inpaint", [0.1], ["csgm"])[0].digest == jobs[0].digest
+    other = harness.Bench(None, "digiface-dcgan", 64, sets, steps=11, restarts=2)
+    assert other.jobs("inpaint", [0.1], ["csgm"])[0].digest != jobs[0].digest
 
 
-def test_problem_of_an_image_does_not_depend_on_its_batch(digiface):
+def test_problem_of_an_image_does_not_depend_on_its_batch():
     """Image j gets its own mask and noise stream: the same observation in any batch."""
-    x = harness.generated_set(digiface, [600000, 600001, 600002]).images
+    items = harness.generated_set([600000, 600001, 600002], seed=4).items
     for task, level in (("inpaint", 0.3), ("denoise", 25.0), ("cs", 0.1)):
-        both = harness.cell_problem(task, level, digiface, x[:3], seed=4, start=0)
-        one = harness.cell_problem(task, level, digiface, x[2:3], seed=4, start=2)
+        job = harness.bench_job(task, level, "csgm", harness.generated_set([600000]), generator="digiface-dcgan", steps=1,
+                                restarts=1, seed=4)
+        both = harness.batch_problem(job, list(items), "cpu").problem
+        one = harness.batch_problem(job, [items[2]], "cpu").problem
         assert torch.allclose(both.y[2:3], one.y, atol=1e-6), task
         if task == "inpaint":
             assert torch.equal(both.operator.mask[2:3], one.operator.mask)
             assert not torch.equal(both.operator.mask[0], both.operator.mask[1])
-
-
-def test_torn_line_is_skipped(tmp_path):
-    store = harness.ResultStore(tmp_path, {"command": "t"})
-    store.add({"key": "a", "rows": []})
-    with open(tmp_path / "results.jsonl", "a") as f:
-        f.write('{"key": "b", "ro')
-    store = harness.ResultStore(tmp_path, {"command": "t"})
-    assert "a" in store and "b" not in store
-    store.add({"key": "c", "rows": []})
-    assert set(harness.ResultStore(tmp_path, {"command": "t"})._records) == {"a", "c"}
 
 
 @pytest.mark.parametrize("module", ["ilo.bench.harness", "ilo.bench.curves", "ilo.bench.speed"])

@@ -19,8 +19,8 @@ def write_run(root, folder, summary, levels, sets=("real",), **extra):
     d = root / folder
     d.mkdir(parents=True)
     (d / "summary.json").write_text(json.dumps({"summary": summary, **extra}))
-    (d / "run.json").write_text(json.dumps({"levels": levels, "settings": {"steps": 10, "restarts": 1, "batch": 2},
-                                            "device": "cpu", "sets": {s: {"n": 4} for s in sets}}))
+    (d / "config.json").write_text(json.dumps({"levels": levels, "settings": {"steps": 10, "restarts": 1}, "batch": 2,
+                                               "device": "cpu", "sets": {s: {"n": 4} for s in sets}}))
     (d / "index.html").write_text("<html></html>")
 
 
@@ -29,7 +29,12 @@ def root(tmp_path):
     lv = [0.01, 0.05, 0.3, 1.0]
     # ILO 0.01 everywhere; CSGM 0.03 except 0.022 at 30% (ratio 2.2) and 0.5 at 1% (below 5%: ignored)
     inp = [entry("real", "ilo", x, 0.01) for x in lv] + [entry("real", "csgm", x, {0.01: 0.5, 0.3: 0.022}.get(x, 0.03)) for x in lv]
-    write_run(tmp_path, "curves-inpaint", inp, lv)
+    # the best classical method beats ILO at 1% (a negative margin) and loses at 5%
+    ratios = [{"set": "real", "level": "1%", "best classical": "biharmonic", "its PSNR dB": "21.00", "ILO PSNR dB": "20.00",
+               "ILO − classical dB": "-1.00"},
+              {"set": "real", "level": "5%", "best classical": "biharmonic", "its PSNR dB": "19.00", "ILO PSNR dB": "20.00",
+               "ILO − classical dB": "1.00"}]
+    write_run(tmp_path, "curves-inpaint", inp, lv, task="inpaint", ratios=ratios)
     # denoise: the best CSGM variant (0.015) decides, ratio 1.5 < 1.8
     den = [entry("real", "ilo", 25.0, 0.01), entry("real", "csgm", 25.0, 0.05), entry("real", "csgm-perceptual", 25.0, 0.015)]
     write_run(tmp_path, "curves-denoise", den, [25.0])
@@ -67,7 +72,7 @@ def test_inpaint_below_target_and_missing_level(tmp_path):
     by = {(v.task, v.set): v for v in collect(tmp_path)[0]}
     assert by["inpaint", "real"].verdict == "incomplete" and "1/2 levels" in by["inpaint", "real"].detail
     assert by["inpaint", "empty"].verdict == "incomplete"  # a set of the run with no result yet is listed too
-    (tmp_path / "curves-inpaint" / "run.json").write_text(json.dumps({"levels": [0.05]}))
+    (tmp_path / "curves-inpaint" / "config.json").write_text(json.dumps({"levels": [0.05]}))
     by = {(v.task, v.set): v for v in collect(tmp_path)[0]}
     assert by["inpaint", "real"].verdict == "missed" and by["inpaint", "real"].value == pytest.approx(1.9)
 
@@ -85,6 +90,9 @@ def test_page_and_cli(root, capsys):
     data = json.loads((root / "targets.json").read_text())
     assert {t["verdict"] for t in data["targets"]} == {"met", "missed", "incomplete", "not run"}
     assert "## SNA" in (root / "targets.md").read_text()
+    assert data["classical_wins"] == [{"task": "inpaint", "set": "real", "level": "1%", "best classical": "biharmonic",
+                                       "its PSNR dB": "21.00", "ILO PSNR dB": "20.00", "ILO − classical dB": "-1.00"}]
+    assert "Where a classical method beats ILO" in page
 
 
 def test_cli_missing_root(tmp_path, capsys):

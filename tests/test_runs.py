@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ilo.runs import (Item, Job, RunStore, StoreBusy, StoreDamaged, StoreMismatch, choose_batch_size,
+from ilo.runs import (Item, Job, RunStore, StoreBusy, StoreDamaged, StoreMismatch, choose_batch_size, read_run,
                       run_jobs)
 from ilo.runs import executors
 from ilo.runs.toy import solve_batch
@@ -166,6 +166,23 @@ def test_torn_last_line_is_dropped(tmp_path, reference):
     report = run_jobs([toy_job(12)], solve_batch, tmp_path, settings=SETTINGS, batch_size=4, progress=False)
     assert report.solved == 5
     assert_same_numbers(stored(tmp_path), reference)
+
+
+def test_batches_round_robin_over_jobs_and_read_only_reader(tmp_path):
+    """Every job's first batch before any job's second, so a run stopped early has every job on
+    its first images; read_run reads what was stored without the lock (torn last line left out)."""
+    jobs = [toy_job(4), toy_job(4, steps=21)]
+    run_jobs(jobs, solve_batch, tmp_path, settings=SETTINGS, batch_size=2, progress=False)
+    order = [(r["job"], r["item"]) for r in stored(tmp_path)]
+    a, b = jobs[0].digest, jobs[1].digest
+    assert order == [(a, "s0"), (a, "s1"), (b, "s0"), (b, "s1"), (a, "s2"), (a, "s3"), (b, "s2"), (b, "s3")]
+    with open(tmp_path / "results.jsonl", "a") as f:
+        f.write('{"job": "torn')
+    run, records = read_run(tmp_path)
+    assert [(r["job"], r["item"]) for r in records] == order and set(run["jobs"]) == {a, b}
+    with RunStore(tmp_path, SETTINGS.copy()) as store:  # a writer holds the lock: reading still works
+        assert len(store) == 8 and len(read_run(tmp_path)[1]) == 8
+    assert read_run(tmp_path / "none") == ({}, [])
 
 
 def test_exception_damaged_store(tmp_path):

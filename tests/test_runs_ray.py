@@ -108,3 +108,24 @@ def test_ilo_batch_on_ray_equals_in_process(cluster, tmp_path, capsys):
         for k in ("true_mse", "psnr", "measurement_mse"):
             assert r["metrics"][k] == pytest.approx(local[r["item"]]["metrics"][k], rel=1e-3)
     assert json.loads((tmp_path / "ray" / "config.json").read_text())["ray"] == cluster
+
+
+def test_bench_on_ray_equals_in_process(cluster, tmp_path):
+    """``ilo bench curves --ray`` (batches of 1 image on 2 workers) stores the numbers of the in-process run (batches of 2)."""
+    import json
+
+    from test_bench import SEEDS, invoke
+
+    args = ["bench", "curves", "--task", "inpaint", "--quick", "--quiet", "--methods", "csgm,ilo,biharmonic"] + SEEDS
+    assert invoke(args + ["--out", str(tmp_path / "local")]) == 0
+    assert invoke(args + ["--out", str(tmp_path / "ray"), "--ray", cluster, "--batch", "1"]) == 0
+
+    def recs(name):
+        return {(r["job"], r["item"]): r for r in map(json.loads, (tmp_path / name / "results.jsonl").read_text().splitlines())}
+
+    local, on_ray = recs("local"), recs("ray")
+    assert len(local) == 2 * 3 * 2 and set(on_ray) == set(local)
+    for key, r in on_ray.items():
+        assert r["batch"]["size"] == 1 and r["batch"]["worker"] != os.getpid()
+        assert r["metrics"] == pytest.approx(local[key]["metrics"], rel=1e-4, abs=1e-7), key
+    assert json.loads((tmp_path / "ray" / "config.json").read_text())["ray"] == cluster

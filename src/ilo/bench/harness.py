@@ -1,10 +1,12 @@
-"""The machinery shared by ``ilo bench curves|sna|speed``: evaluation sets, cells, a resumable store.
+"""The machinery shared by ``ilo bench curves|sna|speed``: evaluation sets, jobs on the run engine.
 
-A benchmark is a list of :class:`Cell` s, one per (image set, method, level, batch of images).
-A cell is solved in one call (its images as one batch, the restarts inside the solver) and
-stored as one JSON line in ``results.jsonl`` in the output directory (:class:`ResultStore`);
-a rerun with the same settings skips every cell already there, so a long run can be stopped
-and resumed, or extended with more images, levels or methods.
+A benchmark is a run of the engine (:mod:`ilo.runs`): one :class:`~ilo.runs.Job` per (set,
+method, level), whose items are the set's images. Batches of a job's images are solved
+together (in this process or on Ray) and every image's record is stored in ``results.jsonl``
+of the output folder as soon as its batch is done; a rerun with the same settings skips every
+(job, image) already stored, so a long run can be stopped and resumed, or extended with more
+images, levels or methods. A record's ``info["rows"]`` holds the image's measurement rows (the
+:data:`COLUMNS`), its ``files`` the example images (only for the first images of a set).
 
 Evaluation sets (reported separately, never used for tuning):
 
@@ -15,32 +17,33 @@ Evaluation sets (reported separately, never used for tuning):
 - ``photos``: the two real photographs of :func:`ilo.images.photo`;
 - ``images``: the user's own photos (``--images DIR``), centre-cropped and resized.
 
-Randomness is per image, so a result never depends on the batch it ran in: image ``j`` of a
-set (0-based) has the seed ``seed + j``, from which its solver starts, its observation noise
-and (for inpainting) its own random mask are drawn, each from its own named stream
-(:mod:`ilo.rng`; masks of one image at different levels are nested); an operator without
-per-image parts (the compressed-sensing matrix) is one per level, drawn from ``seed``. Every
-cell goes through the pipeline's one path: :func:`ilo.pipeline.build_problem`,
+An item's ``data`` says how a worker rebuilds its truth (``{"truth_seed": t}``, ``{"lfw": i}``,
+``{"photo": name}`` or ``{"image": path, "sha256": hex}``), its image seed ``"seed"`` and
+whether it is an ``"example"``. Randomness is per image, so a result never depends on the batch
+it ran in: image ``j`` of a set (0-based) has the seed ``seed + j``, from which its solver
+starts, its observation noise and (for inpainting) its own random mask are drawn, each from its
+own named stream (:mod:`ilo.rng`; masks of one image at different levels are nested); an
+operator without per-image parts (the compressed-sensing matrix) is one per level, drawn from
+``seed``. Every batch goes through the pipeline's one path: :func:`ilo.pipeline.build_problem`,
 :func:`~ilo.pipeline.run_method` and :func:`~ilo.pipeline.image_scores`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
-from ..images import ImageError, fit_to_size, load_image, photo, pil_to_tensor, save_image
+from ..images import ImageError, fit_to_size, load_image, photo, pil_to_tensor
 from ..pipeline import Problem, ProblemSpec, build_problem, truth_from_seeds
+from ..runs import Item, Job, LocalExecutor, RayExecutor, RunReport, png_bytes, read_run, run_jobs
+from ..runs.pipeline_job import cached_generator, image_item, stack_problems
 
 #: first seed of the held-out generated faces
 EVAL_SEED0 = 600_000
@@ -55,9 +58,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: the columns of every measurement, in the order of the CSV
 COLUMNS = ("task", "set", "image", "method", "level", "seed", "true_mse", "psnr", "ssim", "perceptual",
            "measurement_mse", "steps", "seconds", "batch", "point", "round", "layer")
-#: bump when the meaning of stored records changes (an old store is then refused);
-#: 3: named random streams (:mod:`ilo.rng`) draw truths, masks, noise and starts
-STORE_VERSION = 3
+#: the metrics of a row (and of a record's ``metrics``)
+METRICS = ("true_mse", "psnr", "ssim", "perceptual", "measurement_mse")
+#: bump when the meaning of stored records changes (a store of another version is then refused);
+#: 3: named random streams (:mod:`ilo.rng`) draw truths, masks, noise and starts;
+#: 4: records of the run engine, one per (set, method, level) job and image
+STORE_VERSION = 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,15 +72,28 @@ STORE_VERSION = 3
 
 @dataclass(frozen=True)
 class EvalSet:
-    """Ground-truth images of one evaluation set: ``images [N, C, H, W]`` in ``[-1, 1]`` (CPU)."""
+    """The images of one evaluation set, as engine items (ids unique in the set)."""
 
     name: str
-    images: torch.Tensor
-    ids: tuple[str, ...]
+    items: tuple[Item, ...]
     description: str
 
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(it.id for it in self.items)
+
+    def example_ids(self) -> tuple[str, ...]:
+        """The images whose pictures are kept for the example grids."""
+        return tuple(it.id for it in self.items if it.data.get("example"))
+
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.items)
+
+
+def _items(ids: Iterable[str], data: Iterable[dict], seed: int, examples: int) -> tuple[Item, ...]:
+    """Items ``ids`` with ``data``; image ``j`` gets the seed ``seed + j`` and the first ``examples`` are examples."""
+    return tuple(Item(i, {**d, "seed": seed + j, **({"example": True} if j < examples else {})})
+                 for j, (i, d) in enumerate(zip(ids, data)))
 
 
 def _channels(x: torch.Tensor, channels: int) -> torch.Tensor:
@@ -100,41 +119,50 @@ def parse_seed_range(text: str) -> list[int]:
     return list(range(a, b + 1))
 
 
-def generated_set(G, seeds: list[int]) -> EvalSet:
-    """Faces drawn from ``G``, one per seed (``[len(seeds), C, H, W]``)."""
-    chunks = [truth_from_seeds(G, seeds[i:i + 16]).cpu() for i in range(0, len(seeds), 16)]
-    return EvalSet("generated", torch.cat(chunks), tuple(f"seed{s}" for s in seeds),
+def generated_set(seeds: list[int], *, seed: int = 0, examples: int = 2) -> EvalSet:
+    """Faces drawn from the generator, one per truth seed (item ``seed<t>``).
+
+    >>> s = generated_set([600000, 600001], seed=5, examples=1)
+    >>> s.ids, s.items[1].data
+    (('seed600000', 'seed600001'), {'truth_seed': 600001, 'seed': 6})
+    """
+    return EvalSet("generated", _items((f"seed{t}" for t in seeds), ({"truth_seed": t} for t in seeds), seed, examples),
                    f"held-out generated faces, seeds {seeds[0]}-{seeds[-1]}")
 
 
-def lfw_set(size: int, channels: int, n: int) -> EvalSet:
-    """The first ``n`` real faces of ``skimage.data.lfw_subset()`` (grayscale 25x25), Lanczos-resized
-    to ``size``, the same gray in every channel."""
+def lfw_set(n: int, *, seed: int = 0, examples: int = 2) -> EvalSet:
+    """The first ``n`` real faces of ``skimage.data.lfw_subset()`` (grayscale 25x25, resized when solved)."""
     if not 0 < n <= LFW_EVAL_LIMIT:
         raise ValueError(f"the LFW set has {LFW_EVAL_LIMIT} evaluation faces (64-99 are for tuning); got n = {n}")
-    return EvalSet("lfw", lfw_faces(size, channels, list(range(n))), tuple(f"lfw{i:03d}" for i in range(n)),
+    _skimage_data()  # refuse before any work when the faces cannot be read
+    return EvalSet("lfw", _items((f"lfw{i:03d}" for i in range(n)), ({"lfw": i} for i in range(n)), seed, examples),
                    f"real LFW faces 0-{n - 1} of skimage.data.lfw_subset() (grayscale 25x25, resized)")
 
 
-def lfw_faces(size: int, channels: int, indices: list[int]) -> torch.Tensor:
-    """Faces ``indices`` of ``skimage.data.lfw_subset()`` as ``[len(indices), channels, size, size]`` in [-1, 1]."""
+def _skimage_data():
     try:
         from skimage import data
     except ImportError:
         raise ImageError("the LFW faces need scikit-image: pip install 'ilo-inverse[data]'") from None
-    faces = data.lfw_subset()[indices]  # [n, 25, 25] float in [0, 1]; the first 100 entries are faces
+    return data
+
+
+def lfw_faces(size: int, channels: int, indices: list[int]) -> torch.Tensor:
+    """Faces ``indices`` of ``skimage.data.lfw_subset()`` as ``[len(indices), channels, size, size]`` in [-1, 1]."""
+    faces = _skimage_data().lfw_subset()[indices]  # [n, 25, 25] float in [0, 1]; the first 100 entries are faces
     ims = [pil_to_tensor(fit_to_size(Image.fromarray(np.round(f * 255).astype(np.uint8), "L"), size)) for f in faces]
     return _channels(torch.cat(ims), channels)
 
 
-def photo_set(size: int, channels: int) -> EvalSet:
-    """The two real photographs (astronaut, Grace Hopper), face-cropped and resized."""
-    ims = torch.cat([photo(p, size) for p in PHOTOS])
-    return EvalSet("photos", _channels(ims, channels), PHOTOS, "real photographs: " + ", ".join(PHOTOS))
+def photo_set(*, seed: int = 0, examples: int = 2) -> EvalSet:
+    """The two real photographs (astronaut, Grace Hopper), face-cropped and resized when solved."""
+    return EvalSet("photos", _items(PHOTOS, ({"photo": p} for p in PHOTOS), seed, examples),
+                   "real photographs: " + ", ".join(PHOTOS))
 
 
-def folder_set(path: str | os.PathLike, size: int, channels: int, n: int | None) -> EvalSet:
-    """The image files of a folder (sorted by name, the first ``n``), centre-cropped and resized."""
+def folder_set(path: str | os.PathLike, size: int, n: int | None, *, seed: int = 0, examples: int = 2) -> EvalSet:
+    """The image files of a folder (sorted by name, the first ``n``); each is read once here, so
+    that an unreadable file is refused before any work, and identified by its sha256."""
     p = Path(path)
     if not p.is_dir():
         raise ImageError(f"image folder not found: {p}")
@@ -142,216 +170,133 @@ def folder_set(path: str | os.PathLike, size: int, channels: int, n: int | None)
     if not files:
         raise ImageError(f"image folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     files = files[:n] if n else files
-    ims = torch.cat([load_image(f, size) for f in files])  # raises ImageError naming a bad file
-    ids = tuple(re.sub(r"[^A-Za-z0-9._-]", "_", f.name) for f in files)
-    return EvalSet("images", _channels(ims, channels), ids, f"{len(files)} photos from {p}")
+    for f in files:
+        load_image(f, size)  # raises ImageError naming a bad file
+    ids = [re.sub(r"[^A-Za-z0-9._-]", "_", f.name).lstrip(".-")[:128] or f"image{j}" for j, f in enumerate(files)]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ImageError(f"two files of {p} map to the same image id {dup!r}; rename one")
+    items = tuple(image_item(i, f, seed + j) for j, (i, f) in enumerate(zip(ids, files)))
+    items = tuple(Item(it.id, {**it.data, "example": True}) if j < examples else it for j, it in enumerate(items))
+    return EvalSet("images", items, f"{len(files)} photos from {p}")
 
 
-def evaluation_sets(G, *, images: str | None = None, truth_seeds: str | None = None, n: int | None = None) -> list[EvalSet]:
-    """The sets to evaluate on: the user's (``images`` and/or ``truth_seeds``) or, without
-    either, the defaults: ``n`` (32) generated faces, ``n`` LFW faces and the two photos."""
-    C, H, _ = G.image_shape
+def evaluation_sets(size: int, *, images: str | None = None, truth_seeds: str | None = None, n: int | None = None,
+                    seed: int = 0, examples: int = 2) -> list[EvalSet]:
+    """The sets to evaluate on (images ``size`` pixels wide): the user's (``images`` and/or
+    ``truth_seeds``) or, without either, the defaults: ``n`` (32) generated faces, ``n`` LFW
+    faces and the two photos. The first ``examples`` images of each set keep their pictures."""
     if n is not None and n < 1:
         raise ValueError(f"images per set must be >= 1, got {n}")
+    kw = {"seed": seed, "examples": examples}
     sets = []
     if truth_seeds is not None:
         seeds = parse_seed_range(truth_seeds)
-        sets.append(generated_set(G, seeds[:n] if n else seeds))
+        sets.append(generated_set(seeds[:n] if n else seeds, **kw))
     if images is not None:
-        sets.append(folder_set(images, H, C, n))
+        sets.append(folder_set(images, size, n, **kw))
     if not sets:
         k = n or DEFAULT_N
-        sets = [generated_set(G, list(range(EVAL_SEED0, EVAL_SEED0 + k))), lfw_set(H, C, k), photo_set(H, C)]
+        sets = [generated_set(list(range(EVAL_SEED0, EVAL_SEED0 + k)), **kw), lfw_set(k, **kw), photo_set(**kw)]
     return sets
 
 
 # ---------------------------------------------------------------------------------------------
-# cells and problems
+# jobs and their problems
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One unit of work: images ``start .. stop - 1`` of set ``set``, one method, one level.
+def bench_job(task: str, level: float, method: str, eval_set: EvalSet, *, generator: str, steps: int, restarts: int,
+              seed: int) -> Job:
+    """The engine job of one (set, method, level): ``problem {task, level}``, ``method`` (a
+    method, or a label such as ``csgm+sna`` that the command's job function knows) and
+    ``config {set, generator, steps, restarts, seed}``; the set's images are its items."""
+    return Job({"task": task, "level": float(level)}, method,
+               {"set": eval_set.name, "generator": generator, "steps": int(steps), "restarts": int(restarts), "seed": int(seed)},
+               eval_set.items, label=f"{eval_set.name} {method} {task} {level:g}")
 
-    ``digest`` fingerprints the ground truths (their 8-bit pixels), so that a store never
-    passes off results on other images (another seed range, an edited photo) as done."""
 
-    set: str
-    method: str
-    level: float
-    start: int
-    stop: int
-    digest: str = ""
+def item_truth(item: Item, G) -> torch.Tensor:
+    """The ground truth ``[1, C, H, W]`` of an item of an evaluation set (see the module docstring)."""
+    C, H, _ = G.image_shape
+    d = item.data
+    if "truth_seed" in d:
+        return truth_from_seeds(G, [int(d["truth_seed"])])
+    if "lfw" in d:
+        return lfw_faces(H, C, [int(d["lfw"])])
+    if "photo" in d:
+        return _channels(photo(d["photo"], H), C)
+    if "image" in d:
+        from ..runs.pipeline_job import file_sha256
+
+        if file_sha256(d["image"]) != d["sha256"]:
+            raise ValueError(f"{d['image']} changed since the run started (its sha256 differs); use another output folder")
+        return _channels(load_image(d["image"], H), C)
+    raise ValueError(f"item {item.id}: data needs 'truth_seed', 'lfw', 'photo' or 'image', got {sorted(d)}")
+
+
+@dataclass
+class BatchProblem:
+    """A batch of a bench job, ready to solve: the generator, the stacked problem ``[B, ...]``,
+    and per image its id, seed and whether it is an example."""
+
+    job: Job
+    G: torch.nn.Module
+    problem: Problem
+    ids: list[str]
+    seeds: list[int]
+    examples: list[bool]
+    cfg: dict = field(default_factory=dict)
 
     @property
-    def key(self) -> str:
-        return f"{self.set}/{self.method}/{self.level:g}/{self.start}-{self.stop}/{self.digest}"
+    def task(self) -> str:
+        return self.job.problem["task"]
 
+    @property
+    def level(self) -> float:
+        return float(self.job.problem["level"])
 
-def images_digest(x: torch.Tensor) -> str:
-    """A short fingerprint of images in ``[-1, 1]`` (of their 8-bit values)."""
-    a = np.round((x.detach().cpu().float().clamp(-1, 1).numpy() + 1) * 127.5).astype(np.uint8)
-    return hashlib.sha1(a.tobytes() + str(a.shape).encode()).hexdigest()[:8]
-
-
-def make_cells(sets: list[EvalSet], methods: Iterable[str], levels: Iterable[float], batch: int) -> list[Cell]:
-    """All cells, batch-major (the first batch of every set, level and method comes first, so
-    that a partial run already has complete curves on fewer images)."""
-    methods, levels = list(methods), list(levels)
-    longest = max(len(s) for s in sets)
-    cells = []
-    for start in range(0, longest, batch):
-        for s in sets:
-            if start >= len(s):
-                continue
-            stop = min(start + batch, len(s))
-            digest = images_digest(s.images[start:stop])
-            for level in levels:
-                for m in methods:
-                    cells.append(Cell(s.name, m, float(level), start, stop, digest))
-    return cells
+    @property
+    def set(self) -> str:
+        return self.cfg["set"]
 
 
 def cell_problem(task: str, level: float, G, truth: torch.Tensor, *, seed: int, start: int) -> Problem:
-    """The problem for a batch of ground truths that are images ``start, start + 1, ...`` of their
-    set (:func:`ilo.pipeline.build_problem` at the level; see the module docstring)."""
+    """The problem for ground truths ``[B, C, H, W]`` that are images ``start, start + 1, ...`` of
+    their set (:func:`ilo.pipeline.build_problem` at the level; see the module docstring)."""
     return build_problem(ProblemSpec.at_level(task, level), G, seed=seed, start=start, truth=truth)
 
 
-def measurement_rows(metrics: dict[str, list[float]], cell: Cell, ids: tuple[str, ...], *, task: str, method: str,
-                     seed: int, steps: int, seconds: float, extra: dict | None = None) -> list[dict]:
-    """One row (the :data:`COLUMNS`) per image of a solved cell from :func:`ilo.pipeline.image_scores`."""
-    rows = []
-    for i, image_id in enumerate(ids):
-        row = {"task": task, "set": cell.set, "image": image_id, "method": method, "level": cell.level,
-               "seed": seed + cell.start + i, "steps": int(steps), "seconds": round(float(seconds), 3), "batch": len(ids)}
-        for k in ("true_mse", "psnr", "ssim", "perceptual", "measurement_mse"):
-            row[k] = float(metrics[k][i]) if k in metrics else None
-        row.update(extra or {})
-        rows.append(row)
-    return rows
+def batch_problem(job: Job, items: list[Item], device: str) -> BatchProblem:
+    """The problem of a batch of a bench job's images (each image's own problem, stacked)."""
+    cfg = job.config
+    G = cached_generator(cfg["generator"], str(device))
+    task, level, base = job.problem["task"], float(job.problem["level"]), int(cfg["seed"])
+    problems = [cell_problem(task, level, G, item_truth(it, G), seed=base, start=int(it.data["seed"]) - base) for it in items]
+    return BatchProblem(job, G, stack_problems(problems), [it.id for it in items], [int(it.data["seed"]) for it in items],
+                        [bool(it.data.get("example")) for it in items], cfg)
 
 
-# ---------------------------------------------------------------------------------------------
-# the resumable store
+def image_rows(b: BatchProblem, i: int, scores: dict[str, list[float]], *, method: str, steps: int, seconds: float,
+               extra: dict | None = None) -> list[dict]:
+    """The measurement row (the :data:`COLUMNS`) of image ``i`` of a solved batch, from
+    :func:`ilo.pipeline.image_scores`; ``seconds`` is the whole batch's solver time."""
+    row = {"task": b.task, "set": b.set, "image": b.ids[i], "method": method, "level": b.level, "seed": b.seeds[i],
+           "steps": int(steps), "seconds": round(float(seconds), 3), "batch": len(b.ids)}
+    for k in METRICS:
+        row[k] = float(scores[k][i]) if k in scores else None
+    row.update(extra or {})
+    return [row]
 
 
-class StoreMismatch(ValueError):
-    """The output directory holds results made with other settings."""
-
-
-class ResultStore:
-    """``results.jsonl`` (one JSON line per finished cell) and ``run.json`` (the settings).
-
-    A cell's line is appended, flushed and synced only once its example images are written,
-    so a killed run loses at most the cell in progress; a torn last line is ignored on reading.
-    Results made with other settings (generator, steps, restarts, seed, task, batch, ...) are
-    never mixed: opening such a store raises :class:`StoreMismatch`.
-    """
-
-    def __init__(self, out: Path, settings: dict):
-        self.out = Path(out)
-        self.path = self.out / "results.jsonl"
-        self.settings = {"store_version": STORE_VERSION, **settings}
-        run = self.out / "run.json"
-        if run.is_file():
-            try:
-                old = json.loads(run.read_text()).get("settings", {})
-            except (OSError, ValueError):
-                old = {}
-            diff = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
-            if diff and self.path.is_file() and self.path.stat().st_size > 0:
-                k = diff[0]
-                raise StoreMismatch(f"{self.out} holds results made with {k}={old.get(k)!r} (now {self.settings.get(k)!r}); "
-                                    "use another output folder or the same settings")
-        self._records = self._read()
-
-    def _read(self) -> dict[str, dict]:
-        out: dict[str, dict] = {}
-        if not self.path.is_file():
-            return out
-        for line in self.path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:  # a line torn by a killed run
-                continue
-            if isinstance(rec, dict) and "key" in rec:
-                out[rec["key"]] = rec
-        return out
-
-    def write_run_json(self, extra: dict) -> None:
-        tmp = self.out / f".run.json.tmp{os.getpid()}"
-        tmp.write_text(json.dumps({"settings": self.settings, **extra}, indent=2, default=str) + "\n")
-        os.replace(tmp, self.out / "run.json")
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._records
-
-    def records(self) -> list[dict]:
-        return list(self._records.values())
-
-    def add(self, record: dict) -> None:
-        data = (json.dumps(record, default=_json_default) + "\n").encode()
-        with open(self.path, "ab") as f:
-            if f.tell() > 0:  # after a torn line, start on a fresh one
-                with open(self.path, "rb") as r:
-                    r.seek(-1, os.SEEK_END)
-                    if r.read(1) != b"\n":
-                        data = b"\n" + data
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        self._records[record["key"]] = record
-
-    # -- example images ---------------------------------------------------------------------
-    def example_path(self, set_name: str, image_id: str, name: str) -> Path:
-        return self.out / "examples" / set_name / image_id / f"{name}.png"
-
-    def save_example(self, set_name: str, image_id: str, name: str, x: torch.Tensor) -> None:
-        """Save ``x`` (``[C, H, W]`` in ``[-1, 1]``) atomically as an example image."""
-        p = self.example_path(set_name, image_id, name)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.stem}.tmp{os.getpid()}.png")
-        save_image(x.detach().cpu()[None], tmp)
-        os.replace(tmp, p)
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    return str(o)
-
-
-def run_cells(cells: list[Cell], store: ResultStore, solve_cell: Callable[[Cell], dict], *, progress: bool = True,
-              desc: str = "cells") -> dict:
-    """Solve every cell not yet in ``store`` (in order) and store its record as soon as it is done.
-
-    ``solve_cell(cell)`` returns the record (with a ``rows`` list); the key is added here.
-    Returns ``{"ran": n, "skipped": m, "seconds": s}``.
-    """
-    import time
-
-    todo = [c for c in cells if c.key not in store]
-    t0 = time.perf_counter()
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=desc, disable=not progress, dynamic_ncols=True)
-    for cell in todo:
-        bar.set_postfix_str(cell.key, refresh=True)
-        t = time.perf_counter()
-        record = solve_cell(cell)
-        record.update(key=cell.key, set=cell.set, method=cell.method, level=cell.level, start=cell.start,
-                      stop=cell.stop, digest=cell.digest, cell_seconds=round(time.perf_counter() - t, 3))
-        store.add(record)
-        bar.update(1)
-    bar.close()
-    return {"ran": len(todo), "skipped": len(cells) - len(todo), "seconds": round(time.perf_counter() - t0, 1)}
-
-
-def rows_of(records: list[dict]) -> list[dict]:
-    """Every measurement row of the given records, sorted by set, method, level, image, point."""
-    rows = [r for rec in records for r in rec.get("rows", [])]
-    return sorted(rows, key=lambda r: (r["set"], r["method"], r["level"], r.get("point") or 0, r["image"]))
+def results(b: BatchProblem, rows: list[list[dict]], pictures: dict[str, torch.Tensor], info: dict) -> list[dict]:
+    """The job function's results: per image its rows (``info["rows"]``), the metrics of its
+    last row and, for examples, ``pictures[name][i]`` as ``<name>.png``."""
+    out = []
+    for i, image_id in enumerate(b.ids):
+        files = {f"{name}.png": png_bytes(x[i]) for name, x in pictures.items()} if b.examples[i] else {}
+        metrics = {k: rows[i][-1][k] for k in METRICS if rows[i][-1].get(k) is not None}
+        out.append({"item": image_id, "metrics": metrics, "files": files, "info": {"rows": rows[i], **info}})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,57 +305,56 @@ def rows_of(records: list[dict]) -> list[dict]:
 
 @dataclass
 class Bench:
-    """A benchmark run: the generator, the evaluation sets, the equal budget of every method
-    (``steps`` in total and ``restarts``), the base ``seed``, the batch size and the store.
-    The first ``examples`` images of every set keep their images for the example grids."""
+    """A benchmark run into ``out``: the generator (name and image ``size``), the evaluation sets,
+    the equal budget of every method (``steps`` in total and ``restarts``), the base ``seed``,
+    the images per ``batch`` and the executor (:class:`~ilo.runs.LocalExecutor` by default, or an
+    entered :class:`~ilo.runs.RayExecutor`)."""
 
-    G: torch.nn.Module
+    out: Path
+    generator: str
+    size: int
     sets: list[EvalSet]
-    store: ResultStore
     steps: int
     restarts: int
     seed: int = 0
     batch: int = 8
-    examples: int = 2
     progress: bool = True
-    #: match stored cells without their pixel digest (``--report-only`` of a run solved on another
-    #: device, whose generated ground truths differ from this device's in the last bits)
-    loose_keys: bool = False
+    executor: LocalExecutor | RayExecutor | None = None
 
-    def records_for(self, cells: list[Cell]) -> list[dict]:
-        """The stored records of ``cells``: by exact key, or with :attr:`loose_keys` by
-        ``set/method/level/start-stop`` (the last record stored wins where several match)."""
-        exact = {c.key for c in cells}
-        recs = self.store.records()
-        if not self.loose_keys:
-            return [r for r in recs if r["key"] in exact]
-        stem = lambda k: k.rsplit("/", 1)[0]
-        want = {stem(k) for k in exact}
-        found: dict[str, dict] = {}
-        for r in recs:  # an exact match, once found, is kept
-            k = stem(r["key"])
-            if k in want and found.get(k, {}).get("key") not in exact:
-                found[k] = r
-        return list(found.values())
+    def settings(self, command: str, task: str | None) -> dict:
+        """What every record of the run shares (a store with other settings is refused)."""
+        return {"store_version": STORE_VERSION, "command": command, "task": task, "generator": self.generator,
+                "steps": self.steps, "restarts": self.restarts, "seed": self.seed}
 
-    def get_set(self, name: str) -> EvalSet:
-        return next(s for s in self.sets if s.name == name)
+    def jobs(self, task: str, levels: Iterable[float], methods: Iterable[str]) -> list[Job]:
+        """One job per (set, level, method), in that order."""
+        return [bench_job(task, lv, m, s, generator=self.generator, steps=self.steps, restarts=self.restarts, seed=self.seed)
+                for s in self.sets for lv in levels for m in methods]
 
-    def truth(self, cell: Cell) -> tuple[torch.Tensor, tuple[str, ...]]:
-        """The ground truths ``[B, C, H, W]`` and the ids of a cell's images."""
-        s = self.get_set(cell.set)
-        return s.images[cell.start:cell.stop], s.ids[cell.start:cell.stop]
+    def run(self, jobs: list[Job], fn, command: str, task: str | None) -> RunReport:
+        """Solve every (job, image) not yet stored in :attr:`out`, in batches of :attr:`batch`."""
+        return run_jobs(jobs, fn, self.out, settings=self.settings(command, task), executor=self.executor or LocalExecutor(),
+                        batch_size=self.batch, progress=self.progress, summary=False)
+
+    def records(self, jobs: list[Job]) -> list[tuple[Job, dict]]:
+        """The stored records of ``jobs``' items, with their job."""
+        by = {j.digest: j for j in jobs}
+        want = {(j.digest, it.id) for j in jobs for it in j.items}
+        _, recs = read_run(self.out)
+        return [(by[r["job"]], r) for r in recs if (r["job"], r["item"]) in want]
+
+    def rows(self, jobs: list[Job]) -> list[dict]:
+        """Every measurement row of ``jobs``, sorted by set, method, level, point, image."""
+        rows = [r for _, rec in self.records(jobs) for r in rec.get("info", {}).get("rows", [])]
+        return sorted(rows, key=lambda r: (r["set"], r["method"], r["level"], r.get("point") or 0, r["image"]))
+
+    def pictures(self, jobs: list[Job]) -> dict[tuple[str, str, str], Path]:
+        """The stored example pictures: ``(set, image, name) -> path`` (``name``: the file's stem)."""
+        out = {}
+        for job, rec in self.records(jobs):
+            for name, rel in rec.get("files", {}).items():
+                out[(job.config["set"], rec["item"], Path(name).stem)] = self.out / rel
+        return out
 
     def example_ids(self, set_name: str) -> tuple[str, ...]:
-        return self.get_set(set_name).ids[: self.examples]
-
-    def save_examples(self, cell: Cell, ids: tuple[str, ...], images: dict[str, torch.Tensor]) -> None:
-        """Store ``images[name][i]`` for the cell's images that are examples (``name``: file stem)."""
-        keep = set(self.example_ids(cell.set))
-        for i, image_id in enumerate(ids):
-            if image_id in keep:
-                for name, x in images.items():
-                    self.store.save_example(cell.set, image_id, name, x[i])
-
-    def run(self, cells: list[Cell], solve_cell: Callable[[Cell], dict], desc: str) -> dict:
-        return run_cells(cells, self.store, solve_cell, progress=self.progress, desc=desc)
+        return next(s for s in self.sets if s.name == set_name).example_ids()

@@ -14,23 +14,30 @@ import json
 import math
 import os
 from pathlib import Path
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .harness import COLUMNS
+from .harness import COLUMNS, METRICS
 
-METRICS = ("true_mse", "psnr", "ssim", "perceptual", "measurement_mse")
-#: display names and fixed colours, so that a method looks the same in every plot
+#: display names and fixed colours, so that a method looks the same in every plot (classical
+#: methods in greys and olives)
 LABELS = {"csgm": "CSGM (MSE)", "csgm-perceptual": "CSGM (perceptual)", "csgm-mse-perceptual": "CSGM (MSE+perceptual)",
-          "pulse": "PULSE", "ilo": "ILO", "bm3d": "BM3D", "csgm+sna": "CSGM + SNA", "ilo+sna": "ILO + SNA"}
+          "pulse": "PULSE", "ilo": "ILO", "bm3d": "BM3D", "csgm+sna": "CSGM + SNA", "ilo+sna": "ILO + SNA",
+          "biharmonic": "biharmonic", "tv-inpaint": "TV inpainting", "bicubic": "bicubic", "tv-superres": "TV super-res.",
+          "nlmeans": "non-local means", "tv-denoise": "TV denoising", "adjoint": "scaled adjoint", "tv-cs": "TV least squares",
+          "wavelet-cs": "wavelet least squares"}
 COLORS = {"csgm": "#1f77b4", "csgm-perceptual": "#17becf", "csgm-mse-perceptual": "#9467bd", "pulse": "#ff7f0e",
-          "ilo": "#d62728", "bm3d": "#7f7f7f", "csgm+sna": "#2ca02c", "ilo+sna": "#8c564b"}
+          "ilo": "#d62728", "bm3d": "#7f7f7f", "csgm+sna": "#2ca02c", "ilo+sna": "#8c564b",
+          "biharmonic": "#7f7f7f", "tv-inpaint": "#bcbd22", "bicubic": "#7f7f7f", "tv-superres": "#bcbd22",
+          "nlmeans": "#bcbd22", "tv-denoise": "#5a5a2a", "adjoint": "#7f7f7f", "tv-cs": "#bcbd22", "wavelet-cs": "#5a5a2a"}
 
 
 #: short names for the columns of example grids
 SHORT = {"csgm": "CSGM", "csgm-perceptual": "CSGM perc.", "csgm-mse-perceptual": "CSGM mse+p", "pulse": "PULSE",
-         "ilo": "ILO", "bm3d": "BM3D", "csgm+sna": "CSGM+SNA", "ilo+sna": "ILO+SNA"}
+         "ilo": "ILO", "bm3d": "BM3D", "csgm+sna": "CSGM+SNA", "ilo+sna": "ILO+SNA", "biharmonic": "biharm.",
+         "tv-inpaint": "TV", "bicubic": "bicubic", "tv-superres": "TV", "nlmeans": "NL-means", "tv-denoise": "TV",
+         "adjoint": "adjoint", "tv-cs": "TV", "wavelet-cs": "wavelet"}
 
 
 def label(method: str) -> str:
@@ -124,6 +131,17 @@ def fmt(v, digits: int = 4) -> str:
     if isinstance(v, float):
         return f"{v:.{digits}g}" if abs(v) < 1e-2 or abs(v) >= 1e4 else f"{v:.{digits}f}".rstrip("0").rstrip(".")
     return str(v)
+
+
+def wins_text(wins: int, rows: int, name: str = "ILO") -> str:
+    """The sentence under a table with a best-classical column.
+
+    >>> wins_text(0, 4), wins_text(1, 4)
+    ('No classical method beats ILO (mean PSNR) in these 4 rows.', 'A classical method beats ILO (mean PSNR) in 1 of 4 rows.')
+    """
+    if wins == 0:
+        return f"No classical method beats {name} (mean PSNR) in these {rows} rows."
+    return f"A classical method beats {name} (mean PSNR) in {wins} of {rows} rows."
 
 
 def dec(v, digits: int = 2) -> str | None:
@@ -250,15 +268,16 @@ def plot_speed(curves: dict[str, list[tuple[float, float]]], path: Path, *, ylab
 # example grids
 
 
-def example_grid(store, set_name: str, image_ids: Sequence[str], columns: Sequence[tuple[str, str]],
-                 path: Path, *, rows_per_image: Sequence[tuple[str, dict[str, str]]] = (("", {}),), cell: int = 96) -> bool:
-    """A grid of stored example images.
+def example_grid(pictures: Mapping[tuple[str, str, str], Path], set_name: str, image_ids: Sequence[str],
+                 columns: Sequence[tuple[str, str]], path: Path, *,
+                 rows_per_image: Sequence[tuple[str, dict[str, str]]] = (("", {}),), cell: int = 96) -> bool:
+    """A grid of stored example images (``pictures[(set, image, name)]``: a PNG file).
 
     ``columns``: ``(header, name)`` pairs, ``name`` a format string of the example file stem
     filled with a row's variables (e.g. ``"{method}_{level}"``). ``rows_per_image``: for every
     image, the rows to draw, each ``(row suffix, variables)`` (e.g. one row per level).
     Missing examples are left blank. Returns False when there is nothing to draw and no earlier
-    grid at ``path`` (a run whose ``examples/`` folder was deleted to save space keeps its grids).
+    grid at ``path`` (a run whose example files were deleted to save space keeps its grids).
     """
     import torch
     from PIL import Image
@@ -271,8 +290,8 @@ def example_grid(store, set_name: str, image_ids: Sequence[str], columns: Sequen
         for suffix, var in rows_per_image:
             row = []
             for _, name in columns:
-                p = store.example_path(set_name, image_id, name.format(**var))
-                if p.is_file():
+                p = pictures.get((set_name, image_id, name.format(**var)))
+                if p is not None and p.is_file():
                     t = pil_to_tensor(Image.open(p))[0]
                     blank = torch.ones_like(t) if blank is None else blank
                     row.append(t)

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
-
 
 from ..operators import Inpainting, operator_class
 from ..pipeline import image_scores, method_config
+from ..runs import Item, Job
 from ..solvers import csgm, ilo
 from . import report as R
-from .harness import Bench, Cell, cell_problem, make_cells, measurement_rows, rows_of
+from .harness import Bench, batch_problem, image_rows, results
 
 #: inversion: every pixel observed (the task of the paper's speed plots)
 DEFAULT_TASK, DEFAULT_LEVEL = Inpainting.task, 1.0
@@ -43,19 +42,19 @@ CELL_METHOD = "ilo-vs-csgm"
 CHECKPOINTS = 8
 
 
-def solve_cell(bench: Bench, task: str, cell: Cell) -> dict:
-    truth, ids = bench.truth(cell)
-    prob = cell_problem(task, cell.level, bench.G, truth, seed=bench.seed, start=cell.start)
-    G, y, op = bench.G, prob.y, prob.operator
-    seeds = prob.seed
-    cfg = method_config(prob, G, "ilo", total_steps=bench.steps, restarts=bench.restarts, extend=False)
+def solve_batch(job: Job, items: list[Item], device: str = "cpu") -> list[dict]:
+    """The job function of ``ilo bench speed``: ILO's stages and the reference CSGM on one batch."""
+    b = batch_problem(job, items, device)
+    prob, G = b.problem, b.G
+    y, op, seeds = prob.y, prob.operator, b.seeds
+    cfg = method_config(prob, G, "ilo", total_steps=b.cfg["steps"], restarts=b.cfg["restarts"], extend=False)
 
     # untimed warm-up (first calls load the perceptual network, allocate buffers, ...)
     csgm(y, op, G, replace(cfg.csgm, steps=1), seeds=seeds)
     ilo(y, op, G, replace(cfg, csgm=replace(cfg.csgm, steps=1), rounds=tuple(replace(r, steps=1) for r in cfg.rounds)), seeds=seeds)
 
     # ILO: its CSGM stage, then its rounds; a point at the end of every stage
-    first = csgm(y, op, G, cfg.csgm, seeds=seeds, progress=bench.progress)
+    first = csgm(y, op, G, cfg.csgm, seeds=seeds)
     points = [dict(round=0, layer=0, steps=cfg.csgm.steps, seconds=first.seconds, image=first.image)]
     cur = {"round": None, "layer": 0, "time": 0.0, "steps": cfg.csgm.steps, "best": first.image}
 
@@ -65,7 +64,7 @@ def solve_cell(bench: Bench, task: str, cell: Cell) -> dict:
                                image=cur["best"]))
         cur.update(round=info.round, layer=info.layer, time=info.time, steps=cur["steps"] + 1, best=info.best_image.clone())
 
-    res = ilo(y, op, G, cfg, seeds=seeds, init=first, callback=on_ilo_step, progress=bench.progress)
+    res = ilo(y, op, G, cfg, seeds=seeds, init=first, callback=on_ilo_step)
     total = first.seconds + res.seconds
     points.append(dict(round=cur["round"] or 0, layer=res.layer, steps=cfg.csgm.steps + res.steps, seconds=total, image=res.image))
 
@@ -79,26 +78,23 @@ def solve_cell(bench: Bench, task: str, cell: Cell) -> dict:
         if info.step + 1 in marks:
             ref_points.append(dict(round=0, layer=0, steps=info.step + 1, seconds=info.time, image=info.best_image.clone()))
 
-    ref = csgm(y, op, G, ref_cfg, seeds=seeds, callback=on_csgm_step, progress=bench.progress)
+    ref = csgm(y, op, G, ref_cfg, seeds=seeds, callback=on_csgm_step)
     ref_points.append(dict(round=0, layer=0, steps=ref_cfg.steps, seconds=ref.seconds, image=ref.image))
 
-    rows = []
-    for method, pts in (("ilo", points), ("csgm", ref_points)):
+    rows: list[list[dict]] = [[] for _ in b.ids]
+    for method, pts in (("csgm", ref_points), ("ilo", points)):  # a record's metrics: its last row, ILO's final point
         for k, p in enumerate(pts):
-            rows += measurement_rows(image_scores(p["image"], prob), cell, ids, task=task, method=method, seed=bench.seed,
-                                     steps=p["steps"], seconds=p["seconds"], extra={"point": k, "round": p["round"], "layer": p["layer"]})
+            scores = image_scores(p["image"], prob)
+            for i in range(len(b.ids)):
+                rows[i] += image_rows(b, i, scores, method=method, steps=p["steps"], seconds=p["seconds"],
+                                      extra={"point": k, "round": p["round"], "layer": p["layer"]})
     ex = {"truth": prob.truth, "observation": op.observation_image(y).clamp(-1, 1), "csgm_final": ref.image}
     ex.update({f"ilo_p{k}": p["image"] for k, p in enumerate(points)})
-    bench.save_examples(cell, ids, ex)
-    return {"rows": rows, "solver_config": res.config, "reference_steps": int(ref_steps)}
+    return results(b, rows, ex, {"solver": res.config, "reference_steps": int(ref_steps)})
 
 
-def cells_for(bench: Bench, level: float) -> list[Cell]:
-    return make_cells(bench.sets, [CELL_METHOD], [level], bench.batch)
-
-
-def run_speed(bench: Bench, task: str = DEFAULT_TASK, level: float = DEFAULT_LEVEL) -> dict:
-    return bench.run(cells_for(bench, level), partial(solve_cell, bench, task), desc=f"speed {task}")
+def run_speed(bench: Bench, task: str = DEFAULT_TASK, level: float = DEFAULT_LEVEL):
+    return bench.run(bench.jobs(task, [level], [CELL_METHOD]), solve_batch, "speed", task)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,8 +120,9 @@ def curve(summary: list[dict], set_name: str, method: str, metric: str) -> list[
 
 
 def report_speed(bench: Bench, task: str, level: float, run: dict) -> Path:
-    out = bench.store.out
-    rows = rows_of(bench.records_for(cells_for(bench, level)))
+    out = bench.out
+    jobs = bench.jobs(task, [level], [CELL_METHOD])
+    rows = bench.rows(jobs)
     R.write_measurements(out, rows)
     summary = R.summarize(rows, keys=("set", "method", "point"))
     for e in summary:  # the layer and round of a point (the same in every row of the group)
@@ -160,14 +157,15 @@ def report_speed(bench: Bench, task: str, level: float, run: dict) -> Path:
     R.write_text(out / "summary.md", f"## speed ({task}, level {level:g})\n\n{R.markdown_table(thead, trows)}\n\n"
                                      f"## points\n\n{R.markdown_table(phead, prows)}\n")
     grids = []
+    pictures = bench.pictures(jobs)
     n_points = max((e["point"] for e in summary if e["method"] == "ilo"), default=0) + 1
     for s in bench.sets:
         g = f"grids/speed_{s.name}.png"
         cols = [("truth", "truth"), ("observation", "observation")] + \
                [("CSGM stage" if k == 0 else f"ILO stage {k}", f"ilo_p{k}") for k in range(n_points)] + [("CSGM, same time", "csgm_final")]
-        if R.example_grid(bench.store, s.name, bench.example_ids(s.name), cols, out / g, cell=96):
+        if R.example_grid(pictures, s.name, s.example_ids(), cols, out / g, cell=96):
             grids.append((g, s))
-    intro = (f"<p>Task <b>{task}</b> at {operator_class(task).level_name} {level:g}; generator <b>{run['settings']['generator']}</b>; ILO preset with "
+    intro = (f"<p>Task <b>{task}</b> at {operator_class(task).level_name} {level:g}; generator <b>{bench.generator}</b>; ILO preset with "
              f"{bench.steps} steps in total and {bench.restarts} restarts; the reference CSGM (ILO's first stage) runs for ILO's "
              "whole wall time. Seconds are wall times of a batch on this machine. Target (paper): ILO reaches CSGM's final "
              "true MSE in at most half of CSGM's time (ILO / CSGM time ≤ 0.5).</p>")
@@ -176,7 +174,8 @@ def report_speed(bench: Bench, task: str, level: float, run: dict) -> Path:
         ("Plots", "".join(R.img_tag(p, f"{s.name}: {m.replace('_', ' ')} against elapsed seconds") for p, s, m in plots)),
         ("Points (means over images)", R.html_table(phead, prows)),
         ("Examples", "".join(R.img_tag(g, f"{s.name}: after every ILO stage, and CSGM run for the same time") for g, s in grids)),
-        ("Files", R.files_html(["measurements.csv", "measurements.json", "summary.json", "summary.md", "results.jsonl", "run.json"])),
+        ("Files", R.files_html(["measurements.csv", "measurements.json", "summary.json", "summary.md", "results.jsonl", "run.json",
+                                "config.json"])),
         ("Settings", R.settings_html(run)),
     ]
     return R.write_index(out, f"ilo bench speed --task {task}", sections, intro=intro)

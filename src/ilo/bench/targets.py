@@ -1,6 +1,6 @@
 """The paper's targets checked against finished ``ilo bench`` runs, and one page for all of them.
 
-``ilo bench targets --root DIR`` reads the ``summary.json`` (and ``run.json``) of the runs found
+``ilo bench targets --root DIR`` reads the ``summary.json`` (and ``config.json``) of the runs found
 under ``DIR`` in their default folder names (``curves-inpaint``, ``curves-denoise``,
 ``curves-superres``, ``curves-cs``, ``sna``, ``speed-<task>``) and writes ``DIR/targets.md``,
 ``DIR/targets.json`` and ``DIR/index.html``: one table with every target of the paper per
@@ -20,7 +20,8 @@ speed         ILO's time to CSGM's final true MSE / CSGM's time           <= 0.5
 
 A verdict is ``met``, ``missed``, ``incomplete`` (a level or method the target needs has no
 result in that set yet) or ``not run`` (no such run under the root). The SNA run is reported
-beside the targets (PSNR gain of SNA for CSGM and ILO; the paper: +1.49 and +4.58 dB).
+beside the targets (PSNR gain of SNA for CSGM and ILO; the paper: +1.49 and +4.58 dB), and so is
+every (task, set, level) where the best classical method beats ILO in mean PSNR.
 """
 
 from __future__ import annotations
@@ -142,6 +143,30 @@ def speed_verdicts(table: list[dict], task: str, description: str, threshold: fl
     return out
 
 
+#: the columns of the classical-wins table
+CLASSICAL_HEAD = ["task", "set", "level", "best classical", "its PSNR dB", "ILO PSNR dB", "ILO − classical dB"]
+
+
+def classical_wins(root: Path, found: list[str]) -> list[list]:
+    """Rows (:data:`CLASSICAL_HEAD`) where a classical method beats ILO in a curves run's ratio
+    table (ILO's margin below 0 dB), and in the SNA table (ILO+SNA's)."""
+    rows = []
+    for name in found:
+        data = R.read_json(root / name / "summary.json") or {}
+        for r in data.get("ratios", []):
+            margin = r.get("ILO − classical dB")
+            if margin is not None and float(margin) < 0:
+                rows.append([data.get("task", name), r["set"], r["level"], r["best classical"], r["its PSNR dB"], r["ILO PSNR dB"],
+                             margin])
+        for r in data.get("table", []):
+            margin = r.get("ILO+SNA − classical dB")
+            if margin is not None and float(margin) < 0:
+                ilo = r["ILO + SNA PSNR"].split(" ")[0] if r.get("ILO + SNA PSNR") else None
+                rows.append(["sna (ILO+SNA)", r["set"], f"σ {data.get('sigma', 30):g}", r["best classical"], r["its PSNR dB"], ilo,
+                             margin])
+    return rows
+
+
 def collect(root: str | Path) -> tuple[list[Verdict], list[dict], list[str]]:
     """Verdicts for every target, SNA rows and the run folders found under ``root``."""
     root = Path(root)
@@ -162,7 +187,7 @@ def collect(root: str | Path) -> tuple[list[Verdict], list[dict], list[str]]:
             verdicts.append(Verdict(t.task, "–", t.description, None, t.threshold, t.direction, "not run"))
             continue
         found.append(t.folder)
-        run = R.read_json(d / "run.json") or {}
+        run = R.read_json(d / "config.json") or {}
         levels = [float(v) for v in run.get("levels", [])] or sorted({float(e["level"]) for e in data["summary"]})
         sets = list(run.get("sets", {})) or None
         verdicts += curve_verdicts(t, data["summary"], levels, sets)
@@ -171,7 +196,8 @@ def collect(root: str | Path) -> tuple[list[Verdict], list[dict], list[str]]:
         found.append("sna")
         for e in sna.get("table", []):
             sna_rows.append({k: e.get(k) for k in ("set", "n", "CSGM (MSE) PSNR", "CSGM + SNA PSNR", "ILO PSNR", "ILO + SNA PSNR",
-                                                   "CSGM gain dB", "ILO gain dB")})
+                                                   "CSGM gain dB", "ILO gain dB", "best classical", "its PSNR dB",
+                                                   "ILO+SNA − classical dB")})
     return verdicts, sna_rows, found
 
 
@@ -191,15 +217,21 @@ def write_targets(root: str | Path) -> Path:
     sna_md = (f"\n\n## SNA at σ = 30 (PSNR dB; paper: CSGM {PAPER_SNA['csgm'][0]} → {PAPER_SNA['csgm'][1]}, "
               f"ILO {PAPER_SNA['ilo'][0]} → {PAPER_SNA['ilo'][1]})\n\n"
               + R.markdown_table(sna_head, [list(r.values()) for r in sna_rows])) if sna_rows else ""
+    wins = classical_wins(root, found)
+    wins_note = ("A classical method beats ILO (mean PSNR) where listed; a generative method that loses to it says so here."
+                 if wins else "No classical method beats ILO (mean PSNR) in these runs (runs without classical results "
+                              "have no best-classical column).")
+    wins_md = f"\n\n## Where a classical method beats ILO\n\n{R.markdown_table(CLASSICAL_HEAD, wins)}\n\n{wins_note}"
     R.write_text(root / "targets.md", "## The paper's targets (ratios of mean true MSE, other method / ILO)\n\n"
-                 + R.markdown_table(HEAD, rows) + sna_md + "\n")
+                 + R.markdown_table(HEAD, rows) + sna_md + wins_md + "\n")
     R.write_text(root / "targets.json", json.dumps({"targets": [asdict(v) for v in verdicts], "sna": sna_rows,
+                                                    "classical_wins": [dict(zip(CLASSICAL_HEAD, r)) for r in wins],
                                                     "runs": found}, indent=1) + "\n")
     settings = []
     for name in found:
-        run = R.read_json(root / name / "run.json") or {}
+        run = R.read_json(root / name / "config.json") or {}
         st = run.get("settings", {})
-        settings.append([name, st.get("steps"), st.get("restarts"), st.get("batch"), run.get("device"),
+        settings.append([name, st.get("steps"), st.get("restarts"), run.get("batch"), run.get("device"),
                          ", ".join(f"{k} {v['n']}" for k, v in run.get("sets", {}).items())])
     links = "".join(f"<li><a href='{n}/index.html'>{n}</a></li>" for n in found if (root / n / "index.html").is_file())
     sections = [("Targets", R.html_table(HEAD, rows))]
@@ -207,6 +239,7 @@ def write_targets(root: str | Path) -> Path:
         sections.append(("SNA at σ = 30 (PSNR dB)", R.html_table(sna_head, [list(r.values()) for r in sna_rows])
                          + f"<p class='note'>Paper: CSGM {PAPER_SNA['csgm'][0]} → {PAPER_SNA['csgm'][1]} dB, "
                            f"ILO {PAPER_SNA['ilo'][0]} → {PAPER_SNA['ilo'][1]} dB.</p>"))
+    sections.append(("Where a classical method beats ILO", R.html_table(CLASSICAL_HEAD, wins) + f"<p class='note'>{wins_note}</p>"))
     sections += [("Runs", f"<ul>{links}</ul>" + R.html_table(["run", "steps", "restarts", "batch", "device", "sets (n)"], settings)),
                  ("Files", R.files_html(["targets.md", "targets.json"]))]
     intro = ("<p>The paper's targets checked against the runs in this folder (generated faces are in the generator's range; "

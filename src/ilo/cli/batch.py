@@ -47,6 +47,11 @@ def _image_items(folder: str, seed: int):
     return [image_item(i[:128], f, seed + j) for j, (i, f) in enumerate(zip(ids, files))]
 
 
+def ray_option(f):
+    return click.option("--ray", "ray_address", type=str, default=None,
+                        help="Run on Ray: 'auto' (join or start one on this machine) or HOST:PORT of a cluster.")(f)
+
+
 @click.command()
 @generator_option
 @task_options
@@ -56,8 +61,7 @@ def _image_items(folder: str, seed: int):
 @click.option("--seed", type=Seed(), default=0, help="Base seed: image j of the set gets mask/noise/solver seed SEED + j.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Run folder (rerun the same command to resume or extend it).")
-@click.option("--ray", "ray_address", type=str, default=None,
-              help="Run on Ray: 'auto' (join or start one on this machine) or HOST:PORT of a cluster.")
+@ray_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images solved together (default: from the device's memory, at most 64).")
 @device_option
@@ -86,7 +90,7 @@ def batch(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
     settings = {"command": "batch", **job.spec()}  # other task options or budget: another folder
     dev = pick_device(device)
     try:
-        executor = RayExecutor(ray_address, cpus_per_task=_threads()) if ray_address else LocalExecutor(str(dev))
+        executor = RayExecutor(ray_address, cpus_per_task=threads_per_task()) if ray_address else LocalExecutor(str(dev))
         with executor:  # a Ray address that does not answer is refused before the folder is made
             out = prepare_out(out_dir)
             report = run_jobs([job], solve_batch, out, settings=settings, executor=executor, batch_size=batch_size,
@@ -99,7 +103,7 @@ def batch(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
                f"({report.seconds:.1f} s, {report.images_per_second:.3g} images/s); wrote {out / 'index.html'}")
 
 
-def _threads() -> int:
+def threads_per_task() -> int:
     """CPUs (threads) per Ray task: ``--threads`` when given, else 1."""
     from .. import runtime
 

@@ -1,13 +1,16 @@
 """``ilo bench curves|sna|speed``: the paper's experiments as resumable one-command benchmarks.
 
 Each command validates its options before any work (bad input: one line, exit code 2), then
-solves every cell not already in ``OUT/results.jsonl`` and writes ``measurements.csv``,
-``measurements.json``, ``summary.json``, ``summary.md``, ``plots/*.png``, ``grids/*.png`` and
-``index.html`` (static, opens offline). Rerunning the same command skips the finished cells.
+runs its jobs on the run engine (:mod:`ilo.runs`; in this process, or on Ray with ``--ray``),
+storing every image's record in ``OUT/results.jsonl``, and writes ``measurements.csv``,
+``measurements.json``, ``summary.json``, ``summary.md``, ``plots/*.png``, ``grids/*.png``,
+``config.json`` and ``index.html`` (static, opens offline). Rerunning the same command skips
+the finished images.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -16,21 +19,14 @@ from ..bench import curves as C
 from ..bench import report as R
 from ..bench import sna as S
 from ..bench import speed as P
-from ..bench.harness import (
-    DEFAULT_N,
-    Bench,
-    ResultStore,
-    StoreMismatch,
-    evaluation_sets,
-    parse_seed_range,
-)
+from ..bench.harness import DEFAULT_N, Bench, evaluation_sets, parse_seed_range
 from ..io import environment
+from .batch import ray_option, threads_per_task
 from .common import (
     FiniteFloat,
     Seed,
     fail,
     first_line,
-    load_generator,
     pick_device,
     prepare_out,
     runtime_record,
@@ -55,14 +51,15 @@ def _common(f):
                      help="Output folder (default out/bench/<command>[-<task>]; out/bench-quick/... with --quick)."),
         click.option("--steps", type=int, default=None, help="Total optimisation steps of every method (default 600; --quick 10)."),
         click.option("--restarts", type=int, default=None, help="Random restarts of every method (default 4; --quick 2)."),
-        click.option("--batch", type=int, default=None, help="Images solved together in one cell (default 8; --quick 2)."),
+        click.option("--batch", type=int, default=None, help="Images solved together in one batch (default 8; --quick 2)."),
         click.option("--examples", type=int, default=2, help="Images per set shown in the example grids."),
         click.option("--quick", is_flag=True, help="Tiny configuration (CI smoke test): 2 images per set, 2 levels, 10 steps, 2 restarts."),
+        ray_option,
         threads_option,
         click.option("--device", default="auto", help="auto | cpu | cuda[:N]."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
         click.option("--report-only", is_flag=True,
-                     help="Solve nothing: rewrite the tables, plots and index.html from the cells stored in --out."),
+                     help="Solve nothing: rewrite the tables, plots and index.html from the records stored in --out."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -86,7 +83,10 @@ def _budget(o: dict) -> dict:
 
 
 def _prepare(o: dict, command: str, task: str | None, name: str) -> tuple[Bench, dict]:
-    """Validate the common options, load the generator and the sets, open the store."""
+    """Validate the common options, load the generator (for its image size) and the sets."""
+    from ..generators import GeneratorUnavailable
+    from ..runs.pipeline_job import cached_generator
+
     b = _budget(o)
     if o["truth_seeds"] is not None:
         try:
@@ -97,48 +97,57 @@ def _prepare(o: dict, command: str, task: str | None, name: str) -> tuple[Bench,
         if not Path(o["images"]).is_dir():
             fail(f"--images folder not found: {o['images']}")
     dev = pick_device(o["device"])
-    out_dir = o["out_dir"] or f"out/{'bench-quick' if o['quick'] else 'bench'}/{name}"
-    if o["report_only"] and not (Path(out_dir) / "results.jsonl").is_file():
-        fail(f"--report-only: no stored results in {out_dir}")
-    out = prepare_out(out_dir)
-    settings = {"command": command, "task": task, "generator": o["generator_name"], "steps": b["steps"],
-                "restarts": b["restarts"], "seed": o["seed"], "batch": b["batch"]}
+    out = Path(o["out_dir"] or f"out/{'bench-quick' if o['quick'] else 'bench'}/{name}")
+    if o["report_only"] and not (out / "results.jsonl").is_file():
+        fail(f"--report-only: no stored results in {out}")
     try:
-        store = ResultStore(out, settings)
-    except StoreMismatch as e:
+        G = cached_generator(o["generator_name"], str(dev))
+    except GeneratorUnavailable as e:
         fail(first_line(e))
-    G = load_generator(o["generator_name"], dev)
     try:
-        sets = evaluation_sets(G, images=o["images"], truth_seeds=o["truth_seeds"], n=b["n"])
+        sets = evaluation_sets(G.image_shape[-1], images=o["images"], truth_seeds=o["truth_seeds"], n=b["n"], seed=o["seed"],
+                               examples=o["examples"])
     except (ValueError, OSError) as e:
         fail(first_line(e))
-    bench_ = Bench(G, sets, store, steps=b["steps"], restarts=b["restarts"], seed=o["seed"], batch=b["batch"],
-                   examples=o["examples"], progress=not o["quiet"])
-    run = {"settings": store.settings, "device": str(dev), "runtime": runtime_record(), "environment": environment(),
-           "quick": o["quick"],
+    bench_ = Bench(out, o["generator_name"], G.image_shape[-1], sets, steps=b["steps"], restarts=b["restarts"], seed=o["seed"],
+                   batch=b["batch"], progress=not o["quiet"])
+    run = {"command": command, "settings": bench_.settings(command, task), "batch": b["batch"], "device": str(dev),
+           "ray": o["ray_address"], "runtime": runtime_record(), "environment": environment(), "quick": o["quick"],
+           "report_only": o["report_only"],
            "sets": {s.name: {"n": len(s), "description": s.description, "images": list(s.ids)} for s in sets}}
-    if o["report_only"]:
-        bench_.loose_keys = True
-        old = R.read_json(out / "run.json") or {}  # keep the device and versions of the run that solved the cells
-        run.update({k: old[k] for k in ("device", "runtime", "environment") if k in old}, report_only=True)
+    if o["report_only"]:  # keep the device and versions of the run that solved the images
+        old = R.read_json(out / "config.json") or {}
+        run.update({k: old[k] for k in ("batch", "device", "ray", "runtime", "environment") if k in old})
     return bench_, run
 
 
-def _finish(stats: dict, index) -> None:
-    click.echo(f"ran {stats['ran']} cells, skipped {stats['skipped']} already done ({stats['seconds']:.0f} s); wrote {index}")
-
-
 def _run_and_report(bench_: Bench, run: dict, solve, report) -> None:
-    if run.get("report_only"):
-        click.echo(f"reported {len(bench_.store.records())} stored cells, solved none; wrote {report()}")
+    """Solve (unless ``--report-only``), then write ``config.json`` (how this invocation ran, once
+    the store accepted it) and the report; an interrupted run writes both for what it finished."""
+    from ..runs import LocalExecutor, RayExecutor, StoreBusy
+
+    if run["report_only"]:
+        click.echo(f"reported the stored records, solved none; wrote {report()}")
         return
-    bench_.store.write_run_json(run)
+
+    def write_config() -> None:
+        R.write_text(bench_.out / "config.json", json.dumps(run, indent=2, default=str) + "\n")
+
     try:
-        stats = solve()
-    except KeyboardInterrupt:  # keep a report of the finished cells
-        report()
-        raise
-    _finish(stats, report())
+        executor = RayExecutor(run["ray"], cpus_per_task=threads_per_task()) if run["ray"] else LocalExecutor(run["device"])
+        with executor:  # a Ray address that does not answer is refused before the folder is made
+            prepare_out(bench_.out)
+            bench_.executor = executor
+            try:
+                stats = solve()
+            except KeyboardInterrupt:  # keep a report of the finished images
+                write_config()
+                report()
+                raise
+    except (StoreBusy, ImportError) as e:
+        fail(first_line(e))
+    write_config()
+    click.echo(f"solved {stats.solved} images, skipped {stats.skipped} already done ({stats.seconds:.0f} s); wrote {report()}")
 
 
 def _parse_list(text: str | None, name: str) -> list[str] | None:
@@ -177,7 +186,7 @@ def curves(task, levels, methods, **o):
     level_list = _parse_list(levels, "--levels")
     _budget(o)
     bench_, run = _prepare(o, "curves", task, f"curves-{task}")
-    size = bench_.G.image_shape[-1]
+    size = bench_.size
     if level_list is None:
         lv = C.default_levels(task, size, o["quick"])
     else:
@@ -194,14 +203,21 @@ def curves(task, levels, methods, **o):
 
 @bench.command()
 @click.option("--sigma", type=FiniteFloat(), default=S.SIGMA, help="Noise sigma on the 0-255 scale.")
+@click.option("--methods", type=str, default=None,
+              help=f"Comma-separated subset of the variants and classical denoisers ({', '.join(S.LABELS)}).")
 @_common
-def sna(sigma, **o):
-    """Denoising with and without Stochastic Noise Addition, CSGM and ILO, PSNR (the paper's Table 1)."""
+def sna(sigma, methods, **o):
+    """Denoising with and without Stochastic Noise Addition, CSGM and ILO, PSNR (the paper's Table 1), beside classical denoisers."""
     if not sigma > 0:
         fail(f"--sigma must be > 0 (SNA needs noise), got {sigma}")
+    methods = _parse_list(methods, "--methods") or list(S.LABELS)
+    for m in methods:
+        if m not in S.LABELS:
+            fail(f"--methods: {m!r} is not one of {', '.join(S.LABELS)}")
+    _check_bm3d(methods)
     bench_, run = _prepare(o, "sna", "denoise", "sna")
-    run.update(levels=[sigma], methods=list(S.LABELS))
-    _run_and_report(bench_, run, lambda: S.run_sna(bench_, sigma), lambda: S.report_sna(bench_, sigma, run))
+    run.update(levels=[sigma], methods=methods)
+    _run_and_report(bench_, run, lambda: S.run_sna(bench_, sigma, methods), lambda: S.report_sna(bench_, sigma, methods, run))
 
 
 @bench.command()
@@ -215,7 +231,7 @@ def speed(task, level, **o):
     _budget(o)
     bench_, run = _prepare(o, "speed", task, f"speed-{task}")
     try:
-        C.check_level(task, level, bench_.G.image_shape[-1])
+        C.check_level(task, level, bench_.size)
     except ValueError as e:
         fail(str(e).replace("levels are", "--level must be"))
     run.update(levels=[level], methods=["ilo", "csgm"])

@@ -28,9 +28,9 @@ generator) per process. The stored record of a (job, item) is::
 from .engine import RunReport, run_jobs
 from .executors import LocalExecutor, RayExecutor, RayUnavailable, available_memory, choose_batch_size
 from .jobs import Item, Job, JobFunction, canonical_json, png_bytes
-from .store import RunStore, StoreBusy, StoreDamaged, StoreMismatch
+from .store import RunStore, StoreBusy, StoreDamaged, StoreMismatch, read_run
 from .summary import write_summary
 
 __all__ = ["Item", "Job", "JobFunction", "LocalExecutor", "RayExecutor", "RayUnavailable", "RunReport", "RunStore", "StoreBusy",
            "StoreDamaged", "StoreMismatch", "available_memory", "canonical_json", "choose_batch_size", "png_bytes",
-           "run_jobs", "write_summary"]
+           "read_run", "run_jobs", "write_summary"]

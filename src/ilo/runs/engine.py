@@ -31,12 +31,14 @@ class RunReport:
 
 
 def make_batches(jobs: Sequence[Job], store: RunStore, batch_size: int) -> list[tuple[Job, list[Item]]]:
-    """The pending items of each job, in order, cut into batches of at most ``batch_size``."""
-    batches = []
+    """The pending items of each job, in order, cut into batches of at most ``batch_size``, taken
+    round-robin over the jobs (every job's first batch, then every job's second, ...) so that a
+    run stopped early already has every job on its first images."""
+    chunks = []
     for job in jobs:
         items = store.pending(job)
-        batches += [(job, items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
-    return batches
+        chunks.append([(job, items[i:i + batch_size]) for i in range(0, len(items), batch_size)])
+    return [c[k] for k in range(max(map(len, chunks), default=0)) for c in chunks if k < len(c)]
 
 
 def check_results(job: Job, items: list[Item], results) -> list[dict]:

@@ -98,15 +98,7 @@ class RunStore:
             with open(self.path, "r+b") as f:
                 f.truncate(end)
                 os.fsync(f.fileno())
-        records: dict[tuple[str, str], dict] = {}
-        for n, line in enumerate(data[:end].splitlines(), 1):
-            try:
-                rec = json.loads(line)
-                key = (rec["job"], rec["item"])
-            except (ValueError, TypeError, KeyError):
-                raise StoreDamaged(f"{self.path} line {n} is not a record; the store is damaged") from None
-            records.setdefault(key, rec)
-        return records
+        return parse_records(data[:end], self.path)
 
     def _check_run_json(self) -> dict[str, dict]:
         run = self.out / "run.json"
@@ -200,6 +192,33 @@ class RunStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def read_run(out: str | os.PathLike) -> tuple[dict, list[dict]]:
+    """``run.json`` and the records of a run's folder, read only (no lock; a torn last line is
+    left out): for reports of a finished run. Missing files read as ``{}`` and ``[]``."""
+    out = Path(out)
+    try:
+        run = json.loads((out / "run.json").read_text())
+    except FileNotFoundError:
+        run = {}
+    except ValueError:
+        raise StoreDamaged(f"{out / 'run.json'} cannot be read; the store is damaged") from None
+    path = out / "results.jsonl"
+    data = path.read_bytes() if path.is_file() else b""
+    return run, list(parse_records(data[:data.rfind(b"\n") + 1], path).values())
+
+
+def parse_records(data: bytes, path: Path) -> dict[tuple[str, str], dict]:
+    """The records of whole lines of ``results.jsonl`` keyed by (job, item), the first of duplicates."""
+    records: dict[tuple[str, str], dict] = {}
+    for n, line in enumerate(data.splitlines(), 1):
+        try:
+            rec = json.loads(line)
+            records.setdefault((rec["job"], rec["item"]), rec)
+        except (ValueError, TypeError, KeyError):
+            raise StoreDamaged(f"{path} line {n} is not a record; the store is damaged") from None
+    return records
 
 
 def _number(v) -> float | None:
