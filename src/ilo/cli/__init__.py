@@ -26,7 +26,7 @@ from .. import __version__, runtime
 COMMANDS = {
     "batch": ("batch", "batch", "Restore many images as one resumable run; writes results.jsonl, summary.csv and index.html."),
     "bench": ("bench", "bench", "Reproduce the paper's experiments (curves, SNA table, speed plots) as resumable benchmarks."),
-    "demo": ("demo", "demo", "Solve the four inverse problems with CSGM and ILO; write one grid per task and a summary."),
+    "demo": ("demo", "demo", "Solve the four inverse problems with the classical methods, CSGM and ILO; write one grid per task and a summary."),
     "generate": ("generate", "generate_cmd", "Classifier-guided generation: faces pushed towards an ImageNet class within l1 balls."),
     "restore": ("restore", "restore", "Find the faces in PHOTO (a file or a folder), restore them with a generator in the photo's "
                 "own coordinates, and paste them back: writes restored.png, faces.json, face-N.png (one comparison per face), "
