@@ -138,11 +138,16 @@ class DeviationConfig:
             raise ValueError(f"invalid deviation config: weights={self.weights}, steps={self.steps}")
 
 
+#: how self-tuning picks the stage a candidate starts from (:class:`SelectionConfig`)
+STAGE_RULES = ("auto", "holdout", "measurement")
+
+
 @dataclass(frozen=True)
 class SelectionConfig:
     """Self-tuning per image from the observation alone (:mod:`ilo.solvers.selection`): the
     candidates are ILO's stage solutions (CSGM, each round's best iterate), each plus the
-    deviation at every weight, and for denoising the observation itself.
+    deviation at every weight, each plus a classical method on its residual, the classical
+    methods alone, and for denoising the observation itself.
 
     Args:
         holdout: fraction of the observed entries held out for validation (inpainting with
@@ -152,16 +157,30 @@ class SelectionConfig:
         patch: side of the held-out patches next to a box-shaped hole (half of the patches
             in the band of this width around the hole are held out).
         probes: Monte-Carlo probes of SURE (denoising with known sigma).
+        classical: the classical methods of the candidates (:func:`ilo.solvers.classical.on_residual`:
+            ``stage + C(y - A(stage))`` for every stage, and ``C(y)``); None = those of
+            :data:`ilo.solvers.classical.RESIDUAL_METHODS` for the operator's class; ``()`` none.
+            ``"bm3d"`` (the optional package) is a denoiser here too.
+        stage: with held-out measurements, which stages the candidates may start from:
+            ``"holdout"`` any (the validation error decides the stage too); ``"measurement"``
+            only the stage whose solution fits all measurements best in the refit (and the
+            classical methods alone): a run on fewer measurements misjudges how much freedom
+            pays (docs/BENCHMARKS.md); ``"auto"``: ``"holdout"`` where the held-out part are
+            patches next to a hole, ``"measurement"`` otherwise.
     """
 
     holdout: float = 0.15
     patch: int = 4
     probes: int = 1
+    classical: tuple[str, ...] | None = None
+    stage: str = "auto"
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1:
             raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, "
                              f"probes={self.probes}")
+        if self.stage not in STAGE_RULES:
+            raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
 
 
 @dataclass(frozen=True)
