@@ -90,18 +90,24 @@ def test_superres_split_holds_out_whole_low_res_pixels():
 def test_self_tuned_denoising_is_never_estimated_worse_than_the_input(tiny_dcgan):
     op = Denoising(SHAPE, 50)
     y = op(_truth(tiny_dcgan), torch.Generator().manual_seed(1))
-    res = solve(y, op, tiny_dcgan, "ilo", _cfg(), seeds=0)
-    sel = res.selection
-    names = sel["candidates"]
-    assert names == candidate_names(["csgm", "round1"], DeviationConfig(weights=(0.01, 0.1)), identity=True,
-                                    methods=RESIDUAL_METHODS[Denoising])
-    assert res.candidates.shape == (len(names), 2, *SHAPE)
-    for i, est in enumerate(sel["estimated_mse"]):
-        assert est[names.index("observation")] == pytest.approx(op.noise.sigma ** 2, rel=1e-5)  # SURE of y
-        k = names.index(sel["choice"][i])
-        assert est[k] == min(est) <= op.noise.sigma ** 2 + 1e-9
-        assert torch.equal(res.image[i], res.candidates[k, i])
-    assert res.config["selection"] is sel and sel["rule"] == "sure"
+    for rule in ("auto", "estimate"):
+        cfg = _cfg()
+        res = solve(y, op, tiny_dcgan, "ilo", replace(cfg, selection=replace(cfg.selection, stage=rule)), seeds=0)
+        sel = res.selection
+        names = sel["candidates"]
+        assert names == candidate_names(["csgm", "round1"], DeviationConfig(weights=(0.01, 0.1)), identity=True,
+                                        methods=RESIDUAL_METHODS[Denoising])
+        assert res.candidates.shape == (len(names), 2, *SHAPE)
+        # auto under SURE: only the candidates that are functions of y alone (the stages were fitted to the noise)
+        allowed = names if rule == "estimate" else [*RESIDUAL_METHODS[Denoising], "observation"]
+        assert sel["stage_rule"] == ("classical" if rule == "auto" else rule)
+        for i, est in enumerate(sel["estimated_mse"]):
+            assert est[names.index("observation")] == pytest.approx(op.noise.sigma ** 2, rel=1e-5)  # SURE of y
+            k = names.index(sel["choice"][i])
+            assert sel["choice"][i] in allowed
+            assert est[k] == min(est[names.index(n)] for n in allowed) <= op.noise.sigma ** 2 + 1e-9
+            assert torch.equal(res.image[i], res.candidates[k, i])
+        assert res.config["selection"] is sel and sel["rule"] == "sure"
 
 
 def test_self_tuned_inpainting_keeps_observed_pixels_and_refits(tiny_dcgan):

@@ -78,7 +78,7 @@ def test_classical_alone_is_chosen_when_the_stages_are_garbage():
     y = op(x)
     g = torch.Generator().manual_seed(1)
     garbage = [torch.rand(x.shape, generator=g) * 2 - 1 for _ in range(2)]  # noise: no residual method repairs it
-    for rule in ("holdout", "measurement"):
+    for rule in ("estimate", "measurement", "classical"):
         cfg = ILOConfig(deviation=DeviationConfig(weights=(10.0,), steps=5),  # a heavy deviation stays garbage
                         selection=SelectionConfig(stage=rule))
         res = self_tune(y, op, cfg, fake_run(garbage), [0, 1])
@@ -106,7 +106,7 @@ def test_measurement_rule_keeps_the_refit_best_stage_or_a_classical_method():
         assert sel["estimated_mse"][i][k] == min(sel["estimated_mse"][i][j] for j in allowed)
     box = Inpainting.box(SHAPE, 5, 5, 11, 11)
     res = self_tune(box(x), box, cfg, fake_run(stage_images), [0, 1])
-    assert res.selection["stage_rule"] == "holdout" and "stage" not in res.selection
+    assert res.selection["stage_rule"] == "estimate" and "stage" not in res.selection
 
 
 def test_held_out_super_resolution_interpolates_the_held_out_residual():

@@ -265,10 +265,12 @@ def classical(y: torch.Tensor, operator: Operator, method: str, config: Classica
 
 
 #: the classical methods whose reconstructions of the residual ``y - A(stage)`` are ILO's
-#: self-tuning candidates (:func:`on_residual`), per operator class
+#: self-tuning candidates (:func:`on_residual`), per operator class (bicubic left out: below
+#: TV super-resolution on every tuning face, and a second candidate only adds selection noise;
+#: BM3D is an option, the optional package; docs/BENCHMARKS.md)
 RESIDUAL_METHODS: dict[type[Operator], tuple[str, ...]] = {
     Inpainting: ("biharmonic", "tv-inpaint"),
-    SuperResolution: ("bicubic", "tv-superres"),
+    SuperResolution: ("tv-superres",),
     Denoising: ("nlmeans",),
     CompressedSensing: ("tv-cs",),
 }

@@ -139,7 +139,7 @@ class DeviationConfig:
 
 
 #: how self-tuning picks the stage a candidate starts from (:class:`SelectionConfig`)
-STAGE_RULES = ("auto", "holdout", "measurement")
+STAGE_RULES = ("auto", "estimate", "measurement", "classical")
 
 
 @dataclass(frozen=True)
@@ -161,12 +161,15 @@ class SelectionConfig:
             ``stage + C(y - A(stage))`` for every stage, and ``C(y)``); None = those of
             :data:`ilo.solvers.classical.RESIDUAL_METHODS` for the operator's class; ``()`` none.
             ``"bm3d"`` (the optional package) is a denoiser here too.
-        stage: with held-out measurements, which stages the candidates may start from:
-            ``"holdout"`` any (the validation error decides the stage too); ``"measurement"``
-            only the stage whose solution fits all measurements best in the refit (and the
-            classical methods alone): a run on fewer measurements misjudges how much freedom
-            pays (docs/BENCHMARKS.md); ``"auto"``: ``"holdout"`` where the held-out part are
-            patches next to a hole, ``"measurement"`` otherwise.
+        stage: which stages the candidates may start from: ``"estimate"`` any (the held-out
+            error or SURE decides the stage too); ``"measurement"`` only the stage whose solution
+            fits all measurements best in the (re)fit, besides the candidates without a stage: a
+            run on fewer measurements misjudges how much freedom pays (docs/BENCHMARKS.md);
+            ``"classical"`` none (the classical methods alone and the observation): SURE holds
+            the stages fixed, but they were fitted to the noise, so their estimates are optimistic;
+            ``"auto"``: ``"estimate"`` where the held-out part are patches next to a hole,
+            ``"measurement"`` for other held-out parts, ``"classical"`` for SURE when there are
+            classical candidates (``"estimate"`` otherwise).
     """
 
     holdout: float = 0.15

@@ -2,8 +2,12 @@
 
 Candidates (per image): every stage solution of ILO (CSGM's, then each round's best iterate),
 each of them plus a sparse deviation (:func:`~ilo.solvers.deviation.deviate`) at every weight
-of a log grid (one batch, one weight per row), and, for denoising, the noisy observation
-itself. The choice per image:
+of a log grid (one batch, one weight per row), each of them plus a classical method applied to
+its residual observation ``y - A(stage)`` (:func:`~ilo.solvers.classical.on_residual`), the
+classical methods alone (``C(y)``), and, for denoising, the noisy observation itself. Which
+stages the choice may start from is ``SelectionConfig.stage`` (by default: any, next to a box;
+the refit's best-fitting one for other held-out parts; none, i.e. the classical methods alone
+or the observation, under SURE). The choice per image:
 
 * **held-out measurements** (inpainting, super-resolution, compressed sensing): the observed
   entries are split into a fit and a validation part (:func:`split`; the split of image ``i``
@@ -298,6 +302,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     assert sel is not None
     B = y.shape[0]
     methods = classical_methods(operator, sel)
+    rows = torch.arange(B, device=y.device)
     eligible = None  # [K, B] bool: the candidates the choice may take (None: all)
     if isinstance(operator, Denoising):
         if operator.noise.sigma <= 0:
@@ -314,6 +319,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
                   "seeds": [int(s) for s in seeds], "stream": "holdout"}
         cands = candidates(imgs, y, operator, dev, identity=True, methods=methods)
         history, seconds = res.history, res.seconds
+        auto = "classical" if methods else "estimate"
     else:
         fit, y_fit, val, record = split(operator, y, seeds, sel)
         res_fit, st_fit = run(y_fit, fit)
@@ -324,19 +330,19 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         cands = candidates(torch.stack([s[1] for s in stages]), y, operator, dev, methods=methods)
         record["fit_run_steps"] = res_fit.steps  # the held-out run's history is not kept
         history, seconds = res.history, res_fit.seconds + res.seconds
-        rule = sel.stage if sel.stage != "auto" else ("holdout" if str(record["kind"]).startswith("patches")
-                                                      else "measurement")
-        record["stage_rule"] = rule
-        if rule == "measurement":  # only the refit's best-fitting stage, and the classical methods alone
-            best = torch.stack([s[2] for s in stages]).argmin(0)  # [B]
-            origin = torch.tensor(candidate_stages(len(stages), dev, methods=methods), device=y.device)
-            eligible = (origin[:, None] == best[None, :]) | (origin[:, None] < 0)
+        auto = "estimate" if str(record["kind"]).startswith("patches") else "measurement"
+    rule = record["stage_rule"] = sel.stage if sel.stage != "auto" else auto
+    if rule != "estimate":  # candidates without a stage, and (measurement) the refit's best-fitting stage's
+        origin = torch.tensor(candidate_stages(len(stages), dev, identity=isinstance(operator, Denoising),
+                                               methods=methods), device=y.device)
+        best = torch.stack([s[2] for s in stages]).argmin(0) if rule == "measurement" else torch.full_like(rows, -1)
+        eligible = (origin[:, None] == best[None, :]) | (origin[:, None] < 0)  # [K, B]
+        if rule == "measurement":
             record["stage"] = [stages[int(k)][0] for k in best]
     score = torch.nan_to_num(est, nan=float("inf"))
     if eligible is not None:
         score = score.masked_fill(~eligible, float("inf"))
     choice = score.argmin(0)
-    rows = torch.arange(B, device=y.device)
     image = paste_observed(cands[choice, rows], y, operator, dev)
     plain = torch.stack([s[2] for s in stages]).argmin(0)  # what ILO without these stages returns
     record.update(candidates=names, estimated_mse=est.T.tolist(), choice=[names[int(c)] for c in choice],
