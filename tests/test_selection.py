@@ -9,7 +9,8 @@ from ilo.operators import CompressedSensing, Denoising, Inpainting, SuperResolut
 from ilo.rng import PURPOSES
 from ilo.solvers import CSGMConfig, ILOConfig, RoundConfig, solve
 from ilo.solvers.config import DeviationConfig, SelectionConfig, self_tuned
-from ilo.solvers.selection import HeldOut, candidate_names, split
+from ilo.solvers.classical import RESIDUAL_METHODS
+from ilo.solvers.selection import HeldOut, candidate_names, candidate_stages, split
 
 SHAPE = (3, 16, 16)
 
@@ -89,17 +90,24 @@ def test_superres_split_holds_out_whole_low_res_pixels():
 def test_self_tuned_denoising_is_never_estimated_worse_than_the_input(tiny_dcgan):
     op = Denoising(SHAPE, 50)
     y = op(_truth(tiny_dcgan), torch.Generator().manual_seed(1))
-    res = solve(y, op, tiny_dcgan, "ilo", _cfg(), seeds=0)
-    sel = res.selection
-    names = sel["candidates"]
-    assert names == candidate_names(["csgm", "round1"], DeviationConfig(weights=(0.01, 0.1)), identity=True)
-    assert res.candidates.shape == (len(names), 2, *SHAPE)
-    for i, est in enumerate(sel["estimated_mse"]):
-        assert est[names.index("observation")] == pytest.approx(op.noise.sigma ** 2, rel=1e-5)  # SURE of y
-        k = names.index(sel["choice"][i])
-        assert est[k] == min(est) <= op.noise.sigma ** 2 + 1e-9
-        assert torch.equal(res.image[i], res.candidates[k, i])
-    assert res.config["selection"] is sel and sel["rule"] == "sure"
+    for rule in ("auto", "estimate"):
+        cfg = _cfg()
+        res = solve(y, op, tiny_dcgan, "ilo", replace(cfg, selection=replace(cfg.selection, stage=rule)), seeds=0)
+        sel = res.selection
+        names = sel["candidates"]
+        assert names == candidate_names(["csgm", "round1"], DeviationConfig(weights=(0.01, 0.1)), identity=True,
+                                        methods=RESIDUAL_METHODS[Denoising])
+        assert res.candidates.shape == (len(names), 2, *SHAPE)
+        # auto under SURE: only the candidates that are functions of y alone (the stages were fitted to the noise)
+        allowed = names if rule == "estimate" else [*RESIDUAL_METHODS[Denoising], "observation"]
+        assert sel["stage_rule"] == ("classical" if rule == "auto" else rule)
+        for i, est in enumerate(sel["estimated_mse"]):
+            assert est[names.index("observation")] == pytest.approx(op.noise.sigma ** 2, rel=1e-5)  # SURE of y
+            k = names.index(sel["choice"][i])
+            assert sel["choice"][i] in allowed
+            assert est[k] == min(est[names.index(n)] for n in allowed) <= op.noise.sigma ** 2 + 1e-9
+            assert torch.equal(res.image[i], res.candidates[k, i])
+        assert res.config["selection"] is sel and sel["rule"] == "sure"
 
 
 def test_self_tuned_inpainting_keeps_observed_pixels_and_refits(tiny_dcgan):
@@ -112,7 +120,11 @@ def test_self_tuned_inpainting_keeps_observed_pixels_and_refits(tiny_dcgan):
     assert res.steps == 6 + 6 and res.selection["fit_run_steps"] == 6 + 6  # the fit run, then the refit
     est = torch.tensor(res.selection["estimated_mse"])
     names = res.selection["candidates"]
+    origin = torch.tensor(candidate_stages(2, _cfg().deviation, methods=res.selection["classical"]))
+    stage = torch.tensor([["csgm", "round1"].index(s) for s in res.selection["stage"]])  # the refit's best
+    est[(origin[None, :] != stage[:, None]) & (origin[None, :] >= 0)] = float("inf")
     assert [names[k] for k in est.argmin(1).tolist()] == res.selection["choice"]
+    assert res.selection["stage_rule"] == "measurement"
     assert "csgm" in names and all(c in names for c in res.selection["ilo_choice"])
 
 

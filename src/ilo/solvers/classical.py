@@ -202,12 +202,13 @@ def _direct_result(image, y, operator, method, config: dict, timer: Timer) -> Re
                   config=config, seconds=secs)
 
 
-#: the prior of each regularised least-squares method (it starts from :func:`_interpolate`)
+#: the prior of each regularised least-squares method (it starts from :func:`direct_estimate`)
 _PRIORS = {"tv-inpaint": "tv", "tv-superres": "tv", "tv-cs": "tv", "wavelet-cs": "wavelet"}
 
 
-def _interpolate(y: torch.Tensor, op: Operator) -> torch.Tensor:
-    """The direct estimate of the operator's class: biharmonic, bicubic or adjoint ``[B, C, H, W]``."""
+def direct_estimate(y: torch.Tensor, op: Operator) -> torch.Tensor:
+    """The direct estimate of the operator's class: biharmonic, bicubic or adjoint ``[B, C, H, W]``
+    (not clamped: it also interpolates residuals)."""
     if isinstance(op, Inpainting):
         return _biharmonic(y, op)
     if isinstance(op, SuperResolution):
@@ -254,7 +255,7 @@ def classical(y: torch.Tensor, operator: Operator, method: str, config: Classica
             else:
                 image = _tv_denoise(y, operator, weight)
             return _direct_result(image, y, operator, method, resolved, timer)
-        image = _interpolate(y, operator)
+        image = direct_estimate(y, operator)
         if method in _PRIORS:
             assert weight is not None  # every regularised method is in TUNED
             res = deviate(y, operator, torch.zeros_like(image), _PRIORS[method], weight.to(image), config.steps, init=image)
@@ -263,4 +264,65 @@ def classical(y: torch.Tensor, operator: Operator, method: str, config: Classica
         return _direct_result(image, y, operator, method, resolved, timer)
 
 
-__all__ = ["classical", "ClassicalConfig", "CLASSICAL", "TUNED", "default_weight", "task_level", "bicubic_upsampling"]
+#: the classical methods whose reconstructions of the residual ``y - A(stage)`` are ILO's
+#: self-tuning candidates (:func:`on_residual`), per operator class (bicubic left out: below
+#: TV super-resolution on every tuning face, and a second candidate only adds selection noise;
+#: BM3D is an option, the optional package; docs/BENCHMARKS.md)
+RESIDUAL_METHODS: dict[type[Operator], tuple[str, ...]] = {
+    Inpainting: ("biharmonic", "tv-inpaint"),
+    SuperResolution: ("tv-superres",),
+    Denoising: ("nlmeans",),
+    CompressedSensing: ("tv-cs",),
+}
+
+
+def on_residual(y: torch.Tensor, operator: Operator, method: str, base: torch.Tensor, *,
+                weight: torch.Tensor | None = None, estimate: torch.Tensor | None = None,
+                config: ClassicalConfig | None = None) -> torch.Tensor:
+    """``base + C(y - A(base))``: the classical ``method`` (or ``"bm3d"``) applied to the residual
+    observation of ``base [B, C, H, W]``, clamped to ``[-1, 1]``; with ``base = 0`` the method's
+    own reconstruction. The regularised least-squares methods solve for the deviation from
+    ``base`` (:func:`~ilo.solvers.deviation.deviate` with ``x0 = base``) from ``base + estimate``.
+
+    Args:
+        y: observations ``[B, ...]``; operator: a linear operator (any, for the direct and
+            regularised methods given ``weight`` and ``estimate``; the method's own class otherwise).
+        weight: per image ``[B]`` (default: the tuned rule at the operator's level).
+        estimate: the direct estimate of the residual ``[B, C, H, W]`` (default
+            :func:`direct_estimate` of it), e.g. for an operator holding out measurements.
+
+    >>> from ilo.operators import Inpainting
+    >>> op = Inpainting.random((1, 8, 8), observed=0.5, generator=torch.Generator().manual_seed(0))
+    >>> x = torch.linspace(-1, 1, 8).expand(1, 1, 8, 8)
+    >>> out = on_residual(op(x), op, "biharmonic", torch.zeros_like(x))  # C(y) itself
+    >>> torch.allclose(out, classical(op(x), op, "biharmonic").image)
+    True
+    """
+    config = config if config is not None else ClassicalConfig()
+    base = base.detach()
+    with torch.no_grad():
+        r = y - operator.A(base)
+        if weight is None and method in TUNED:
+            weight = default_weight(method, operator, y.shape[0])
+        if isinstance(operator, Denoising):
+            if method == "bm3d":  # BM3D is scale-equivariant: the residual (in [-2, 2]) at half scale
+                from .bm3d import BM3DConfig, bm3d_denoise
+
+                half = BM3DConfig(sigma255=operator.sigma255 / 2)
+                return (base + 2 * bm3d_denoise(r / 2, operator, half).image).clamp(-1, 1)
+            if CLASSICAL.get(method) is not Denoising:
+                raise ValueError(f"{method} is not a denoiser")
+            assert weight is not None  # both denoisers are in TUNED
+            d = _nlmeans(r, operator, weight, config) if method == "nlmeans" else _tv_denoise(r, operator, weight)
+            return (base + d).clamp(-1, 1)
+        if CLASSICAL.get(method) in (None, Denoising):
+            raise ValueError(f"{method!r} does not reconstruct from measurements; choose from "
+                             f"{', '.join(m for m, c in CLASSICAL.items() if c is not Denoising)}")
+        est = estimate if estimate is not None else direct_estimate(r, operator)
+        if method in _PRIORS:
+            assert weight is not None  # every regularised method is in TUNED
+            return deviate(y, operator, base, _PRIORS[method], weight.to(base), config.steps, init=base + est).image
+        return (base + est).clamp(-1, 1)
+
+
+__all__ = ["classical", "on_residual", "direct_estimate", "RESIDUAL_METHODS", "ClassicalConfig", "CLASSICAL", "TUNED", "default_weight", "task_level", "bicubic_upsampling"]

@@ -138,11 +138,16 @@ class DeviationConfig:
             raise ValueError(f"invalid deviation config: weights={self.weights}, steps={self.steps}")
 
 
+#: how self-tuning picks the stage a candidate starts from (:class:`SelectionConfig`)
+STAGE_RULES = ("auto", "estimate", "measurement", "classical")
+
+
 @dataclass(frozen=True)
 class SelectionConfig:
     """Self-tuning per image from the observation alone (:mod:`ilo.solvers.selection`): the
     candidates are ILO's stage solutions (CSGM, each round's best iterate), each plus the
-    deviation at every weight, and for denoising the observation itself.
+    deviation at every weight, each plus a classical method on its residual, the classical
+    methods alone, and for denoising the observation itself.
 
     Args:
         holdout: fraction of the observed entries held out for validation (inpainting with
@@ -150,18 +155,36 @@ class SelectionConfig:
             the candidate with the lowest validation error is chosen, and ILO is rerun on all
             measurements with the chosen stage and weight.
         patch: side of the held-out patches next to a box-shaped hole (half of the patches
-            in the band of this width around the hole are held out).
+            in the band of this width around the hole are held out; 8 rather than 4 picks
+            better for a 21-pixel box on the tuning faces, docs/BENCHMARKS.md).
         probes: Monte-Carlo probes of SURE (denoising with known sigma).
+        classical: the classical methods of the candidates (:func:`ilo.solvers.classical.on_residual`:
+            ``stage + C(y - A(stage))`` for every stage, and ``C(y)``); None = those of
+            :data:`ilo.solvers.classical.RESIDUAL_METHODS` for the operator's class; ``()`` none.
+            ``"bm3d"`` (the optional package) is a denoiser here too.
+        stage: which stages the candidates may start from: ``"estimate"`` any (the held-out
+            error or SURE decides the stage too); ``"measurement"`` only the stage whose solution
+            fits all measurements best in the (re)fit, besides the candidates without a stage: a
+            run on fewer measurements misjudges how much freedom pays (docs/BENCHMARKS.md);
+            ``"classical"`` none (the classical methods alone and the observation): SURE holds
+            the stages fixed, but they were fitted to the noise, so their estimates are optimistic;
+            ``"auto"``: ``"estimate"`` where the held-out part are patches next to a hole,
+            ``"measurement"`` for other held-out parts, ``"classical"`` for SURE when there are
+            classical candidates (``"estimate"`` otherwise).
     """
 
     holdout: float = 0.15
-    patch: int = 4
+    patch: int = 8
     probes: int = 1
+    classical: tuple[str, ...] | None = None
+    stage: str = "auto"
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1:
             raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, "
                              f"probes={self.probes}")
+        if self.stage not in STAGE_RULES:
+            raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
 
 
 @dataclass(frozen=True)

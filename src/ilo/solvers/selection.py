@@ -2,16 +2,21 @@
 
 Candidates (per image): every stage solution of ILO (CSGM's, then each round's best iterate),
 each of them plus a sparse deviation (:func:`~ilo.solvers.deviation.deviate`) at every weight
-of a log grid (one batch, one weight per row), and, for denoising, the noisy observation
-itself. The choice per image:
+of a log grid (one batch, one weight per row), each of them plus a classical method applied to
+its residual observation ``y - A(stage)`` (:func:`~ilo.solvers.classical.on_residual`), the
+classical methods alone (``C(y)``), and, for denoising, the noisy observation itself. Which
+stages the choice may start from is ``SelectionConfig.stage`` (by default: any, next to a box;
+the refit's best-fitting one for other held-out parts; none, i.e. the classical methods alone
+or the observation, under SURE). The choice per image:
 
 * **held-out measurements** (inpainting, super-resolution, compressed sensing): the observed
   entries are split into a fit and a validation part (:func:`split`; the split of image ``i``
   comes from the stream ``(seeds[i], "holdout")`` of :mod:`ilo.rng`), ILO runs on the fit part,
   every candidate is scored by its error on the validation part, and ILO is run again on all
-  measurements; the candidate of the chosen stage and weight is returned. This doubles the
-  generator steps; ``Result.history`` holds the second run's (the first run's step count is
-  recorded as ``fit_run_steps``), ``Result.seconds`` both. The held-out part
+  measurements (both runs as one batch of 2B rows, :func:`fit_and_refit`); the candidate of the
+  chosen stage and weight is returned. This doubles the generator rows; ``Result.history``
+  holds the refit's steps (the fit run's step count is recorded as ``fit_run_steps``), and
+  ``Result.seconds`` is the wall time of the whole self-tuning, candidates included. The held-out part
   resembles what is missing: patches next to a box-shaped hole, random pixels for a random
   mask, random low-resolution pixels (all channels) for super-resolution, random measurements
   for compressed sensing.
@@ -27,6 +32,7 @@ For noiseless inpainting every candidate keeps the observed pixels (:func:`keep_
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import replace
 from functools import partial
 from collections.abc import Callable, Sequence
@@ -34,9 +40,10 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..operators import Denoising, Inpainting
+from ..operators import Denoising, Inpainting, SuperResolution
 from ..operators.base import Operator
 from ..rng import stream
+from .classical import RESIDUAL_METHODS, TUNED, default_weight, direct_estimate, on_residual
 from .config import DeviationConfig, ILOConfig, SelectionConfig
 from .deviation import deviate
 from .result import Result
@@ -113,23 +120,91 @@ def extend(image: torch.Tensor, y: torch.Tensor, operator: Operator, dev: Deviat
     return paste_observed(out, y, operator, dev)
 
 
-def candidate_names(stages: Sequence[str], dev: DeviationConfig | None, identity: bool = False) -> list[str]:
-    """``stages``, then ``"<stage>+<prior>@<weight>"`` per stage and weight, then ``"observation"``.
+def candidate_names(stages: Sequence[str], dev: DeviationConfig | None, identity: bool = False,
+                    methods: Sequence[str] = ()) -> list[str]:
+    """``stages``, then ``"<stage>+<prior>@<weight>"`` per stage and weight, then
+    ``"<stage>+<method>"`` per stage and classical method (the method on the stage's residual),
+    then each method alone (on ``y``), then ``"observation"``.
 
     >>> candidate_names(["csgm", "round1"], DeviationConfig(weights=(0.01, 0.1)), identity=True)
     ['csgm', 'round1', 'csgm+tv@0.01', 'csgm+tv@0.1', 'round1+tv@0.01', 'round1+tv@0.1', 'observation']
+    >>> candidate_names(["csgm", "round1"], None, methods=["bicubic"])
+    ['csgm', 'round1', 'csgm+bicubic', 'round1+bicubic', 'bicubic']
     """
     names = list(stages)
     if dev is not None:
         names += [f"{s}+{dev.prior}@{w:g}" for s in stages for w in dev.weights]
+    names += [f"{s}+{m}" for s in stages for m in methods] + list(methods)
     return names + (["observation"] if identity else [])
 
 
+def candidate_stages(stages: int, dev: DeviationConfig | None, identity: bool = False,
+                     methods: Sequence[str] = ()) -> list[int]:
+    """The stage each candidate of :func:`candidate_names` starts from (-1: none, the
+    classical methods alone and the observation).
+
+    >>> candidate_stages(2, None, identity=True, methods=["bicubic"])
+    [0, 1, 0, 1, -1, -1]
+    """
+    S, W = range(stages), len(dev.weights) if dev is not None else 0
+    return [*S, *(s for s in S for _ in range(W)), *(s for s in S for _ in methods), *([-1] * len(methods)),
+            *([-1] if identity else [])]
+
+
+def classical_methods(operator: Operator, config: SelectionConfig) -> tuple[str, ...]:
+    """The classical methods of the candidates: ``config.classical``, or (None) those of
+    :data:`~ilo.solvers.classical.RESIDUAL_METHODS` for the operator's class."""
+    if config.classical is not None:
+        return tuple(config.classical)
+    base = operator.base if isinstance(operator, HeldOut) else operator
+    return next((m for cls, m in RESIDUAL_METHODS.items() if isinstance(base, cls)), ())
+
+
+def _low_res_fill(r: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Low-resolution residuals ``r [B, C, h, w]`` with the entries outside ``keep`` filled
+    by biharmonic interpolation of the kept ones (scikit-image)."""
+    from skimage.restoration import inpaint_biharmonic
+
+    out = []
+    for im, k in zip(r.detach().cpu().double(), keep.expand_as(r).cpu()):
+        missing = (k[0] == 0).numpy()
+        a = im.permute(1, 2, 0).numpy()
+        out.append(torch.from_numpy(inpaint_biharmonic(a, missing, channel_axis=-1) if missing.any() else a))
+    return torch.stack(out).permute(0, 3, 1, 2).to(r)
+
+
+def residual_candidates(bases: torch.Tensor, y: torch.Tensor, operator: Operator,
+                        methods: Sequence[str]) -> torch.Tensor:
+    """``base + C(y - A(base))`` for every base image ``bases [S, B, C, H, W]`` and classical
+    method (:func:`~ilo.solvers.classical.on_residual`): ``[S * M, B, C, H, W]``, base-major.
+    For :class:`HeldOut` measurements the method's weight is the base operator's and the
+    held-out residuals are zeros (compressed sensing) or interpolated (super-resolution)."""
+    S, B = bases.shape[:2]
+    if not methods:
+        return bases[:0]
+    rows = bases.transpose(0, 1).reshape(B * S, *bases.shape[2:])  # image-major, as batch_repeat
+    op, yr = operator.batch_repeat(S), y.repeat_interleave(S, 0)
+    level = operator.base.batch_repeat(S) if isinstance(operator, HeldOut) else op
+    outs = []
+    for m in methods:
+        weight = default_weight(m, level, B * S) if m in TUNED else None
+        estimate = None
+        if isinstance(op, HeldOut):
+            r = op.keep * (yr - op.base.A(rows))
+            if isinstance(op.base, SuperResolution):
+                r = _low_res_fill(r, op.keep)
+            estimate = direct_estimate(r, op.base)
+        out = on_residual(yr, op, m, rows, weight=weight, estimate=estimate)
+        outs.append(out.view(B, S, *bases.shape[2:]).transpose(0, 1))  # [S, B, ...]
+    return torch.stack(outs, 1).reshape(S * len(methods), B, *bases.shape[2:])  # base-major, method-minor
+
+
 def candidates(stages: torch.Tensor, y: torch.Tensor, operator: Operator, dev: DeviationConfig | None,
-               identity: bool = False) -> torch.Tensor:
+               identity: bool = False, methods: Sequence[str] = ()) -> torch.Tensor:
     """Every candidate of :func:`candidate_names`: ``[K, B, C, H, W]`` from stage images
     ``[S, B, C, H, W]`` and observations ``y [B, ...]``; the deviations run as one batch of
-    ``B * S * W`` rows with one weight each (``identity``: the observation, for denoising).
+    ``B * S * W`` rows with one weight each, the classical ``methods`` on the residual of each
+    stage and of zero (:func:`residual_candidates`); ``identity``: the observation, for denoising.
     The observed pixels are not pasted (:func:`paste_observed` does that to the choice; it
     does not change a held-out validation error)."""
     S, B = stages.shape[:2]
@@ -140,12 +215,14 @@ def candidates(stages: torch.Tensor, y: torch.Tensor, operator: Operator, dev: D
         lam = torch.tensor(dev.weights, dtype=stages.dtype, device=stages.device).repeat(B * S)
         out = deviate(y.repeat_interleave(S * W, 0), operator.batch_repeat(S * W), x0, dev.prior, lam, dev.steps).image
         parts.append(out.view(B, S * W, *stages.shape[2:]).transpose(0, 1))
+    parts.append(residual_candidates(torch.cat([stages, torch.zeros_like(stages[:1])]), y, operator, methods))
     if identity:
         parts.append(y.unsqueeze(0))
     return torch.cat(parts)
 
 
-def _rowwise(stages: torch.Tensor, v: torch.Tensor, operator: Operator, dev: DeviationConfig | None) -> torch.Tensor:
+def _rowwise(stages: torch.Tensor, v: torch.Tensor, operator: Operator, dev: DeviationConfig | None,
+             methods: Sequence[str] = ()) -> torch.Tensor:
     """The candidates of one image as a function of its observation, one per row: row ``k`` of
     ``v [K, C, H, W]`` (copies of one noisy image, perturbed apart by SURE's probes) gives
     candidate ``k``; ``stages [S, C, H, W]`` are held fixed. For operators without per-image parts."""
@@ -156,6 +233,12 @@ def _rowwise(stages: torch.Tensor, v: torch.Tensor, operator: Operator, dev: Dev
         x0 = stages.repeat_interleave(W, 0)
         lam = torch.tensor(dev.weights, dtype=v.dtype, device=v.device).repeat(S)
         parts.append(deviate(v[S:S + S * W], operator, x0, dev.prior, lam, dev.steps).image)
+    if methods:
+        bases = torch.cat([stages, torch.zeros_like(stages[:1])]).repeat_interleave(len(methods), 0)
+        start = sum(p.shape[0] for p in parts)
+        v_m = v[start:start + len(bases)]
+        parts += [on_residual(v_m[k:k + 1], operator, m, bases[k:k + 1])
+                  for k, m in enumerate(list(methods) * (S + 1))]
     return torch.cat(parts + [v[len(v) - 1:]])
 
 
@@ -257,44 +340,62 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
               run: Callable[..., tuple[Result, list[Stage]]], seeds: Sequence[int]) -> Result:
     """ILO with the candidates chosen per image (module docstring). ``run(y, operator, copies=1)``
     runs ILO's rounds, ``copies`` rows per image, and returns ``(result, stages)``."""
+    t0 = time.perf_counter()
     sel, dev = config.selection, config.deviation
     assert sel is not None
     B = y.shape[0]
+    methods = classical_methods(operator, sel)
+    rows = torch.arange(B, device=y.device)
+    eligible = None  # [K, B] bool: the candidates the choice may take (None: all)
     if isinstance(operator, Denoising):
         if operator.noise.sigma <= 0:
             raise ValueError("self-tuning a denoiser needs a noise sigma > 0 (SURE)")
         res, stages = run(y, operator)
         imgs = torch.stack([s[1] for s in stages])
-        names = candidate_names([s[0] for s in stages], dev, identity=True)
+        names = candidate_names([s[0] for s in stages], dev, identity=True, methods=methods)
         est = torch.stack([
-            sure(partial(_rowwise, imgs[:, b], operator=operator, dev=dev),
+            sure(partial(_rowwise, imgs[:, b], operator=operator, dev=dev, methods=methods),
                  y[b:b + 1].expand(len(names), *y.shape[1:]), operator.noise.sigma, probes=sel.probes,
                  generator=stream(seeds[b], "holdout"))
             for b in range(B)], 1)  # [K, B]
         record = {"rule": "sure", "sigma": operator.noise.sigma, "probes": sel.probes,
                   "seeds": [int(s) for s in seeds], "stream": "holdout"}
-        cands, history, seconds = candidates(imgs, y, operator, dev, identity=True), res.history, res.seconds
+        cands = candidates(imgs, y, operator, dev, identity=True, methods=methods)
+        history = res.history
+        auto = "classical" if methods else "estimate"
     else:
         fit, y_fit, val, record = split(operator, y, seeds, sel)
-        (res_fit, st_fit), (res, stages) = fit_and_refit(run, y_fit, fit, y, operator)
-        cands_fit = candidates(torch.stack([s[1] for s in st_fit]), y_fit, fit, dev)
+        (res_fit, st_fit), (res, stages) = fit_and_refit(run, y_fit, fit, y, operator)  # one batch of 2B
+        cands_fit = candidates(torch.stack([s[1] for s in st_fit]), y_fit, fit, dev, methods=methods)
         est = torch.stack([val.measurement_loss(c, y) for c in cands_fit])  # [K, B]
-        names = candidate_names([s[0] for s in stages], dev)
-        cands = candidates(torch.stack([s[1] for s in stages]), y, operator, dev)
+        names = candidate_names([s[0] for s in stages], dev, methods=methods)
+        cands = candidates(torch.stack([s[1] for s in stages]), y, operator, dev, methods=methods)
         record["fit_run_steps"] = res_fit.steps  # the held-out run's history is not kept
-        history, seconds = res.history, res.seconds  # one run for both
-    choice = torch.nan_to_num(est, nan=float("inf")).argmin(0)
-    rows = torch.arange(B, device=y.device)
+        history = res.history
+        auto = "estimate" if str(record["kind"]).startswith("patches") else "measurement"
+    rule = record["stage_rule"] = sel.stage if sel.stage != "auto" else auto
+    if rule != "estimate":  # candidates without a stage, and (measurement) the refit's best-fitting stage's
+        origin = torch.tensor(candidate_stages(len(stages), dev, identity=isinstance(operator, Denoising),
+                                               methods=methods), device=y.device)
+        best = torch.stack([s[2] for s in stages]).argmin(0) if rule == "measurement" else torch.full_like(rows, -1)
+        eligible = (origin[:, None] == best[None, :]) | (origin[:, None] < 0)  # [K, B]
+        if rule == "measurement":
+            record["stage"] = [stages[int(k)][0] for k in best]
+    score = torch.nan_to_num(est, nan=float("inf"))
+    if eligible is not None:
+        score = score.masked_fill(~eligible, float("inf"))
+    choice = score.argmin(0)
     image = paste_observed(cands[choice, rows], y, operator, dev)
     plain = torch.stack([s[2] for s in stages]).argmin(0)  # what ILO without these stages returns
     record.update(candidates=names, estimated_mse=est.T.tolist(), choice=[names[int(c)] for c in choice],
-                  ilo_choice=[names[int(c)] for c in plain])
+                  ilo_choice=[names[int(c)] for c in plain], classical=list(methods))
     with torch.no_grad():
         meas = operator.measurement_loss(image, y)
     return Result(image=image, latents=res.latents, layer=res.layer, measurement_loss=meas, history=history,
-                  method="ilo", config={**config.to_dict(), "selection": record}, seconds=seconds,
+                  method="ilo", config={**config.to_dict(), "selection": record},
+                  seconds=time.perf_counter() - t0,
                   selection=record, candidates=cands)
 
 
-__all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "split", "copy_rows", "fit_and_refit",
-           "self_tune"]
+__all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "candidate_stages",
+           "classical_methods", "residual_candidates", "split", "copy_rows", "fit_and_refit", "self_tune"]
