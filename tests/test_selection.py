@@ -176,9 +176,9 @@ def test_fit_and_refit_in_one_batch_equal_the_two_runs(tiny_dcgan, op, monkeypat
     alone = solve(y, op, tiny_dcgan, "ilo", _cfg(), seeds=[4, 9])
     for key in ("choice", "ilo_choice", "candidates", "fit_run_steps"):
         assert stacked.selection[key] == alone.selection[key]
-    assert torch.tensor(stacked.selection["estimated_mse"]) == pytest.approx(torch.tensor(alone.selection["estimated_mse"]),
-                                                                            rel=1e-4, abs=1e-7)
-    assert torch.allclose(stacked.candidates, alone.candidates, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(stacked.selection["estimated_mse"]),
+                               torch.tensor(alone.selection["estimated_mse"]), rtol=1e-4, atol=1e-7, equal_nan=True)
+    assert torch.allclose(stacked.candidates, alone.candidates, atol=1e-5, equal_nan=True)
     assert torch.allclose(stacked.image, alone.image, atol=1e-5)
     assert all(torch.allclose(stacked.latents[k], alone.latents[k], atol=1e-5) for k in alone.latents)
     assert stacked.steps == alone.steps == len(steps)  # the callback sees one run of the B images
@@ -186,3 +186,24 @@ def test_fit_and_refit_in_one_batch_equal_the_two_runs(tiny_dcgan, op, monkeypat
     assert torch.allclose(meas(stacked), meas(alone), rtol=1e-4, atol=1e-7)
     assert torch.allclose(torch.stack([s.measurement_loss for s in steps]), meas(stacked), rtol=1e-6, atol=1e-8)
     assert steps[0].image.shape[0] == 2 * _cfg().csgm.restarts and steps[-1].best_image.shape[0] == 2
+
+
+@pytest.mark.parametrize("op", [SuperResolution(SHAPE, 2),
+                                CompressedSensing(SHAPE, 0.3, torch.Generator().manual_seed(0))],
+                         ids=["superres", "cs"])
+def test_skipping_the_excluded_stages_changes_nothing_chosen(tiny_dcgan, op):
+    y = op(_truth(tiny_dcgan))
+    cfg = _cfg()
+    fast = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=[4, 9])
+    full_cfg = replace(cfg, selection=replace(cfg.selection, every_candidate=True))
+    full = solve(y, op, tiny_dcgan, "ilo", full_cfg, seeds=[4, 9])
+    assert fast.selection["stage_rule"] == "measurement"
+    assert fast.selection["choice"] == full.selection["choice"]
+    assert torch.equal(fast.image, full.image)
+    skipped = torch.isnan(fast.candidates).flatten(2).all(2)  # [K, B]
+    assert skipped.any() and not torch.isnan(full.candidates).any()
+    names, stages = fast.selection["candidates"], fast.selection["stage"]
+    for k, b in skipped.nonzero().tolist():  # only other stages' deviations and residuals are skipped
+        assert "+" in names[k] and not names[k].startswith(stages[b] + "+")
+    kept = ~skipped
+    assert torch.equal(fast.candidates[kept], full.candidates[kept])

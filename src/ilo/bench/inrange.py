@@ -53,7 +53,7 @@ def run_task(G, truth: torch.Tensor, task: str, *, steps: int, restarts: int) ->
         if result.selection is not None and result.candidates is not None:
             names = result.selection["candidates"]
             true_mse = torch.stack([M.mse(paste_observed(c, prob.y, prob.operator), truth)
-                                    for c in result.candidates])  # [K, B]
+                                    for c in result.candidates]).nan_to_num(nan=float("inf"))  # [K, B]; NaN: skipped
             out["selection"] = {"choice": result.selection["choice"],
                                 "oracle": [names[int(k)] for k in true_mse.argmin(0)],
                                 "oracle_true_mse": true_mse.min(0).values.tolist(),

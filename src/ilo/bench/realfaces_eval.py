@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -63,6 +64,7 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
         seconds[method] = time.time() - t
     t = time.time()
     cfg = self_tuned(default_config("ilo", G, ptask, total_steps=steps, restarts=restarts, level=op.level))
+    cfg = replace(cfg, selection=replace(cfg.selection, every_candidate=True))  # the oracle looks at all
     res = solve(y, op, G, "ilo", cfg, seeds=0)
     seconds["ilo self-tuned"] = time.time() - t
     sel, cands = res.selection, res.candidates

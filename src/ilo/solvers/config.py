@@ -171,6 +171,9 @@ class SelectionConfig:
             ``"auto"``: ``"estimate"`` where the held-out part are patches next to a hole,
             ``"measurement"`` for other held-out parts, ``"classical"`` for SURE when there are
             classical candidates (``"estimate"`` otherwise).
+        every_candidate: under the ``"measurement"`` rule, also compute the candidates the rule
+            excludes (the other stages' deviations and residuals; otherwise NaN images, never
+            chosen): only for benchmarks that look for the best of all candidates (an oracle).
     """
 
     holdout: float = 0.15
@@ -178,6 +181,7 @@ class SelectionConfig:
     probes: int = 1
     classical: tuple[str, ...] | None = None
     stage: str = "auto"
+    every_candidate: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1:

@@ -200,14 +200,17 @@ def residual_candidates(bases: torch.Tensor, y: torch.Tensor, operator: Operator
 
 
 def candidates(stages: torch.Tensor, y: torch.Tensor, operator: Operator, dev: DeviationConfig | None,
-               identity: bool = False, methods: Sequence[str] = ()) -> torch.Tensor:
+               identity: bool = False, methods: Sequence[str] = (), only: torch.Tensor | None = None) -> torch.Tensor:
     """Every candidate of :func:`candidate_names`: ``[K, B, C, H, W]`` from stage images
     ``[S, B, C, H, W]`` and observations ``y [B, ...]``; the deviations run as one batch of
     ``B * S * W`` rows with one weight each, the classical ``methods`` on the residual of each
     stage and of zero (:func:`residual_candidates`); ``identity``: the observation, for denoising.
     The observed pixels are not pasted (:func:`paste_observed` does that to the choice; it
-    does not change a held-out validation error)."""
+    does not change a held-out validation error). ``only [B]``: image ``b``'s deviations and
+    residuals are computed for stage ``only[b]`` alone, the other stages' are NaN images."""
     S, B = stages.shape[:2]
+    if only is not None:
+        return _only_stage(stages, y, operator, dev, identity, methods, only)
     parts = [stages]
     if dev is not None:
         W = len(dev.weights)
@@ -219,6 +222,25 @@ def candidates(stages: torch.Tensor, y: torch.Tensor, operator: Operator, dev: D
     if identity:
         parts.append(y.unsqueeze(0))
     return torch.cat(parts)
+
+
+def _only_stage(stages: torch.Tensor, y: torch.Tensor, operator: Operator, dev: DeviationConfig | None,
+                identity: bool, methods: Sequence[str], only: torch.Tensor) -> torch.Tensor:
+    """:func:`candidates` with the deviations and residuals of stage ``only[b]`` of image ``b``
+    alone (one stage per image, so ``1 / S`` of the work); the rest of their rows are NaN."""
+    S, B = stages.shape[:2]
+    W, M = (len(dev.weights) if dev is not None else 0), len(methods)
+    rows = torch.arange(B, device=stages.device)
+    part = candidates(stages[only, rows].unsqueeze(0), y, operator, dev, False, methods)  # [1 + W + 2M, B]
+    full = stages.new_full((S + S * W + (S + 1) * M + int(identity), B, *stages.shape[2:]), float("nan"))
+    full[:S] = stages
+    for b, s in enumerate(only.tolist()):
+        full[S + s * W:S + (s + 1) * W, b] = part[1:1 + W, b]
+        full[S + S * W + s * M:S + S * W + (s + 1) * M, b] = part[1 + W:1 + W + M, b]
+    full[S + S * W + S * M:S + S * W + (S + 1) * M] = part[1 + W + M:]
+    if identity:
+        full[-1] = y
+    return full
 
 
 def _rowwise(stages: torch.Tensor, v: torch.Tensor, operator: Operator, dev: DeviationConfig | None,
@@ -366,13 +388,16 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     else:
         fit, y_fit, val, record = split(operator, y, seeds, sel)
         (res_fit, st_fit), (res, stages) = fit_and_refit(run, y_fit, fit, y, operator)  # one batch of 2B
-        cands_fit = candidates(torch.stack([s[1] for s in st_fit]), y_fit, fit, dev, methods=methods)
+        auto = "estimate" if str(record["kind"]).startswith("patches") else "measurement"
+        only = None  # the measurement rule excludes every other stage's candidates: skip them
+        if (sel.stage if sel.stage != "auto" else auto) == "measurement" and not sel.every_candidate:
+            only = torch.stack([s[2] for s in stages]).argmin(0)
+        cands_fit = candidates(torch.stack([s[1] for s in st_fit]), y_fit, fit, dev, methods=methods, only=only)
         est = torch.stack([val.measurement_loss(c, y) for c in cands_fit])  # [K, B]
         names = candidate_names([s[0] for s in stages], dev, methods=methods)
-        cands = candidates(torch.stack([s[1] for s in stages]), y, operator, dev, methods=methods)
+        cands = candidates(torch.stack([s[1] for s in stages]), y, operator, dev, methods=methods, only=only)
         record["fit_run_steps"] = res_fit.steps  # the held-out run's history is not kept
         history = res.history
-        auto = "estimate" if str(record["kind"]).startswith("patches") else "measurement"
     rule = record["stage_rule"] = sel.stage if sel.stage != "auto" else auto
     if rule != "estimate":  # candidates without a stage, and (measurement) the refit's best-fitting stage's
         origin = torch.tensor(candidate_stages(len(stages), dev, identity=isinstance(operator, Denoising),
