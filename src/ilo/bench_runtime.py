@@ -3,7 +3,7 @@
 ``python -m ilo.bench_runtime [--steps 600 --restarts 4 --loads 0,4 --out out/bench-runtime]``
 
 For each synthetic load (``N`` busy-loop processes, each stopping by itself after
-``--busy-seconds``) and each policy, one fresh Python process solves the default problem
+``--busy-seconds``, started afresh for every solve) and each policy, one fresh Python process solves the default problem
 (random inpainting, 10 % observed, a generated face) with ILO and reports its wall time:
 
 * ``torch``: torch's defaults (one thread per core, OpenMP's busy-waiting);
@@ -63,18 +63,18 @@ def run(loads: list[int], steps: int, restarts: int, busy_seconds: float,
 
     rows = []
     for n in loads:
-        busy = [subprocess.Popen([sys.executable, "-c", BUSY, str(busy_seconds)]) for _ in range(n)]
-        try:
-            time.sleep(1.0 if n else 0.0)  # let the busy loops start
-            for policy in policies:
+        for policy in policies:  # fresh busy loops per solve: a long solve must not outlive them
+            busy = [subprocess.Popen([sys.executable, "-c", BUSY, str(busy_seconds)]) for _ in range(n)]
+            try:
+                time.sleep(1.0 if n else 0.0)  # let the busy loops start
                 row = {"busy_processes": n, "cpus": usable_cpus(), "load_before": load_average(),
                        **measure(policy, steps, restarts, timeout=busy_seconds)}
                 rows.append(row)
                 print(_line(row), flush=True)
-        finally:
-            for p in busy:
-                p.kill()
-                p.wait()
+            finally:
+                for p in busy:
+                    p.kill()
+                    p.wait()
     idle = {r["policy"]: r["seconds"] for r in rows if r["busy_processes"] == 0 and r["seconds"]}
     for r in rows:
         r["vs_idle"] = r["seconds"] / idle[r["policy"]] if r["policy"] in idle and r["seconds"] else None
