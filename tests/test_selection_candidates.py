@@ -14,16 +14,11 @@ from ilo.solvers.risk import sure
 from ilo.solvers.selection import (HeldOut, _rowwise, candidate_names, candidate_stages, candidates,
                                    classical_methods, residual_candidates, self_tune, split)
 
+from test_classical import smooth_images as smooth  # smooth random images in [-0.8, 0.8]
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHAPE = (3, 16, 16)
-
-
-def smooth(n=2, shape=SHAPE, seed=0):
-    """Smooth random images in [-0.8, 0.8]: 4x4 noise upsampled bilinearly."""
-    g = torch.Generator().manual_seed(seed)
-    low = torch.rand(n, shape[0], 4, 4, generator=g) * 1.6 - 0.8
-    return torch.nn.functional.interpolate(low, size=shape[1:], mode="bilinear", align_corners=False)
 
 
 def fake_run(stage_images):

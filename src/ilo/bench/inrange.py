@@ -33,6 +33,7 @@ from .. import metrics as M
 from ..operators import TASKS
 from ..pipeline import ProblemSpec, build_problem, run_method, truth_from_seeds
 from .harness import EVAL_SEED0, parse_seed_range
+from .realfaces_eval import checkpoint, mean
 
 #: (label, method, extend) of the methods compared
 METHODS = (("csgm", "csgm", True), ("ilo self-tuned", "ilo", True), ("ilo paper", "ilo", False))
@@ -59,10 +60,6 @@ def run_task(G, truth: torch.Tensor, task: str, *, steps: int, restarts: int) ->
                                 "oracle_true_mse": true_mse.min(0).values.tolist(),
                                 "csgm_stage_true_mse": true_mse[names.index("csgm")].tolist()}
     return out
-
-
-def mean(v: list[float]) -> float:
-    return sum(v) / len(v)
 
 
 def table(results: dict) -> str:
@@ -110,11 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         results[name] = run_task(G, truth, name, steps=a.steps, restarts=a.restarts)
         results[name]["wall_seconds"] = time.time() - t
         meta["load"] = os.getloadavg()
-        tmp = a.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"meta": meta, "results": results}))
-        tmp.replace(a.json)
-        summary = ", ".join(f"{m} {mean(s['psnr']):.2f}" for m, s in results[name]["per_image"].items())
-        print(f"{name} ({time.time() - t:.0f} s, load {os.getloadavg()[0]:.1f}): {summary}", flush=True)
+        checkpoint(a.json, meta, results, name, time.time() - t)
     print(table(results))
     return results
 

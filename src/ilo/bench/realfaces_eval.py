@@ -88,6 +88,16 @@ def mean(v: list[float]) -> float:
     return sum(v) / len(v)
 
 
+def checkpoint(path: Path, meta: dict, results: dict, key: str, seconds: float) -> None:
+    """Write ``{"meta", "results"}`` to ``path`` atomically (a rerun resumes from it) and print
+    the mean PSNR of every method of ``results[key]``."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"meta": meta, "results": results}))
+    tmp.replace(path)
+    summary = ", ".join(f"{m} {mean(s['psnr']):.2f}" for m, s in results[key]["per_image"].items())
+    print(f"{key} ({seconds:.0f} s, load {os.getloadavg()[0]:.1f}): {summary}", flush=True)
+
+
 def table(results: dict) -> str:
     """Markdown: per (task, level), every method's mean PSNR / SSIM / perceptual distance."""
     lines = ["| task | level | method | PSNR (dB) | SSIM | perceptual |", "|---|---|---|---|---|---|"]
@@ -198,11 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
             save_grid(x, images, results[key]["per_image"], names, a.grids / f"{name}-{level:g}.png")
         meta = {"split": a.split, "faces": names, "steps": a.steps, "restarts": a.restarts, "generator": a.generator,
                 "threads": a.threads, "load": os.getloadavg()}
-        tmp = a.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"meta": meta, "results": results}))
-        tmp.replace(a.json)
-        summary = ", ".join(f"{m} {mean(s['psnr']):.2f}" for m, s in results[key]["per_image"].items())
-        print(f"{key} ({time.time() - t:.0f} s, load {os.getloadavg()[0]:.1f}): {summary}", flush=True)
+        checkpoint(a.json, meta, results, key, time.time() - t)
     print(table(results))
     print(targets_table(results))
     return results
