@@ -207,7 +207,7 @@ def test_sna_quick_on_user_images(tmp_path, capsys):
     assert {r["method"] for r in rows} == {"csgm", "csgm+sna", "ilo", "ilo+sna", "bm3d", "nlmeans", "tv-denoise"}
     assert {float(r["level"]) for r in rows} == {30.0}
     jobs = jobs_of(out)
-    flags = {jobs[r["job"]]["method"]: r["info"]["solver"]["loss"]["sna"] for r in records(out) if "loss" in r["info"]["solver"]}
+    flags = {jobs[r["job"]]["method"]: r["info"]["solver"]["loss"]["sna"] for r in records(out) if "loss" in r["info"].get("solver", {})}
     assert flags == {"csgm": False, "csgm+sna": True, "ilo": False, "ilo+sna": True}
     table = json.loads((out / "summary.json").read_text())["table"][0]
     assert table["best classical"] in sna.CLASSICAL and table["ILO+SNA − classical dB"] is not None

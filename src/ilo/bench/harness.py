@@ -290,12 +290,14 @@ def image_rows(b: BatchProblem, i: int, scores: dict[str, list[float]], *, metho
 
 def results(b: BatchProblem, rows: list[list[dict]], pictures: dict[str, torch.Tensor], info: dict) -> list[dict]:
     """The job function's results: per image its rows (``info["rows"]``), the metrics of its
-    last row and, for examples, ``pictures[name][i]`` as ``<name>.png``."""
+    last row and, for examples, ``pictures[name][i]`` as ``<name>.png``. ``info`` is the
+    batch's (e.g. the solver config): stored once, with the batch's first image."""
     out = []
     for i, image_id in enumerate(b.ids):
         files = {f"{name}.png": png_bytes(x[i]) for name, x in pictures.items()} if b.examples[i] else {}
         metrics = {k: rows[i][-1][k] for k in METRICS if rows[i][-1].get(k) is not None}
-        out.append({"item": image_id, "metrics": metrics, "files": files, "info": {"rows": rows[i], **info}})
+        out.append({"item": image_id, "metrics": metrics, "files": files,
+                    "info": {"rows": rows[i], **(info if i == 0 else {})}})
     return out
 
 
