@@ -108,19 +108,23 @@ def test_gradient_flows_to_input(dist, images):
         assert dist(x - 0.02 * x.grad / x.grad.abs().max(), y).item() < dist(x, y).item()
 
 
+def _assert_same_value_and_gradient(d1, d2, y, seed):
+    """``d1`` and ``d2`` give the same distance to ``y`` and gradient, within float rounding, at a noisy copy of ``y``."""
+    out = []
+    for d in (d1, d2):
+        x = (y + 0.1 * torch.randn(y.shape, generator=torch.Generator().manual_seed(seed))).requires_grad_(True)
+        value = d(x, y)
+        value.sum().backward()
+        out.append((value.detach(), x.grad))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-3, atol=1e-6)
+
+
 def test_fused_batchnorm_path_equals_reference(dist, images):
     reference = MobileNetPerceptualDistance(load_mobilenet_v2(), fuse=False)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in reference.backbone.modules())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in dist.backbone.modules())
-    y = images["chelsea_crop128"][..., :64, :64]
-    grads = []
-    for d in (dist, reference):
-        x = (y + 0.1 * torch.randn(y.shape, generator=torch.Generator().manual_seed(4))).requires_grad_(True)
-        value = d(x, y)
-        value.sum().backward()
-        grads.append((value.detach(), x.grad))
-    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-3, atol=1e-6)
+    _assert_same_value_and_gradient(dist, reference, images["chelsea_crop128"][..., :64, :64], seed=4)
 
 
 def test_gradient_finite_at_identical_images(dist, images):
@@ -365,15 +369,7 @@ def test_channels_last_path_equals_contiguous(dist, images):
     """The default fast path (fused, channels-last) equals the fused contiguous one within float rounding."""
     contiguous = MobileNetPerceptualDistance(load_mobilenet_v2(), channels_last=False)
     assert dist.memory_format == torch.channels_last and contiguous.memory_format == torch.contiguous_format
-    y = images["chelsea_crop128"][..., :64, :64]
-    out = []
-    for d in (dist, contiguous):
-        x = (y + 0.1 * torch.randn(y.shape, generator=torch.Generator().manual_seed(5))).requires_grad_(True)
-        value = d(x, y)
-        value.sum().backward()
-        out.append((value.detach(), x.grad))
-    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-3, atol=1e-6)
+    _assert_same_value_and_gradient(dist, contiguous, images["chelsea_crop128"][..., :64, :64], seed=5)
 
 
 def test_perceptual_stages_choose_the_taps():
