@@ -373,6 +373,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         if operator.noise.sigma <= 0:
             raise ValueError("self-tuning a denoiser needs a noise sigma > 0 (SURE)")
         res, stages = run(y, operator)
+        plain = torch.stack([s[2] for s in stages]).argmin(0)  # the best-fitting stage: what ILO without these stages returns
         imgs = torch.stack([s[1] for s in stages])
         names = candidate_names([s[0] for s in stages], dev, identity=True, methods=methods)
         est = torch.stack([
@@ -388,10 +389,11 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     else:
         fit, y_fit, val, record = split(operator, y, seeds, sel)
         (res_fit, st_fit), (res, stages) = fit_and_refit(run, y_fit, fit, y, operator)  # one batch of 2B
+        plain = torch.stack([s[2] for s in stages]).argmin(0)  # the refit's best-fitting stage: ILO's own output
         auto = "estimate" if str(record["kind"]).startswith("patches") else "measurement"
         only = None  # the measurement rule excludes every other stage's candidates: skip them
         if (sel.stage if sel.stage != "auto" else auto) == "measurement" and not sel.every_candidate:
-            only = torch.stack([s[2] for s in stages]).argmin(0)
+            only = plain
         cands_fit = candidates(torch.stack([s[1] for s in st_fit]), y_fit, fit, dev, methods=methods, only=only)
         est = torch.stack([val.measurement_loss(c, y) for c in cands_fit])  # [K, B]
         names = candidate_names([s[0] for s in stages], dev, methods=methods)
@@ -402,7 +404,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     if rule != "estimate":  # candidates without a stage, and (measurement) the refit's best-fitting stage's
         origin = torch.tensor(candidate_stages(len(stages), dev, identity=isinstance(operator, Denoising),
                                                methods=methods), device=y.device)
-        best = torch.stack([s[2] for s in stages]).argmin(0) if rule == "measurement" else torch.full_like(rows, -1)
+        best = plain if rule == "measurement" else torch.full_like(rows, -1)
         eligible = (origin[:, None] == best[None, :]) | (origin[:, None] < 0)  # [K, B]
         if rule == "measurement":
             record["stage"] = [stages[int(k)][0] for k in best]
@@ -411,7 +413,6 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         score = score.masked_fill(~eligible, float("inf"))
     choice = score.argmin(0)
     image = paste_observed(cands[choice, rows], y, operator, dev)
-    plain = torch.stack([s[2] for s in stages]).argmin(0)  # what ILO without these stages returns
     record.update(candidates=names, estimated_mse=est.T.tolist(), choice=[names[int(c)] for c in choice],
                   ilo_choice=[names[int(c)] for c in plain], classical=list(methods))
     with torch.no_grad():
