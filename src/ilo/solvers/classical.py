@@ -321,7 +321,8 @@ def on_residual(y: torch.Tensor, operator: Operator, method: str, base: torch.Te
         est = estimate if estimate is not None else direct_estimate(r, operator)
         if method in _PRIORS:
             assert weight is not None  # every regularised method is in TUNED
-            return deviate(y, operator, base, _PRIORS[method], weight.to(base), config.steps, init=base + est).image
+            return deviate(y, operator, base, _PRIORS[method], weight.to(base), config.steps, init=base + est,
+                          history=False).image
         return (base + est).clamp(-1, 1)
 
 

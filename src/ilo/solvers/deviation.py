@@ -49,6 +49,7 @@ def deviate(
     steps: int = 100,
     *,
     init: torch.Tensor | None = None,
+    history: bool = True,
     callback: Callable[[StepInfo], None] | None = None,
 ) -> Result:
     """FISTA on ``min_δ ½||A(x0 + δ) - y||² + λ R(δ)`` (Dhar et al. 2018), per image.
@@ -64,11 +65,15 @@ def deviate(
             task, the noise and ``||A||²`` (docs/CLASSICAL.md): choose it per problem.
         steps: FISTA iterations (0 returns the start).
         init: the first iterate of ``x0 + δ`` (default ``x0``, i.e. ``δ = 0``).
+        history: record the objective and the measurement loss at every iteration; False
+            leaves ``Result.history`` empty and skips computing them (the same image, cheaper:
+            for a caller that only needs the image).
         callback: called with a :class:`StepInfo` after every iteration.
 
     Returns:
         a :class:`Result` with ``image = clamp(x0 + δ, -1, 1)``, ``latents = {}``, ``layer = -1``
-        and one history entry per iteration (objective and measurement loss per image).
+        and one history entry per iteration (objective and measurement loss per image; none
+        with ``history=False``).
 
     >>> from ilo.operators import Inpainting
     >>> op = Inpainting.random((1, 16, 16), observed=0.5, generator=torch.Generator().manual_seed(0))
@@ -91,31 +96,37 @@ def deviate(
     if lam.shape != (x0.shape[0],) or bool((lam < 0).any()):
         raise ValueError(f"weight must be >= 0, a number or one per image [{x0.shape[0]}]")
     eta = 1.0 / lipschitz(operator, x0).clamp_min(1e-12)  # [B] step sizes
+    step, prox_step = eta.view(-1, 1, 1, 1), eta * lam
+    record = history or callback is not None
     with torch.no_grad():
         delta = (init.detach() - x0) if init is not None else torch.zeros_like(x0)
         z, t = delta.clone(), torch.ones(x0.shape[0], dtype=x0.dtype, device=x0.device)
-        history = []
+        records = []
         for k in range(int(steps)):
             g = operator.A_adjoint(operator.A(x0 + z) - y)
-            nxt = prior.prox(z - eta.view(-1, 1, 1, 1) * g, eta * lam)
+            nxt = prior.prox(torch.addcmul(z, g, step, value=-1), prox_step)  # prox of z - eta g
+            move = nxt - delta
             # restart the momentum of images whose step went against the gradient
-            restart = ((z - nxt) * (nxt - delta)).flatten(1).sum(1) > 0
-            t = torch.where(restart, torch.ones_like(t), t)
+            restart = ((z - nxt) * move).flatten(1).sum(1) > 0
+            t = torch.where(restart, 1.0, t)
             t_next = (1 + torch.sqrt(1 + 4 * t * t)) / 2
-            z = nxt + ((t - 1) / t_next).view(-1, 1, 1, 1) * (nxt - delta)
+            z = torch.addcmul(nxt, move, ((t - 1) / t_next).view(-1, 1, 1, 1))
             delta, t = nxt, t_next
+            if not record:
+                continue
             x = x0 + delta
             data = 0.5 * (operator.A(x) - y).flatten(1).pow(2).sum(1)
             objective = data + lam * prior.value(delta)
             meas = operator.measurement_loss(x, y)
             info = StepInfo(k, 0, -1, objective, meas, x, timer())
-            history.append(info.as_dict())
+            if history:
+                records.append(info.as_dict())
             if callback is not None:
                 callback(info)
         image = (x0 + delta).clamp(-1, 1)
         meas = operator.measurement_loss(image, y)
     config = {**prior.config(), "weight": lam.tolist(), "steps": int(steps), "step_size": eta.tolist()}
-    return Result(image=image, latents={}, layer=-1, measurement_loss=meas, history=history, method="deviation",
+    return Result(image=image, latents={}, layer=-1, measurement_loss=meas, history=records, method="deviation",
                   config=config, seconds=timer())
 
 
