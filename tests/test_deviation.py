@@ -2,6 +2,7 @@
 
 import doctest
 import importlib
+import math
 
 import pytest
 import torch
@@ -136,3 +137,120 @@ def test_doctests():
     for module in ("ilo.priors", "ilo.solvers.deviation"):
         result = doctest.testmod(importlib.import_module(module))
         assert result.attempted > 0 and result.failed == 0
+
+
+# -- the fast TV prox and FISTA loop against slow references written from the formulas ------
+
+
+def reference_grad(x):
+    """Forward differences, zero at the far border (Neumann), by concatenation."""
+    dv = torch.cat([x[..., 1:, :] - x[..., :-1, :], torch.zeros_like(x[..., :1, :])], -2)
+    dh = torch.cat([x[..., :, 1:] - x[..., :, :-1], torch.zeros_like(x[..., :, :1])], -1)
+    return torch.stack([dv, dh], 2)
+
+
+def reference_grad_adjoint(p):
+    """Dᵀp by the definition of the adjoint: pixel i receives -p_i and +p_(i-1) along each axis,
+    where only the differences that exist (not at the far border) count."""
+    out = torch.zeros_like(p[:, :, 0])
+    H, W = out.shape[-2:]
+    for i in range(H - 1):
+        out[..., i, :] -= p[:, :, 0, ..., i, :]
+        out[..., i + 1, :] += p[:, :, 0, ..., i, :]
+    for j in range(W - 1):
+        out[..., :, j] -= p[:, :, 1, ..., :, j]
+        out[..., :, j + 1] += p[:, :, 1, ..., :, j]
+    return out
+
+
+def reference_tv_prox(v, t, iterations, p=None):
+    """FGP for the isotropic TV (Beck & Teboulle 2009) as in the paper: the dual step from the
+    extrapolated point, projection on the unit balls, FISTA momentum. Returns ``(x, dual)``."""
+    t = t.view(-1, 1, 1, 1)
+    p = torch.zeros_like(reference_grad(v)) if p is None else p
+    r, s = p, 1.0
+    for _ in range(iterations):
+        q = r + reference_grad(v - t * reference_grad_adjoint(r)) / (8 * t.unsqueeze(2))
+        q = q / q.norm(dim=2, keepdim=True).clamp_min(1.0)
+        s_next = (1 + math.sqrt(1 + 4 * s * s)) / 2
+        r = q + (s - 1) / s_next * (q - p)
+        p, s = q, s_next
+    return v - t * reference_grad_adjoint(p), p
+
+
+def reference_deviate(y, op, x0, weight, steps, init, iterations=10):
+    """FISTA with gradient restart on ½||A(x0 + δ) - y||² + λ TV(δ), the TV prox warm-started
+    from the previous call's dual: ``(image, objective per step [steps, B])``."""
+    eta = 1.0 / lipschitz(op, x0).clamp_min(1e-12)
+    delta = init - x0
+    z, t, dual, objectives = delta.clone(), torch.ones_like(eta), None, []
+    for _ in range(steps):
+        g = op.A_adjoint(op.A(x0 + z) - y)
+        nxt, dual = reference_tv_prox(z - eta.view(-1, 1, 1, 1) * g, eta * weight, iterations, dual)
+        restart = ((z - nxt) * (nxt - delta)).flatten(1).sum(1) > 0
+        t = torch.where(restart, torch.ones_like(t), t)
+        t_next = (1 + torch.sqrt(1 + 4 * t * t)) / 2
+        z = nxt + ((t - 1) / t_next).view(-1, 1, 1, 1) * (nxt - delta)
+        delta, t = nxt, t_next
+        tv = reference_grad(delta).norm(dim=2).flatten(1).sum(1)
+        objectives.append(0.5 * (op.A(x0 + delta) - y).flatten(1).pow(2).sum(1) + weight * tv)
+    return (x0 + delta).clamp(-1, 1), torch.stack(objectives)
+
+
+def test_grad_and_adjoint_match_the_references():
+    x = rand(2, (3, 7, 11))  # not square: a swapped axis would show
+    p = torch.randn(2, 3, 2, 7, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert grad(x).equal(reference_grad(x))
+    assert torch.allclose(grad_adjoint(p), reference_grad_adjoint(p), rtol=0, atol=1e-14)
+    junk = p.clone()
+    junk[:, :, 0, -1, :] = 7.0  # entries grad never produces: ignored
+    junk[:, :, 1, :, -1] = -7.0
+    assert grad_adjoint(junk).equal(grad_adjoint(p))
+
+
+@pytest.mark.parametrize("iterations", [1, 10, 50])
+def test_tv_prox_matches_reference_fgp(iterations):
+    """Per-sample weights, a warm start carried over two calls, a non-square image: equal to
+    the reference FGP up to float64 rounding."""
+    v = rand(3, (3, 12, 20), seed=5)
+    t = torch.tensor([0.003, 0.05, 0.4], dtype=torch.float64)
+    prior = TotalVariation(iterations)
+    ours, ref = prior.prox(v, t), reference_tv_prox(v, t, iterations)
+    assert torch.allclose(ours, ref[0], rtol=0, atol=1e-12)
+    v2 = v + 0.05 * rand(3, (3, 12, 20), seed=6)  # the next call starts from the last dual
+    assert torch.allclose(prior.prox(v2, t), reference_tv_prox(v2, t, iterations, ref[1])[0], rtol=0, atol=1e-12)
+    prior.reset()
+    assert torch.allclose(prior.prox(v2, t), reference_tv_prox(v2, t, iterations)[0], rtol=0, atol=1e-12)
+
+
+def test_tv_prox_float32_close_to_the_float64_reference():
+    v = rand(2, (3, 16, 16), seed=7)
+    t = torch.tensor([0.01, 0.1], dtype=torch.float64)
+    ours = TotalVariation(10).prox(v.float(), t.float())
+    assert ours.dtype == torch.float32
+    assert float((ours.double() - reference_tv_prox(v, t, 10)[0]).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("task", ["inpaint", "superres", "cs"])
+def test_deviate_matches_reference_fista(task):
+    """The image and the per-step objective of deviate (TV, per-image weights, from an init)
+    equal the reference loop up to float64 rounding; history=False gives the same image."""
+    shape = (3, 16, 16)
+    g = torch.Generator().manual_seed(3)
+    op = {"inpaint": Inpainting.random(shape, 0.3, g), "superres": SuperResolution(shape, 2),
+          "cs": CompressedSensing(shape, 0.3, g)}[task]
+    truth = rand(3, shape, seed=8) * 0.8
+    y = op(truth)
+    x0 = rand(3, shape, seed=9) * 0.5
+    init = x0 + 0.1 * rand(3, shape, seed=10)
+    weight = torch.tensor([0.001, 0.01, 0.1], dtype=torch.float64)
+    res = deviate(y, op, x0, "tv", weight, 60, init=init)
+    image, objectives = reference_deviate(y, op, x0, weight, 60, init)
+    assert torch.allclose(res.image, image, rtol=0, atol=1e-10)
+    assert torch.allclose(torch.tensor([h["loss"] for h in res.history], dtype=torch.float64), objectives,
+                          rtol=1e-6, atol=1e-8)  # history rounds to 8 digits
+    fast = deviate(y, op, x0, "tv", weight, 60, init=init, history=False)
+    assert fast.image.equal(res.image) and fast.history == []
+    seen = []
+    deviate(y, op, x0, "tv", weight, 3, init=init, history=False, callback=lambda info: seen.append(info.step))
+    assert seen == [0, 1, 2]

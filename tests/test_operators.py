@@ -234,6 +234,26 @@ def test_inpainting_loss_and_observation_ignore_missing_pixels():
     assert bool((img[..., :2] == -1).all()) and torch.equal(img[..., 2:], y[..., 2:].clamp(-1, 1))
 
 
+def test_with_buffers_replaces_per_sample_buffers_only():
+    """A copy with other masks acts with them; the original and its other state are untouched."""
+    op = Inpainting.random((2, 6, 6), 0.4, gen(0), noise=GaussianNoise(0.1))
+    masks = per_sample_mask()
+    new = op.with_buffers(mask=masks)
+    x = torch.rand(3, 2, 6, 6, generator=gen(1))
+    assert type(new) is Inpainting and new is not op
+    torch.testing.assert_close(new.A(x), x * masks)
+    assert op.mask.shape[0] == 1 and torch.equal(op.A(x), x * op.mask)  # the original keeps its mask
+    assert new.noise is op.noise and new.config()["mask"] == op.config()["mask"]
+    assert new.with_buffers().mask is new.mask  # nothing named: a copy sharing every buffer
+    stacked = Inpainting.stack([op.with_buffers(mask=m[None]) for m in masks])  # stack and batch_repeat use it
+    assert torch.equal(stacked.mask, masks)
+    assert torch.equal(new.batch_repeat(2).mask, masks.repeat_interleave(2, 0))
+    with pytest.raises(ValueError, match="no per-sample buffer 'mask'"):
+        SuperResolution((1, 4, 4), 2).with_buffers(mask=masks)
+    with pytest.raises(ValueError, match=r"shape \[B, 1, 6, 6\]"):
+        op.with_buffers(mask=torch.ones(2, 1, 6, 5))
+
+
 # -- super-resolution ------------------------------------------------------------------------
 def test_keys_kernel_values():
     t = np.array([0.0, 0.25, 1.0, 1.5, 2.0, 2.5, -0.5])

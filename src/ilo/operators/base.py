@@ -224,11 +224,7 @@ class Operator(nn.Module):
     def stack(cls, ops: Sequence[Operator]) -> Operator:
         """One operator for a batch from operators of one image each that differ only in their
         per-sample buffers (e.g. a mask per image): those are concatenated, ``[len(ops), ...]``."""
-        new = copy.copy(ops[0])
-        new._buffers = dict(ops[0]._buffers)
-        for n in cls.per_sample_buffers:
-            new._buffers[n] = torch.cat([op.get_buffer(n) for op in ops])
-        return new
+        return ops[0].with_buffers(**{n: torch.cat([op.get_buffer(n) for op in ops]) for n in cls.per_sample_buffers})
 
     @classmethod
     def check_level(cls, level: float, size: int | None = None) -> None:
@@ -251,10 +247,32 @@ class Operator(nn.Module):
         per_sample = [n for n in self.per_sample_buffers if getattr(self, n).shape[0] > 1]
         if r == 1 or not per_sample:
             return self
+        return self.with_buffers(**{n: self.get_buffer(n).repeat_interleave(r, 0) for n in per_sample})
+
+    def with_buffers(self, **buffers: torch.Tensor) -> Operator:
+        """A copy of the operator with the named per-sample buffers (:attr:`per_sample_buffers`)
+        replaced, e.g. another mask per image; every other buffer, module and attribute is
+        shared with this operator, which is left unchanged. A new buffer must have the old
+        one's shape past its first (batch) dimension, ``[1 or B', ...]``; its values are not
+        checked (e.g. that a mask holds zeros and ones).
+
+        >>> from ilo.operators import Inpainting
+        >>> op = Inpainting.random((1, 4, 4), observed=0.5, generator=torch.Generator().manual_seed(0))
+        >>> two = op.with_buffers(mask=torch.cat([op.mask, 1 - op.mask]))
+        >>> two.mask.shape[0], op.mask.shape[0], bool((two.A(torch.ones(2, 1, 4, 4)).sum((1, 2, 3)) == 8).all())
+        (2, 1, True)
+        """
         new = copy.copy(self)
         new._buffers = dict(self._buffers)
-        for n in per_sample:
-            new._buffers[n] = self.get_buffer(n).repeat_interleave(r, 0)
+        for n, b in buffers.items():
+            if n not in self.per_sample_buffers:
+                raise ValueError(f"{type(self).__name__} has no per-sample buffer {n!r}; "
+                                 f"its per-sample buffers: {', '.join(self.per_sample_buffers) or 'none'}")
+            old = self.get_buffer(n)
+            if b.ndim != old.ndim or b.shape[1:] != old.shape[1:]:
+                raise ValueError(f"buffer {n!r} must have shape [B, {', '.join(map(str, old.shape[1:]))}], "
+                                 f"got {list(b.shape)}")
+            new._buffers[n] = b
         return new
 
     def config(self) -> dict:

@@ -342,10 +342,7 @@ def fit_and_refit(run: Callable[..., tuple[Result, list[Stage]]], y_fit: torch.T
         both: Operator = HeldOut(fit.base.batch_repeat(2), pair(fit.keep, torch.ones_like(fit.keep[:1])))
     else:
         assert type(fit) is type(operator), "fit must be a HeldOut or an operator of the same class"
-        both = copy.copy(operator)
-        both._buffers = dict(operator._buffers)
-        for n in operator.per_sample_buffers:
-            both._buffers[n] = pair(fit.get_buffer(n), operator.get_buffer(n))
+        both = operator.with_buffers(**{n: pair(fit.get_buffer(n), operator.get_buffer(n)) for n in operator.per_sample_buffers})
     res, stages = run(pair(y_fit, y), both, 2)
 
     def part(k: int) -> tuple[Result, list[Stage]]:
