@@ -161,9 +161,10 @@ class TotalVariation(Prior):
         Written for small batches (the self-tuning's 2-24 images of 64 px), where the cost is
         per tensor operation more than per pixel: 13 operations per iteration, into buffers
         and views made once per call. The dual's far-border entries start at zero and stay
-        zero (the gradient has none there), which :func:`_divergence_into` relies on.
+        zero (the gradient has none there), which :func:`_divergence_into` relies on. Not
+        differentiable (the output is detached, as the other priors' prox).
         """
-        t = _per_sample(t, v)  # [B, 1, 1, 1]
+        v, t = v.detach(), _per_sample(t, v).detach()  # t: [B, 1, 1, 1]
         shape = (*v.shape[:2], 2, *v.shape[2:])  # [B, C, 2, H, W]
         warm = self._dual is not None and self._dual.shape == shape
         dual = self._dual.to(v) if warm else v.new_zeros(shape)  # the prior's own buffer: updated in place
