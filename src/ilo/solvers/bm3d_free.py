@@ -100,20 +100,20 @@ def dct_matrix(n: int) -> torch.Tensor:
     """The orthonormal DCT-II matrix ``[n, n]`` (row ``k``: frequency ``k``).
 
     >>> d = dct_matrix(5)
-    >>> bool(torch.allclose(d @ d.T, torch.eye(5), atol=1e-6))
+    >>> bool(torch.allclose(d @ d.T, torch.eye(5, dtype=d.dtype)))
     True
     """
     k = np.arange(n)[:, None]
     m = np.cos(np.pi * (2 * np.arange(n)[None, :] + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
     m[0] /= np.sqrt(2.0)
-    return torch.from_numpy(m).float()
+    return torch.from_numpy(m).double()
 
 
 @lru_cache(maxsize=16)
 def haar_matrix(n: int) -> torch.Tensor:
     """The orthonormal Haar matrix ``[n, n]`` for ``n`` a power of 2 (row 0: the mean).
 
-    >>> (haar_matrix(4) * 2).tolist()[:2]
+    >>> (haar_matrix(4) * 2).round().tolist()[:2]
     [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, -1.0, -1.0]]
     """
     if n & (n - 1) or n < 1:
@@ -121,14 +121,14 @@ def haar_matrix(n: int) -> torch.Tensor:
     m = np.ones((1, 1))
     while m.shape[0] < n:
         m = np.vstack([np.kron(m, [1.0, 1.0]), np.kron(np.eye(m.shape[0]), [1.0, -1.0])]) / np.sqrt(2.0)
-    return torch.from_numpy(m).float()
+    return torch.from_numpy(m).double()
 
 
 @lru_cache(maxsize=16)
 def _kaiser(n: int, beta: float) -> torch.Tensor:
     """The 2D Kaiser window ``[n * n]`` (outer product, flattened row-major)."""
     k = np.kaiser(n, beta)
-    return torch.from_numpy(np.outer(k, k).ravel()).float()
+    return torch.from_numpy(np.outer(k, k).ravel()).double()
 
 
 def _positions(n: int, step: int) -> torch.Tensor:
@@ -224,7 +224,7 @@ def _pass(z: torch.Tensor, guide: torch.Tensor, pilot: torch.Tensor | None, p: P
     p = replace(p, block=min(p.block, H, W))
     refs_y, refs_x = _positions(H - p.block + 1, p.step), _positions(W - p.block + 1, p.step)
     t = _tile(max(H, W) - p.block + 1, max(len(refs_y), len(refs_x)), p)
-    num, den = torch.zeros(C, H * W), torch.zeros(C, H * W)
+    num, den = z.new_zeros(C, H * W), z.new_zeros(C, H * W)
     zf, pf = z.reshape(C, -1), pilot.reshape(C, -1) if pilot is not None else None
     for i in range(0, len(refs_y), t):
         for j in range(0, len(refs_x), t):
@@ -248,18 +248,18 @@ def bm3d_free(y: torch.Tensor, sigma: float | torch.Tensor, hard: Pass = HARD, w
         raise ValueError(f"sigma must be finite and >= 0, got {sigma!r}")
     scale = 127.5  # [-1, 1] units -> the paper's 0-255 scale (its thresholds are absolute)
     out = []
-    for img, s in zip(y.detach().cpu().float(), sig.tolist()):
+    for img, s in zip(y.detach().cpu().double(), sig.tolist()):
         if s == 0:
             out.append(img)
             continue
         s255 = s * scale
         C = img.shape[0]
         colour = C == 3
-        z = torch.einsum("ij,jhw->ihw", OPPONENT.float(), img) * scale if colour else img * scale
+        z = torch.einsum("ij,jhw->ihw", OPPONENT, img) * scale if colour else img * scale
         lum = (lambda t: t[0] / math.sqrt(3)) if colour else (lambda t: t.mean(0))  # the grouping luminance
         basic = _pass(z, lum(z), None, hard, s255)
         final = _pass(z, lum(basic), basic, wiener, s255)
-        out.append((torch.einsum("ji,jhw->ihw", OPPONENT.float(), final) if colour else final) / scale)
+        out.append((torch.einsum("ji,jhw->ihw", OPPONENT, final) if colour else final) / scale)
     return torch.stack(out).to(y.dtype).to(y.device)
 
 
