@@ -130,3 +130,13 @@ def test_within_reach_of_the_bm3d_package():
     ours = float(M.psnr(classical(y, op, "bm3d-free").image, x))
     theirs = float(M.psnr(bm3d_denoise(y, op).image, x))
     assert ours > theirs - 0.5, (ours, theirs)
+
+
+def test_bench_rows_per_level_and_method():
+    from ilo.bench.bm3d_free import compare
+
+    lines = []
+    rows = compare(shapes(2), levels=(25.0,), methods=("bm3d-free", "nlmeans"), echo=lines.append)
+    assert [(r["level"], r["method"]) for r in rows] == [(25.0, "bm3d-free"), (25.0, "nlmeans")]
+    assert all(len(r["per_image"]) == 2 and r["seconds"] > 0 for r in rows) and len(lines) == 2
+    assert rows[0]["psnr"] > rows[1]["psnr"]

@@ -275,7 +275,7 @@ def classical(y: torch.Tensor, operator: Operator, method: str, config: Classica
 #: the classical methods whose reconstructions of the residual ``y - A(stage)`` are ILO's
 #: self-tuning candidates (:func:`on_residual`), per operator class (bicubic left out: below
 #: TV super-resolution on every tuning face, and a second candidate only adds selection noise;
-#: for denoising our BM3D, 1.7-2.4 dB above NL-means on the tuning faces, docs/CLASSICAL.md;
+#: for denoising our BM3D, 1.8-2.6 dB above NL-means on the tuning faces, docs/CLASSICAL.md;
 #: the ``bm3d`` package is an option, non-commercial; docs/BENCHMARKS.md)
 RESIDUAL_METHODS: dict[type[Operator], tuple[str, ...]] = {
     Inpainting: ("biharmonic", "tv-inpaint"),
