@@ -86,7 +86,7 @@ HARD = Pass(4, 3, 16, 39, 2500.0)
 WIENER = Pass(6, 3, 32, 39, 400.0)
 #: the paper's normal profile (sigma255 <= 40): 8-pixel blocks in both passes
 PAPER = (Pass(8, 3, 16, 39, 2500.0), Pass(8, 3, 32, 39, 400.0))
-#: most block distances computed at once (float32 entries) while matching
+#: most block distances computed at once while matching (float64: 32 MB)
 CHUNK = 1 << 22
 
 #: orthonormal opponent colour transform, rows: luminance, two chrominances
