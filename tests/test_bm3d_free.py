@@ -140,3 +140,17 @@ def test_bench_rows_per_level_and_method():
     assert [(r["level"], r["method"]) for r in rows] == [(25.0, "bm3d-free"), (25.0, "nlmeans")]
     assert all(len(r["per_image"]) == 2 and r["seconds"] > 0 for r in rows) and len(lines) == 2
     assert rows[0]["psnr"] > rows[1]["psnr"]
+
+
+def test_from_the_command_line(tmp_path, capsys):
+    import json
+
+    from ilo.cli import main
+
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as e:
+        main(["solve", "--generator", "digiface-dcgan", "--quiet", "--task", "denoise", "--sigma", "25",
+              "--method", "bm3d-free", "--truth-seed", "3", "--out", str(out)])
+    assert e.value.code == 0, capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["method"] == "bm3d-free" and m["psnr"] > 20 + 5  # the noisy input is about 20 dB at sigma 25
