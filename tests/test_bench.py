@@ -118,7 +118,7 @@ def test_methods_include_the_classical_ones_that_apply():
         classical = [m for m in curves.METHODS[task] if m in CLASSICAL_METHODS]
         assert classical and all(issubclass(operator_class(task), CLASSICAL_METHODS[m]) for m in classical), task
     assert "bm3d" in curves.METHODS["denoise"] and "bicubic" not in curves.METHODS["denoise"]
-    assert set(sna.CLASSICAL) == {"bm3d", "nlmeans", "tv-denoise"}
+    assert set(sna.CLASSICAL) == {"bm3d", "bm3d-free", "nlmeans", "tv-denoise"}
 
 
 def test_rerun_does_no_solver_work(quick_curves, capsys, monkeypatch):
@@ -202,9 +202,9 @@ def test_sna_quick_on_user_images(tmp_path, capsys):
     out = tmp_path / "sna"
     code, stdout, err = run(["bench", "sna", "--quick", "--quiet", "--images", str(folder), "--out", str(out)], capsys)
     assert code == 0, err
-    rows = check_outputs(out, 2 * 7, ["plots/sna_psnr.png"], ["grids/sna_images.png"])
+    rows = check_outputs(out, 2 * 8, ["plots/sna_psnr.png"], ["grids/sna_images.png"])
     assert {r["set"] for r in rows} == {"images"} and {r["image"] for r in rows} == {"a.jpg", "b.png"}
-    assert {r["method"] for r in rows} == {"csgm", "csgm+sna", "ilo", "ilo+sna", "bm3d", "nlmeans", "tv-denoise"}
+    assert {r["method"] for r in rows} == {"csgm", "csgm+sna", "ilo", "ilo+sna", "bm3d", "bm3d-free", "nlmeans", "tv-denoise"}
     assert {float(r["level"]) for r in rows} == {30.0}
     jobs = jobs_of(out)
     flags = {jobs[r["job"]]["method"]: r["info"]["solver"]["loss"]["sna"] for r in records(out) if "loss" in r["info"].get("solver", {})}

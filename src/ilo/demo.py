@@ -37,7 +37,7 @@ def classical_methods(operator: Operator) -> list[str]:
 
     >>> from ilo.operators import Denoising
     >>> classical_methods(Denoising((3, 8, 8), sigma255=25))
-    ['bm3d', 'nlmeans', 'tv-denoise']
+    ['bm3d', 'bm3d-free', 'nlmeans', 'tv-denoise']
     """
     return [m for m, cls in CLASSICAL_METHODS.items() if isinstance(operator, cls)]
 

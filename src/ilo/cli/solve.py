@@ -49,8 +49,9 @@ def task_options(f):
         click.option("--task", type=str, required=True, help="inpaint | superres | denoise | cs"),
         click.option("--method", type=str, default="ilo",
                      help="Generative: ilo | csgm | csgm-perceptual | csgm-mse-perceptual | pulse. Classical (no "
-                          "generator): inpaint: biharmonic | tv-inpaint; superres: bicubic | tv-superres; denoise: bm3d | "
-                          "nlmeans | tv-denoise; cs: adjoint | tv-cs | wavelet-cs."),
+                          "generator): inpaint: biharmonic | tv-inpaint; superres: bicubic | tv-superres; denoise: "
+                          "bm3d-free | bm3d (optional package, non-commercial) | nlmeans | tv-denoise; cs: adjoint | tv-cs | "
+                          "wavelet-cs."),
         click.option("--loss", "loss_terms", type=str, default=None,
                      help="Loss terms replacing the preset's, e.g. mse,perceptual (terms: mse, perceptual, lpips)."),
         click.option("--weights", type=str, default=None, help="Weights of the --loss terms, e.g. 1,0.05 (default 1 each)."),
