@@ -98,8 +98,9 @@ def test_self_tuned_denoising_is_never_estimated_worse_than_the_input(tiny_dcgan
         assert names == candidate_names(["csgm", "round1"], DeviationConfig(weights=(0.01, 0.1)), identity=True,
                                         methods=RESIDUAL_METHODS[Denoising])
         assert res.candidates.shape == (len(names), 2, *SHAPE)
-        # auto under SURE: only the candidates that are functions of y alone (the stages were fitted to the noise)
-        allowed = names if rule == "estimate" else [*RESIDUAL_METHODS[Denoising], "observation"]
+        # auto under SURE: only the candidates that are functions of y alone (the stages were fitted to the
+        # noise), and CSGM's solution (its estimate corrected for its latent dimension)
+        allowed = names if rule == "estimate" else ["csgm", *RESIDUAL_METHODS[Denoising], "observation"]
         assert sel["stage_rule"] == ("classical" if rule == "auto" else rule)
         for i, est in enumerate(sel["estimated_mse"]):
             assert est[names.index("observation")] == pytest.approx(op.noise.sigma ** 2, rel=1e-5)  # SURE of y
@@ -117,12 +118,16 @@ def test_self_tuned_inpainting_keeps_observed_pixels_and_refits(tiny_dcgan):
     res = solve(y, op, tiny_dcgan, "ilo", _cfg(), seeds=0)
     m = op.mask.bool().expand_as(x)
     assert torch.equal(res.image[m], y[m])
-    assert res.steps == 6 + 6 and res.selection["fit_run_steps"] == 6 + 6  # the fit run, then the refit
+    # the CSGM method at the whole budget (6 + 6 steps) once, on the fit part, then the refit's round; the
+    # fit run's round is counted apart
+    assert res.steps == 12 + 6 and res.selection["fit_run_steps"] == 6 and res.selection["csgm_steps"] == 12
     est = torch.tensor(res.selection["estimated_mse"])
     names = res.selection["candidates"]
     origin = torch.tensor(candidate_stages(2, _cfg().deviation, methods=res.selection["classical"]))
     stage = torch.tensor([["csgm", "round1"].index(s) for s in res.selection["stage"]])  # the refit's best
-    est[(origin[None, :] != stage[:, None]) & (origin[None, :] >= 0)] = float("inf")
+    excluded = (origin[None, :] != stage[:, None]) & (origin[None, :] >= 0)
+    excluded[:, names.index(res.selection["csgm_candidate"])] = False  # CSGM's solution: always a candidate
+    est[excluded] = float("inf")
     assert [names[k] for k in est.argmin(1).tolist()] == res.selection["choice"]
     assert res.selection["stage_rule"] == "measurement"
     assert "csgm" in names and all(c in names for c in res.selection["ilo_choice"])
@@ -157,9 +162,9 @@ def test_pipeline_records_the_selection(tiny_dcgan):
     assert rec["solver"]["selection"]["candidates"] == res.selection["candidates"]
 
 
-def _sequential(run, y_fit, fit, y, operator):
+def _sequential(run, y_fit, fit, y, operator, start=None):
     """Self-tuning's fit and refit runs one after the other (what :func:`fit_and_refit` batches)."""
-    return run(y_fit, fit), run(y, operator)
+    return run(y_fit, fit, 1, start), run(y, operator, 1, start)
 
 
 @pytest.mark.parametrize("op", [Inpainting.random(SHAPE, 0.4, torch.Generator().manual_seed(0)),

@@ -50,6 +50,9 @@ class CSGMConfig:
             ``trainable_keys(0)``), e.g. StyleGAN-2's w+ and its first five noise maps.
         loss: loss weights.
         schedule: learning-rate schedule.
+        prune: if set, after this fraction of the steps only each image's best restart so far
+            continues (a batch of one row per image for the rest of the steps); None = every
+            restart runs to the end.
     """
 
     steps: int = 300
@@ -60,10 +63,13 @@ class CSGMConfig:
     keys: tuple[str, ...] | None = None
     loss: LossConfig = field(default_factory=LossConfig)
     schedule: Schedule = field(default_factory=Schedule)
+    prune: float | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.restarts < 1 or self.lr <= 0:
             raise ValueError(f"invalid CSGM config: steps={self.steps}, restarts={self.restarts}, lr={self.lr}")
+        if self.prune is not None and not 0 < self.prune <= 1:
+            raise ValueError(f"invalid CSGM config: prune={self.prune} (a fraction of the steps in (0, 1])")
 
     @property
     def total_steps(self) -> int:
@@ -140,6 +146,8 @@ class DeviationConfig:
 
 #: how self-tuning picks the stage a candidate starts from (:class:`SelectionConfig`)
 STAGE_RULES = ("auto", "estimate", "measurement", "classical")
+#: where self-tuning's CSGM stage comes from (:class:`SelectionConfig`)
+CSGM_STAGES = ("method", "own")
 
 
 @dataclass(frozen=True)
@@ -174,6 +182,13 @@ class SelectionConfig:
         every_candidate: under the ``"measurement"`` rule, also compute the candidates the rule
             excludes (the other stages' deviations and residuals; otherwise NaN images, never
             chosen): only for benchmarks that look for the best of all candidates (an oracle).
+        csgm: the CSGM stage. ``"method"``: the CSGM method's preset at ILO's whole budget and
+            restarts (:func:`ilo.solvers.ilo.csgm_stage`) runs once, on the fit part (on all
+            of ``y`` under SURE), and the rounds of both runs start from its solution, so the
+            CSGM method's solution is a candidate; ``"own"``: ILO's ``csgm`` stage in each run
+            (the fit and the refit). Under every stage rule the CSGM stage's solution is a
+            candidate the choice may take (under SURE its estimate counts its latent dimension
+            as divergence, :func:`ilo.solvers.selection.csgm_sure_correction`).
     """
 
     holdout: float = 0.15
@@ -182,6 +197,7 @@ class SelectionConfig:
     classical: tuple[str, ...] | None = None
     stage: str = "auto"
     every_candidate: bool = False
+    csgm: str = "method"
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1:
@@ -189,6 +205,8 @@ class SelectionConfig:
                              f"probes={self.probes}")
         if self.stage not in STAGE_RULES:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
+        if self.csgm not in CSGM_STAGES:
+            raise ValueError(f"csgm must be one of {', '.join(CSGM_STAGES)}, got {self.csgm!r}")
 
 
 @dataclass(frozen=True)
