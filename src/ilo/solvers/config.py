@@ -50,9 +50,6 @@ class CSGMConfig:
             ``trainable_keys(0)``), e.g. StyleGAN-2's w+ and its first five noise maps.
         loss: loss weights.
         schedule: learning-rate schedule.
-        prune: if set, after this fraction of the steps only each image's best restart so far
-            continues (a batch of one row per image for the rest of the steps); None = every
-            restart runs to the end.
     """
 
     steps: int = 300
@@ -63,13 +60,10 @@ class CSGMConfig:
     keys: tuple[str, ...] | None = None
     loss: LossConfig = field(default_factory=LossConfig)
     schedule: Schedule = field(default_factory=Schedule)
-    prune: float | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.restarts < 1 or self.lr <= 0:
             raise ValueError(f"invalid CSGM config: steps={self.steps}, restarts={self.restarts}, lr={self.lr}")
-        if self.prune is not None and not 0 < self.prune <= 1:
-            raise ValueError(f"invalid CSGM config: prune={self.prune} (a fraction of the steps in (0, 1])")
 
     @property
     def total_steps(self) -> int:

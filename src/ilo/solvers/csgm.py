@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 
 import torch
 
@@ -13,7 +12,7 @@ from ..losses.fidelity import DataFidelity
 from ..operators.base import Operator
 from ..projections import Constraint, L2Ball, Sphere
 from ..rng import stream
-from .config import CSGMConfig, Schedule
+from .config import CSGMConfig
 from .optim import StepInfo
 from .result import Result
 from .rounds import Round
@@ -34,28 +33,6 @@ def latent_constraints(config: CSGMConfig, keys: Sequence[str]) -> dict[str, lis
     return out
 
 
-@dataclass(frozen=True)
-class _Window(Schedule):
-    """A schedule's factors for steps ``offset, offset + 1, ...`` of a run of ``total`` steps."""
-
-    offset: int = 0
-    total: int = 1
-
-    def factor(self, t: int, steps: int) -> float:
-        return super().factor(self.offset + t, self.total)
-
-
-def prune_step(config: CSGMConfig) -> int:
-    """The step after which only each image's best restart continues (``config.steps``: never).
-
-    >>> prune_step(CSGMConfig(steps=600, restarts=4, prune=1 / 6)), prune_step(CSGMConfig(steps=600, restarts=1, prune=0.5))
-    (100, 600)
-    """
-    if config.prune is None or config.restarts == 1:
-        return config.steps
-    return min(config.steps, max(1, round(config.prune * config.steps)))
-
-
 def csgm(
     y: torch.Tensor,
     operator: Operator,
@@ -71,10 +48,7 @@ def csgm(
     """CSGM (Bora et al. 2017): ``min_z ||A G(z) - y||^2`` by Adam from several random starts.
 
     The ``restarts`` starts of every image run as one batch; per image the restart whose best
-    iterate has the lowest measurement loss is returned. With ``config.prune``, after that
-    fraction of the steps only the restart with the lowest measurement loss so far continues
-    (from its current iterate, Adam's moments reset, the schedule where it was), at a quarter
-    of the batch for the rest (:func:`prune_step`). Image ``i`` draws its starts from the
+    iterate has the lowest measurement loss is returned. Image ``i`` draws its starts from the
     streams ``(seeds[i], "restart", r)`` and its SNA noise from ``(seeds[i], "sna", 0, restart)`` (ILO's rounds: ``(seeds[i], "sna", 1)``)
     (:mod:`ilo.rng`), so its result does not depend on the batch.
 
@@ -100,10 +74,8 @@ def csgm(
     params = {k: v for k, v in start.items() if k in keys}
     fixed = {k: v for k, v in start.items() if k not in keys}
     tracker = BestTracker(B * R, y.device)  # per restart, with its latents
-    k = prune_step(config)
-    window = lambda offset: _Window(config.schedule.rampup, config.schedule.rampdown, offset, config.steps)
-    rnd = Round(render=generator, objective=lambda x, s: objective(x, y_rep, s), steps=k, lr=config.lr,
-                constraints=latent_constraints(config, keys), schedule=window(0),
+    rnd = Round(render=generator, objective=lambda x, s: objective(x, y_rep, s), steps=config.steps, lr=config.lr,
+                constraints=latent_constraints(config, keys), schedule=config.schedule,
                 measure=lambda x: op_rep.measurement_loss(x, y_rep))
     rows = torch.arange(B, device=y.device) * R
 
@@ -117,20 +89,6 @@ def csgm(
         rec(0, 0, obj.view(B, R).min(1).values, meas.view(B, R).min(1).values, x)
 
     rnd.run(params, fixed, on_step)
-    if k < config.steps:  # continue each image's best restart alone
-        keep = rows + tracker.loss.view(B, R).argmin(1)
-        params = {n: v[keep].detach().clone() for n, v in params.items()}
-        fixed = {n: v[keep] for n, v in fixed.items()}
-        best_so_far = BestTracker(B, y.device)
-        best_so_far.update(tracker.loss[keep], tracker.image[keep], 0, {n: v[keep] for n, v in tracker.state.items()})
-        tracker, R, rows = best_so_far, 1, torch.arange(B, device=y.device)
-        y_rep, op_rep = y, operator
-        streams = objective.generators  # each kept row continues its SNA stream
-        objective = Objective(config.loss, operator, None if streams is None else [streams[int(i)] for i in keep],
-                              fidelity)
-        rnd = replace(rnd, objective=lambda x, s: objective(x, y, s), steps=config.steps - k, schedule=window(k),
-                      measure=lambda x: operator.measurement_loss(x, y))
-        rnd.run(params, fixed, on_step)
     with torch.no_grad():  # the last update was never evaluated
         _, meas, x = rnd.evaluate(params, fixed)
         offer(meas, x)
