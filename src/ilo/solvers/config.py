@@ -2,8 +2,9 @@
 
 Budgets are counted in optimisation steps of the batch (one generator forward + backward
 each). ``ILOConfig.total_steps`` includes the CSGM stage, so an ILO run and a CSGM run with the
-same ``total_steps`` and ``restarts`` have the same budget. The presets are in
-:mod:`ilo.solvers.presets`.
+same ``total_steps`` and ``restarts`` have the same budget, except under self-tuning, whose
+CSGM stage is by default the CSGM method at the whole budget, followed by the rounds
+(:class:`SelectionConfig`). The presets are in :mod:`ilo.solvers.presets`.
 """
 
 from __future__ import annotations
@@ -208,7 +209,8 @@ class ILOConfig:
     """Intermediate Layer Optimization (Algorithm 1 of Daras et al. 2021, in rounds over layers).
 
     Args:
-        csgm: the first stage (line 1 of Algorithm 1).
+        csgm: the first stage (line 1 of Algorithm 1); under self-tuning by default replaced
+            by the CSGM method's preset (:attr:`SelectionConfig.csgm`).
         rounds: one :class:`RoundConfig` per intermediate layer, shallow to deep.
         back_to_range: after each round, find the previous layer's point whose image under
             ``G1`` is closest to the round's solution (line 5), and start the next round from it.

@@ -52,7 +52,10 @@ def ilo(
        observed pixels are kept exactly.
     6. Self-tuning (``config.selection``): the stage solutions and their deviations at a grid
        of weights are candidates, chosen per image by held-out measurements or SURE
-       (:mod:`ilo.solvers.selection`); ``Result.selection`` records the choice.
+       (:mod:`ilo.solvers.selection`); ``Result.selection`` records the choice. By default
+       step 1 is then the CSGM method at its own preset and ILO's whole budget
+       (:func:`csgm_stage`), run once and shared by the fit run and the refit, so the CSGM
+       method's solution is one of the candidates.
 
     ``Result.latents`` is the final state at ``Result.layer`` (the last round's layer);
     ``Result.image`` the selected iterate, which may come from an earlier round.
