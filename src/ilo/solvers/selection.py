@@ -19,10 +19,11 @@ or the observation, under SURE). The choice per image:
   fit part; both runs' rounds start from it and its solution is the ``"csgm"`` candidate
   (recorded as ``csgm_candidate``), which every stage rule lets the choice take. The rounds
   double the generator rows; ``Result.history`` holds the CSGM stage's steps, then the refit's
-  (the fit run's step count is recorded as ``fit_run_steps``), and ``Result.seconds`` is the wall time of the whole self-tuning, candidates included. The held-out part
-  resembles what is missing: patches next to a box-shaped hole, random pixels for a random
-  mask, random low-resolution pixels (all channels) for super-resolution, random measurements
-  for compressed sensing.
+  (the fit run's step count is recorded as ``fit_run_steps``), and ``Result.seconds`` is the
+  wall time of the whole self-tuning, candidates included. The held-out part resembles what
+  is missing: patches next to a box-shaped hole, random pixels for a random mask, random
+  low-resolution pixels (all channels) for super-resolution, random measurements for
+  compressed sensing.
 * **SURE** (denoising with known sigma; Ramani, Blu & Unser 2008): the Monte-Carlo estimate
   of each candidate's MSE (:func:`~ilo.solvers.risk.sure`), the stage images held fixed (their
   own dependence on the noise is not differentiated, which makes their estimates optimistic).
