@@ -40,9 +40,12 @@ def test_solve_writes_everything(tmp_path, capsys, task, extra):
     m = json.loads((out / "metrics.json").read_text())
     for key in ["task", "method", "measurement_mse", "true_mse", "psnr", "steps", "seconds"]:
         assert key in m
-    assert m["task"] == task and m["method"] == "ilo" and m["steps"] == 6
+    assert m["task"] == task and m["method"] == "ilo"
     assert 0 < m["true_mse"] < 1 and m["psnr"] > 0
     cfg = json.loads((out / "config.json").read_text())
+    # the self-tuned ILO's steps: its CSGM stage, the CSGM method at the whole budget (--steps 6), then the rounds
+    sel = cfg["solver"]["selection"]
+    assert sel["csgm_steps"] == 6 and m["steps"] == 6 + sum(r["steps"] for r in cfg["solver"]["rounds"])
     assert cfg["problem"]["operator"]["task"] == task and cfg["solver"]["csgm"]["restarts"] == 2
     assert Image.open(out / "reconstruction.png").size == (64, 64)
     assert "true_mse=" in stdout

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ilo.operators import CompressedSensing, Denoising, Inpainting, SuperResolution
+from ilo.operators.base import GaussianNoise
 from ilo.rng import PURPOSES
 from ilo.solvers import CSGMConfig, ILOConfig, RoundConfig, solve
 from ilo.solvers.config import DeviationConfig, SelectionConfig, self_tuned
@@ -98,8 +99,9 @@ def test_self_tuned_denoising_is_never_estimated_worse_than_the_input(tiny_dcgan
         assert names == candidate_names(["csgm", "round1"], DeviationConfig(weights=(0.01, 0.1)), identity=True,
                                         methods=RESIDUAL_METHODS[Denoising])
         assert res.candidates.shape == (len(names), 2, *SHAPE)
-        # auto under SURE: only the candidates that are functions of y alone (the stages were fitted to the noise)
-        allowed = names if rule == "estimate" else [*RESIDUAL_METHODS[Denoising], "observation"]
+        # auto under SURE: only the candidates that are functions of y alone (the stages were fitted to the
+        # noise), and CSGM's solution (its estimate corrected for its latent dimension)
+        allowed = names if rule == "estimate" else ["csgm", *RESIDUAL_METHODS[Denoising], "observation"]
         assert sel["stage_rule"] == ("classical" if rule == "auto" else rule)
         for i, est in enumerate(sel["estimated_mse"]):
             assert est[names.index("observation")] == pytest.approx(op.noise.sigma ** 2, rel=1e-5)  # SURE of y
@@ -117,12 +119,16 @@ def test_self_tuned_inpainting_keeps_observed_pixels_and_refits(tiny_dcgan):
     res = solve(y, op, tiny_dcgan, "ilo", _cfg(), seeds=0)
     m = op.mask.bool().expand_as(x)
     assert torch.equal(res.image[m], y[m])
-    assert res.steps == 6 + 6 and res.selection["fit_run_steps"] == 6 + 6  # the fit run, then the refit
+    # the CSGM method at the whole budget (6 + 6 steps) once, on the fit part, then the refit's round; the
+    # fit run's round is counted apart
+    assert res.steps == 12 + 6 and res.selection["fit_run_steps"] == 6 and res.selection["csgm_steps"] == 12
     est = torch.tensor(res.selection["estimated_mse"])
     names = res.selection["candidates"]
     origin = torch.tensor(candidate_stages(2, _cfg().deviation, methods=res.selection["classical"]))
     stage = torch.tensor([["csgm", "round1"].index(s) for s in res.selection["stage"]])  # the refit's best
-    est[(origin[None, :] != stage[:, None]) & (origin[None, :] >= 0)] = float("inf")
+    excluded = (origin[None, :] != stage[:, None]) & (origin[None, :] >= 0)
+    excluded[:, names.index(res.selection["csgm_candidate"])] = False  # CSGM's solution: always a candidate
+    est[excluded] = float("inf")
     assert [names[k] for k in est.argmin(1).tolist()] == res.selection["choice"]
     assert res.selection["stage_rule"] == "measurement"
     assert "csgm" in names and all(c in names for c in res.selection["ilo_choice"])
@@ -144,7 +150,53 @@ def test_selection_and_deviation_configs_validate():
         DeviationConfig(weights=(-1.0,))
     with pytest.raises(ValueError):
         SelectionConfig(holdout=1.0)
+    with pytest.raises(ValueError, match="csgm must be one of method, own"):
+        SelectionConfig(csgm="both")
     assert self_tuned(ILOConfig()).to_dict()["selection"]["holdout"] == SelectionConfig().holdout
+    assert self_tuned(ILOConfig()).to_dict()["selection"]["csgm"] == "method"
+
+
+@pytest.mark.parametrize("op", [Inpainting.random(SHAPE, 0.4, torch.Generator().manual_seed(0)),
+                                CompressedSensing(SHAPE, 0.3, torch.Generator().manual_seed(0))],
+                         ids=["inpaint", "cs"])
+def test_the_csgm_methods_solution_on_the_fit_part_is_a_candidate(tiny_dcgan, op):
+    from ilo.solvers.ilo import csgm_stage
+    from ilo.solvers.presets import csgm_preset
+
+    y = op(_truth(tiny_dcgan))
+    cfg = _cfg()
+    res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=[4, 9])
+    stage = csgm_stage(cfg, tiny_dcgan)
+    assert stage == csgm_preset(cfg.total_steps, cfg.csgm.restarts)  # a DCGAN: the CSGM method's preset, ILO's budget
+    fit, y_fit, _, _ = split(op, y, [4, 9], cfg.selection)
+    alone = solve(y_fit, fit, tiny_dcgan, "csgm", stage, seeds=[4, 9])
+    sel = res.selection
+    k = sel["candidates"].index(sel["csgm_candidate"])
+    torch.testing.assert_close(res.candidates[k], alone.image, rtol=0, atol=1e-6)
+    assert sel["csgm_config"] == stage.to_dict() and sel["csgm"] == "method"
+    # "own": each run's own CSGM stage (ILOConfig.csgm), as before; still a candidate
+    own = solve(y, op, tiny_dcgan, "ilo", replace(cfg, selection=replace(cfg.selection, csgm="own")), seeds=[4, 9])
+    assert own.selection["csgm_steps"] == cfg.csgm.steps and "csgm_config" not in own.selection
+    assert own.steps == cfg.total_steps and not torch.allclose(own.candidates[k], alone.image)
+
+
+@pytest.mark.parametrize("op", [Inpainting.random(SHAPE, 0.4, torch.Generator().manual_seed(0), GaussianNoise(0.1)),
+                                CompressedSensing(SHAPE, 0.3, torch.Generator().manual_seed(0), GaussianNoise(0.1))],
+                         ids=["inpaint", "cs"])
+def test_in_range_the_self_tuned_choice_is_not_worse_than_csgms_candidate(tiny_dcgan, op):
+    """A truth drawn from the generator, noisy measurements: CSGM's 8 latent entries cannot fit
+    the noise, ILO's round can (a problem where CSGM is best); the choice is not worse than CSGM's."""
+    from ilo import metrics as M
+
+    x = _truth(tiny_dcgan)
+    y = op(x, torch.Generator().manual_seed(1))
+    base = ILOConfig(csgm=CSGMConfig(steps=20, restarts=2, lr=0.05), rounds=(RoundConfig(1, 20, 0.1, 50.0),))
+    res = solve(y, op, tiny_dcgan, "ilo", self_tuned(base, weights=(0.01, 0.1), steps=10), seeds=0)
+    names = res.selection["candidates"]
+    true = torch.stack([M.mse(c, x) for c in res.candidates]).nan_to_num(nan=1.0)  # [K, B]
+    csgm_err = true[names.index(res.selection["csgm_candidate"])]
+    assert bool((csgm_err < 0.5 * true[names.index("round1")]).all())  # a problem where CSGM is best
+    assert bool((M.mse(res.image, x) <= csgm_err * 1.01 + 1e-9).all())
 
 
 def test_pipeline_records_the_selection(tiny_dcgan):
@@ -157,9 +209,9 @@ def test_pipeline_records_the_selection(tiny_dcgan):
     assert rec["solver"]["selection"]["candidates"] == res.selection["candidates"]
 
 
-def _sequential(run, y_fit, fit, y, operator):
+def _sequential(run, y_fit, fit, y, operator, start=None):
     """Self-tuning's fit and refit runs one after the other (what :func:`fit_and_refit` batches)."""
-    return run(y_fit, fit), run(y, operator)
+    return run(y_fit, fit, 1, start), run(y, operator, 1, start)
 
 
 @pytest.mark.parametrize("op", [Inpainting.random(SHAPE, 0.4, torch.Generator().manual_seed(0)),

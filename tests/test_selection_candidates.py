@@ -24,7 +24,7 @@ SHAPE = (3, 16, 16)
 def fake_run(stage_images):
     """A stand-in for ILO's rounds: the same stage images for any observation, measurement
     losses from the operator it is called with (``copies`` rows per image, as ILO's ``run``)."""
-    def run(y, op, copies=1):
+    def run(y, op, copies=1, start=None):
         ims = [im.repeat_interleave(copies, 0) for im in stage_images]
         stages = [(f"s{i}", im, op.measurement_loss(im, y)) for i, im in enumerate(ims)]
         return Result(image=stages[-1][1], latents={}, layer=1, measurement_loss=stages[-1][2]), stages
@@ -95,10 +95,11 @@ def test_measurement_rule_keeps_the_refit_best_stage_or_a_classical_method():
     sel = res.selection
     assert sel["stage_rule"] == "measurement" and sel["stage"] == ["s1", "s1"]  # "auto": not a box
     origin = candidate_stages(3, cfg.deviation, methods=sel["classical"])
+    assert sel["csgm_candidate"] == "s0"  # the first stage: CSGM's solution, always a candidate
     for i, c in enumerate(sel["choice"]):
         k = sel["candidates"].index(c)
-        assert origin[k] in (1, -1)
-        allowed = [j for j, o in enumerate(origin) if o in (1, -1)]
+        allowed = [0] + [j for j, o in enumerate(origin) if o in (1, -1)]
+        assert k in allowed
         assert sel["estimated_mse"][i][k] == min(sel["estimated_mse"][i][j] for j in allowed)
     box = Inpainting.box(SHAPE, 5, 5, 11, 11)
     res = self_tune(box(x), box, cfg, fake_run(stage_images), [0, 1])

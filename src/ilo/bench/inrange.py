@@ -12,10 +12,11 @@ never the tuning seeds 10 000-10 999) and every task at its default level (the o
 - ``ilo paper``: the paper's ILO (``extend=False``).
 
 Every method gets the same budget (``--steps`` x ``--restarts``). The self-tuned ILO's
-candidates include its own CSGM stage (fewer steps than the CSGM method at the same budget),
-so the JSON also keeps, per face, the choice, the oracle candidate (lowest true MSE) and the
-true MSE of that CSGM stage: where ILO falls below CSGM, they say whether the selection or
-the candidates are to blame. Prints one Markdown table; resumable (tasks in ``--json`` are
+candidates include the CSGM method's solution at that budget, computed on the fit part of the
+measurements (``SelectionConfig.csgm == "method"``; on all of them for denoising), so the
+JSON also keeps, per face, the choice, the oracle candidate (lowest true MSE) and the true MSE
+of that CSGM candidate (``csgm_stage_true_mse``): where ILO falls below CSGM, they say whether
+the selection or the candidates are to blame. Prints one Markdown table; resumable (tasks in ``--json`` are
 skipped).
 """
 
@@ -42,7 +43,7 @@ METHODS = (("csgm", "csgm", True), ("ilo self-tuned", "ilo", True), ("ilo paper"
 def run_task(G, truth: torch.Tensor, task: str, *, steps: int, restarts: int) -> dict:
     """Every method of :data:`METHODS` on ``truth [B, C, H, W]`` at ``task``'s default level:
     per-image ``psnr``, ``ssim`` and ``true_mse`` per method, seconds, and the self-tuned
-    ILO's choice, oracle and CSGM-stage true MSE per image."""
+    ILO's choice, oracle and its CSGM candidate's true MSE per image."""
     from ..solvers.selection import paste_observed
 
     prob = build_problem(ProblemSpec(task), G, seed=0, truth=truth)
@@ -58,7 +59,7 @@ def run_task(G, truth: torch.Tensor, task: str, *, steps: int, restarts: int) ->
             out["selection"] = {"choice": result.selection["choice"],
                                 "oracle": [names[int(k)] for k in true_mse.argmin(0)],
                                 "oracle_true_mse": true_mse.min(0).values.tolist(),
-                                "csgm_stage_true_mse": true_mse[names.index("csgm")].tolist()}
+                                "csgm_stage_true_mse": true_mse[names.index(result.selection["csgm_candidate"])].tolist()}
     return out
 
 

@@ -2,8 +2,9 @@
 
 Budgets are counted in optimisation steps of the batch (one generator forward + backward
 each). ``ILOConfig.total_steps`` includes the CSGM stage, so an ILO run and a CSGM run with the
-same ``total_steps`` and ``restarts`` have the same budget. The presets are in
-:mod:`ilo.solvers.presets`.
+same ``total_steps`` and ``restarts`` have the same budget, except under self-tuning, whose
+CSGM stage is by default the CSGM method at the whole budget, followed by the rounds
+(:class:`SelectionConfig`). The presets are in :mod:`ilo.solvers.presets`.
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ class DeviationConfig:
 
 #: how self-tuning picks the stage a candidate starts from (:class:`SelectionConfig`)
 STAGE_RULES = ("auto", "estimate", "measurement", "classical")
+#: where self-tuning's CSGM stage comes from (:class:`SelectionConfig`)
+CSGM_STAGES = ("method", "own")
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,13 @@ class SelectionConfig:
         every_candidate: under the ``"measurement"`` rule, also compute the candidates the rule
             excludes (the other stages' deviations and residuals; otherwise NaN images, never
             chosen): only for benchmarks that look for the best of all candidates (an oracle).
+        csgm: the CSGM stage. ``"method"``: the CSGM method's preset at ILO's whole budget and
+            restarts (:func:`ilo.solvers.ilo.csgm_stage`) runs once, on the fit part (on all
+            of ``y`` under SURE), and the rounds of both runs start from its solution, so the
+            CSGM method's solution is a candidate; ``"own"``: ILO's ``csgm`` stage in each run
+            (the fit and the refit). Under every stage rule the CSGM stage's solution is a
+            candidate the choice may take (under SURE its estimate counts its latent dimension
+            as divergence, :func:`ilo.solvers.selection.csgm_sure_correction`).
     """
 
     holdout: float = 0.15
@@ -182,6 +192,7 @@ class SelectionConfig:
     classical: tuple[str, ...] | None = None
     stage: str = "auto"
     every_candidate: bool = False
+    csgm: str = "method"
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1:
@@ -189,6 +200,8 @@ class SelectionConfig:
                              f"probes={self.probes}")
         if self.stage not in STAGE_RULES:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
+        if self.csgm not in CSGM_STAGES:
+            raise ValueError(f"csgm must be one of {', '.join(CSGM_STAGES)}, got {self.csgm!r}")
 
 
 @dataclass(frozen=True)
@@ -196,7 +209,8 @@ class ILOConfig:
     """Intermediate Layer Optimization (Algorithm 1 of Daras et al. 2021, in rounds over layers).
 
     Args:
-        csgm: the first stage (line 1 of Algorithm 1).
+        csgm: the first stage (line 1 of Algorithm 1); under self-tuning by default replaced
+            by the CSGM method's preset (:attr:`SelectionConfig.csgm`).
         rounds: one :class:`RoundConfig` per intermediate layer, shallow to deep.
         back_to_range: after each round, find the previous layer's point whose image under
             ``G1`` is closest to the round's solution (line 5), and start the next round from it.

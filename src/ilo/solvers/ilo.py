@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -13,7 +15,7 @@ from ..losses.fidelity import DataFidelity
 from ..operators.base import Operator
 from ..projections import Constraint, L1Ball
 from ..rng import stream
-from .config import ILOConfig, RoundConfig
+from .config import CSGMConfig, ILOConfig, RoundConfig
 from .csgm import csgm, latent_constraints
 from .optim import StepInfo
 from .result import Result
@@ -50,7 +52,10 @@ def ilo(
        observed pixels are kept exactly.
     6. Self-tuning (``config.selection``): the stage solutions and their deviations at a grid
        of weights are candidates, chosen per image by held-out measurements or SURE
-       (:mod:`ilo.solvers.selection`); ``Result.selection`` records the choice.
+       (:mod:`ilo.solvers.selection`); ``Result.selection`` records the choice. By default
+       step 1 is then the CSGM method at its own preset and ILO's whole budget
+       (:func:`csgm_stage`), run once and shared by the fit run and the refit, so the CSGM
+       method's solution is one of the candidates.
 
     ``Result.latents`` is the final state at ``Result.layer`` (the last round's layer);
     ``Result.image`` the selected iterate, which may come from an earlier round.
@@ -61,21 +66,49 @@ def ilo(
     """
     B, seeds_ = y.shape[0], resolve_seeds(seeds, y.shape[0])
 
-    def run(y_: torch.Tensor, op: Operator, copies: int = 1) -> tuple[Result, list[Stage]]:
+    def run(y_: torch.Tensor, op: Operator, copies: int = 1, start: Result | None = None
+            ) -> tuple[Result, list[Stage]]:
         """Steps 1-4 on ``y_ [B * copies, ...]``, rows ``copies * i .. copies * i + copies - 1``
         image ``i``'s (its seed, ``init`` and fidelity), e.g. self-tuning's fit and refit runs as
-        one batch; the callback sees the last copy of every image."""
+        one batch; the callback sees the last copy of every image. ``start``: a CSGM result
+        (``B`` rows) to start from instead of ``init``."""
         cb = callback if callback is None or copies == 1 else _on_last_copy(callback, B, copies)
         return _rounds(y_, op, generator, config, [s for s in seeds_ for _ in range(copies)], cb, progress,
-                       _repeat(init, copies), fidelity if fidelity is None else fidelity.batch_repeat(copies))
+                       _repeat(start or init, copies), fidelity if fidelity is None else fidelity.batch_repeat(copies))
 
     if config.selection is not None:
-        return self_tune(y, operator, config, run, seeds_)
+        stage = csgm_stage(config, generator)
+
+        def first(y_: torch.Tensor, op: Operator) -> Result:
+            """The CSGM method on ``y_ [B, ...]`` (or ``init``, when given)."""
+            if init is not None:
+                return replace(init, history=[])
+            return csgm(y_, op, generator, stage, seeds=seeds_, callback=callback, progress=progress,
+                        fidelity=fidelity)
+
+        shapes = generator.layer_shapes()[0]
+        dof = sum(math.prod(shapes[k]) for k in (stage.keys or generator.trainable_keys(0)))
+        return self_tune(y, operator, config, run, seeds_, first if config.selection.csgm == "method" else None,
+                         stage, dof)
     res, _ = run(y, operator)
     if config.deviation is not None:
         res.image = extend(res.image, y, operator, config.deviation, config.deviation.weights[0])
         res.measurement_loss = operator.measurement_loss(res.image, y)
     return res
+
+
+def csgm_stage(config: ILOConfig, generator: LayeredGenerator) -> CSGMConfig:
+    """The CSGM stage of self-tuning (``config.selection.csgm == "method"``): the CSGM method's
+    preset for the generator's family at ILO's whole budget and restarts; ILO's own stage with
+    that budget for a family without presets. (``"own"``: ``config.csgm``.)"""
+    from .presets import LAYOUTS
+
+    if config.selection is not None and config.selection.csgm == "own":
+        return config.csgm
+    layout = LAYOUTS.get(getattr(generator, "family", ""))
+    if layout is None:
+        return replace(config.csgm, steps=config.total_steps)
+    return layout.csgm(config, "csgm", config.total_steps)
 
 
 def _repeat(res: Result | None, copies: int) -> Result | None:
@@ -106,6 +139,9 @@ def _rounds(y, operator, generator, config: ILOConfig, seeds, callback, progress
                                                 _recorder=rec)
     if first.layer != 0:
         raise ValueError("init must be a CSGM result (latents at layer 0)")
+    if init is not None:  # it may come from other measurements (self-tuning's fit part)
+        with torch.no_grad():
+            first = replace(first, measurement_loss=operator.measurement_loss(first.image, y))
     objective = Objective(config.loss, operator, [stream(s, "sna", 1) for s in resolve_seeds(seeds, B)],
                           fidelity)
     rec.track(first.measurement_loss, first.image, 0)

@@ -12,19 +12,24 @@ or the observation, under SURE). The choice per image:
 * **held-out measurements** (inpainting, super-resolution, compressed sensing): the observed
   entries are split into a fit and a validation part (:func:`split`; the split of image ``i``
   comes from the stream ``(seeds[i], "holdout")`` of :mod:`ilo.rng`), ILO runs on the fit part,
-  every candidate is scored by its error on the validation part, and ILO is run again on all
-  measurements (both runs as one batch of 2B rows, :func:`fit_and_refit`); the candidate of the
-  chosen stage and weight is returned. This doubles the generator rows; ``Result.history``
-  holds the refit's steps (the fit run's step count is recorded as ``fit_run_steps``), and
-  ``Result.seconds`` is the wall time of the whole self-tuning, candidates included. The held-out part
-  resembles what is missing: patches next to a box-shaped hole, random pixels for a random
-  mask, random low-resolution pixels (all channels) for super-resolution, random measurements
-  for compressed sensing.
+  every candidate is scored by its error on the validation part, and ILO's rounds are run again
+  on all measurements (both runs as one batch of 2B rows, :func:`fit_and_refit`); the candidate
+  of the chosen stage and weight is returned. By default (``SelectionConfig.csgm == "method"``)
+  the CSGM stage is the CSGM method at its own preset and ILO's whole budget, run once on the
+  fit part; both runs' rounds start from it and its solution is the ``"csgm"`` candidate
+  (recorded as ``csgm_candidate``), which every stage rule lets the choice take. The rounds
+  double the generator rows; ``Result.history`` holds the CSGM stage's steps, then the refit's
+  (the fit run's step count is recorded as ``fit_run_steps``), and ``Result.seconds`` is the
+  wall time of the whole self-tuning, candidates included. The held-out part resembles what
+  is missing: patches next to a box-shaped hole, random pixels for a random mask, random
+  low-resolution pixels (all channels) for super-resolution, random measurements for
+  compressed sensing.
 * **SURE** (denoising with known sigma; Ramani, Blu & Unser 2008): the Monte-Carlo estimate
   of each candidate's MSE (:func:`~ilo.solvers.risk.sure`), the stage images held fixed (their
   own dependence on the noise is not differentiated, which makes their estimates optimistic).
   The observation scores exactly ``sigma²``, so the choice never has a higher estimated risk
-  than the input.
+  than the input. The CSGM stage (run on ``y``) is held fixed too, with the divergence of a fit
+  of its latent dimension added (:func:`csgm_sure_correction`).
 
 For noiseless inpainting every candidate keeps the observed pixels (:func:`keep_observed`).
 """
@@ -44,7 +49,7 @@ from ..operators import Denoising, Inpainting, SuperResolution
 from ..operators.base import Operator
 from ..rng import stream
 from .classical import RESIDUAL_METHODS, TUNED, default_weight, direct_estimate, on_residual
-from .config import DeviationConfig, ILOConfig, SelectionConfig
+from .config import CSGMConfig, DeviationConfig, ILOConfig, SelectionConfig
 from .deviation import deviate
 from .result import Result
 from .risk import keep_observed, sure
@@ -116,7 +121,7 @@ def extend(image: torch.Tensor, y: torch.Tensor, operator: Operator, dev: Deviat
            weight: float | torch.Tensor) -> torch.Tensor:
     """Range extension of ``image [B, C, H, W]``: ``image + δ`` by :func:`deviate` at ``weight``,
     the observed pixels kept for noiseless inpainting (``dev.keep_observed``)."""
-    out = deviate(y, operator, image, dev.prior, weight, dev.steps).image
+    out = deviate(y, operator, image, dev.prior, weight, dev.steps, history=False).image
     return paste_observed(out, y, operator, dev)
 
 
@@ -216,7 +221,7 @@ def candidates(stages: torch.Tensor, y: torch.Tensor, operator: Operator, dev: D
         W = len(dev.weights)
         x0 = stages.transpose(0, 1).unsqueeze(2).expand(B, S, W, *stages.shape[2:]).reshape(B * S * W, *stages.shape[2:])
         lam = torch.tensor(dev.weights, dtype=stages.dtype, device=stages.device).repeat(B * S)
-        out = deviate(y.repeat_interleave(S * W, 0), operator.batch_repeat(S * W), x0, dev.prior, lam, dev.steps).image
+        out = deviate(y.repeat_interleave(S * W, 0), operator.batch_repeat(S * W), x0, dev.prior, lam, dev.steps, history=False).image
         parts.append(out.view(B, S * W, *stages.shape[2:]).transpose(0, 1))
     parts.append(residual_candidates(torch.cat([stages, torch.zeros_like(stages[:1])]), y, operator, methods))
     if identity:
@@ -254,7 +259,7 @@ def _rowwise(stages: torch.Tensor, v: torch.Tensor, operator: Operator, dev: Dev
         W = len(dev.weights)
         x0 = stages.repeat_interleave(W, 0)
         lam = torch.tensor(dev.weights, dtype=v.dtype, device=v.device).repeat(S)
-        parts.append(deviate(v[S:S + S * W], operator, x0, dev.prior, lam, dev.steps).image)
+        parts.append(deviate(v[S:S + S * W], operator, x0, dev.prior, lam, dev.steps, history=False).image)
     if methods:
         bases = torch.cat([stages, torch.zeros_like(stages[:1])]).repeat_interleave(len(methods), 0)
         start = sum(p.shape[0] for p in parts)
@@ -329,13 +334,15 @@ def copy_rows(t: torch.Tensor, images: int, copies: int, k: int) -> torch.Tensor
 
 
 def fit_and_refit(run: Callable[..., tuple[Result, list[Stage]]], y_fit: torch.Tensor, fit: Operator,
-                  y: torch.Tensor, operator: Operator) -> tuple[tuple[Result, list[Stage]], tuple[Result, list[Stage]]]:
+                  y: torch.Tensor, operator: Operator, start: Result | None = None
+                  ) -> tuple[tuple[Result, list[Stage]], tuple[Result, list[Stage]]]:
     """Self-tuning's two ILO runs, on the fit part (``fit``, ``y_fit``) and on all measurements,
     as one batch of ``2B`` (image ``i``'s fit at row ``2i``, its refit at ``2i + 1``, both from
     its seed): ``((result, stages) of the fit, (result, stages) of the refit)``, each as the
     run alone would give it up to float rounding; both results hold the shared wall time.
     ``fit``: a :class:`HeldOut` part of ``operator``, or an operator of its class that differs
-    in its per-sample buffers only (e.g. an inpainting mask)."""
+    in its per-sample buffers only (e.g. an inpainting mask). ``start``: a CSGM result (``B``
+    rows) both runs start from instead of their own CSGM stage."""
     B = y.shape[0]
     pair = lambda a, b: torch.stack([a.expand(B, *a.shape[1:]), b.expand(B, *b.shape[1:])], 1).flatten(0, 1)
     if isinstance(fit, HeldOut):
@@ -343,7 +350,7 @@ def fit_and_refit(run: Callable[..., tuple[Result, list[Stage]]], y_fit: torch.T
     else:
         assert type(fit) is type(operator), "fit must be a HeldOut or an operator of the same class"
         both = operator.with_buffers(**{n: pair(fit.get_buffer(n), operator.get_buffer(n)) for n in operator.per_sample_buffers})
-    res, stages = run(pair(y_fit, y), both, 2)
+    res, stages = run(pair(y_fit, y), both, 2, start)
 
     def part(k: int) -> tuple[Result, list[Stage]]:
         rows = lambda t: copy_rows(t, B, 2, k)
@@ -355,10 +362,28 @@ def fit_and_refit(run: Callable[..., tuple[Result, list[Stage]]], y_fit: torch.T
     return part(0), part(1)
 
 
+def csgm_sure_correction(sigma: float, dof: int, n: int) -> float:
+    """SURE's divergence term for a CSGM solution held fixed: ``2 sigma² dof / n`` for ``dof``
+    latent entries optimised per image and ``n`` entries per observation. A least-squares fit
+    onto a ``dof``-dimensional smooth manifold has divergence ``dof`` (the trace of the
+    projection onto its tangent space), so its SURE is its residual ``- sigma² + 2 sigma² dof / n``.
+
+    >>> csgm_sure_correction(0.1, 100, 1000)
+    0.002
+    """
+    return round(2 * sigma**2 * dof / n, 12)
+
+
 def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
-              run: Callable[..., tuple[Result, list[Stage]]], seeds: Sequence[int]) -> Result:
-    """ILO with the candidates chosen per image (module docstring). ``run(y, operator, copies=1)``
-    runs ILO's rounds, ``copies`` rows per image, and returns ``(result, stages)``."""
+              run: Callable[..., tuple[Result, list[Stage]]], seeds: Sequence[int],
+              first: Callable[[torch.Tensor, Operator], Result] | None = None, csgm_config: CSGMConfig | None = None,
+              csgm_dof: int = 0) -> Result:
+    """ILO with the candidates chosen per image (module docstring). ``run(y, operator, copies=1,
+    start=None)`` runs ILO's rounds, ``copies`` rows per image, from ``start`` (a CSGM result)
+    or its own CSGM stage, and returns ``(result, stages)``. ``first(y, operator)``: the CSGM
+    method (its config ``csgm_config``, recorded), run once (on the fit part for held-out
+    measurements) and shared by both runs; None: each run's own CSGM stage. ``csgm_dof``: the
+    latent entries CSGM optimises per image (:func:`csgm_sure_correction`)."""
     t0 = time.perf_counter()
     sel, dev = config.selection, config.deviation
     assert sel is not None
@@ -369,7 +394,8 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     if isinstance(operator, Denoising):
         if operator.noise.sigma <= 0:
             raise ValueError("self-tuning a denoiser needs a noise sigma > 0 (SURE)")
-        res, stages = run(y, operator)
+        start = first(y, operator) if first is not None else None
+        res, stages = run(y, operator, 1, start)
         plain = torch.stack([s[2] for s in stages]).argmin(0)  # the best-fitting stage: what ILO without these stages returns
         imgs = torch.stack([s[1] for s in stages])
         names = candidate_names([s[0] for s in stages], dev, identity=True, methods=methods)
@@ -378,14 +404,16 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
                  y[b:b + 1].expand(len(names), *y.shape[1:]), operator.noise.sigma, probes=sel.probes,
                  generator=stream(seeds[b], "holdout"))
             for b in range(B)], 1)  # [K, B]
+        # the CSGM stage's divergence is not zero but its latent dimension (csgm_sure_correction)
+        est[0] += csgm_sure_correction(operator.noise.sigma, csgm_dof, y[0].numel())
         record = {"rule": "sure", "sigma": operator.noise.sigma, "probes": sel.probes,
                   "seeds": [int(s) for s in seeds], "stream": "holdout"}
         cands = candidates(imgs, y, operator, dev, identity=True, methods=methods)
-        history = res.history
         auto = "classical" if methods else "estimate"
     else:
         fit, y_fit, val, record = split(operator, y, seeds, sel)
-        (res_fit, st_fit), (res, stages) = fit_and_refit(run, y_fit, fit, y, operator)  # one batch of 2B
+        start = first(y_fit, fit) if first is not None else None  # the CSGM method on the fit part
+        (res_fit, st_fit), (res, stages) = fit_and_refit(run, y_fit, fit, y, operator, start)  # one batch of 2B
         plain = torch.stack([s[2] for s in stages]).argmin(0)  # the refit's best-fitting stage: ILO's own output
         auto = "estimate" if str(record["kind"]).startswith("patches") else "measurement"
         only = None  # the measurement rule excludes every other stage's candidates: skip them
@@ -396,13 +424,14 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         names = candidate_names([s[0] for s in stages], dev, methods=methods)
         cands = candidates(torch.stack([s[1] for s in stages]), y, operator, dev, methods=methods, only=only)
         record["fit_run_steps"] = res_fit.steps  # the held-out run's history is not kept
-        history = res.history
+    history = (start.history if start is not None else []) + res.history  # the shared CSGM stage's steps first
     rule = record["stage_rule"] = sel.stage if sel.stage != "auto" else auto
-    if rule != "estimate":  # candidates without a stage, and (measurement) the refit's best-fitting stage's
+    if rule != "estimate":  # candidates without a stage, CSGM's, and (measurement) the refit's best-fitting stage's
         origin = torch.tensor(candidate_stages(len(stages), dev, identity=isinstance(operator, Denoising),
                                                methods=methods), device=y.device)
         best = plain if rule == "measurement" else torch.full_like(rows, -1)
         eligible = (origin[:, None] == best[None, :]) | (origin[:, None] < 0)  # [K, B]
+        eligible[0] = True  # CSGM's solution: never worse than CSGM where the estimates are right
         if rule == "measurement":
             record["stage"] = [stages[int(k)][0] for k in best]
     score = torch.nan_to_num(est, nan=float("inf"))
@@ -411,7 +440,10 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     choice = score.argmin(0)
     image = paste_observed(cands[choice, rows], y, operator, dev)
     record.update(candidates=names, estimated_mse=est.T.tolist(), choice=[names[int(c)] for c in choice],
-                  ilo_choice=[names[int(c)] for c in plain], classical=list(methods))
+                  ilo_choice=[names[int(c)] for c in plain], classical=list(methods), csgm_candidate=names[0],
+                  csgm=sel.csgm, csgm_steps=start.steps if start is not None else config.csgm.steps)
+    if csgm_config is not None and start is not None:
+        record["csgm_config"] = csgm_config.to_dict()
     with torch.no_grad():
         meas = operator.measurement_loss(image, y)
     return Result(image=image, latents=res.latents, layer=res.layer, measurement_loss=meas, history=history,
@@ -421,4 +453,5 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
 
 
 __all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "candidate_stages",
-           "classical_methods", "residual_candidates", "split", "copy_rows", "fit_and_refit", "self_tune"]
+           "classical_methods", "residual_candidates", "split", "copy_rows", "fit_and_refit", "self_tune",
+           "csgm_sure_correction"]
