@@ -63,8 +63,10 @@ def test_cli_solve_with_checkpoint_path(tmp_path, capsys, tiny_sg):
               "--steps", "8", "--restarts", "1", "--quiet", "--out", str(out)])
     assert e.value.code == 0, capsys.readouterr().err
     m = json.loads((out / "metrics.json").read_text())
-    assert m["task"] == "superres" and m["steps"] == 8 and "true_mse" in m
     cfg = json.loads((out / "config.json").read_text())
+    # the self-tuned ILO's steps: its CSGM stage (the CSGM method at the whole budget, 8), then the rounds
+    assert cfg["solver"]["selection"]["csgm_steps"] == 8
+    assert m["task"] == "superres" and m["steps"] == 8 + sum(r["steps"] for r in cfg["solver"]["rounds"]) and "true_mse" in m
     assert cfg["solver"]["rounds"][0]["layer"] == 1
 
 
