@@ -150,10 +150,21 @@ def test_selection_and_deviation_configs_validate():
         DeviationConfig(weights=(-1.0,))
     with pytest.raises(ValueError):
         SelectionConfig(holdout=1.0)
-    with pytest.raises(ValueError, match="csgm must be one of method, own"):
+    with pytest.raises(ValueError, match="csgm must be one of auto, method, own"):
         SelectionConfig(csgm="both")
     assert self_tuned(ILOConfig()).to_dict()["selection"]["holdout"] == SelectionConfig().holdout
-    assert self_tuned(ILOConfig()).to_dict()["selection"]["csgm"] == "method"
+    assert self_tuned(ILOConfig()).to_dict()["selection"]["csgm"] == "auto"
+
+
+@pytest.mark.parametrize("op, mode", [(Inpainting.random(SHAPE, 0.4, torch.Generator().manual_seed(0)), "method"),
+                                      (SuperResolution(SHAPE, 2), "own")], ids=["inpaint", "superres"])
+def test_auto_csgm_stage_is_the_operators_choice(tiny_dcgan, op, mode):
+    """``csgm="auto"``: the CSGM method's solution for inpainting, ILO's own (shorter) stage for
+    super-resolution; the record says which, and the CSGM steps follow from it."""
+    cfg = _cfg()
+    res = solve(op(_truth(tiny_dcgan)), op, tiny_dcgan, "ilo", cfg, seeds=[4, 9])
+    assert op.self_tuning_csgm == mode and res.selection["csgm"] == mode
+    assert res.selection["csgm_steps"] == (cfg.total_steps if mode == "method" else cfg.csgm.steps)
 
 
 @pytest.mark.parametrize("op", [Inpainting.random(SHAPE, 0.4, torch.Generator().manual_seed(0)),

@@ -106,6 +106,9 @@ class SuperResolution(Operator):
     default_level = 4
     local = True
     classical_method = "bicubic"
+    #: ILO's own CSGM stage: with the CSGM method's solution as start and candidate, the held-out
+    #: choice lost 0.4 / 1.4 dB at x8 / x16 on the 29 eval faces and 0.2 dB in range (4 generated faces)
+    self_tuning_csgm = "own"
 
     Wh: torch.Tensor  # buffer [h, H]
     Ww: torch.Tensor  # buffer [w, W]

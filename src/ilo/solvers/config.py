@@ -142,7 +142,7 @@ class DeviationConfig:
 #: how self-tuning picks the stage a candidate starts from (:class:`SelectionConfig`)
 STAGE_RULES = ("auto", "estimate", "measurement", "classical")
 #: where self-tuning's CSGM stage comes from (:class:`SelectionConfig`)
-CSGM_STAGES = ("method", "own")
+CSGM_STAGES = ("auto", "method", "own")
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,9 @@ class SelectionConfig:
             CSGM method's solution is a candidate; ``"own"``: ILO's ``csgm`` stage in each run
             (the fit and the refit). Under every stage rule the CSGM stage's solution is a
             candidate the choice may take (under SURE its estimate counts its latent dimension
-            as divergence, :func:`ilo.solvers.selection.csgm_sure_correction`).
+            as divergence, :func:`ilo.solvers.selection.csgm_sure_correction`). ``"auto"``
+            (default): the operator's ``self_tuning_csgm`` (``"own"`` for super-resolution,
+            ``"method"`` otherwise).
     """
 
     holdout: float = 0.15
@@ -192,7 +194,7 @@ class SelectionConfig:
     classical: tuple[str, ...] | None = None
     stage: str = "auto"
     every_candidate: bool = False
-    csgm: str = "method"
+    csgm: str = "auto"
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1:

@@ -77,6 +77,10 @@ def ilo(
                        _repeat(start or init, copies), fidelity if fidelity is None else fidelity.batch_repeat(copies))
 
     if config.selection is not None:
+        sel = config.selection
+        if sel.csgm == "auto":
+            sel = replace(sel, csgm=operator.self_tuning_csgm)
+            config = replace(config, selection=sel)
         stage = csgm_stage(config, generator)
 
         def first(y_: torch.Tensor, op: Operator) -> Result:
@@ -88,7 +92,7 @@ def ilo(
 
         shapes = generator.layer_shapes()[0]
         dof = sum(math.prod(shapes[k]) for k in (stage.keys or generator.trainable_keys(0)))
-        return self_tune(y, operator, config, run, seeds_, first if config.selection.csgm == "method" else None,
+        return self_tune(y, operator, config, run, seeds_, first if sel.csgm == "method" else None,
                          stage, dof)
     res, _ = run(y, operator)
     if config.deviation is not None:
