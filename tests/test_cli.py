@@ -43,9 +43,12 @@ def test_solve_writes_everything(tmp_path, capsys, task, extra):
     assert m["task"] == task and m["method"] == "ilo"
     assert 0 < m["true_mse"] < 1 and m["psnr"] > 0
     cfg = json.loads((out / "config.json").read_text())
-    # the self-tuned ILO's steps: its CSGM stage, the CSGM method at the whole budget (--steps 6), then the rounds
+    # the self-tuned ILO's steps: its CSGM stage (the CSGM method at the whole budget, --steps 6, or
+    # for super-resolution ILO's own stage), then the rounds
     sel = cfg["solver"]["selection"]
-    assert sel["csgm_steps"] == 6 and m["steps"] == 6 + sum(r["steps"] for r in cfg["solver"]["rounds"])
+    first = 6 if sel["csgm"] == "method" else cfg["solver"]["csgm"]["steps"]
+    assert sel["csgm"] == ("own" if task == "superres" else "method")
+    assert sel["csgm_steps"] == first and m["steps"] == first + sum(r["steps"] for r in cfg["solver"]["rounds"])
     assert cfg["problem"]["operator"]["task"] == task and cfg["solver"]["csgm"]["restarts"] == 2
     assert Image.open(out / "reconstruction.png").size == (64, 64)
     assert "true_mse=" in stdout
