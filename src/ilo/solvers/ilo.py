@@ -104,7 +104,8 @@ def ilo(
 def csgm_stage(config: ILOConfig, generator: LayeredGenerator) -> CSGMConfig:
     """The CSGM stage of self-tuning (``config.selection.csgm == "method"``): the CSGM method's
     preset for the generator's family at ILO's whole budget and restarts; ILO's own stage with
-    that budget for a family without presets. (``"own"``: ``config.csgm``.)"""
+    that budget for a family without presets. (``"own"``: ``config.csgm``; :func:`ilo` resolves
+    ``"auto"`` from the operator's ``self_tuning_csgm`` before calling this.)"""
     from .presets import LAYOUTS
 
     if config.selection is not None and config.selection.csgm == "own":
