@@ -199,7 +199,7 @@ class SelectionConfig:
     stage: str = "auto"
     every_candidate: bool = False
     csgm: str = "auto"
-    csgm_refit: float = 0.25
+    csgm_refit: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1 or not 0 <= self.csgm_refit <= 1:

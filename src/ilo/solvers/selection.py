@@ -18,7 +18,7 @@ or the observation, under SURE). The choice per image:
   the CSGM stage is the CSGM method at its own preset and ILO's whole budget, run once on the
   fit part; both runs' rounds start from it and its solution is the ``"csgm"`` candidate
   (recorded as ``csgm_candidate``), which every stage rule lets the choice take; where it is
-  chosen, CSGM continues from it on all measurements (``SelectionConfig.csgm_refit`` of its
+  chosen, CSGM continues from it on all measurements (``SelectionConfig.csgm_refit``, half of its
   steps, one restart; ``csgm_refit`` in the record says where that replaced it). The rounds
   double the generator rows; ``Result.history`` holds the CSGM stage's steps, then the refit's
   (the fit run's step count is recorded as ``fit_run_steps``), and ``Result.seconds`` is the
