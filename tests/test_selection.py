@@ -171,6 +171,7 @@ def test_auto_csgm_stage_is_the_operators_choice(tiny_dcgan, op, mode):
                                 CompressedSensing(SHAPE, 0.3, torch.Generator().manual_seed(0))],
                          ids=["inpaint", "cs"])
 def test_the_csgm_methods_solution_on_the_fit_part_is_a_candidate(tiny_dcgan, op):
+    from ilo.solvers.csgm import csgm
     from ilo.solvers.ilo import csgm_stage
     from ilo.solvers.presets import csgm_preset
 
@@ -183,7 +184,14 @@ def test_the_csgm_methods_solution_on_the_fit_part_is_a_candidate(tiny_dcgan, op
     alone = solve(y_fit, fit, tiny_dcgan, "csgm", stage, seeds=[4, 9])
     sel = res.selection
     k = sel["candidates"].index(sel["csgm_candidate"])
-    torch.testing.assert_close(res.candidates[k], alone.image, rtol=0, atol=1e-6)
+    refit = torch.tensor(sel["csgm_refit"])
+    assert refit.tolist() == [c == sel["csgm_candidate"] and bool(r) for c, r in zip(sel["choice"], refit)]
+    torch.testing.assert_close(res.candidates[k][~refit], alone.image[~refit], rtol=0, atol=1e-6)
+    # where CSGM's candidate is chosen: CSGM continued from it on all measurements, fitting them better
+    more = csgm(y, op, tiny_dcgan, replace(stage, steps=round(stage.steps * cfg.selection.csgm_refit), restarts=1),
+                seeds=[4, 9], init=alone.latents)
+    torch.testing.assert_close(res.candidates[k][refit], more.image[refit], rtol=0, atol=1e-6)
+    assert bool((op.measurement_loss(more.image, y) < op.measurement_loss(alone.image, y))[refit].all())
     assert sel["csgm_config"] == stage.to_dict() and sel["csgm"] == "method"
     # "own": each run's own CSGM stage (ILOConfig.csgm), as before; still a candidate
     own = solve(y, op, tiny_dcgan, "ilo", replace(cfg, selection=replace(cfg.selection, csgm="own")), seeds=[4, 9])
@@ -270,3 +278,27 @@ def test_skipping_the_excluded_stages_changes_nothing_chosen(tiny_dcgan, op):
         assert "+" in names[k] and not names[k].startswith(stages[b] + "+")
     kept = ~skipped
     assert torch.equal(fast.candidates[kept], full.candidates[kept])
+
+
+def test_csgm_refit_replaces_the_chosen_csgm_candidate_only_where_it_fits_better():
+    from ilo.operators import Denoising as _D  # an operator with a plain measurement loss
+    from ilo.solvers.result import Result
+    from ilo.solvers.selection import _refit_csgm
+
+    op = _D((1, 2, 2), sigma255=10)
+    y = torch.zeros(3, 1, 2, 2)
+    cands = torch.ones(2, 3, 1, 2, 2)  # [K, B, ...]: every candidate has loss 1
+    new = torch.tensor([0.5, 2.0, 0.0]).view(3, 1, 1, 1).expand(3, 1, 2, 2)  # better, worse, better
+    calls = []
+
+    def first(y_, op_, start):
+        calls.append(start)
+        return Result(image=new.clone(), latents={}, layer=0, measurement_loss=torch.zeros(3), history=[],
+                      method="csgm", config={}, seconds=0.0)
+
+    start = object()
+    changed = _refit_csgm(cands, torch.tensor([0, 0, 1]), y, op, start, first, 0.25)
+    assert changed == [True, False, False] and calls == [start]  # image 2 did not choose CSGM
+    assert bool((cands[0, 0] == 0.5).all()) and bool((cands[0, 1:] == 1).all()) and bool((cands[1] == 1).all())
+    assert _refit_csgm(cands, torch.tensor([0, 0, 0]), y, op, start, first, 0.0) == [False] * 3 and len(calls) == 1
+    assert _refit_csgm(cands, torch.tensor([1, 1, 1]), y, op, start, first, 0.25) == [False] * 3 and len(calls) == 1

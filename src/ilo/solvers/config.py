@@ -186,6 +186,10 @@ class SelectionConfig:
             as divergence, :func:`ilo.solvers.selection.csgm_sure_correction`). ``"auto"``
             (default): the operator's ``self_tuning_csgm`` (``"own"`` for super-resolution,
             ``"method"`` otherwise).
+        csgm_refit: under ``"method"`` with held-out measurements, where the choice is the CSGM
+            candidate (CSGM fitted to the fit part), CSGM continues from it on all measurements
+            for this fraction of its steps (one restart) and the result replaces it where it
+            fits all measurements better; 0: off.
     """
 
     holdout: float = 0.15
@@ -195,11 +199,12 @@ class SelectionConfig:
     stage: str = "auto"
     every_candidate: bool = False
     csgm: str = "auto"
+    csgm_refit: float = 0.5
 
     def __post_init__(self) -> None:
-        if not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1:
+        if not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1 or not 0 <= self.csgm_refit <= 1:
             raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, "
-                             f"probes={self.probes}")
+                             f"probes={self.probes}, csgm_refit={self.csgm_refit}")
         if self.stage not in STAGE_RULES:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
         if self.csgm not in CSGM_STAGES:

@@ -43,6 +43,7 @@ def csgm(
     callback: Callable[[StepInfo], None] | None = None,
     progress: bool = False,
     fidelity: DataFidelity | None = None,
+    init: dict[str, torch.Tensor] | None = None,
     _recorder: Recorder | None = None,
 ) -> Result:
     """CSGM (Bora et al. 2017): ``min_z ||A G(z) - y||^2`` by Adam from several random starts.
@@ -57,6 +58,8 @@ def csgm(
         operator: the forward operator (simulates ``y`` and defines the measurement loss).
         generator: a layered generator; only its input latent (layer 0) is optimised.
         fidelity: the data-fidelity term of the objective (default: the measurement loss).
+        init: a latent state ``[B, ...]`` every restart of image ``i`` starts from (row ``i``)
+            instead of the random starts, e.g. to refine a solution on more measurements.
     Returns:
         :class:`Result` with ``layer = 0`` and ``latents`` the selected latent state.
     """
@@ -66,7 +69,10 @@ def csgm(
     y_rep, op_rep = y.repeat_interleave(R, 0), operator.batch_repeat(R)
     fid = fidelity.batch_repeat(R) if fidelity is not None else None
     objective = Objective(config.loss, op_rep, [stream(s, "sna", 0, r) for s in seeds_ for r in range(R)], fid)
-    start = stack_latents(generator, seeds_, R)  # [B * R, ...]
+    if init is not None:
+        start = {k: v.detach().repeat_interleave(R, 0).clone() for k, v in init.items()}
+    else:
+        start = stack_latents(generator, seeds_, R)  # [B * R, ...]
     keys = config.keys if config.keys is not None else generator.trainable_keys(0)
     missing = [k for k in keys if k not in start]
     if missing:

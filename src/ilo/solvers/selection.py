@@ -17,7 +17,9 @@ or the observation, under SURE). The choice per image:
   of the chosen stage and weight is returned. By default (``SelectionConfig.csgm == "method"``)
   the CSGM stage is the CSGM method at its own preset and ILO's whole budget, run once on the
   fit part; both runs' rounds start from it and its solution is the ``"csgm"`` candidate
-  (recorded as ``csgm_candidate``), which every stage rule lets the choice take. The rounds
+  (recorded as ``csgm_candidate``), which every stage rule lets the choice take; where it is
+  chosen, CSGM continues from it on all measurements (``SelectionConfig.csgm_refit``, half of its
+  steps, one restart; ``csgm_refit`` in the record says where that replaced it). The rounds
   double the generator rows; ``Result.history`` holds the CSGM stage's steps, then the refit's
   (the fit run's step count is recorded as ``fit_run_steps``), and ``Result.seconds`` is the
   wall time of the whole self-tuning, candidates included. The held-out part resembles what
@@ -374,15 +376,30 @@ def csgm_sure_correction(sigma: float, dof: int, n: int) -> float:
     return round(2 * sigma**2 * dof / n, 12)
 
 
+def _refit_csgm(cands: torch.Tensor, choice: torch.Tensor, y: torch.Tensor, operator: Operator, start: Result,
+                first: Callable[..., Result], fraction: float) -> list[bool]:
+    """Where the choice is the CSGM candidate (row 0 of ``cands [K, B, ...]``, CSGM on the fit
+    part, ``start``), continue CSGM from it on all measurements (``first(y, operator, start)``)
+    and put the result in its place where it fits all of them better: which images changed."""
+    redo = choice == 0
+    if fraction <= 0 or not bool(redo.any()):
+        return [False] * len(choice)
+    refit = first(y, operator, start)
+    with torch.no_grad():
+        better = redo & (operator.measurement_loss(refit.image, y) < operator.measurement_loss(cands[0], y))
+    cands[0, better] = refit.image[better]
+    return better.tolist()
+
+
 def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
               run: Callable[..., tuple[Result, list[Stage]]], seeds: Sequence[int],
-              first: Callable[[torch.Tensor, Operator], Result] | None = None, csgm_config: CSGMConfig | None = None,
+              first: Callable[..., Result] | None = None, csgm_config: CSGMConfig | None = None,
               csgm_dof: int = 0) -> Result:
     """ILO with the candidates chosen per image (module docstring). ``run(y, operator, copies=1,
     start=None)`` runs ILO's rounds, ``copies`` rows per image, from ``start`` (a CSGM result)
-    or its own CSGM stage, and returns ``(result, stages)``. ``first(y, operator)``: the CSGM
+    or its own CSGM stage, and returns ``(result, stages)``. ``first(y, operator, start=None)``: the CSGM
     method (its config ``csgm_config``, recorded), run once (on the fit part for held-out
-    measurements) and shared by both runs; None: each run's own CSGM stage. ``csgm_dof``: the
+    measurements) and shared by both runs; with ``start``, its refit on all measurements; None: each run's own CSGM stage. ``csgm_dof``: the
     latent entries CSGM optimises per image (:func:`csgm_sure_correction`)."""
     t0 = time.perf_counter()
     sel, dev = config.selection, config.deviation
@@ -438,6 +455,8 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     if eligible is not None:
         score = score.masked_fill(~eligible, float("inf"))
     choice = score.argmin(0)
+    if start is not None and first is not None and not isinstance(operator, Denoising):
+        record["csgm_refit"] = _refit_csgm(cands, choice, y, operator, start, first, sel.csgm_refit)
     image = paste_observed(cands[choice, rows], y, operator, dev)
     record.update(candidates=names, estimated_mse=est.T.tolist(), choice=[names[int(c)] for c in choice],
                   ilo_choice=[names[int(c)] for c in plain], classical=list(methods), csgm_candidate=names[0],
