@@ -94,3 +94,29 @@ def test_a_still_improving_run_is_not_stopped(tiny_dcgan):
     assert _first_stall(best, 10, tol) is None
     res, _ = _run(tiny_dcgan, y, op, patience=10, tolerance=tol)
     assert res.steps == 60
+
+
+def test_the_self_tuned_stage_stops_as_ilos_own_stage_says_and_reports_the_steps_run(tiny_dcgan):
+    """Under ``SelectionConfig.csgm == "method"`` the stage is the CSGM method's preset with the
+    early stopping of ``ILOConfig.csgm``; the record and the history count the steps it ran."""
+    from dataclasses import replace
+
+    from ilo.solvers import ILOConfig, RoundConfig, solve
+    from ilo.solvers.config import self_tuned
+    from ilo.solvers.ilo import csgm_stage
+    from ilo.solvers.selection import split
+
+    y, op = _problem(tiny_dcgan)
+    base = ILOConfig(csgm=CSGMConfig(steps=40, restarts=2, lr=0.05, patience=3, tolerance=0.05),
+                     rounds=(RoundConfig(1, 20, 0.05, 5.0),))
+    cfg = self_tuned(base, weights=(0.01, 0.1), steps=10)
+    stage = csgm_stage(cfg, tiny_dcgan)
+    assert (stage.patience, stage.tolerance, stage.steps, stage.lr) == (3, 0.05, 60, 0.2)
+    res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=[4, 9])
+    fit, y_fit, _, _ = split(op, y, [4, 9], cfg.selection)
+    alone = solve(y_fit, fit, tiny_dcgan, "csgm", stage, seeds=[4, 9])
+    assert alone.steps < 60  # it stopped early
+    assert res.selection["csgm_steps"] == alone.steps and res.steps == alone.steps + 20
+    assert res.selection["csgm_config"]["patience"] == 3
+    off = solve(y, op, tiny_dcgan, "ilo", replace(cfg, csgm=replace(cfg.csgm, patience=0)), seeds=[4, 9])
+    assert off.selection["csgm_steps"] == 60
