@@ -47,3 +47,25 @@ def test_tiny_budget_writes_table_and_json(tiny_dcgan, one_thread, tmp_path, mon
     # resumable: a second call runs nothing new
     monkeypatch.setattr(solve_cost, "solve_one", lambda *a, **k: pytest.fail("solved again"))
     assert solve_cost.main(argv) == done
+
+
+def test_simulated_stops_are_the_steps_an_early_stopped_run_takes(tiny_dcgan, one_thread, tmp_path, monkeypatch, capsys):
+    from dataclasses import replace
+
+    from ilo.pipeline import ProblemSpec, build_problem, method_config, run_method, truth_from_seeds
+
+    monkeypatch.setattr("ilo.generators.load_generator", lambda name: tiny_dcgan)
+    sim = solve_cost.main(["--simulate-stops", "3:0.2,50:0.001", "--tasks", "cs", "--real", "0",
+                           "--truth-seeds", "10000-10001", "--steps", "20", "--restarts", "2",
+                           "--json", str(tmp_path / "s.json")])
+    rules = sim["tasks"]["cs"]["rules"]
+    assert rules["50:0.001"]["steps"] == [20, 20] and rules["50:0.001"]["dpsnr"] == [0.0, 0.0]  # never fires
+    x = truth_from_seeds(tiny_dcgan, [10000, 10001])
+    for i in range(2):  # each face alone, stopped by the solver itself
+        prob = build_problem(ProblemSpec("cs"), tiny_dcgan, seed=0, truth=x)
+        cfg = replace(method_config(prob, tiny_dcgan, "csgm", total_steps=20, restarts=2), patience=3, tolerance=0.2)
+        prob_i = build_problem(ProblemSpec("cs"), tiny_dcgan, seed=0, truth=x[i:i + 1])
+        res, _ = run_method(prob_i, tiny_dcgan, "csgm", config=cfg)
+        assert res.steps == rules["3:0.2"]["steps"][i]
+    assert min(rules["3:0.2"]["steps"]) < 20  # the rule fired somewhere
+    assert "| cs | 3:0.2 |" in capsys.readouterr().out

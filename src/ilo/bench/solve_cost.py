@@ -21,6 +21,14 @@ Variants: ``shipped``; ``stop:P:T`` (the CSGM method and the self-tuning's CSGM 
 with patience ``P`` and relative tolerance ``T``, :class:`~ilo.solvers.config.CSGMConfig`);
 ``rounds:F`` (ILO's rounds get ``F`` times their steps, the CSGM stage the rest of the budget);
 joined with ``+``, e.g. ``stop:50:1e-3+rounds:0.5``.
+
+``--simulate-stops P:T,P:T,...`` instead runs the CSGM method once per task at the full budget
+on all the faces (one batch; each image's iterates do not depend on the batch) and replays
+each early-stopping rule per image on the recorded per-step best losses: an early-stopped run's
+iterates are those of the full run up to its stop (``tests/test_early_stopping.py``), so its
+result is the full run's best iterate at the stop step (give or take the one update after it).
+Prints, per task and rule, the mean steps run and the PSNR change on the real and the
+generated faces (mean and worst face); ``--json`` gets every curve.
 """
 
 from __future__ import annotations
@@ -171,6 +179,61 @@ def run(G, variants: list[str], tasks, real: int, seeds, steps: int, restarts: i
     return done
 
 
+def simulate_stops(G, rules: list[tuple[int, float]], tasks, real: int, seeds, steps: int, restarts: int,
+                   echo=print) -> dict:
+    """Per task: the CSGM method's per-step best loss and best-iterate PSNR per image (``[T][N]``),
+    and per rule ``"P:T"`` the stop step and PSNR change of every image (module docstring)."""
+    from .. import metrics as M
+    from ..pipeline import ProblemSpec, build_problem, method_config, run_method
+
+    X, names = faces(G, real, seeds)
+    out: dict = {"faces": names, "tasks": {}}
+    for task in tasks:
+        prob = build_problem(ProblemSpec(task), G, seed=0, truth=X)
+        cfg = method_config(prob, G, "csgm", total_steps=steps, restarts=restarts)
+        best, psnr = [], []
+
+        def on_step(info):
+            best.append(info.best_loss.tolist())
+            psnr.append(M.psnr(info.best_image, X).tolist())
+        t = time.process_time()
+        run_method(prob, G, "csgm", config=cfg, callback=on_step)
+        rec = {"best_loss": best, "psnr": psnr, "cpu": time.process_time() - t, "rules": {}}
+        for p, tol in rules:
+            stops = [_stop_step([b[i] for b in best], p, tol) for i in range(len(names))]
+            rec["rules"][f"{p}:{tol:g}"] = {"steps": [s + 1 for s in stops],
+                                            "dpsnr": [psnr[s][i] - psnr[-1][i] for i, s in enumerate(stops)]}
+        out["tasks"][task] = rec
+        echo(f"{task}: CSGM on {len(names)} faces, {rec['cpu']:.0f} s CPU")
+    return out
+
+
+def _stop_step(best: list[float], patience: int, tolerance: float) -> int:
+    """The step at which :class:`~ilo.solvers.optim.Plateau` stops a run with these best losses
+    (the last step if it never does)."""
+    for t in range(patience, len(best)):
+        if best[t] >= (1 - tolerance) * best[t - patience]:
+            return t
+    return len(best) - 1
+
+
+def stops_table(sim: dict) -> str:
+    """Markdown: per task and rule, the mean steps and the PSNR change (real, generated, worst)."""
+    from statistics import mean
+
+    gen = [n.startswith("seed ") for n in sim["faces"]]
+    lines = ["| task | patience:tolerance | mean steps | ΔPSNR real | ΔPSNR generated | worst face |",
+             "|---|---|---|---|---|---|"]
+    for task, rec in sim["tasks"].items():
+        for rule, r in rec["rules"].items():
+            d_real = [d for d, g in zip(r["dpsnr"], gen) if not g]
+            d_gen = [d for d, g in zip(r["dpsnr"], gen) if g]
+            fmt = lambda xs: f"{mean(xs):+.2f}" if xs else "–"
+            lines.append(f"| {task} | {rule} | {mean(r['steps']):.0f} | {fmt(d_real)} | {fmt(d_gen)} | "
+                         f"{min(r['dpsnr']):+.2f} |")
+    return "\n".join(lines)
+
+
 def table(done: dict) -> str:
     """Per task, variant and method: mean PSNR on the real and the generated faces, the worst
     generated face's margin over CSGM at its shipped settings, mean CPU seconds and their split."""
@@ -207,8 +270,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=Path("solve_cost.json"))
     p.add_argument("--table", action="store_true", help="print the table of --json and exit")
+    p.add_argument("--simulate-stops", default=None, help="P:T,P:T,...: replay early-stopping rules (docstring)")
     a = p.parse_args(argv)
-    done = json.loads(a.json.read_text())["solves"] if a.json.exists() else {}
+    if a.simulate_stops:
+        rules = [(int(p_), float(t_)) for p_, t_ in (r.split(":") for r in a.simulate_stops.split(","))]
+        if a.table:
+            print(stops_table(json.loads(a.json.read_text())))
+            return {}
+    else:
+        rules = []
+    done = json.loads(a.json.read_text())["solves"] if a.json.exists() and not rules else {}
     if a.table:
         print(table(done))
         return done
@@ -223,6 +294,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     G = load_generator("digiface-dcgan")
     head = {"argv": argv, "runtime": rt.to_dict(), "steps": a.steps, "restarts": a.restarts}
+    if rules:
+        sim = {**head, **simulate_stops(G, rules, a.tasks.split(","), a.real, range(lo, hi + 1), a.steps, a.restarts)}
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(sim) + "\n")
+        print(stops_table(sim))
+        return sim
 
     def save(d):
         a.json.parent.mkdir(parents=True, exist_ok=True)
