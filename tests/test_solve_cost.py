@@ -69,3 +69,16 @@ def test_simulated_stops_are_the_steps_an_early_stopped_run_takes(tiny_dcgan, on
         assert res.steps == rules["3:0.2"]["steps"][i]
     assert min(rules["3:0.2"]["steps"]) < 20  # the rule fired somewhere
     assert "| cs | 3:0.2 |" in capsys.readouterr().out
+
+
+def test_no_reference_and_merged_table(tiny_dcgan, one_thread, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("ilo.generators.load_generator", lambda name: tiny_dcgan)
+    common = ["--tasks", "denoise", "--real", "0", "--truth-seeds", "10000-10000", "--steps", "6", "--restarts", "1"]
+    ref = solve_cost.main(["--variants", "shipped", *common, "--json", str(tmp_path / "a.json")])
+    other = solve_cost.main(["--variants", "rounds:0.5", "--no-reference", *common, "--json", str(tmp_path / "b.json")])
+    assert {(r["variant"], r["method"]) for r in other.values()} == {("rounds:0.5", "ilo")}
+    capsys.readouterr()
+    merged = solve_cost.main(["--table", "--json", str(tmp_path / "b.json"), "--with", str(tmp_path / "a.json")])
+    assert merged == {**ref, **other}
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| denoise |")]
+    assert len(rows) == 3 and "+nan" not in rows[-1]  # the variant's margin over CSGM shipped is computed

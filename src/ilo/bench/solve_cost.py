@@ -148,8 +148,9 @@ def solve_one(G, truth, task: str, method: str, config, steps: int, restarts: in
 
 
 def run(G, variants: list[str], tasks, real: int, seeds, steps: int, restarts: int, done: dict,
-        save: Callable[[dict], None], echo=print) -> dict:
-    """Every (task, variant, method, face) not in ``done`` (keyed ``task|variant|method|face``)."""
+        save: Callable[[dict], None], echo=print, reference: bool = True) -> dict:
+    """Every (task, variant, method, face) not in ``done`` (keyed ``task|variant|method|face``);
+    ``reference=False`` leaves out the CSGM method at its shipped settings."""
     from ..pipeline import ProblemSpec, build_problem, method_config
 
     X, names = faces(G, real, seeds)
@@ -158,7 +159,7 @@ def run(G, variants: list[str], tasks, real: int, seeds, steps: int, restarts: i
         prob = build_problem(ProblemSpec(task), G, seed=0, truth=X[:1])
         base_ilo = method_config(prob, G, "ilo", total_steps=steps, restarts=restarts)
         base_csgm = method_config(prob, G, "csgm", total_steps=steps, restarts=restarts)
-        jobs = [("shipped", "csgm", base_csgm)]
+        jobs = [("shipped", "csgm", base_csgm)] if reference else []
         for v in variants:
             on_ilo, on_csgm = variant(v)
             if on_csgm(base_csgm) != base_csgm:
@@ -270,6 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=Path("solve_cost.json"))
     p.add_argument("--table", action="store_true", help="print the table of --json and exit")
+    p.add_argument("--with", dest="merge", type=Path, action="append", default=[],
+                   help="with --table: also the solves of this JSON file (repeatable)")
+    p.add_argument("--no-reference", action="store_true", help="skip the CSGM method at its shipped settings")
     p.add_argument("--simulate-stops", default=None, help="P:T,P:T,...: replay early-stopping rules (docstring)")
     a = p.parse_args(argv)
     if a.simulate_stops:
@@ -281,6 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
         rules = []
     done = json.loads(a.json.read_text())["solves"] if a.json.exists() and not rules else {}
     if a.table:
+        for extra in a.merge:
+            done = {**json.loads(extra.read_text())["solves"], **done}
         print(table(done))
         return done
     variants = a.variants.split(",")
@@ -307,7 +313,8 @@ def main(argv: list[str] | None = None) -> dict:
         tmp.write_text(json.dumps({**head, "solves": d}, indent=1) + "\n")
         tmp.replace(a.json)
 
-    run(G, variants, a.tasks.split(","), a.real, range(lo, hi + 1), a.steps, a.restarts, done, save)
+    run(G, variants, a.tasks.split(","), a.real, range(lo, hi + 1), a.steps, a.restarts, done, save,
+        reference=not a.no_reference)
     print(table(done))
     return done
 
