@@ -19,7 +19,8 @@ beside every solve.
 
 Variants: ``shipped``; ``stop:P:T`` (the CSGM method and the self-tuning's CSGM stage stop early
 with patience ``P`` and relative tolerance ``T``, :class:`~ilo.solvers.config.CSGMConfig`);
-``rounds:F`` (ILO's rounds get ``F`` times their steps, the CSGM stage the rest of the budget);
+``rounds:F`` (ILO's rounds get ``F`` times their steps, the CSGM stage the rest of the budget:
+:func:`~ilo.solvers.presets.self_tuned_budget`);
 joined with ``+``, e.g. ``stop:50:1e-3+rounds:0.5``.
 
 ``--simulate-stops P:T,P:T,...`` instead runs the CSGM method once per task at the full budget
@@ -53,6 +54,8 @@ def variant(name: str) -> tuple[Callable, Callable]:
     >>> _, f = variant("stop:50:1e-3"); f(CSGMConfig()).patience, f(CSGMConfig()).tolerance
     (50, 0.001)
     """
+    from ..solvers.presets import self_tuned_budget
+
     changes = [] if name == "shipped" else name.split("+")
     on_ilo, on_csgm = [], []
     for change in changes:
@@ -62,7 +65,7 @@ def variant(name: str) -> tuple[Callable, Callable]:
             on_csgm.append(lambda c, p=p, t=t: replace(c, patience=p, tolerance=t))
             on_ilo.append(lambda c, p=p, t=t: replace(c, csgm=replace(c.csgm, patience=p, tolerance=t)))
         elif kind == "rounds" and len(args) == 1:
-            on_ilo.append(lambda c, f=float(args[0]): _rounds(c, f))
+            on_ilo.append(lambda c, f=float(args[0]): self_tuned_budget(c, f))
         else:
             raise ValueError(f"unknown variant {change!r}: shipped, stop:P:T, rounds:F, joined with +")
 
@@ -73,13 +76,6 @@ def variant(name: str) -> tuple[Callable, Callable]:
             return c
         return apply
     return chain(on_ilo), chain(on_csgm)
-
-
-def _rounds(cfg, factor: float):
-    """``cfg`` with each round's steps times ``factor`` and its CSGM stage the rest of the budget."""
-    rounds = tuple(replace(r, steps=max(1, round(r.steps * factor))) for r in cfg.rounds)
-    freed = sum(r.steps for r in cfg.rounds) - sum(r.steps for r in rounds)
-    return replace(cfg, rounds=rounds, csgm=replace(cfg.csgm, steps=cfg.csgm.steps + freed))
 
 
 class CPUSplit:
@@ -237,22 +233,24 @@ def stops_table(sim: dict) -> str:
 
 def table(done: dict) -> str:
     """Per task, variant and method: mean PSNR on the real and the generated faces, the worst
-    generated face's margin over CSGM at its shipped settings, mean CPU seconds and their split."""
+    generated faces' margin over CSGM at its shipped settings (mean / worst face), mean CPU seconds and
+    their split (for the CSGM method all of it is ``rest``)."""
     from statistics import mean
 
     groups: dict[tuple, list[dict]] = {}
     for r in done.values():
         groups.setdefault((r["task"], r["variant"], r["method"]), []).append(r)
     ref = {(r["task"], r["face"]): r["psnr"] for r in done.values() if r["variant"] == "shipped" and r["method"] == "csgm"}
-    lines = ["| task | variant | method | PSNR real | PSNR generated | worst generated − CSGM shipped | CSGM steps | "
+    lines = ["| task | variant | method | PSNR real | PSNR generated | generated − CSGM shipped: mean / worst | CSGM steps | "
              "CPU s | csgm | candidates | rest | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (task, v, method), rows in groups.items():
         real = [r["psnr"] for r in rows if r["set"] == "real"]
         gen = [r for r in rows if r["set"] == "generated"]
-        margin = min((r["psnr"] - ref[(task, r["face"])] for r in gen if (task, r["face"]) in ref), default=float("nan"))
+        margins = [r["psnr"] - ref[(task, r["face"])] for r in gen if (task, r["face"]) in ref]
+        margin = f"{mean(margins):+.2f} / {min(margins):+.2f}" if margins else "–"
         fmt = lambda xs: f"{mean(xs):.2f}" if xs else "–"
         steps = [r["csgm_steps"] for r in rows if r["csgm_steps"] is not None]
-        lines.append(f"| {task} | {v} | {method} | {fmt(real)} | {fmt([r['psnr'] for r in gen])} | {margin:+.2f} | "
+        lines.append(f"| {task} | {v} | {method} | {fmt(real)} | {fmt([r['psnr'] for r in gen])} | {margin} | "
                      f"{mean(steps) if steps else float('nan'):.0f} | {mean(r['cpu'] for r in rows):.2f} | "
                      f"{mean(r['split']['csgm'] for r in rows):.2f} | "
                      f"{mean(r['split']['candidates'] + r['split']['sure'] for r in rows):.2f} | "
