@@ -130,15 +130,15 @@ SELF_TUNED_ROUNDS = 0.5
 
 
 def self_tuned_budget(cfg: ILOConfig, share: float = SELF_TUNED_ROUNDS) -> ILOConfig:
-    """``cfg`` with each round at ``share`` of its steps (at least 1) and its CSGM stage given the
-    steps freed, so ``total_steps``, the budget the self-tuning's CSGM-method stage runs at, is
-    unchanged.
+    """``cfg`` with each round at ``share`` of its steps (at least 1, at most its own) and its CSGM
+    stage given the steps freed, so ``total_steps``, the budget the self-tuning's CSGM-method
+    stage runs at, is unchanged.
 
     >>> cfg = dcgan_layout(None, PRESETS["dcgan"]["inpaint"], LossConfig(), 600, 4)
     >>> [r.steps for r in self_tuned_budget(cfg).rounds], self_tuned_budget(cfg).total_steps
     ([66, 66, 67], 600)
     """
-    rounds = tuple(replace(r, steps=max(1, round(r.steps * share))) for r in cfg.rounds)
+    rounds = tuple(replace(r, steps=min(r.steps, max(1, round(r.steps * share)))) for r in cfg.rounds)
     freed = sum(r.steps for r in cfg.rounds) - sum(r.steps for r in rounds)
     return replace(cfg, rounds=rounds, csgm=replace(cfg.csgm, steps=cfg.csgm.steps + freed))
 
