@@ -17,7 +17,7 @@ from .config import (CSGMConfig, DeviationConfig, ILOConfig, LossConfig, RoundCo
 from .csgm import csgm
 from .ilo import ilo
 from .optim import StepInfo
-from .presets import PRESETS, TaskPreset, csgm_preset, default_config, pulse_preset
+from .presets import PRESETS, TaskPreset, csgm_preset, default_config, pulse_preset, self_tuned_budget
 from .result import Result
 from .rounds import Round
 
@@ -40,10 +40,14 @@ def preset_for(method: str, generator: LayeredGenerator, operator: Operator, tot
     """The preset of ``method`` for ``generator`` and the operator's task and level: what
     :func:`solve` uses when given no config (and the CLI with its default budget). ILO's is
     self-tuned and range-extended (:func:`~ilo.solvers.config.self_tuned`) unless ``extend``
-    is False (the paper's ILO, the only behaviour before issue 15)."""
+    is False (the paper's ILO, the only behaviour before issue 15); where the self-tuning's CSGM
+    stage is the CSGM method at the whole budget (``operator.self_tuning_csgm == "method"``) its
+    rounds run half their steps (:func:`~ilo.solvers.presets.self_tuned_budget`)."""
     cfg = default_config(method, generator, operator.task, total_steps=total_steps, restarts=restarts,
                          level=operator.level)
-    return self_tuned(cfg) if extend and isinstance(cfg, ILOConfig) else cfg
+    if not (extend and isinstance(cfg, ILOConfig)):
+        return cfg
+    return self_tuned(self_tuned_budget(cfg) if operator.self_tuning_csgm == "method" else cfg)
 
 
 def solve(

@@ -51,6 +51,12 @@ class CSGMConfig:
             ``trainable_keys(0)``), e.g. StyleGAN-2's w+ and its first five noise maps.
         loss: loss weights.
         schedule: learning-rate schedule.
+        patience: early stopping (0: off): stop once, for every image of the batch, the best
+            measurement loss over its restarts has not fallen by more than the relative
+            ``tolerance`` over the last ``patience`` steps (:class:`ilo.solvers.optim.Plateau`);
+            the learning-rate schedule stays that of ``steps``, the result's history holds the
+            steps run.
+        tolerance: the relative improvement that counts for ``patience``.
     """
 
     steps: int = 300
@@ -61,10 +67,14 @@ class CSGMConfig:
     keys: tuple[str, ...] | None = None
     loss: LossConfig = field(default_factory=LossConfig)
     schedule: Schedule = field(default_factory=Schedule)
+    patience: int = 0
+    tolerance: float = 1e-3
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.restarts < 1 or self.lr <= 0:
             raise ValueError(f"invalid CSGM config: steps={self.steps}, restarts={self.restarts}, lr={self.lr}")
+        if self.patience < 0 or not 0 <= self.tolerance < 1:
+            raise ValueError(f"invalid CSGM early stopping: patience={self.patience}, tolerance={self.tolerance}")
 
     @property
     def total_steps(self) -> int:

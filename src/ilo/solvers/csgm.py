@@ -13,7 +13,7 @@ from ..operators.base import Operator
 from ..projections import Constraint, L2Ball, Sphere
 from ..rng import stream
 from .config import CSGMConfig
-from .optim import StepInfo
+from .optim import Plateau, StepInfo
 from .result import Result
 from .rounds import Round
 from .tracking import BestTracker, Recorder, resolve_seeds, stack_latents
@@ -49,7 +49,9 @@ def csgm(
     """CSGM (Bora et al. 2017): ``min_z ||A G(z) - y||^2`` by Adam from several random starts.
 
     The ``restarts`` starts of every image run as one batch; per image the restart whose best
-    iterate has the lowest measurement loss is returned. Image ``i`` draws its starts from the
+    iterate has the lowest measurement loss is returned. With ``config.patience`` the run stops
+    early once every image's best loss has stalled (:class:`CSGMConfig`); ``Result.steps`` is
+    the number of steps run. Image ``i`` draws its starts from the
     streams ``(seeds[i], "restart", r)`` and its SNA noise from ``(seeds[i], "sna", 0, restart)`` (ILO's rounds: ``(seeds[i], "sna", 1)``)
     (:mod:`ilo.rng`), so its result does not depend on the batch.
 
@@ -84,15 +86,17 @@ def csgm(
                 constraints=latent_constraints(config, keys), schedule=config.schedule,
                 measure=lambda x: op_rep.measurement_loss(x, y_rep))
     rows = torch.arange(B, device=y.device) * R
+    plateau = Plateau(config.patience, config.tolerance) if config.patience > 0 else None
 
     def offer(meas, x):
         tracker.update(meas, x, 0, {**fixed, **params})
         best, idx = meas.view(B, R).min(1)
         rec.track(best, x[rows + idx], 0)
 
-    def on_step(t, obj, meas, x):
+    def on_step(t, obj, meas, x) -> bool:
         offer(meas, x)
         rec(0, 0, obj.view(B, R).min(1).values, meas.view(B, R).min(1).values, x)
+        return plateau is not None and plateau(tracker.loss.view(B, R).min(1).values)
 
     rnd.run(params, fixed, on_step)
     with torch.no_grad():  # the last update was never evaluated

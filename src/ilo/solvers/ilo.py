@@ -107,7 +107,8 @@ def ilo(
 
 def csgm_stage(config: ILOConfig, generator: LayeredGenerator) -> CSGMConfig:
     """The CSGM stage of self-tuning (``config.selection.csgm == "method"``): the CSGM method's
-    preset for the generator's family at ILO's whole budget and restarts; ILO's own stage with
+    preset for the generator's family at ILO's whole budget and restarts, with the early
+    stopping of ILO's own stage (``config.csgm.patience``, ``tolerance``); ILO's own stage with
     that budget for a family without presets. (``"own"``: ``config.csgm``; :func:`ilo` resolves
     ``"auto"`` from the operator's ``self_tuning_csgm`` before calling this.)"""
     from .presets import LAYOUTS
@@ -117,7 +118,8 @@ def csgm_stage(config: ILOConfig, generator: LayeredGenerator) -> CSGMConfig:
     layout = LAYOUTS.get(getattr(generator, "family", ""))
     if layout is None:
         return replace(config.csgm, steps=config.total_steps)
-    return layout.csgm(config, "csgm", config.total_steps)
+    stage = layout.csgm(config, "csgm", config.total_steps)
+    return replace(stage, patience=config.csgm.patience, tolerance=config.csgm.tolerance)
 
 
 def _repeat(res: Result | None, copies: int) -> Result | None:

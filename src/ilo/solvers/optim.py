@@ -10,6 +10,7 @@ with Adam's element-wise updates each sample's trajectory, do not depend on the 
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 from collections.abc import Callable
 
@@ -55,7 +56,7 @@ def adam_loop(
     lr: float,
     schedule: Schedule,
     project: Callable[[Params], None] | None = None,
-    on_step: Callable[[int, torch.Tensor, torch.Tensor, Any], None] | None = None,
+    on_step: Callable[[int, torch.Tensor, torch.Tensor, Any], bool | None] | None = None,
 ) -> Params:
     """Minimise ``evaluate(params)[0].sum()`` with Adam; returns the final (projected) params.
 
@@ -63,7 +64,9 @@ def adam_loop(
         params: leaf tensors ``[B, ...]`` (modified in place).
         evaluate: returns ``(objective [B], measurement_loss [B], output)`` (output: e.g. the image).
         project: in-place projection applied under ``no_grad`` after every step.
-        on_step: called with ``(t, objective, measurement_loss, image)`` (detached) per step.
+        on_step: called with ``(t, objective, measurement_loss, image)`` (detached) per step; when
+            it returns True the loop stops after this step's update (the learning-rate schedule
+            stays that of ``steps``, so the iterates up to the stop are those of a full run).
     """
     if project is not None:  # start from a feasible point
         with torch.no_grad():
@@ -75,15 +78,39 @@ def adam_loop(
         objective, meas, image = evaluate(params)
         opt.zero_grad()
         objective.sum().backward()
-        if on_step is not None:
-            on_step(t, objective.detach(), meas.detach(), _detach(image))
+        stop = on_step is not None and on_step(t, objective.detach(), meas.detach(), _detach(image))
         opt.step()
         if project is not None:
             with torch.no_grad():
                 project(params)
+        if stop:
+            break
     for p in leaves:
         p.requires_grad_(False)
     return params
+
+
+class Plateau:
+    """Early stopping: :meth:`__call__` with the best loss so far per image (``[B]``, one call per
+    step) says True once no image's best has fallen by more than the relative ``tolerance`` over
+    the last ``patience`` steps (``best_t >= (1 - tolerance) * best_{t - patience}`` for all).
+
+    >>> p = Plateau(patience=2, tolerance=0.01)
+    >>> [p(torch.tensor([v])) for v in (1.0, 0.5, 0.499, 0.498)]
+    [False, False, False, True]
+    """
+
+    def __init__(self, patience: int, tolerance: float):
+        if patience < 1 or not 0 <= tolerance < 1:
+            raise ValueError(f"early stopping needs patience >= 1 and 0 <= tolerance < 1, got {patience}, {tolerance}")
+        self.patience, self.tolerance = patience, tolerance
+        self.past: deque[torch.Tensor] = deque(maxlen=patience + 1)
+
+    def __call__(self, best: torch.Tensor) -> bool:
+        self.past.append(best.detach().clone())
+        if len(self.past) <= self.patience:
+            return False
+        return bool((best >= (1 - self.tolerance) * self.past[0]).all())
 
 
 class Adam:

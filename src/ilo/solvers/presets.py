@@ -122,6 +122,27 @@ def dcgan_layout(generator, preset: TaskPreset, loss: LossConfig, total_steps: i
                      loss=loss)
 
 
+#: the share of ILO's round steps kept in a self-tuned preset whose CSGM stage is the CSGM method
+#: at ILO's whole budget (the operator's ``self_tuning_csgm == "method"``): the rounds start from
+#: that full-budget solution, and half of them kept inpainting, denoising and CS within 0.1 dB on
+#: the tuning faces at half their CPU (docs/PERFORMANCE.md, section 9)
+SELF_TUNED_ROUNDS = 0.5
+
+
+def self_tuned_budget(cfg: ILOConfig, share: float = SELF_TUNED_ROUNDS) -> ILOConfig:
+    """``cfg`` with each round at ``share`` of its steps (at least 1, at most its own) and its CSGM
+    stage given the steps freed, so ``total_steps``, the budget the self-tuning's CSGM-method
+    stage runs at, is unchanged.
+
+    >>> cfg = dcgan_layout(None, PRESETS["dcgan"]["inpaint"], LossConfig(), 600, 4)
+    >>> [r.steps for r in self_tuned_budget(cfg).rounds], self_tuned_budget(cfg).total_steps
+    ([66, 66, 67], 600)
+    """
+    rounds = tuple(replace(r, steps=min(r.steps, max(1, round(r.steps * share)))) for r in cfg.rounds)
+    freed = sum(r.steps for r in cfg.rounds) - sum(r.steps for r in rounds)
+    return replace(cfg, rounds=rounds, csgm=replace(cfg.csgm, steps=cfg.csgm.steps + freed))
+
+
 #: official per-round l1 radii (rounds 1, 2, 3): w+ latents, noise maps, features
 STYLEGAN_RADII = {"ws": (100.0, 1000.0, 6000.0), "noise": (1000.0, 1000.0, 6000.0), "x": (1000.0, 1000.0, 6000.0)}
 #: official steps per round (CSGM, then rounds 1-3), used as proportions of the budget

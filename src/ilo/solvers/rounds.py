@@ -58,8 +58,8 @@ class Round:
                 c.project_(params[k])
 
     def run(self, params: State, fixed: State,
-            on_step: Callable[[int, torch.Tensor, torch.Tensor, Any], None] | None = None) -> State:
+            on_step: Callable[[int, torch.Tensor, torch.Tensor, Any], bool | None] | None = None) -> State:
         """Optimise ``params`` (modified in place, returned detached); ``on_step(t, objective,
-        tracked loss, output)`` after every step's evaluation."""
+        tracked loss, output)`` after every step's evaluation (True: stop after this step)."""
         adam_loop(params, lambda p: self.evaluate(p, fixed), self.steps, self.lr, self.schedule, self.project_, on_step)
         return {k: v.detach() for k, v in params.items()}
