@@ -186,6 +186,13 @@ class SelectionConfig:
             as divergence, :func:`ilo.solvers.selection.csgm_sure_correction`). ``"auto"``
             (default): the operator's ``self_tuning_csgm`` (``"own"`` for super-resolution,
             ``"method"`` otherwise).
+        z: the margin of the held-out choice, in standard errors. Per image the reference is
+            the classical method alone with the lowest held-out estimate; every candidate scores
+            its estimate plus ``z`` times the standard error of its estimate minus the
+            reference's (paired over the held-out units: pixels, measurements, or the patches
+            next to a box, :func:`ilo.solvers.selection.paired_se`), so a candidate beats the
+            reference only by more than the estimate's noise. ``0``: the lowest estimate.
+            SURE (denoising) ignores it.
     """
 
     holdout: float = 0.15
@@ -195,11 +202,12 @@ class SelectionConfig:
     stage: str = "auto"
     every_candidate: bool = False
     csgm: str = "auto"
+    z: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1:
+        if not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1 or not self.z >= 0:
             raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, "
-                             f"probes={self.probes}")
+                             f"probes={self.probes}, z={self.z}")
         if self.stage not in STAGE_RULES:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
         if self.csgm not in CSGM_STAGES:
