@@ -23,7 +23,13 @@ or the observation, under SURE). The choice per image:
   wall time of the whole self-tuning, candidates included. The held-out part resembles what
   is missing: patches next to a box-shaped hole, random pixels for a random mask, random
   low-resolution pixels (all channels) for super-resolution, random measurements for
-  compressed sensing.
+  compressed sensing. The estimate is noisy where few entries are held out, so the choice
+  counts its noise (``SelectionConfig.z``): the reference is the classical method alone with
+  the lowest estimate, every candidate scores its estimate plus ``z`` standard errors of its
+  paired difference to the reference over the held-out units (:func:`held_out_units`: pixels,
+  measurements, or whole patches next to a box, whose pixels are correlated;
+  :func:`paired_se`), and the lowest score is chosen (:func:`choose`); the record holds the
+  ``reference``, ``estimated_se`` per candidate, ``units`` and ``z``.
 * **SURE** (denoising with known sigma; Ramani, Blu & Unser 2008): the Monte-Carlo estimate
   of each candidate's MSE (:func:`~ilo.solvers.risk.sure`), the stage images held fixed (their
   own dependence on the noise is not differentiated, which makes their estimates optimistic).
