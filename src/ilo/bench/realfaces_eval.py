@@ -41,9 +41,11 @@ def scores(image: torch.Tensor, truth: torch.Tensor) -> dict:
     return out
 
 
-def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: int) -> tuple[dict, dict]:
+def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: int, **selection
+             ) -> tuple[dict, dict]:
     """Every method on one (task, level): ``({method: per-image scores}, {method: images})``
-    plus the selection record under ``"selection"``."""
+    plus the selection record under ``"selection"``. ``selection``: fields of the self-tuned
+    ILO's :class:`~ilo.solvers.config.SelectionConfig` other than the default's."""
     from ..solvers import default_config, solve
     from ..solvers.config import self_tuned
     from ..solvers.selection import paste_observed
@@ -65,7 +67,7 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
         seconds[method] = time.time() - t
     t = time.time()
     cfg = self_tuned(default_config("ilo", G, ptask, total_steps=steps, restarts=restarts, level=op.level))
-    cfg = replace(cfg, selection=replace(cfg.selection, every_candidate=True))  # the oracle looks at all
+    cfg = replace(cfg, selection=replace(cfg.selection, every_candidate=True, **selection))  # the oracle looks at all
     res = solve(y, op, G, "ilo", cfg, seeds=0)
     seconds["ilo self-tuned"] = time.time() - t
     sel, cands = res.selection, res.candidates
@@ -221,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=Path("realfaces-eval.json"))
     p.add_argument("--grids", type=Path, default=None, help="folder for one grid PNG per task")
+    p.add_argument("--patch", type=int, default=None, help="side of the held-out patches next to a box (default: the config's)")
     p.add_argument("--rescore", type=Path, default=None,
                    help="print the self-tuned choice's PSNR under each of --margins from this JSON, run nothing")
     p.add_argument("--margins", default="0,0.5,1,1.5,2,3", help="comma-separated margins z for --rescore")
@@ -246,13 +249,14 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         t = time.time()
         torch.manual_seed(0)
-        results[key], images = run_spec(G, x, name, level, a.steps, a.restarts)
+        extra = {"patch": a.patch} if a.patch is not None else {}
+        results[key], images = run_spec(G, x, name, level, a.steps, a.restarts, **extra)
         results[key]["seconds"] = time.time() - t
         if a.grids is not None:
             a.grids.mkdir(parents=True, exist_ok=True)
             save_grid(x, images, results[key]["per_image"], names, a.grids / f"{name}-{level:g}.png")
         meta = {"split": a.split, "faces": names, "steps": a.steps, "restarts": a.restarts, "generator": a.generator,
-                "threads": a.threads, "load": os.getloadavg()}
+                "threads": a.threads, "load": os.getloadavg(), **extra}
         checkpoint(a.json, meta, results, key, time.time() - t)
     print(table(results))
     print(targets_table(results))

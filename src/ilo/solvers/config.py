@@ -202,7 +202,7 @@ class SelectionConfig:
     stage: str = "auto"
     every_candidate: bool = False
     csgm: str = "auto"
-    z: float = 0.0
+    z: float = 1.5
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1 or not self.z >= 0:
