@@ -53,9 +53,14 @@ def test_a_cells_stored_estimates_reproduce_its_self_tuned_choice(tiny_dcgan, on
     faces = torch.cat([photo("astronaut", 16), photo("grace_hopper", 16)])
     monkeypatch.setattr("ilo.data.realfaces.real_faces", lambda split, size: (faces, ["astronaut", "grace_hopper"]))
     monkeypatch.setattr("ilo.generators.load_generator", lambda name: tiny_dcgan)
-    results = rfe.main(["--split", "tuning", "--steps", "6", "--restarts", "1", "--keys", "inpaint 0.1,cs 0.1",
-                        "--json", str(tmp_path / "r.json")])
+    path = tmp_path / "r.json"
+    results = rfe.main(["--split", "tuning", "--steps", "6", "--restarts", "1", "--keys", "box 0.333333,cs 0.1",
+                        "--patch", "2", "--json", str(path)])
+    assert results["box 0.333333"]["selection"]["units"] == "2x2 patches"  # --patch reaches the box's split
+    assert results["cs 0.1"]["selection"]["units"] == "measurements"
+    assert json.loads(path.read_text())["meta"]["patch"] == 2
     for r in results.values():
         sel = r["selection"]
-        assert {"estimated_se", "reference", "eligible", "z", "units"} <= set(sel)
+        assert {"estimated_se", "reference", "z", "units"} <= set(sel)
+        assert ("eligible" in sel) == (sel is not results["box 0.333333"]["selection"])  # the box: every candidate
         assert rfe.rescored(sel, sel["z"]) == pytest.approx(r["per_image"]["ilo self-tuned"]["psnr"], abs=1e-3)
