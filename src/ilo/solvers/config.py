@@ -158,8 +158,8 @@ class SelectionConfig:
             the candidate with the lowest validation error is chosen, and ILO is rerun on all
             measurements with the chosen stage and weight.
         patch: side of the held-out patches next to a box-shaped hole (half of the patches
-            in the band of this width around the hole are held out; 8 rather than 4 picks
-            better for a 21-pixel box on the tuning faces, docs/BENCHMARKS.md).
+            in the band of this width around the hole are held out; 8 rather than 4 or 6 picks
+            better for a 21-pixel box on the tuning faces, with ``z`` 0 and 1.5, docs/BENCHMARKS.md).
         probes: Monte-Carlo probes of SURE (denoising with known sigma).
         classical: the classical methods of the candidates (:func:`ilo.solvers.classical.on_residual`:
             ``stage + C(y - A(stage))`` for every stage, and ``C(y)``); None = those of
