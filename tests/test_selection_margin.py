@@ -72,6 +72,12 @@ def test_paired_se_is_the_standard_error_of_the_differences():
     u[0, 0, 3] = float("nan")  # a unit with nothing held out is left out
     u[1, 0, 3] = float("nan")
     assert float(paired_se(u, torch.tensor([1]))[0, 0]) == pytest.approx(float(d[:3].std() / 3 ** 0.5))
+    one = _units([[1.0, *[float("nan")] * 3], [0.0, *[float("nan")] * 3], [0.0, *[float("nan")] * 3]])
+    # one held-out unit: no spread to judge by; a different candidate never beats the reference by a margin
+    assert paired_se(one, torch.tensor([1]))[:, 0].tolist() == [float("inf"), 0.0, 0.0]
+    lower = _units([[0.5, *[float("nan")] * 3], [1.0, *[float("nan")] * 3]])  # lower on its one unit
+    se = paired_se(lower, torch.tensor([1]))
+    assert choose(lower.nanmean(2), None, se, 0.0).tolist() == [0] and choose(lower.nanmean(2), None, se, 0.5).tolist() == [1]
 
 
 def _box():

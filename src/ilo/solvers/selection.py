@@ -355,7 +355,9 @@ def paired_se(units: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """Standard error of every candidate's held-out estimate minus the reference's:
     ``std(d) / sqrt(n)`` over an image's ``n`` held-out units of the paired differences
     ``d = units[k] - units[ref]``. ``units [K, B, U]`` (:func:`unit_errors`), ``ref [B]``:
-    ``[K, B]`` (0 for the reference itself, and where ``n < 2``).
+    ``[K, B]``; 0 for the reference itself, infinite where ``n < 2`` and ``d`` is not zero
+    (one unit has no spread to judge a difference by, so the candidate never beats the
+    reference by a margin).
 
     >>> u = torch.tensor([[[1.0, 3.0]], [[2.0, 2.0]]])  # two candidates, one image, two units
     >>> paired_se(u, torch.tensor([1])).tolist()
@@ -366,7 +368,8 @@ def paired_se(units: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     n = present.sum(1).clamp_min(1)
     d = torch.where(present, units - base, torch.zeros_like(units))
     dev = torch.where(present, d - d.sum(2, keepdim=True) / n[:, None], torch.zeros_like(d))
-    return (dev.pow(2).sum(2) / (n - 1).clamp_min(1) / n).sqrt()
+    se = (dev.pow(2).sum(2) / (n - 1).clamp_min(1) / n).sqrt()
+    return se.masked_fill((n < 2) & (d.abs().sum(2) > 0), float("inf"))
 
 
 def choose(est: torch.Tensor, eligible: torch.Tensor | None = None, se: torch.Tensor | None = None,
