@@ -12,7 +12,10 @@ no self-tuning: the ``ilo_choice`` candidate of the self-tuned run, the same com
 ILO self-tuned (:func:`ilo.solvers.config.self_tuned`) and the oracle choice among the same
 candidates (lowest true MSE). With ``--grids DIR``, one picture per cell (:func:`save_grid`):
 truth, observation and every method on the first three faces, PSNR / SSIM under each image.
-Resumable: tasks already in ``--json`` are skipped.
+Resumable: tasks already in ``--json`` are skipped. The held-out cells store each candidate's
+``estimated_se`` and the ``reference`` beside ``estimated_mse`` / ``true_mse``, so
+``--rescore JSON --margins 0,1,1.5`` prints the choice's PSNR under other margins
+(:attr:`~ilo.solvers.config.SelectionConfig.z`, :func:`rescore_table`) without running anything.
 """
 
 from __future__ import annotations
