@@ -340,7 +340,8 @@ def unit_errors(val: Operator, cands: torch.Tensor, y: torch.Tensor, units: torc
     from :func:`held_out_units`: ``[K, B, U]``, each unit's summed squared residual scaled so
     that an image's mean over its held-out units is its held-out estimate
     (``val.measurement_loss``); NaN for units with nothing held out."""
-    held = (val.keep if isinstance(val, HeldOut) else val.mask).to(y).expand_as(y).flatten(1)  # [B, N]
+    mask = val.keep if isinstance(val, HeldOut) else val.get_buffer("mask")
+    held = mask.to(y).expand_as(y).flatten(1)  # [B, N]
     idx = units.expand_as(y).flatten(1)
     B, U = y.shape[0], int(units.max()) + 1
     count = y.new_zeros(B, U).scatter_add_(1, idx, held)
