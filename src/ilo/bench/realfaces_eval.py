@@ -12,13 +12,17 @@ no self-tuning: the ``ilo_choice`` candidate of the self-tuned run, the same com
 ILO self-tuned (:func:`ilo.solvers.config.self_tuned`) and the oracle choice among the same
 candidates (lowest true MSE). With ``--grids DIR``, one picture per cell (:func:`save_grid`):
 truth, observation and every method on the first three faces, PSNR / SSIM under each image.
-Resumable: tasks already in ``--json`` are skipped.
+Resumable: tasks already in ``--json`` are skipped. The held-out cells store each candidate's
+``estimated_se`` and the ``reference`` beside ``estimated_mse`` / ``true_mse``, so
+``--rescore JSON --margins 0,1,1.5`` prints the choice's PSNR under other margins
+(:attr:`~ilo.solvers.config.SelectionConfig.z`, :func:`rescore_table`) without running anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from dataclasses import replace
@@ -40,9 +44,11 @@ def scores(image: torch.Tensor, truth: torch.Tensor) -> dict:
     return out
 
 
-def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: int) -> tuple[dict, dict]:
+def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: int, **selection
+             ) -> tuple[dict, dict]:
     """Every method on one (task, level): ``({method: per-image scores}, {method: images})``
-    plus the selection record under ``"selection"``."""
+    plus the selection record under ``"selection"``. ``selection``: fields of the self-tuned
+    ILO's :class:`~ilo.solvers.config.SelectionConfig` other than the default's."""
     from ..solvers import default_config, solve
     from ..solvers.config import self_tuned
     from ..solvers.selection import paste_observed
@@ -64,7 +70,7 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
         seconds[method] = time.time() - t
     t = time.time()
     cfg = self_tuned(default_config("ilo", G, ptask, total_steps=steps, restarts=restarts, level=op.level))
-    cfg = replace(cfg, selection=replace(cfg.selection, every_candidate=True))  # the oracle looks at all
+    cfg = replace(cfg, selection=replace(cfg.selection, every_candidate=True, **selection))  # the oracle looks at all
     res = solve(y, op, G, "ilo", cfg, seeds=0)
     seconds["ilo self-tuned"] = time.time() - t
     sel, cands = res.selection, res.candidates
@@ -81,6 +87,7 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
     selection = {"candidates": names, "choice": sel["choice"], "oracle": [names[int(k)] for k in oracle],
                  "estimated_mse": sel["estimated_mse"], "true_mse": true_mse.T.tolist(), "rule": sel["rule"],
                  "seconds": seconds}
+    selection.update({k: sel[k] for k in ("estimated_se", "reference", "eligible", "z", "units") if k in sel})
     return {"per_image": per, "selection": selection}, {"observation": op.observation_image(y), **images}
 
 
@@ -150,6 +157,42 @@ def targets_table(results: dict, ours: str = "ilo self-tuned") -> str:
     return "\n".join(lines)
 
 
+def rescored(selection: dict, z: float) -> list[float]:
+    """Per-image PSNR (dB) of the self-tuned choice under margin ``z``
+    (:attr:`~ilo.solvers.config.SelectionConfig.z`), recomputed from a cell's stored
+    ``estimated_mse``, ``estimated_se``, ``eligible`` and ``true_mse`` (one list per image)."""
+    out = []
+    for b, (est, mse) in enumerate(zip(selection["estimated_mse"], selection["true_mse"])):
+        se = selection["estimated_se"][b] if z else [0.0] * len(est)
+        ok = selection["eligible"][b] if "eligible" in selection else [True] * len(est)
+        score = [e + z * s if k and e == e and s == s else math.inf for e, s, k in zip(est, se, ok)]
+        out.append(10 * math.log10(1 / max(mse[score.index(min(score))], 1e-12)))
+    return out
+
+
+def rescore_table(results: dict, margins: list[float], within: float = 0.3) -> str:
+    """Markdown: per held-out cell (those with ``estimated_se``), the self-tuned ILO's mean PSNR
+    minus the best classical method's under every margin of ``margins`` (:func:`rescored`), the
+    oracle's, and per margin the cells within ``within`` dB and the mean difference."""
+    lines = ["| cell | best classical | " + " | ".join(f"z={z:g}" for z in margins) + " | oracle |",
+             "|" + "---|" * (len(margins) + 3)]
+    gaps: list[list[float]] = [[] for _ in margins]
+    for key, r in results.items():
+        sel, per = r["selection"], r["per_image"]
+        if "estimated_se" not in sel:
+            continue
+        classical = [m for m in methods_for(key.split(" ")[0]) if m in per]
+        best = max(mean(per[m]["psnr"]) for m in classical)
+        row = [mean(rescored(sel, z)) - best for z in margins]
+        for g, v in zip(gaps, row):
+            g.append(v)
+        lines.append(f"| {key} | {best:.2f} | " + " | ".join(f"{v:+.2f}" for v in row)
+                     + f" | {mean(per['oracle']['psnr']) - best:+.2f} |")
+    lines.append(f"| cells within {within} dB | | " + " | ".join(str(sum(v >= -within for v in g)) for g in gaps) + " | |")
+    lines.append("| mean difference | | " + " | ".join(f"{mean(g):+.2f}" if g else "-" for g in gaps) + " | |")
+    return "\n".join(lines)
+
+
 #: grid column labels of the methods that are not named by their solver key
 LABELS = {"csgm": "CSGM", "pulse": "PULSE", "ilo": "ILO shipped", "ilo self-tuned": "ILO self-tuned"}
 
@@ -183,7 +226,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=Path("realfaces-eval.json"))
     p.add_argument("--grids", type=Path, default=None, help="folder for one grid PNG per task")
+    p.add_argument("--patch", type=int, default=None, help="side of the held-out patches next to a box (default: the config's)")
+    p.add_argument("--rescore", type=Path, default=None,
+                   help="print the self-tuned choice's PSNR under each of --margins from this JSON, run nothing")
+    p.add_argument("--margins", default="0,0.5,1,1.5,2,3", help="comma-separated margins z for --rescore")
     a = p.parse_args(argv)
+    if a.rescore is not None:
+        results = json.loads(a.rescore.read_text())["results"]
+        print(rescore_table(results, [float(v) for v in a.margins.split(",")]))
+        return results
     torch.set_num_threads(a.threads)
     from ..data.realfaces import real_faces
     from ..generators import load_generator
@@ -201,13 +252,14 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         t = time.time()
         torch.manual_seed(0)
-        results[key], images = run_spec(G, x, name, level, a.steps, a.restarts)
+        extra = {"patch": a.patch} if a.patch is not None else {}
+        results[key], images = run_spec(G, x, name, level, a.steps, a.restarts, **extra)
         results[key]["seconds"] = time.time() - t
         if a.grids is not None:
             a.grids.mkdir(parents=True, exist_ok=True)
             save_grid(x, images, results[key]["per_image"], names, a.grids / f"{name}-{level:g}.png")
         meta = {"split": a.split, "faces": names, "steps": a.steps, "restarts": a.restarts, "generator": a.generator,
-                "threads": a.threads, "load": os.getloadavg()}
+                "threads": a.threads, "load": os.getloadavg(), **extra}
         checkpoint(a.json, meta, results, key, time.time() - t)
     print(table(results))
     print(targets_table(results))

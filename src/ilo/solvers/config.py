@@ -168,8 +168,8 @@ class SelectionConfig:
             the candidate with the lowest validation error is chosen, and ILO is rerun on all
             measurements with the chosen stage and weight.
         patch: side of the held-out patches next to a box-shaped hole (half of the patches
-            in the band of this width around the hole are held out; 8 rather than 4 picks
-            better for a 21-pixel box on the tuning faces, docs/BENCHMARKS.md).
+            in the band of this width around the hole are held out; 8 rather than 4 or 6 picks
+            better for a 21-pixel box on the tuning faces, with ``z`` 0 and 1.5, docs/BENCHMARKS.md).
         probes: Monte-Carlo probes of SURE (denoising with known sigma).
         classical: the classical methods of the candidates (:func:`ilo.solvers.classical.on_residual`:
             ``stage + C(y - A(stage))`` for every stage, and ``C(y)``); None = those of
@@ -200,6 +200,13 @@ class SelectionConfig:
             candidate (CSGM fitted to the fit part), CSGM continues from it on all measurements
             for this fraction of its steps (one restart) and the result replaces it where it
             fits all measurements better; 0: off.
+        z: the margin of the held-out choice, in standard errors. Per image the reference is
+            the classical method alone with the lowest held-out estimate; every candidate scores
+            its estimate plus ``z`` times the standard error of its estimate minus the
+            reference's (paired over the held-out units: pixels, measurements, or the patches
+            next to a box, :func:`ilo.solvers.selection.paired_se`), so a candidate beats the
+            reference only by more than the estimate's noise. ``0``: the lowest estimate.
+            SURE (denoising) ignores it.
     """
 
     holdout: float = 0.15
@@ -210,11 +217,13 @@ class SelectionConfig:
     every_candidate: bool = False
     csgm: str = "auto"
     csgm_refit: float = 0.5
+    z: float = 1.5
 
     def __post_init__(self) -> None:
-        if not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1 or not 0 <= self.csgm_refit <= 1:
+        if (not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1 or not 0 <= self.csgm_refit <= 1
+                or not self.z >= 0):
             raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, "
-                             f"probes={self.probes}, csgm_refit={self.csgm_refit}")
+                             f"probes={self.probes}, csgm_refit={self.csgm_refit}, z={self.z}")
         if self.stage not in STAGE_RULES:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
         if self.csgm not in CSGM_STAGES:

@@ -25,7 +25,13 @@ or the observation, under SURE). The choice per image:
   wall time of the whole self-tuning, candidates included. The held-out part resembles what
   is missing: patches next to a box-shaped hole, random pixels for a random mask, random
   low-resolution pixels (all channels) for super-resolution, random measurements for
-  compressed sensing.
+  compressed sensing. The estimate is noisy where few entries are held out, so the choice
+  counts its noise (``SelectionConfig.z``): the reference is the classical method alone with
+  the lowest estimate, every candidate scores its estimate plus ``z`` standard errors of its
+  paired difference to the reference over the held-out units (:func:`held_out_units`: pixels,
+  measurements, or whole patches next to a box, whose pixels are correlated;
+  :func:`paired_se`), and the lowest score is chosen (:func:`choose`); the record holds the
+  ``reference``, ``estimated_se`` per candidate, ``units`` and ``z``.
 * **SURE** (denoising with known sigma; Ramani, Blu & Unser 2008): the Monte-Carlo estimate
   of each candidate's MSE (:func:`~ilo.solvers.risk.sure`), the stage images held fixed (their
   own dependence on the noise is not differentiated, which makes their estimates optimistic).
@@ -312,6 +318,80 @@ def _band_patches(mask: torch.Tensor, p: int, gens: Sequence[torch.Generator]) -
     return (up > 0).to(mask) * band
 
 
+def held_out_units(y: torch.Tensor, patch: int | None = None) -> torch.Tensor:
+    """The unit of every entry of an observation ``y [B, *output_shape]`` for the standard
+    error of a held-out estimate: ``[*output_shape]`` integer labels. Image-shaped outputs:
+    one unit per pixel (its channels together), or with ``patch`` one per ``patch x patch``
+    block (the held-out patches next to a box, whose pixels are correlated); other outputs:
+    one unit per measurement.
+
+    >>> held_out_units(torch.zeros(1, 3, 2, 4), patch=2).tolist()[0]
+    [[0, 0, 1, 1], [0, 0, 1, 1]]
+    """
+    if y.ndim != 4:
+        return torch.arange(y[0].numel(), device=y.device).view(y.shape[1:])
+    H, W = y.shape[-2:]
+    i, j = torch.arange(H, device=y.device)[:, None], torch.arange(W, device=y.device)[None, :]
+    label = (i // patch) * -(-W // patch) + j // patch if patch else i * W + j
+    return label.expand(y.shape[1:])
+
+
+def unit_errors(val: Operator, cands: torch.Tensor, y: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+    """Per-unit held-out squared errors of ``cands [K, B, C, H, W]`` on the validation part
+    ``val`` (a :class:`HeldOut` or an :class:`~ilo.operators.Inpainting` mask) of ``y``, units
+    from :func:`held_out_units`: ``[K, B, U]``, each unit's summed squared residual scaled so
+    that an image's mean over its held-out units is its held-out estimate
+    (``val.measurement_loss``); NaN for units with nothing held out."""
+    mask = val.keep if isinstance(val, HeldOut) else val.get_buffer("mask")
+    held = mask.to(y).expand_as(y).flatten(1)  # [B, N]
+    idx = units.expand_as(y).flatten(1)
+    B, U = y.shape[0], int(units.max()) + 1
+    count = y.new_zeros(B, U).scatter_add_(1, idx, held)
+    present = count > 0
+    scale = present.sum(1, keepdim=True) / count.sum(1, keepdim=True)  # [B, 1]
+    sums = torch.stack([y.new_zeros(B, U).scatter_add_(1, idx, (val.A(c) - held.view_as(y) * y).pow(2).flatten(1))
+                        for c in cands])
+    return (sums * scale).masked_fill(~present, float("nan"))
+
+
+def paired_se(units: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Standard error of every candidate's held-out estimate minus the reference's:
+    ``std(d) / sqrt(n)`` over an image's ``n`` held-out units of the paired differences
+    ``d = units[k] - units[ref]``. ``units [K, B, U]`` (:func:`unit_errors`), ``ref [B]``:
+    ``[K, B]``; 0 for the reference itself, infinite where ``n < 2`` and ``d`` is not zero
+    (one unit has no spread to judge a difference by, so the candidate never beats the
+    reference by a margin).
+
+    >>> u = torch.tensor([[[1.0, 3.0]], [[2.0, 2.0]]])  # two candidates, one image, two units
+    >>> paired_se(u, torch.tensor([1])).tolist()
+    [[1.0], [0.0]]
+    """
+    base = units[ref, torch.arange(units.shape[1])]  # [B, U]
+    present = ~base.isnan()
+    n = present.sum(1).clamp_min(1)
+    d = torch.where(present, units - base, torch.zeros_like(units))
+    dev = torch.where(present, d - d.sum(2, keepdim=True) / n[:, None], torch.zeros_like(d))
+    se = (dev.pow(2).sum(2) / (n - 1).clamp_min(1) / n).sqrt()
+    return se.masked_fill((n < 2) & (d.abs().sum(2) > 0), float("inf"))
+
+
+def choose(est: torch.Tensor, eligible: torch.Tensor | None = None, se: torch.Tensor | None = None,
+           z: float = 0.0) -> torch.Tensor:
+    """Per image the eligible candidate with the lowest score ``est + z * se`` (``est`` alone
+    where ``z`` is 0 or ``se`` is None; NaN scores never chosen). ``est``, ``se``,
+    ``eligible`` (bool, None: all): ``[K, B]``; returns ``[B]``.
+
+    >>> est, se = torch.tensor([[1.0], [0.8]]), torch.tensor([[0.0], [0.3]])
+    >>> choose(est).tolist(), choose(est, se=se, z=1.0).tolist()
+    ([1], [0])
+    """
+    score = est + z * se if se is not None and z else est
+    score = torch.nan_to_num(score, nan=float("inf"))
+    if eligible is not None:
+        score = score.masked_fill(~eligible, float("inf"))
+    return score.argmin(0)
+
+
 def _nonempty(held: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
     """``held`` with at least one entry per image, and at least one observed entry left out of it."""
     held = held.clone()
@@ -408,6 +488,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     methods = classical_methods(operator, sel)
     rows = torch.arange(B, device=y.device)
     eligible = None  # [K, B] bool: the candidates the choice may take (None: all)
+    se = None  # [K, B]: the standard error of each held-out estimate minus the reference's
     if isinstance(operator, Denoising):
         if operator.noise.sigma <= 0:
             raise ValueError("self-tuning a denoiser needs a noise sigma > 0 (SURE)")
@@ -439,6 +520,14 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         cands_fit = candidates(torch.stack([s[1] for s in st_fit]), y_fit, fit, dev, methods=methods, only=only)
         est = torch.stack([val.measurement_loss(c, y) for c in cands_fit])  # [K, B]
         names = candidate_names([s[0] for s in stages], dev, methods=methods)
+        alone = torch.tensor(candidate_stages(len(stages), dev, methods=methods), device=y.device) < 0
+        if alone.any():  # the reference: the classical method alone with the lowest estimate
+            ref = torch.nan_to_num(est, nan=float("inf")).masked_fill(~alone[:, None], float("inf")).argmin(0)
+            patch = sel.patch if str(record["kind"]).startswith("patches") else None
+            se = paired_se(unit_errors(val, cands_fit, y, held_out_units(y, patch)), ref)  # [K, B]
+            record.update(reference=[names[int(k)] for k in ref], estimated_se=se.T.tolist(),
+                          units=f"{patch}x{patch} patches" if patch else "pixels" if y.ndim == 4 else "measurements")
+        record["z"] = sel.z
         cands = candidates(torch.stack([s[1] for s in stages]), y, operator, dev, methods=methods, only=only)
         record["fit_run_steps"] = res_fit.steps  # the held-out run's history is not kept
     history = (start.history if start is not None else []) + res.history  # the shared CSGM stage's steps first
@@ -451,10 +540,9 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         eligible[0] = True  # CSGM's solution: never worse than CSGM where the estimates are right
         if rule == "measurement":
             record["stage"] = [stages[int(k)][0] for k in best]
-    score = torch.nan_to_num(est, nan=float("inf"))
     if eligible is not None:
-        score = score.masked_fill(~eligible, float("inf"))
-    choice = score.argmin(0)
+        record["eligible"] = eligible.T.tolist()
+    choice = choose(est, eligible, se, sel.z)
     if start is not None and first is not None and not isinstance(operator, Denoising):
         record["csgm_refit"] = _refit_csgm(cands, choice, y, operator, start, first, sel.csgm_refit)
     image = paste_observed(cands[choice, rows], y, operator, dev)
@@ -472,5 +560,5 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
 
 
 __all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "candidate_stages",
-           "classical_methods", "residual_candidates", "split", "copy_rows", "fit_and_refit", "self_tune",
-           "csgm_sure_correction"]
+           "classical_methods", "residual_candidates", "split", "held_out_units", "unit_errors", "paired_se", "choose",
+           "copy_rows", "fit_and_refit", "self_tune", "csgm_sure_correction"]
