@@ -10,12 +10,7 @@ from ilo.solvers.optim import Plateau
 SHAPE = (3, 16, 16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: thousands of tiny ops run faster on one thread
 
 
 def _problem(G):

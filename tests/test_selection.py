@@ -16,13 +16,7 @@ from ilo.solvers.selection import HeldOut, candidate_names, candidate_stages, sp
 SHAPE = (3, 16, 16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Thousands of tiny tensor ops: one intra-op thread is much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: thousands of tiny ops run faster on one thread
 
 
 def _cfg(**kw):
