@@ -477,10 +477,11 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
               csgm_dof: int = 0) -> Result:
     """ILO with the candidates chosen per image (module docstring). ``run(y, operator, copies=1,
     start=None)`` runs ILO's rounds, ``copies`` rows per image, from ``start`` (a CSGM result)
-    or its own CSGM stage, and returns ``(result, stages)``. ``first(y, operator, start=None)``: the CSGM
-    method (its config ``csgm_config``, recorded), run once (on the fit part for held-out
-    measurements) and shared by both runs; with ``start``, its refit on all measurements; None: each run's own CSGM stage. ``csgm_dof``: the
-    latent entries CSGM optimises per image (:func:`csgm_sure_correction`)."""
+    or its own CSGM stage, and returns ``(result, stages)``. ``first(y, operator, start=None)``:
+    the CSGM method (its config ``csgm_config``, recorded), run once (on the fit part for
+    held-out measurements) and shared by both runs; with ``start``, its refit on all
+    measurements; None: each run's own CSGM stage. ``csgm_dof``: the latent entries CSGM
+    optimises per image (:func:`csgm_sure_correction`)."""
     t0 = time.perf_counter()
     sel, dev = config.selection, config.deviation
     assert sel is not None
