@@ -133,3 +133,22 @@ def test_the_box_records_patches_as_units(tiny_dcgan):
 def test_z_validates():
     with pytest.raises(ValueError, match="z=-1"):
         SelectionConfig(z=-1.0)
+
+
+def test_the_first_classical_method_as_reference(tiny_dcgan):
+    """``reference="first"``: the task's first classical method is the reference on every image,
+    so the other classical method too needs the margin; with a huge margin nothing but the
+    reference (or a candidate equal to it on every held-out unit) is chosen."""
+    op = Inpainting.random(SHAPE, 0.5, torch.Generator().manual_seed(0))
+    y = op(_rand((2, *SHAPE), 3))
+    cfg = _cfg(1e6)
+    sel = solve(y, op, tiny_dcgan, "ilo", replace(cfg, selection=replace(cfg.selection, reference="first")),
+                seeds=[4, 9]).selection
+    first = sel["classical"][0]
+    assert first == "biharmonic" and sel["reference"] == [first, first]
+    se = torch.tensor(sel["estimated_se"]).T
+    names = sel["candidates"]
+    assert bool((se[names.index(first)] == 0).all()) and bool((se[names.index("tv-inpaint")] > 0).all())
+    assert all(c == first or se[names.index(c), b] == 0 for b, c in enumerate(sel["choice"]))
+    with pytest.raises(ValueError, match="reference must be one of lowest, first"):
+        SelectionConfig(reference="best")

@@ -49,8 +49,7 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
     """Every method on one (task, level): ``({method: per-image scores}, {method: images})``
     plus the selection record under ``"selection"``. ``selection``: fields of the self-tuned
     ILO's :class:`~ilo.solvers.config.SelectionConfig` other than the default's."""
-    from ..solvers import default_config, solve
-    from ..solvers.config import self_tuned
+    from ..solvers import default_config, preset_for, solve
     from ..solvers.selection import paste_observed
 
     op, y = make_problem(task, level, x)
@@ -69,7 +68,7 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
         images[method] = solve(y, op, G, method, cfg, seeds=0).image
         seconds[method] = time.time() - t
     t = time.time()
-    cfg = self_tuned(default_config("ilo", G, ptask, total_steps=steps, restarts=restarts, level=op.level))
+    cfg = preset_for("ilo", G, op, total_steps=steps, restarts=restarts)  # the library's default: self-tuned
     cfg = replace(cfg, selection=replace(cfg.selection, every_candidate=True, **selection))  # the oracle looks at all
     res = solve(y, op, G, "ilo", cfg, seeds=0)
     seconds["ilo self-tuned"] = time.time() - t
@@ -227,6 +226,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", type=Path, default=Path("realfaces-eval.json"))
     p.add_argument("--grids", type=Path, default=None, help="folder for one grid PNG per task")
     p.add_argument("--patch", type=int, default=None, help="side of the held-out patches next to a box (default: the config's)")
+    p.add_argument("--reference", default=None, choices=("lowest", "first"),
+                   help="the margin's reference among the classical methods alone (default: the config's)")
     p.add_argument("--rescore", type=Path, default=None,
                    help="print the self-tuned choice's PSNR under each of --margins from this JSON, run nothing")
     p.add_argument("--margins", default="0,0.5,1,1.5,2,3", help="comma-separated margins z for --rescore")
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         t = time.time()
         torch.manual_seed(0)
-        extra = {"patch": a.patch} if a.patch is not None else {}
+        extra = {k: v for k, v in (("patch", a.patch), ("reference", a.reference)) if v is not None}
         results[key], images = run_spec(G, x, name, level, a.steps, a.restarts, **extra)
         results[key]["seconds"] = time.time() - t
         if a.grids is not None:

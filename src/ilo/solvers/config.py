@@ -153,6 +153,8 @@ class DeviationConfig:
 STAGE_RULES = ("auto", "estimate", "measurement", "classical")
 #: where self-tuning's CSGM stage comes from (:class:`SelectionConfig`)
 CSGM_STAGES = ("auto", "method", "own")
+#: :attr:`SelectionConfig.reference`: the margin's reference among the classical methods alone
+REFERENCES = ("lowest", "first")
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,10 @@ class SelectionConfig:
             next to a box, :func:`ilo.solvers.selection.paired_se`), so a candidate beats the
             reference only by more than the estimate's noise. ``0``: the lowest estimate.
             SURE (denoising) ignores it.
+        reference: which classical method alone is the reference of the margin: ``"lowest"``
+            the one with the lowest held-out estimate, ``"first"`` the first of the classical
+            methods (the task's default, e.g. biharmonic inpainting), so another classical
+            method too must beat it by the margin.
     """
 
     holdout: float = 0.15
@@ -218,6 +224,7 @@ class SelectionConfig:
     csgm: str = "auto"
     csgm_refit: float = 0.5
     z: float = 1.5
+    reference: str = "lowest"
 
     def __post_init__(self) -> None:
         if (not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1 or not 0 <= self.csgm_refit <= 1
@@ -226,6 +233,8 @@ class SelectionConfig:
                              f"probes={self.probes}, csgm_refit={self.csgm_refit}, z={self.z}")
         if self.stage not in STAGE_RULES:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
         if self.csgm not in CSGM_STAGES:
             raise ValueError(f"csgm must be one of {', '.join(CSGM_STAGES)}, got {self.csgm!r}")
 

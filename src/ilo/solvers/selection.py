@@ -27,10 +27,10 @@ or the observation, under SURE). The choice per image:
   low-resolution pixels (all channels) for super-resolution, random measurements for
   compressed sensing. The estimate is noisy where few entries are held out, so the choice
   counts its noise (``SelectionConfig.z``): the reference is the classical method alone with
-  the lowest estimate, every candidate scores its estimate plus ``z`` standard errors of its
-  paired difference to the reference over the held-out units (:func:`held_out_units`: pixels,
-  measurements, or whole patches next to a box, whose pixels are correlated;
-  :func:`paired_se`), and the lowest score is chosen (:func:`choose`); the record holds the
+  the lowest estimate (or the first, ``SelectionConfig.reference``), every candidate scores
+  its estimate plus ``z`` standard errors of its paired difference to the reference over the
+  held-out units (:func:`held_out_units`: pixels, measurements, or whole patches next to a
+  box, whose pixels are correlated; :func:`paired_se`), and the lowest score is chosen (:func:`choose`); the record holds the
   ``reference``, ``estimated_se`` per candidate, ``units`` and ``z``.
 * **SURE** (denoising with known sigma; Ramani, Blu & Unser 2008): the Monte-Carlo estimate
   of each candidate's MSE (:func:`~ilo.solvers.risk.sure`), the stage images held fixed (their
@@ -522,8 +522,10 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         est = torch.stack([val.measurement_loss(c, y) for c in cands_fit])  # [K, B]
         names = candidate_names([s[0] for s in stages], dev, methods=methods)
         alone = torch.tensor(candidate_stages(len(stages), dev, methods=methods), device=y.device) < 0
-        if alone.any():  # the reference: the classical method alone with the lowest estimate
+        if alone.any():  # the reference: the classical method alone with the lowest estimate, or the first
             ref = torch.nan_to_num(est, nan=float("inf")).masked_fill(~alone[:, None], float("inf")).argmin(0)
+            if sel.reference == "first":
+                ref = torch.full_like(ref, names.index(methods[0]))
             patch = sel.patch if str(record["kind"]).startswith("patches") else None
             se = paired_se(unit_errors(val, cands_fit, y, held_out_units(y, patch)), ref)  # [K, B]
             record.update(reference=[names[int(k)] for k in ref], estimated_se=se.T.tolist(),
