@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..generators.base import LayeredGenerator
+from ..generators.base import LayeredGenerator, State
 from ..losses.composite import Objective
 from ..losses.fidelity import DataFidelity
 from ..operators.base import Operator
@@ -43,7 +43,7 @@ def csgm(
     callback: Callable[[StepInfo], None] | None = None,
     progress: bool = False,
     fidelity: DataFidelity | None = None,
-    init: dict[str, torch.Tensor] | None = None,
+    init: State | None = None,
     _recorder: Recorder | None = None,
 ) -> Result:
     """CSGM (Bora et al. 2017): ``min_z ||A G(z) - y||^2`` by Adam from several random starts.
