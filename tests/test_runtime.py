@@ -109,3 +109,45 @@ def test_solve_records_the_runtime_and_threads_pin_it(tmp_path, capsys):
         assert rt["threads"] == 1 and rt["source"] == "--threads" and rt["wait_policy"] and "load" in rt
     finally:
         torch.set_num_threads(before)
+
+
+def _fake_proc(monkeypatch, *, running: int, avg: float, busy_jiffies: int, pressure: float | None):
+    """/proc as ``load_average`` reads it: 2 cores, ``busy_jiffies`` of 100 busy between the two
+    reads of /proc/stat, ``running`` other tasks, the 1-minute average ``avg``, CPU pressure."""
+    stats = iter([(1000, 5000), (1000 + busy_jiffies, 5100)])
+
+    def read(name):
+        if name == "stat":
+            busy, total = next(stats)
+            return f"cpu  {busy} 0 0 {total - busy} 0 0 0 0 0 0\ncpu0 1 0 0 1 0\ncpu1 1 0 0 1 0\nintr 1\n"
+        if name == "loadavg":
+            return f"{avg} 1.0 0.5 {running + 1}/90 1234\n"
+        if name == "pressure/cpu" and pressure is not None:
+            return f"some avg10={pressure} avg60=1.00 avg300=1.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+        return None
+
+    monkeypatch.setattr(runtime, "_read", read)
+    monkeypatch.setattr(runtime.time, "sleep", lambda s: None)
+
+
+@pytest.mark.parametrize(
+    "running,avg,busy,pressure,expect",
+    [
+        (0, 1.9, 2, 0.4, 0.04),  # our own solve just ended: the lagging average is not counted
+        (0, 1.9, 2, 60.0, 1.9),  # tasks waited for a core in the last 10 s: the average counts
+        (0, 1.9, 2, None, 1.9),  # no pressure information: the average counts (the rule before)
+        (4, 0.2, 100, 0.0, 4.0),  # four tasks running now
+        (0, 0.1, 100, 0.0, 2.0),  # both cores busy over the window
+        (1, 0.0, 50, 2.0, 1.0),  # one core taken
+    ],
+)
+def test_load_is_what_runs_now(monkeypatch, running, avg, busy, pressure, expect):
+    _fake_proc(monkeypatch, running=running, avg=avg, busy_jiffies=busy, pressure=pressure)
+    assert runtime.load_average() == pytest.approx(expect)
+
+
+def test_back_to_back_commands_on_an_idle_machine_get_every_core(monkeypatch):
+    _fake_proc(monkeypatch, running=0, avg=1.9, busy_jiffies=1, pressure=0.1)
+    assert runtime.decide(2, runtime.load_average()) == (2, "default")
+    _fake_proc(monkeypatch, running=4, avg=1.9, busy_jiffies=100, pressure=80.0)
+    assert runtime.decide(2, runtime.load_average()) == (1, "PASSIVE")

@@ -3,8 +3,9 @@
 On a busy machine OpenMP's default busy-waiting makes every parallel operation wait for a
 thread that has lost its core, so a solve can run tens of times slower than on an idle one.
 :func:`configure` therefore looks at the cores this process may use
-(``os.sched_getaffinity``) and the load (``/proc/loadavg``: the 1-minute average and the tasks
-running now) and picks:
+(``os.sched_getaffinity``) and the load (:func:`load_average`: the tasks running and the cores
+busy now, and the 1-minute average unless the kernel's CPU pressure shows no recent
+contention) and picks:
 
 * idle (load < 0.5): one thread per usable core, the OpenMP default wait policy;
 * busy: one thread per core left free (at least one), ``OMP_WAIT_POLICY=PASSIVE``.
@@ -59,28 +60,90 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def load_average(samples: int = 5, interval: float = 0.01) -> float | None:
-    """The machine's load: the larger of the 1-minute load average and the number of other
-    tasks running now (median of ``samples`` reads of ``/proc/loadavg``, ``interval`` s apart;
-    the average alone lags a load that has just started by a minute). None where unknown."""
-    now = []
-    avg = None
+#: ``/proc`` (a test points it at fake files)
+PROC = "/proc"
+#: below this share (percent) of the last 10 s in which some task waited for a core, the
+#: kernel's CPU pressure says nothing competed for the cores recently
+QUIET_PRESSURE = 5.0
+
+
+def _read(name: str) -> str | None:
+    try:
+        with open(os.path.join(PROC, name)) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _cpu_jiffies() -> tuple[int, int, int] | None:
+    """``(busy, total, cores)`` from ``/proc/stat``: the CPU time of all cores together (busy:
+    all but idle and iowait) and the number of cores it sums over."""
+    lines = (_read("stat") or "").splitlines()
+    try:
+        fields = [int(v) for v in lines[0].split()[1:]] if lines else []
+    except ValueError:
+        return None
+    if len(fields) < 5:
+        return None
+    total = sum(fields[:8])
+    cores = sum(1 for line in lines[1:] if line.startswith("cpu") and line[3:4].isdigit())
+    return total - fields[3] - fields[4], total, max(1, cores)
+
+
+def cpu_pressure() -> float | None:
+    """The kernel's CPU pressure: the share (percent) of the last 10 s in which some task
+    waited for a core (``/proc/pressure/cpu``, ``some avg10``); None where unavailable."""
+    text = _read("pressure/cpu")
+    for line in (text or "").splitlines():
+        if line.startswith("some "):
+            for item in line.split()[1:]:
+                key, _, value = item.partition("=")
+                if key == "avg10":
+                    try:
+                        return float(value)
+                    except ValueError:
+                        return None
+    return None
+
+
+def load_average(samples: int = 10, interval: float = 0.01) -> float | None:
+    """The machine's load in cores taken by other programs, None where unknown.
+
+    Measured now, over ``samples`` reads ``interval`` s apart of ``/proc/loadavg`` and
+    ``/proc/stat``: the larger of the tasks running besides this one (median of the reads)
+    and the cores busy between the first and the last read (this process sleeps meanwhile).
+    The 1-minute load average counts too, unless the kernel's CPU pressure
+    (:func:`cpu_pressure`) shows that no task waited for a core in the last 10 s: the average
+    lags by a minute, so right after a solve it still counts that solve, and a user who runs
+    commands back to back would otherwise get one passive thread on an idle machine (1.3-1.6x
+    slower, docs/PERFORMANCE.md section 11). Without pressure information the average always
+    counts (the rule before pressure was read).
+    """
+    now, avg = [], None
+    first = _cpu_jiffies()
     for i in range(samples):
+        text = _read("loadavg")
         try:
-            with open("/proc/loadavg") as f:
-                fields = f.read().split()
+            fields = text.split() if text else []
             avg = float(fields[0])
             now.append(int(fields[3].split("/")[0]) - 1)  # minus this process
-        except (OSError, ValueError, IndexError):
+        except (ValueError, IndexError):
             break
         if i + 1 < samples:
             time.sleep(interval)
+    last = _cpu_jiffies()
     if avg is None:
         try:
             return os.getloadavg()[0]
         except (AttributeError, OSError):
             return None
-    return max(avg, float(sorted(now)[len(now) // 2]))
+    load = float(sorted(now)[len(now) // 2])
+    if first is not None and last is not None and last[1] > first[1]:
+        load = max(load, last[2] * (last[0] - first[0]) / (last[1] - first[1]))
+    pressure = cpu_pressure()
+    if pressure is None or pressure >= QUIET_PRESSURE:
+        load = max(load, avg)
+    return round(load, 2)
 
 
 def decide(cpus: int, load: float | None, threads: int | None = None) -> tuple[int, str]:
