@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-#: below this load average a machine counts as idle
+#: below this load (cores taken by other programs) a machine counts as idle
 IDLE_LOAD = 0.5
 
 
@@ -43,7 +43,7 @@ class Runtime:
 
     threads: int  # torch intra-op threads
     wait_policy: str  # "PASSIVE", "ACTIVE" or "default" (OpenMP's own)
-    load: float | None  # 1-minute load average at start-up (None where unknown)
+    load: float | None  # cores taken by other programs at start-up (load_average; None where unknown)
     cpus: int  # cores this process may run on
     source: str  # "auto", "--threads", or "environment"
     applied_before_torch: bool  # False: torch was already loaded, the wait policy could not change
