@@ -385,11 +385,79 @@ def choose(est: torch.Tensor, eligible: torch.Tensor | None = None, se: torch.Te
     >>> choose(est).tolist(), choose(est, se=se, z=1.0).tolist()
     ([1], [0])
     """
+    return scores(est, eligible, se, z).argmin(0)
+
+
+def scores(est: torch.Tensor, eligible: torch.Tensor | None = None, se: torch.Tensor | None = None,
+           z: float = 0.0) -> torch.Tensor:
+    """The scores :func:`choose` minimises: ``est + z * se``, infinite where NaN or not
+    ``eligible``. ``[K, B]``."""
     score = est + z * se if se is not None and z else est
     score = torch.nan_to_num(score, nan=float("inf"))
-    if eligible is not None:
-        score = score.masked_fill(~eligible, float("inf"))
-    return score.argmin(0)
+    return score.masked_fill(~eligible, float("inf")) if eligible is not None else score
+
+
+def blend_pairs(score: torch.Tensor, est: torch.Tensor, alone: torch.Tensor, ref: torch.Tensor | None,
+                pairs: Sequence[str]) -> torch.Tensor:
+    """Per image the two candidates of every blend pair (:attr:`~ilo.solvers.config.SelectionConfig.blend_pairs`):
+    ``[P, 2, B]`` indices, the first weighted ``a``, the second ``1 - a``; -1 where the pair
+    does not exist (no reference, fewer than two classical methods or finite scores). ``score``
+    (:func:`scores`), ``est``: ``[K, B]``; ``alone [K]`` bool: the classical methods alone;
+    ``ref [B]``: the margin's reference (None: none).
+
+    >>> score = torch.tensor([[0.5], [0.9], [1.0], [0.7]])  # csgm, round1, biharmonic (ref), tv-inpaint
+    >>> alone = torch.tensor([False, False, True, True])
+    >>> blend_pairs(score, score, alone, torch.tensor([2]), ["reference", "classical", "top"])[:, :, 0].tolist()
+    [[0, 2], [2, 3], [0, 3]]
+    """
+    K, B = score.shape
+    inf = float("inf")
+    out = []
+    for kind in pairs:
+        if kind == "reference":
+            if ref is None:
+                out.append(torch.full((2, B), -1, dtype=torch.long, device=score.device))
+                continue
+            first = score.scatter(0, ref[None], inf).argmin(0)
+            ok = score.scatter(0, ref[None], inf).min(0).values < inf
+            pair, ok = torch.stack([first, ref]), ok & (score[ref, torch.arange(B)] < inf)
+        else:
+            s = torch.nan_to_num(est, nan=inf).masked_fill(~alone[:, None], inf) if kind == "classical" else score
+            top = s.topk(min(2, K), 0, largest=False)
+            if K < 2:
+                out.append(torch.full((2, B), -1, dtype=torch.long, device=score.device))
+                continue
+            pair, ok = (top.indices.flip(0) if kind == "classical" else top.indices), top.values[1] < inf
+        out.append(pair.masked_fill(~ok[None], -1))
+    return torch.stack(out)
+
+
+def blend_names(pairs: Sequence[str], weights: Sequence[float]) -> list[str]:
+    """The names of the blends of :func:`blend`, pair-major: ``"blend@<a>"`` for the
+    ``"reference"`` pair, ``"blend-<pair>@<a>"`` for the others.
+
+    >>> blend_names(["reference", "top"], [0.25, 0.5])
+    ['blend@0.25', 'blend@0.5', 'blend-top@0.25', 'blend-top@0.5']
+    """
+    return [f"blend{'' if p == 'reference' else '-' + p}@{a:g}" for p in pairs for a in weights]
+
+
+def blend(cands: torch.Tensor, pairs: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
+    """Convex blends ``a * cands[first] + (1 - a) * cands[second]`` per image, for every pair of
+    ``pairs [P, 2, B]`` (:func:`blend_pairs`) and weight ``a``: ``[P * A, B, C, H, W]`` from
+    ``cands [K, B, C, H, W]``, pair-major; NaN images where the pair is -1.
+
+    >>> c = torch.tensor([[[0.0]], [[4.0]]])  # two candidates, one image, one value
+    >>> blend(c, torch.tensor([[[1], [0]]]), [0.25, 0.5]).flatten().tolist()
+    [1.0, 2.0]
+    """
+    rows = torch.arange(cands.shape[1], device=cands.device)
+    out = []
+    for first, second in pairs:
+        a_img, b_img = cands[first.clamp_min(0), rows], cands[second.clamp_min(0), rows]
+        missing = ((first < 0) | (second < 0)).view(-1, *[1] * (cands.ndim - 2))
+        out += [(a * a_img + (1 - a) * b_img).masked_fill(missing, float("nan")) for a in weights]
+    return torch.stack(out) if out else cands[:0]
 
 
 def _nonempty(held: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
@@ -456,14 +524,14 @@ def csgm_sure_correction(sigma: float, dof: int, n: int) -> float:
     return round(2 * sigma**2 * dof / n, 12)
 
 
-def _refit_csgm(cands: torch.Tensor, choice: torch.Tensor, y: torch.Tensor, operator: Operator, start: Result,
+def _refit_csgm(cands: torch.Tensor, redo: torch.Tensor, y: torch.Tensor, operator: Operator, start: Result,
                 first: Callable[..., Result], fraction: float) -> list[bool]:
-    """Where the choice is the CSGM candidate (row 0 of ``cands [K, B, ...]``, CSGM on the fit
-    part, ``start``), continue CSGM from it on all measurements (``first(y, operator, start)``)
-    and put the result in its place where it fits all of them better: which images changed."""
-    redo = choice == 0
+    """Where ``redo [B]`` (bool: the choice is the CSGM candidate, row 0 of ``cands [K, B, ...]``,
+    CSGM on the fit part, ``start``, or a blend of it), continue CSGM from it on all measurements
+    (``first(y, operator, start)``) and put the result in its place where it fits all of them
+    better: which images changed."""
     if fraction <= 0 or not bool(redo.any()):
-        return [False] * len(choice)
+        return [False] * len(redo)
     refit = first(y, operator, start)
     with torch.no_grad():
         better = redo & (operator.measurement_loss(refit.image, y) < operator.measurement_loss(cands[0], y))
@@ -490,6 +558,8 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     rows = torch.arange(B, device=y.device)
     eligible = None  # [K, B] bool: the candidates the choice may take (None: all)
     se = None  # [K, B]: the standard error of each held-out estimate minus the reference's
+    ref: torch.Tensor | None = None  # held-out: the margin's reference [B]
+    errors: torch.Tensor | None = None  # held-out: the candidates' per-unit errors [K, B, U]
     if isinstance(operator, Denoising):
         if operator.noise.sigma <= 0:
             raise ValueError("self-tuning a denoiser needs a noise sigma > 0 (SURE)")
@@ -527,7 +597,9 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
             if sel.reference == "first":
                 ref = torch.full_like(ref, names.index(methods[0]))
             patch = sel.patch if str(record["kind"]).startswith("patches") else None
-            se = paired_se(unit_errors(val, cands_fit, y, held_out_units(y, patch)), ref)  # [K, B]
+            units = held_out_units(y, patch)
+            errors = unit_errors(val, cands_fit, y, units)  # [K, B, U]
+            se = paired_se(errors, ref)  # [K, B]
             record.update(reference=[names[int(k)] for k in ref], estimated_se=se.T.tolist(),
                           units=f"{patch}x{patch} patches" if patch else "pixels" if y.ndim == 4 else "measurements")
         record["z"] = sel.z
@@ -543,11 +615,31 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         eligible[0] = True  # CSGM's solution: never worse than CSGM where the estimates are right
         if rule == "measurement":
             record["stage"] = [stages[int(k)][0] for k in best]
+    pairs = None  # [P, 2, B]: the candidates of every blend
+    if sel.blend and not isinstance(operator, Denoising):
+        K = len(names)
+        pairs = blend_pairs(scores(est, eligible, se, sel.z), est, alone, ref, sel.blend_pairs)
+        fit_blends = blend(cands_fit, pairs, sel.blend)  # [P * A, B, ...] from the fit part's candidates
+        est = torch.cat([est, torch.stack([val.measurement_loss(c, y) for c in fit_blends])])
+        if errors is not None and ref is not None:
+            se = paired_se(torch.cat([errors, unit_errors(val, fit_blends, y, units)]), ref)
+            record["estimated_se"] = se.T.tolist()
+        if eligible is not None:  # a blend of eligible candidates is eligible
+            eligible = torch.cat([eligible, eligible.new_ones(len(fit_blends), B)])
+        names = names + blend_names(sel.blend_pairs, sel.blend)
+        of = [[[names[k] if k >= 0 else None for k in pair] for pair in img] for img in pairs.permute(2, 0, 1).tolist()]
+        record["blend"] = [[{"of": pair, "weights": [a, 1 - a]} for pair in img for a in sel.blend] for img in of]
     if eligible is not None:
         record["eligible"] = eligible.T.tolist()
     choice = choose(est, eligible, se, sel.z)
     if start is not None and first is not None and not isinstance(operator, Denoising):
-        record["csgm_refit"] = _refit_csgm(cands, choice, y, operator, start, first, sel.csgm_refit)
+        redo = choice == 0  # the CSGM candidate, or (below) a blend of it
+        if pairs is not None:
+            j = (choice - K).clamp_min(0) // len(sel.blend)  # the pair of a chosen blend
+            redo |= (choice >= K) & (pairs.permute(0, 2, 1)[j, rows] == 0).any(1)
+        record["csgm_refit"] = _refit_csgm(cands, redo, y, operator, start, first, sel.csgm_refit)
+    if pairs is not None:
+        cands = torch.cat([cands, blend(cands, pairs, sel.blend)])  # the blends of the refit candidates
     image = paste_observed(cands[choice, rows], y, operator, dev)
     record.update(candidates=names, estimated_mse=est.T.tolist(), choice=[names[int(c)] for c in choice],
                   ilo_choice=[names[int(c)] for c in plain], classical=list(methods), csgm_candidate=names[0],
@@ -564,4 +656,4 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
 
 __all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "candidate_stages",
            "classical_methods", "residual_candidates", "split", "held_out_units", "unit_errors", "paired_se", "choose",
-           "copy_rows", "fit_and_refit", "self_tune", "csgm_sure_correction"]
+           "scores", "blend_pairs", "blend_names", "blend", "copy_rows", "fit_and_refit", "self_tune", "csgm_sure_correction"]
