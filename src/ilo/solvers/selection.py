@@ -414,19 +414,16 @@ def blend_pairs(score: torch.Tensor, est: torch.Tensor, alone: torch.Tensor, ref
     inf = float("inf")
     out = []
     for kind in pairs:
-        if kind == "reference":
-            if ref is None:
-                out.append(torch.full((2, B), -1, dtype=torch.long, device=score.device))
-                continue
-            first = score.scatter(0, ref[None], inf).argmin(0)
-            ok = score.scatter(0, ref[None], inf).min(0).values < inf
-            pair, ok = torch.stack([first, ref]), ok & (score[ref, torch.arange(B)] < inf)
+        if K < 2 or (kind == "reference" and ref is None):
+            out.append(torch.full((2, B), -1, dtype=torch.long, device=score.device))
+            continue
+        if kind == "reference" and ref is not None:
+            others = score.scatter(0, ref[None], inf)  # every candidate but the reference
+            pair = torch.stack([others.argmin(0), ref])
+            ok = (others.min(0).values < inf) & (score[ref, torch.arange(B)] < inf)
         else:
             s = torch.nan_to_num(est, nan=inf).masked_fill(~alone[:, None], inf) if kind == "classical" else score
-            top = s.topk(min(2, K), 0, largest=False)
-            if K < 2:
-                out.append(torch.full((2, B), -1, dtype=torch.long, device=score.device))
-                continue
+            top = s.topk(2, 0, largest=False)  # the lowest two, lowest first
             pair, ok = (top.indices.flip(0) if kind == "classical" else top.indices), top.values[1] < inf
         out.append(pair.masked_fill(~ok[None], -1))
     return torch.stack(out)
@@ -524,6 +521,40 @@ def csgm_sure_correction(sigma: float, dof: int, n: int) -> float:
     return round(2 * sigma**2 * dof / n, 12)
 
 
+def with_blends(cands_fit: torch.Tensor, val: Operator, y: torch.Tensor, units: torch.Tensor | None,
+                est: torch.Tensor, se: torch.Tensor | None, eligible: torch.Tensor | None,
+                errors: torch.Tensor | None, ref: torch.Tensor | None, alone: torch.Tensor, config: SelectionConfig
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The held-out choice's candidates with their convex blends (``config.blend`` weights,
+    ``config.blend_pairs``): ``(pairs [P, 2, B], est, se, eligible)``, the last three with the
+    ``P * A`` blends' rows appended (:func:`blend_names` order). The pairs come from the scores
+    :func:`choose` uses (``est + z * se``); each blend of the fit part's candidates
+    ``cands_fit [K, B, ...]`` is scored like them: its held-out estimate on ``val`` and, where
+    there is a reference ``ref [B]`` and per-unit errors ``errors [K, B, U]`` (:func:`unit_errors`
+    over ``units``), the standard error of its paired difference to the reference. A blend is
+    eligible (its two candidates are). ``alone [K]`` bool: the classical methods alone."""
+    pairs = blend_pairs(scores(est, eligible, se, config.z), est, alone, ref, config.blend_pairs)
+    fit_blends = blend(cands_fit, pairs, config.blend)  # [P * A, B, ...]
+    est = torch.cat([est, torch.stack([val.measurement_loss(c, y) for c in fit_blends])])
+    if errors is not None and ref is not None and units is not None:
+        se = paired_se(torch.cat([errors, unit_errors(val, fit_blends, y, units)]), ref)
+    if eligible is not None:
+        eligible = torch.cat([eligible, eligible.new_ones(len(fit_blends), y.shape[0])])
+    return pairs, est, se, eligible
+
+
+def made_of(choice: torch.Tensor, k: int, pairs: torch.Tensor, K: int, weights: int) -> torch.Tensor:
+    """``[B]`` bool: where the ``choice [B]`` is candidate ``k`` or a blend of it (rows ``K`` on,
+    ``weights`` per pair of ``pairs [P, 2, B]``, :func:`blend`).
+
+    >>> made_of(torch.tensor([0, 3, 4, 1]), 0, torch.tensor([[[0, 1, 2, 1], [2, 0, 1, 2]]]), K=3, weights=2).tolist()
+    [True, True, False, False]
+    """
+    rows = torch.arange(len(choice), device=choice.device)
+    j = (choice - K).clamp_min(0) // weights  # the pair of a chosen blend
+    return (choice == k) | ((choice >= K) & (pairs.permute(0, 2, 1)[j, rows] == k).any(1))
+
+
 def _refit_csgm(cands: torch.Tensor, redo: torch.Tensor, y: torch.Tensor, operator: Operator, start: Result,
                 first: Callable[..., Result], fraction: float) -> list[bool]:
     """Where ``redo [B]`` (bool: the choice is the CSGM candidate, row 0 of ``cands [K, B, ...]``,
@@ -560,6 +591,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     se = None  # [K, B]: the standard error of each held-out estimate minus the reference's
     ref: torch.Tensor | None = None  # held-out: the margin's reference [B]
     errors: torch.Tensor | None = None  # held-out: the candidates' per-unit errors [K, B, U]
+    units: torch.Tensor | None = None  # held-out: the unit of every measurement (held_out_units)
     if isinstance(operator, Denoising):
         if operator.noise.sigma <= 0:
             raise ValueError("self-tuning a denoiser needs a noise sigma > 0 (SURE)")
@@ -618,25 +650,17 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     pairs = None  # [P, 2, B]: the candidates of every blend
     if sel.blend and not isinstance(operator, Denoising):
         K = len(names)
-        pairs = blend_pairs(scores(est, eligible, se, sel.z), est, alone, ref, sel.blend_pairs)
-        fit_blends = blend(cands_fit, pairs, sel.blend)  # [P * A, B, ...] from the fit part's candidates
-        est = torch.cat([est, torch.stack([val.measurement_loss(c, y) for c in fit_blends])])
-        if errors is not None and ref is not None:
-            se = paired_se(torch.cat([errors, unit_errors(val, fit_blends, y, units)]), ref)
-            record["estimated_se"] = se.T.tolist()
-        if eligible is not None:  # a blend of eligible candidates is eligible
-            eligible = torch.cat([eligible, eligible.new_ones(len(fit_blends), B)])
+        pairs, est, se, eligible = with_blends(cands_fit, val, y, units, est, se, eligible, errors, ref, alone, sel)
         names = names + blend_names(sel.blend_pairs, sel.blend)
         of = [[[names[k] if k >= 0 else None for k in pair] for pair in img] for img in pairs.permute(2, 0, 1).tolist()]
         record["blend"] = [[{"of": pair, "weights": [a, 1 - a]} for pair in img for a in sel.blend] for img in of]
+        if se is not None:
+            record["estimated_se"] = se.T.tolist()
     if eligible is not None:
         record["eligible"] = eligible.T.tolist()
     choice = choose(est, eligible, se, sel.z)
     if start is not None and first is not None and not isinstance(operator, Denoising):
-        redo = choice == 0  # the CSGM candidate, or (below) a blend of it
-        if pairs is not None:
-            j = (choice - K).clamp_min(0) // len(sel.blend)  # the pair of a chosen blend
-            redo |= (choice >= K) & (pairs.permute(0, 2, 1)[j, rows] == 0).any(1)
+        redo = choice == 0 if pairs is None else made_of(choice, 0, pairs, K, len(sel.blend))
         record["csgm_refit"] = _refit_csgm(cands, redo, y, operator, start, first, sel.csgm_refit)
     if pairs is not None:
         cands = torch.cat([cands, blend(cands, pairs, sel.blend)])  # the blends of the refit candidates
@@ -656,4 +680,4 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
 
 __all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "candidate_stages",
            "classical_methods", "residual_candidates", "split", "held_out_units", "unit_errors", "paired_se", "choose",
-           "scores", "blend_pairs", "blend_names", "blend", "copy_rows", "fit_and_refit", "self_tune", "csgm_sure_correction"]
+           "scores", "blend_pairs", "blend_names", "blend", "with_blends", "made_of", "copy_rows", "fit_and_refit", "self_tune", "csgm_sure_correction"]
