@@ -16,6 +16,10 @@ Resumable: tasks already in ``--json`` are skipped. The held-out cells store eac
 ``estimated_se`` and the ``reference`` beside ``estimated_mse`` / ``true_mse``, so
 ``--rescore JSON --margins 0,1,1.5`` prints the choice's PSNR under other margins
 (:attr:`~ilo.solvers.config.SelectionConfig.z`, :func:`rescore_table`) without running anything.
+``--blend 0.25,0.5,0.75`` (and ``--blend-pairs``) adds the convex blends of
+:attr:`~ilo.solvers.config.SelectionConfig.blend` to the self-tuned ILO's candidates (and to the
+oracle's); ``--rescore JSON --exclude blend`` recomputes the choice and the oracle without them
+(blends add candidates only, so this is the run without blends).
 """
 
 from __future__ import annotations

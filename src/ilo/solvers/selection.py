@@ -31,7 +31,15 @@ or the observation, under SURE). The choice per image:
   its estimate plus ``z`` standard errors of its paired difference to the reference over the
   held-out units (:func:`held_out_units`: pixels, measurements, or whole patches next to a
   box, whose pixels are correlated; :func:`paired_se`), and the lowest score is chosen (:func:`choose`); the record holds the
-  ``reference``, ``estimated_se`` per candidate, ``units`` and ``z``.
+  ``reference``, ``estimated_se`` per candidate, ``units`` and ``z``. With
+  ``SelectionConfig.blend`` (weights ``a``; off by default) the choice also runs over convex
+  blends ``a * first + (1 - a) * second`` of two candidates per image
+  (``SelectionConfig.blend_pairs``; by default the best-scoring candidate other than the
+  reference, and the reference; :func:`blend_pairs`): each is scored on the held-out part like
+  the others from the fit part's candidates (:func:`with_blends`) and built from the refit
+  candidates (named ``"blend@<a>"``, ``"blend-<pair>@<a>"``; the record's ``blend`` says per
+  image what each was made of). A chosen blend of the CSGM candidate refits that candidate
+  first (:func:`made_of`).
 * **SURE** (denoising with known sigma; Ramani, Blu & Unser 2008): the Monte-Carlo estimate
   of each candidate's MSE (:func:`~ilo.solvers.risk.sure`), the stage images held fixed (their
   own dependence on the noise is not differentiated, which makes their estimates optimistic).
