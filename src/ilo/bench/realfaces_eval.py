@@ -82,7 +82,7 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
     names = sel["candidates"]
     plain = torch.tensor([names.index(c) for c in sel["ilo_choice"]])
     true_mse = torch.stack([M.mse(paste_observed(c, y, op), x) for c in cands])  # [K, B]
-    oracle = true_mse.argmin(0)
+    oracle = true_mse.nan_to_num(nan=float("inf")).argmin(0)  # NaN: a candidate not computed (a blend without its pair)
     images["ilo"] = cands[plain, rows]  # as shipped: the generator's image, nothing pasted
     images["ilo self-tuned"] = res.image
     images["oracle"] = paste_observed(cands[oracle, rows], y, op)
