@@ -178,7 +178,7 @@ def test_two_candidates_with_independent_errors_make_the_even_blend_the_choice()
     x = _rand((2, *SHAPE), 1)
     op = Inpainting.random(SHAPE, 0.5, torch.Generator().manual_seed(2))
     y = op(x)
-    cfg = SelectionConfig(blend=WEIGHTS)
+    cfg = SelectionConfig(blend=WEIGHTS, blend_pairs=("reference",))
     _, _, val, _ = S.split(op, y, [4, 9], cfg)
     noise = lambda s: s * torch.randn(x.shape, generator=g)
     cands = torch.stack([x + noise(0.1), x + noise(0.3), x + noise(0.1)])  # [gen, a worse one, classical (ref)]
@@ -201,7 +201,7 @@ def test_blend_config_validates():
         SelectionConfig(blend=(0.5, 1.0))
     with pytest.raises(ValueError, match="blend_pairs must be of"):
         SelectionConfig(blend=(0.5,), blend_pairs=("best",))
-    assert SelectionConfig().blend == ()  # off by default
+    assert SelectionConfig(blend=()).blend == ()  # off
 
 
 def test_rescoring_without_the_blends_ignores_them():

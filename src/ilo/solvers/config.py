@@ -218,7 +218,9 @@ class SelectionConfig:
         blend: weights ``a`` of convex blends added to the held-out choice's candidates (not
             SURE's): per image and pair of :attr:`blend_pairs`, ``a * first + (1 - a) * second``
             is scored on the held-out part like every candidate and built from the refit
-            candidates (:func:`ilo.solvers.selection.blend_pairs`); ``()``: off.
+            candidates (:func:`ilo.solvers.selection.blend_pairs`); ``()``: off. The default
+            grid and pairs were chosen on the 15 tuning faces (docs/BENCHMARKS.md, "Convex
+            blends of candidates").
         blend_pairs: the pairs blended at every weight of :attr:`blend`: ``"reference"`` the
             eligible candidate with the lowest score other than the reference, and the
             reference; ``"classical"`` the two classical methods alone with the lowest estimates
@@ -236,8 +238,8 @@ class SelectionConfig:
     csgm_refit: float = 0.5
     z: float = 1.5
     reference: str = "lowest"
-    blend: tuple[float, ...] = ()
-    blend_pairs: tuple[str, ...] = ("reference",)
+    blend: tuple[float, ...] = (0.25, 0.5, 0.75)
+    blend_pairs: tuple[str, ...] = ("reference", "classical")
 
     def __post_init__(self) -> None:
         if (not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1 or not 0 <= self.csgm_refit <= 1

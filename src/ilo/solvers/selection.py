@@ -32,10 +32,11 @@ or the observation, under SURE). The choice per image:
   held-out units (:func:`held_out_units`: pixels, measurements, or whole patches next to a
   box, whose pixels are correlated; :func:`paired_se`), and the lowest score is chosen (:func:`choose`); the record holds the
   ``reference``, ``estimated_se`` per candidate, ``units`` and ``z``. With
-  ``SelectionConfig.blend`` (weights ``a``; off by default) the choice also runs over convex
-  blends ``a * first + (1 - a) * second`` of two candidates per image
+  ``SelectionConfig.blend`` (weights ``a``, by default 1/4, 1/2, 3/4; ``()``: off) the choice
+  also runs over convex blends ``a * first + (1 - a) * second`` of two candidates per image
   (``SelectionConfig.blend_pairs``; by default the best-scoring candidate other than the
-  reference, and the reference; :func:`blend_pairs`): each is scored on the held-out part like
+  reference with the reference, and the two classical methods alone with the lowest
+  estimates; :func:`blend_pairs`): each is scored on the held-out part like
   the others from the fit part's candidates (:func:`with_blends`) and built from the refit
   candidates (named ``"blend@<a>"``, ``"blend-<pair>@<a>"``; the record's ``blend`` says per
   image what each was made of). A chosen blend of the CSGM candidate refits that candidate
