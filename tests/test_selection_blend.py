@@ -4,44 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
+import ilo.solvers.selection as S
 from ilo.bench import realfaces_eval as rfe
-
-
-def test_the_real_face_bench_runs_blends_and_rescores_without_them(tiny_dcgan, one_thread, tmp_path, monkeypatch):
-    from ilo.images import photo
-
-    faces = torch.cat([photo("astronaut", 16), photo("grace_hopper", 16)])
-    monkeypatch.setattr("ilo.data.realfaces.real_faces", lambda split, size: (faces, ["astronaut", "grace_hopper"]))
-    monkeypatch.setattr("ilo.generators.load_generator", lambda name: tiny_dcgan)
-    path = tmp_path / "r.json"
-    results = rfe.main(["--split", "tuning", "--steps", "6", "--restarts", "1",
-                        "--keys", "inpaint 0.3,box 0.333333,superres 4,cs 0.1", "--patch", "2",
-                        "--blend", "0.25,0.5", "--blend-pairs", "reference,classical,top", "--json", str(path)])
-    assert json.loads(path.read_text())["meta"]["blend"] == [0.25, 0.5]
-    for r in results.values():
-        sel = r["selection"]
-        names = sel["candidates"]
-        assert names[-6:] == ["blend@0.25", "blend@0.5", "blend-classical@0.25", "blend-classical@0.5",
-                              "blend-top@0.25", "blend-top@0.5"]
-        assert len(sel["true_mse"][0]) == len(names) == len(sel["estimated_se"][0]) == len(sel["estimated_mse"][0])
-        assert len(sel["blend"][0]) == 6 and sel["blend"][0][1]["weights"] == [0.5, 0.5]
-        assert rfe.rescored(sel, sel["z"]) == pytest.approx(r["per_image"]["ilo self-tuned"]["psnr"], abs=1e-3)
-        best = [10 * math.log10(1 / min(v for v in m if v == v)) for m in sel["true_mse"]]
-        assert rfe.oracle_psnr(sel) == pytest.approx(best)
-        assert r["per_image"]["oracle"]["psnr"] == pytest.approx(best, abs=1e-3)  # NaN blends (cs: no classical pair) skipped
-        assert all(a >= b - 1e-9 for a, b in zip(rfe.oracle_psnr(sel), rfe.oracle_psnr(sel, ("blend",))))
-
-
-import ilo.solvers.selection as S  # noqa: E402
-from dataclasses import replace  # noqa: E402
-
-from ilo.operators import CompressedSensing, Inpainting  # noqa: E402
-from ilo.solvers import CSGMConfig, ILOConfig, RoundConfig, solve  # noqa: E402
-from ilo.solvers.config import SelectionConfig, self_tuned  # noqa: E402
+from ilo.operators import CompressedSensing, Inpainting
+from ilo.solvers import CSGMConfig, ILOConfig, RoundConfig, solve
+from ilo.solvers.config import SelectionConfig, self_tuned
 
 SHAPE = (3, 16, 16)
 WEIGHTS = (0.25, 0.5, 0.75)
@@ -74,7 +46,9 @@ def test_blends_off_is_the_choice_among_the_other_candidates_bit_for_bit(tiny_dc
     so, sn = off.selection, on.selection
     K = len(so["candidates"])
     assert "blend" not in so and off.candidates.shape[0] == K
-    assert sn["candidates"][:K] == so["candidates"] and len(sn["candidates"]) == K + len(WEIGHTS) * len(PAIRS)
+    kinds = S.usable_pairs(PAIRS, len(so["classical"]))  # compressed sensing: one classical method, no classical pair
+    assert kinds == (PAIRS if isinstance(op, Inpainting) else ("reference", "top"))
+    assert sn["candidates"][:K] == so["candidates"] and len(sn["candidates"]) == K + len(WEIGHTS) * len(kinds)
     for key in ("estimated_mse", "estimated_se", "eligible"):
         torch.testing.assert_close(torch.tensor(sn[key])[:, :K], torch.tensor(so[key]), rtol=0, atol=0, equal_nan=True)
     torch.testing.assert_close(on.candidates[1:K], off.candidates[1:], rtol=0, atol=0, equal_nan=True)
@@ -102,7 +76,8 @@ def test_blends_are_scored_from_the_fit_part_and_built_from_the_refit(tiny_dcgan
     res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=[4, 9])
     sel = res.selection
     names, A = sel["candidates"], len(WEIGHTS)
-    K = len(names) - A * len(PAIRS)
+    kinds = S.usable_pairs(PAIRS, len(sel["classical"]))
+    K = len(names) - A * len(kinds)
     assert len(calls) == 2  # the fit part's blends, then the refit's
     (fit, fit_blends), (refit, final_blends) = calls
     assert fit.shape[0] == refit.shape[0] == K
@@ -118,13 +93,10 @@ def test_blends_are_scored_from_the_fit_part_and_built_from_the_refit(tiny_dcgan
             "reference": [int(score[:, b].scatter(0, torch.tensor([ref]), float("inf")).argmin()), ref],
             "classical": sorted(alone, key=lambda k: float(est[k, b]))[:2][::-1],
             "top": score[:, b].argsort()[:2].tolist()}
-        for p, kind in enumerate(PAIRS):
+        for p, kind in enumerate(kinds):
             for i, a in enumerate(WEIGHTS):
                 row, rec = p * A + i, sel["blend"][b][p * A + i]
                 assert names[K + row] == ("blend" if kind == "reference" else f"blend-{kind}") + f"@{a:g}"
-                if len(expect[kind]) < 2:  # one classical method (compressed sensing): no such pair, never chosen
-                    assert rec == {"of": [None, None], "weights": [a, 1 - a]} and est[K + row, b].isnan()
-                    continue
                 k1, k2 = expect[kind]
                 assert rec == {"of": [names[k1], names[k2]], "weights": [a, 1 - a]}
                 mixed = a * fit[k1, b] + (1 - a) * fit[k2, b]
@@ -188,7 +160,7 @@ def test_two_candidates_with_independent_errors_make_the_even_blend_the_choice()
     est = torch.stack([val.measurement_loss(c, y) for c in cands])
     ref = torch.tensor([2, 2])
     se = S.paired_se(errors, ref)
-    pairs, est2, se2, ok = S.with_blends(cands, val, y, units, est, se, None, errors, ref, alone, cfg)
+    pairs, est2, se2, ok = S.with_blends(cands, val, y, units, est, se, None, errors, ref, alone, cfg, cfg.blend_pairs)
     assert pairs[0].T.tolist() == [[0, 2], [0, 2]] and ok is None and est2.shape == se2.shape == (6, 2)
     assert S.choose(est, None, se, cfg.z).tolist() in ([0, 0], [0, 2], [2, 0], [2, 2])  # without blends
     assert S.choose(est2, None, se2, cfg.z).tolist() == [4, 4]  # K + 1: blend@0.5
@@ -210,3 +182,48 @@ def test_rescoring_without_the_blends_ignores_them():
     assert rfe.rescored(sel, 0.0) == pytest.approx([40.0])
     assert rfe.rescored(sel, 0.0, ("blend",)) == pytest.approx([20.0])  # round1: the lowest without the blend
     assert rfe.oracle_psnr(sel) == pytest.approx([40.0]) and rfe.oracle_psnr(sel, ("blend",)) == pytest.approx([30.0])
+
+
+def test_the_real_face_bench_runs_blends_and_rescores_without_them(tiny_dcgan, one_thread, tmp_path, monkeypatch):
+    from ilo.images import photo
+
+    faces = torch.cat([photo("astronaut", 16), photo("grace_hopper", 16)])
+    monkeypatch.setattr("ilo.data.realfaces.real_faces", lambda split, size: (faces, ["astronaut", "grace_hopper"]))
+    monkeypatch.setattr("ilo.generators.load_generator", lambda name: tiny_dcgan)
+    path = tmp_path / "r.json"
+    results = rfe.main(["--split", "tuning", "--steps", "6", "--restarts", "1",
+                        "--keys", "inpaint 0.3,box 0.333333,superres 4,cs 0.1", "--patch", "2",
+                        "--blend", "0.25,0.5", "--blend-pairs", "reference,classical,top", "--json", str(path)])
+    saved = json.loads(path.read_text())
+    assert saved["meta"]["blend"] == [0.25, 0.5] and saved["results"] == results  # nothing NaN
+    for key, r in results.items():
+        sel = r["selection"]
+        names = sel["candidates"]
+        classical = ["blend-classical@0.25", "blend-classical@0.5"] if key.split(" ")[0] in ("inpaint", "box") else []
+        blends = ["blend@0.25", "blend@0.5", *classical, "blend-top@0.25", "blend-top@0.5"]
+        assert names[-len(blends):] == blends and not names[-len(blends) - 1].startswith("blend")
+        assert len(sel["true_mse"][0]) == len(names) == len(sel["estimated_se"][0]) == len(sel["estimated_mse"][0])
+        assert len(sel["blend"][0]) == len(blends) and sel["blend"][0][1]["weights"] == [0.5, 0.5]
+        assert rfe.rescored(sel, sel["z"]) == pytest.approx(r["per_image"]["ilo self-tuned"]["psnr"], abs=1e-3)
+        best = [10 * math.log10(1 / min(m)) for m in sel["true_mse"]]
+        assert rfe.oracle_psnr(sel) == pytest.approx(best)
+        assert r["per_image"]["oracle"]["psnr"] == pytest.approx(best, abs=1e-3)
+        assert all(a >= b - 1e-9 for a, b in zip(rfe.oracle_psnr(sel), rfe.oracle_psnr(sel, ("blend",))))
+
+
+def test_a_missing_second_candidate_makes_the_blend_the_first_itself():
+    """One held-out unit (x16): every candidate but the reference scores infinity, so the
+    reference pair is the reference twice and its blends are the reference exactly (never
+    chosen over it: same score, later row)."""
+    inf = float("inf")
+    score = torch.tensor([[inf, 0.2], [inf, 0.9], [1.0, 1.0]])  # image 0: only the reference (row 2) is finite
+    alone = torch.tensor([False, False, True])
+    pairs = S.blend_pairs(score, score, alone, torch.tensor([2, 2]), ["reference", "top"])
+    assert pairs[:, :, 0].tolist() == [[2, 2], [2, 2]] and pairs[:, :, 1].tolist() == [[0, 2], [0, 1]]
+    cands = torch.rand(3, 2, 1, 2, 2) * 3
+    out = S.blend(cands, pairs, WEIGHTS)
+    assert all(torch.equal(out[i, 0], cands[2, 0]) for i in range(6))  # bit for bit
+    est = torch.cat([score, torch.full((6, 2), 1.0)])
+    assert S.choose(est)[0] == 2
+    with pytest.raises(ValueError, match="needs a classical method"):
+        S.blend_pairs(score, score, alone, None, ["reference"])

@@ -409,33 +409,43 @@ def scores(est: torch.Tensor, eligible: torch.Tensor | None = None, se: torch.Te
 def blend_pairs(score: torch.Tensor, est: torch.Tensor, alone: torch.Tensor, ref: torch.Tensor | None,
                 pairs: Sequence[str]) -> torch.Tensor:
     """Per image the two candidates of every blend pair (:attr:`~ilo.solvers.config.SelectionConfig.blend_pairs`):
-    ``[P, 2, B]`` indices, the first weighted ``a``, the second ``1 - a``; -1 where the pair
-    does not exist (no reference, fewer than two classical methods or finite scores). ``score``
+    ``[P, 2, B]`` indices, the first weighted ``a``, the second ``1 - a``. ``score``
     (:func:`scores`), ``est``: ``[K, B]``; ``alone [K]`` bool: the classical methods alone;
-    ``ref [B]``: the margin's reference (None: none).
+    ``ref [B]``: the margin's reference (``"reference"`` needs it, ``"classical"`` two
+    classical methods: :func:`usable_pairs`). Where an image has no second candidate with a
+    finite score the pair is the first twice (the reference alone, for ``"reference"``), so
+    the blend is that candidate itself.
 
     >>> score = torch.tensor([[0.5], [0.9], [1.0], [0.7]])  # csgm, round1, biharmonic (ref), tv-inpaint
     >>> alone = torch.tensor([False, False, True, True])
     >>> blend_pairs(score, score, alone, torch.tensor([2]), ["reference", "classical", "top"])[:, :, 0].tolist()
     [[0, 2], [2, 3], [0, 3]]
     """
-    K, B = score.shape
     inf = float("inf")
     out = []
     for kind in pairs:
-        if K < 2 or (kind == "reference" and ref is None):
-            out.append(torch.full((2, B), -1, dtype=torch.long, device=score.device))
-            continue
-        if kind == "reference" and ref is not None:
+        if kind == "reference":
+            if ref is None:
+                raise ValueError("a blend with the reference needs a classical method")
             others = score.scatter(0, ref[None], inf)  # every candidate but the reference
-            pair = torch.stack([others.argmin(0), ref])
-            ok = (others.min(0).values < inf) & (score[ref, torch.arange(B)] < inf)
-        else:
-            s = torch.nan_to_num(est, nan=inf).masked_fill(~alone[:, None], inf) if kind == "classical" else score
-            top = s.topk(2, 0, largest=False)  # the lowest two, lowest first
-            pair, ok = (top.indices.flip(0) if kind == "classical" else top.indices), top.values[1] < inf
-        out.append(pair.masked_fill(~ok[None], -1))
+            first = torch.where(others.min(0).values < inf, others.argmin(0), ref)
+            out.append(torch.stack([first, ref]))
+            continue
+        s = torch.nan_to_num(est, nan=inf).masked_fill(~alone[:, None], inf) if kind == "classical" else score
+        top = s.topk(2, 0, largest=False)  # the lowest two, lowest first
+        second = torch.where(top.values[1] < inf, top.indices[1], top.indices[0])
+        out.append(torch.stack([second, top.indices[0]] if kind == "classical" else [top.indices[0], second]))
     return torch.stack(out)
+
+
+def usable_pairs(pairs: Sequence[str], methods: int) -> tuple[str, ...]:
+    """The blend pairs that exist with ``methods`` classical methods: ``"reference"`` needs
+    one, ``"classical"`` two.
+
+    >>> usable_pairs(["reference", "classical", "top"], 1)
+    ('reference', 'top')
+    """
+    return tuple(p for p in pairs if methods >= {"reference": 1, "classical": 2}.get(p, 0))
 
 
 def blend_names(pairs: Sequence[str], weights: Sequence[float]) -> list[str]:
@@ -451,7 +461,7 @@ def blend_names(pairs: Sequence[str], weights: Sequence[float]) -> list[str]:
 def blend(cands: torch.Tensor, pairs: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
     """Convex blends ``a * cands[first] + (1 - a) * cands[second]`` per image, for every pair of
     ``pairs [P, 2, B]`` (:func:`blend_pairs`) and weight ``a``: ``[P * A, B, C, H, W]`` from
-    ``cands [K, B, C, H, W]``, pair-major; NaN images where the pair is -1.
+    ``cands [K, B, C, H, W]``, pair-major; where ``first == second``, that candidate exactly.
 
     >>> c = torch.tensor([[[0.0]], [[4.0]]])  # two candidates, one image, one value
     >>> blend(c, torch.tensor([[[1], [0]]]), [0.25, 0.5]).flatten().tolist()
@@ -460,9 +470,9 @@ def blend(cands: torch.Tensor, pairs: torch.Tensor, weights: Sequence[float]) ->
     rows = torch.arange(cands.shape[1], device=cands.device)
     out = []
     for first, second in pairs:
-        a_img, b_img = cands[first.clamp_min(0), rows], cands[second.clamp_min(0), rows]
-        missing = ((first < 0) | (second < 0)).view(-1, *[1] * (cands.ndim - 2))
-        out += [(a * a_img + (1 - a) * b_img).masked_fill(missing, float("nan")) for a in weights]
+        a_img, b_img = cands[first, rows], cands[second, rows]
+        same = (first == second).view(-1, *[1] * (cands.ndim - 2))
+        out += [torch.where(same, a_img, a * a_img + (1 - a) * b_img) for a in weights]
     return torch.stack(out) if out else cands[:0]
 
 
@@ -532,17 +542,18 @@ def csgm_sure_correction(sigma: float, dof: int, n: int) -> float:
 
 def with_blends(cands_fit: torch.Tensor, val: Operator, y: torch.Tensor, units: torch.Tensor | None,
                 est: torch.Tensor, se: torch.Tensor | None, eligible: torch.Tensor | None,
-                errors: torch.Tensor | None, ref: torch.Tensor | None, alone: torch.Tensor, config: SelectionConfig
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+                errors: torch.Tensor | None, ref: torch.Tensor | None, alone: torch.Tensor, config: SelectionConfig,
+                kinds: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The held-out choice's candidates with their convex blends (``config.blend`` weights,
-    ``config.blend_pairs``): ``(pairs [P, 2, B], est, se, eligible)``, the last three with the
+    pairs ``kinds``, :func:`usable_pairs` of ``config.blend_pairs``): ``(pairs [P, 2, B], est,
+    se, eligible)``, the last three with the
     ``P * A`` blends' rows appended (:func:`blend_names` order). The pairs come from the scores
     :func:`choose` uses (``est + z * se``); each blend of the fit part's candidates
     ``cands_fit [K, B, ...]`` is scored like them: its held-out estimate on ``val`` and, where
     there is a reference ``ref [B]`` and per-unit errors ``errors [K, B, U]`` (:func:`unit_errors`
     over ``units``), the standard error of its paired difference to the reference. A blend is
     eligible (its two candidates are). ``alone [K]`` bool: the classical methods alone."""
-    pairs = blend_pairs(scores(est, eligible, se, config.z), est, alone, ref, config.blend_pairs)
+    pairs = blend_pairs(scores(est, eligible, se, config.z), est, alone, ref, kinds)
     fit_blends = blend(cands_fit, pairs, config.blend)  # [P * A, B, ...]
     est = torch.cat([est, torch.stack([val.measurement_loss(c, y) for c in fit_blends])])
     if errors is not None and ref is not None and units is not None:
@@ -657,11 +668,12 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         if rule == "measurement":
             record["stage"] = [stages[int(k)][0] for k in best]
     pairs = None  # [P, 2, B]: the candidates of every blend
-    if sel.blend and not isinstance(operator, Denoising):
+    kinds = usable_pairs(sel.blend_pairs, len(methods))
+    if sel.blend and kinds and not isinstance(operator, Denoising):
         K = len(names)
-        pairs, est, se, eligible = with_blends(cands_fit, val, y, units, est, se, eligible, errors, ref, alone, sel)
-        names = names + blend_names(sel.blend_pairs, sel.blend)
-        of = [[[names[k] if k >= 0 else None for k in pair] for pair in img] for img in pairs.permute(2, 0, 1).tolist()]
+        pairs, est, se, eligible = with_blends(cands_fit, val, y, units, est, se, eligible, errors, ref, alone, sel, kinds)
+        names = names + blend_names(kinds, sel.blend)
+        of = [[[names[k] for k in pair] for pair in img] for img in pairs.permute(2, 0, 1).tolist()]
         record["blend"] = [[{"of": pair, "weights": [a, 1 - a]} for pair in img for a in sel.blend] for img in of]
         if se is not None:
             record["estimated_se"] = se.T.tolist()
@@ -689,4 +701,4 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
 
 __all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "candidate_stages",
            "classical_methods", "residual_candidates", "split", "held_out_units", "unit_errors", "paired_se", "choose",
-           "scores", "blend_pairs", "blend_names", "blend", "with_blends", "made_of", "copy_rows", "fit_and_refit", "self_tune", "csgm_sure_correction"]
+           "scores", "blend_pairs", "blend_names", "blend", "usable_pairs", "with_blends", "made_of", "copy_rows", "fit_and_refit", "self_tune", "csgm_sure_correction"]
