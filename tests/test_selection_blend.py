@@ -173,7 +173,7 @@ def test_blend_config_validates():
         SelectionConfig(blend=(0.5, 1.0))
     with pytest.raises(ValueError, match="blend_pairs must be of"):
         SelectionConfig(blend=(0.5,), blend_pairs=("best",))
-    assert SelectionConfig(blend=()).blend == ()  # off
+    assert SelectionConfig().blend == ()  # off by default
 
 
 def test_rescoring_without_the_blends_ignores_them():

@@ -218,9 +218,10 @@ class SelectionConfig:
         blend: weights ``a`` of convex blends added to the held-out choice's candidates (not
             SURE's): per image and pair of :attr:`blend_pairs`, ``a * first + (1 - a) * second``
             is scored on the held-out part like every candidate and built from the refit
-            candidates (:func:`ilo.solvers.selection.blend_pairs`); ``()``: off. The default
-            grid and pairs were chosen on the 15 tuning faces (docs/BENCHMARKS.md, "Convex
-            blends of candidates").
+            candidates (:func:`ilo.solvers.selection.blend_pairs`); ``()`` (default): off.
+            ``(0.25, 0.5, 0.75)`` with the default pairs wins on the 15 tuning faces, but
+            breaks "never worse than CSGM in range" on small problems (docs/BENCHMARKS.md,
+            "Convex blends of candidates"), so it is an option.
         blend_pairs: the pairs blended at every weight of :attr:`blend`: ``"reference"`` the
             eligible candidate with the lowest score other than the reference, and the
             reference; ``"classical"`` the two classical methods alone with the lowest estimates
@@ -238,7 +239,7 @@ class SelectionConfig:
     csgm_refit: float = 0.5
     z: float = 1.5
     reference: str = "lowest"
-    blend: tuple[float, ...] = (0.25, 0.5, 0.75)
+    blend: tuple[float, ...] = ()
     blend_pairs: tuple[str, ...] = ("reference", "classical")
 
     def __post_init__(self) -> None:

@@ -32,7 +32,7 @@ or the observation, under SURE). The choice per image:
   held-out units (:func:`held_out_units`: pixels, measurements, or whole patches next to a
   box, whose pixels are correlated; :func:`paired_se`), and the lowest score is chosen (:func:`choose`); the record holds the
   ``reference``, ``estimated_se`` per candidate, ``units`` and ``z``. With
-  ``SelectionConfig.blend`` (weights ``a``, by default 1/4, 1/2, 3/4; ``()``: off) the choice
+  ``SelectionConfig.blend`` (weights ``a``, e.g. 1/4, 1/2, 3/4; off by default) the choice
   also runs over convex blends ``a * first + (1 - a) * second`` of two candidates per image
   (``SelectionConfig.blend_pairs``; by default the best-scoring candidate other than the
   reference with the reference, and the two classical methods alone with the lowest
