@@ -546,9 +546,9 @@ def with_blends(cands_fit: torch.Tensor, val: Operator, y: torch.Tensor, units: 
                 kinds: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The held-out choice's candidates with their convex blends (``config.blend`` weights,
     pairs ``kinds``, :func:`usable_pairs` of ``config.blend_pairs``): ``(pairs [P, 2, B], est,
-    se, eligible)``, the last three with the
-    ``P * A`` blends' rows appended (:func:`blend_names` order). The pairs come from the scores
-    :func:`choose` uses (``est + z * se``); each blend of the fit part's candidates
+    se, eligible)``, the last three with the ``P * A`` blends' rows appended (:func:`blend_names`
+    order). The pairs come from the scores :func:`choose` uses (``est + z * se``); each blend of
+    the fit part's candidates
     ``cands_fit [K, B, ...]`` is scored like them: its held-out estimate on ``val`` and, where
     there is a reference ``ref [B]`` and per-unit errors ``errors [K, B, U]`` (:func:`unit_errors`
     over ``units``), the standard error of its paired difference to the reference. A blend is
@@ -701,4 +701,5 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
 
 __all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "candidate_stages",
            "classical_methods", "residual_candidates", "split", "held_out_units", "unit_errors", "paired_se", "choose",
-           "scores", "blend_pairs", "blend_names", "blend", "usable_pairs", "with_blends", "made_of", "copy_rows", "fit_and_refit", "self_tune", "csgm_sure_correction"]
+           "scores", "blend_pairs", "blend_names", "blend", "usable_pairs", "with_blends", "made_of", "copy_rows",
+           "fit_and_refit", "self_tune", "csgm_sure_correction"]
