@@ -300,8 +300,8 @@ def test_csgm_refit_replaces_the_chosen_csgm_candidate_only_where_it_fits_better
                       method="csgm", config={}, seconds=0.0)
 
     start = object()
-    changed = _refit_csgm(cands, torch.tensor([0, 0, 1]), y, op, start, first, 0.25)
+    changed = _refit_csgm(cands, torch.tensor([0, 0, 1]) == 0, y, op, start, first, 0.25)
     assert changed == [True, False, False] and calls == [start]  # image 2 did not choose CSGM
     assert bool((cands[0, 0] == 0.5).all()) and bool((cands[0, 1:] == 1).all()) and bool((cands[1] == 1).all())
-    assert _refit_csgm(cands, torch.tensor([0, 0, 0]), y, op, start, first, 0.0) == [False] * 3 and len(calls) == 1
-    assert _refit_csgm(cands, torch.tensor([1, 1, 1]), y, op, start, first, 0.25) == [False] * 3 and len(calls) == 1
+    assert _refit_csgm(cands, torch.tensor([0, 0, 0]) == 0, y, op, start, first, 0.0) == [False] * 3 and len(calls) == 1
+    assert _refit_csgm(cands, torch.tensor([1, 1, 1]) == 0, y, op, start, first, 0.25) == [False] * 3 and len(calls) == 1

@@ -16,6 +16,10 @@ Resumable: tasks already in ``--json`` are skipped. The held-out cells store eac
 ``estimated_se`` and the ``reference`` beside ``estimated_mse`` / ``true_mse``, so
 ``--rescore JSON --margins 0,1,1.5`` prints the choice's PSNR under other margins
 (:attr:`~ilo.solvers.config.SelectionConfig.z`, :func:`rescore_table`) without running anything.
+``--blend 0.25,0.5,0.75`` (and ``--blend-pairs``) adds the convex blends of
+:attr:`~ilo.solvers.config.SelectionConfig.blend` to the self-tuned ILO's candidates (and to the
+oracle's); ``--rescore JSON --exclude blend`` recomputes the choice and the oracle without them
+(blends add candidates only, so this is the run without blends).
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
     names = sel["candidates"]
     plain = torch.tensor([names.index(c) for c in sel["ilo_choice"]])
     true_mse = torch.stack([M.mse(paste_observed(c, y, op), x) for c in cands])  # [K, B]
-    oracle = true_mse.argmin(0)
+    oracle = true_mse.nan_to_num(nan=float("inf")).argmin(0)  # NaN: a candidate not computed (a blend without its pair)
     images["ilo"] = cands[plain, rows]  # as shipped: the generator's image, nothing pasted
     images["ilo self-tuned"] = res.image
     images["oracle"] = paste_observed(cands[oracle, rows], y, op)
@@ -86,7 +90,7 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
     selection = {"candidates": names, "choice": sel["choice"], "oracle": [names[int(k)] for k in oracle],
                  "estimated_mse": sel["estimated_mse"], "true_mse": true_mse.T.tolist(), "rule": sel["rule"],
                  "seconds": seconds}
-    selection.update({k: sel[k] for k in ("estimated_se", "reference", "eligible", "z", "units") if k in sel})
+    selection.update({k: sel[k] for k in ("estimated_se", "reference", "eligible", "z", "units", "blend") if k in sel})
     return {"per_image": per, "selection": selection}, {"observation": op.observation_image(y), **images}
 
 
@@ -156,23 +160,40 @@ def targets_table(results: dict, ours: str = "ilo self-tuned") -> str:
     return "\n".join(lines)
 
 
-def rescored(selection: dict, z: float) -> list[float]:
+def _kept(selection: dict, exclude: tuple[str, ...]) -> list[bool]:
+    """Per candidate of a cell: not named with a prefix of ``exclude`` (e.g. ``"blend"``)."""
+    return [not name.startswith(exclude) for name in selection["candidates"]] if exclude else \
+        [True] * len(selection["estimated_mse"][0])
+
+
+def rescored(selection: dict, z: float, exclude: tuple[str, ...] = ()) -> list[float]:
     """Per-image PSNR (dB) of the self-tuned choice under margin ``z``
     (:attr:`~ilo.solvers.config.SelectionConfig.z`), recomputed from a cell's stored
-    ``estimated_mse``, ``estimated_se``, ``eligible`` and ``true_mse`` (one list per image)."""
-    out = []
+    ``estimated_mse``, ``estimated_se``, ``eligible`` and ``true_mse`` (one list per image),
+    among the candidates not named with a prefix of ``exclude`` (e.g. ``("blend",)``: the
+    choice without the blends, which takes no other candidate's score into account)."""
+    out, kept = [], _kept(selection, exclude)
     for b, (est, mse) in enumerate(zip(selection["estimated_mse"], selection["true_mse"])):
         se = selection["estimated_se"][b] if z else [0.0] * len(est)
         ok = selection["eligible"][b] if "eligible" in selection else [True] * len(est)
-        score = [e + z * s if k and e == e and s == s else math.inf for e, s, k in zip(est, se, ok)]
+        score = [e + z * s if k and c and e == e and s == s else math.inf for e, s, k, c in zip(est, se, ok, kept)]
         out.append(10 * math.log10(1 / max(mse[score.index(min(score))], 1e-12)))
     return out
 
 
-def rescore_table(results: dict, margins: list[float], within: float = 0.3) -> str:
+def oracle_psnr(selection: dict, exclude: tuple[str, ...] = ()) -> list[float]:
+    """Per-image PSNR (dB) of the candidate with the lowest true MSE among those not named with a
+    prefix of ``exclude``."""
+    kept = _kept(selection, exclude)
+    return [10 * math.log10(1 / max(min(m for m, c in zip(mse, kept) if c and m == m), 1e-12))
+            for mse in selection["true_mse"]]
+
+
+def rescore_table(results: dict, margins: list[float], within: float = 0.3, exclude: tuple[str, ...] = ()) -> str:
     """Markdown: per held-out cell (those with ``estimated_se``), the self-tuned ILO's mean PSNR
     minus the best classical method's under every margin of ``margins`` (:func:`rescored`), the
-    oracle's, and per margin the cells within ``within`` dB and the mean difference."""
+    oracle's, and per margin the cells within ``within`` dB and the mean difference; the
+    candidates named with a prefix of ``exclude`` left out of the choice and the oracle."""
     lines = ["| cell | best classical | " + " | ".join(f"z={z:g}" for z in margins) + " | oracle |",
              "|" + "---|" * (len(margins) + 3)]
     gaps: list[list[float]] = [[] for _ in margins]
@@ -182,11 +203,11 @@ def rescore_table(results: dict, margins: list[float], within: float = 0.3) -> s
             continue
         classical = [m for m in methods_for(key.split(" ")[0]) if m in per]
         best = max(mean(per[m]["psnr"]) for m in classical)
-        row = [mean(rescored(sel, z)) - best for z in margins]
+        row = [mean(rescored(sel, z, exclude)) - best for z in margins]
         for g, v in zip(gaps, row):
             g.append(v)
         lines.append(f"| {key} | {best:.2f} | " + " | ".join(f"{v:+.2f}" for v in row)
-                     + f" | {mean(per['oracle']['psnr']) - best:+.2f} |")
+                     + f" | {mean(oracle_psnr(sel, exclude)) - best:+.2f} |")
     lines.append(f"| cells within {within} dB | | " + " | ".join(str(sum(v >= -within for v in g)) for g in gaps) + " | |")
     lines.append("| mean difference | | " + " | ".join(f"{mean(g):+.2f}" if g else "-" for g in gaps) + " | |")
     return "\n".join(lines)
@@ -231,10 +252,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rescore", type=Path, default=None,
                    help="print the self-tuned choice's PSNR under each of --margins from this JSON, run nothing")
     p.add_argument("--margins", default="0,0.5,1,1.5,2,3", help="comma-separated margins z for --rescore")
+    p.add_argument("--exclude", default="",
+                   help='comma-separated candidate name prefixes --rescore leaves out, e.g. "blend" (the choice without blends)')
+    p.add_argument("--blend", default=None,
+                   help="comma-separated weights of the self-tuned ILO's convex blends, e.g. 0.25,0.5,0.75 (default: the config's)")
+    p.add_argument("--blend-pairs", default=None, help="comma-separated pairs the blends mix (reference, classical, top)")
     a = p.parse_args(argv)
     if a.rescore is not None:
         results = json.loads(a.rescore.read_text())["results"]
-        print(rescore_table(results, [float(v) for v in a.margins.split(",")]))
+        exclude = tuple(v for v in a.exclude.split(",") if v)
+        print(rescore_table(results, [float(v) for v in a.margins.split(",")], exclude=exclude))
         return results
     torch.set_num_threads(a.threads)
     from ..data.realfaces import real_faces
@@ -253,7 +280,9 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         t = time.time()
         torch.manual_seed(0)
-        extra = {k: v for k, v in (("patch", a.patch), ("reference", a.reference)) if v is not None}
+        blends = {"blend": tuple(float(v) for v in a.blend.split(",") if v) if a.blend is not None else None,
+                  "blend_pairs": tuple(a.blend_pairs.split(",")) if a.blend_pairs is not None else None}
+        extra = {k: v for k, v in (("patch", a.patch), ("reference", a.reference), *blends.items()) if v is not None}
         results[key], images = run_spec(G, x, name, level, a.steps, a.restarts, **extra)
         results[key]["seconds"] = time.time() - t
         if a.grids is not None:

@@ -155,6 +155,8 @@ STAGE_RULES = ("auto", "estimate", "measurement", "classical")
 CSGM_STAGES = ("auto", "method", "own")
 #: :attr:`SelectionConfig.reference`: the margin's reference among the classical methods alone
 REFERENCES = ("lowest", "first")
+#: :attr:`SelectionConfig.blend_pairs`: which two candidates a blend mixes
+BLEND_PAIRS = ("reference", "classical", "top")
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,18 @@ class SelectionConfig:
             the one with the lowest held-out estimate, ``"first"`` the first of the classical
             methods (the task's default, e.g. biharmonic inpainting), so another classical
             method too must beat it by the margin.
+        blend: weights ``a`` of convex blends added to the held-out choice's candidates (not
+            SURE's): per image and pair of :attr:`blend_pairs`, ``a * first + (1 - a) * second``
+            is scored on the held-out part like every candidate and built from the refit
+            candidates (:func:`ilo.solvers.selection.blend_pairs`); ``()`` (default): off.
+            ``(0.25, 0.5, 0.75)`` with the default pairs wins on the 15 tuning faces, but
+            breaks "never worse than CSGM in range" on small problems (docs/BENCHMARKS.md,
+            "Convex blends of candidates"), so it is an option.
+        blend_pairs: the pairs blended at every weight of :attr:`blend`: ``"reference"`` the
+            eligible candidate with the lowest score other than the reference, and the
+            reference; ``"classical"`` the two classical methods alone with the lowest estimates
+            (the second, and the first); ``"top"`` the two eligible candidates with the lowest
+            scores (the first, and the second).
     """
 
     holdout: float = 0.15
@@ -225,6 +239,8 @@ class SelectionConfig:
     csgm_refit: float = 0.5
     z: float = 1.5
     reference: str = "lowest"
+    blend: tuple[float, ...] = ()
+    blend_pairs: tuple[str, ...] = ("reference", "classical")
 
     def __post_init__(self) -> None:
         if (not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1 or not 0 <= self.csgm_refit <= 1
@@ -235,6 +251,10 @@ class SelectionConfig:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
+        if any(not 0 < a < 1 for a in self.blend) or not self.blend_pairs:
+            raise ValueError(f"blend weights must lie in (0, 1) and blend_pairs be nonempty, got {self.blend}")
+        if any(p not in BLEND_PAIRS for p in self.blend_pairs):
+            raise ValueError(f"blend_pairs must be of {', '.join(BLEND_PAIRS)}, got {self.blend_pairs}")
         if self.csgm not in CSGM_STAGES:
             raise ValueError(f"csgm must be one of {', '.join(CSGM_STAGES)}, got {self.csgm!r}")
 

@@ -31,7 +31,16 @@ or the observation, under SURE). The choice per image:
   its estimate plus ``z`` standard errors of its paired difference to the reference over the
   held-out units (:func:`held_out_units`: pixels, measurements, or whole patches next to a
   box, whose pixels are correlated; :func:`paired_se`), and the lowest score is chosen (:func:`choose`); the record holds the
-  ``reference``, ``estimated_se`` per candidate, ``units`` and ``z``.
+  ``reference``, ``estimated_se`` per candidate, ``units`` and ``z``. With
+  ``SelectionConfig.blend`` (weights ``a``, e.g. 1/4, 1/2, 3/4; off by default) the choice
+  also runs over convex blends ``a * first + (1 - a) * second`` of two candidates per image
+  (``SelectionConfig.blend_pairs``; by default the best-scoring candidate other than the
+  reference with the reference, and the two classical methods alone with the lowest
+  estimates; :func:`blend_pairs`): each is scored on the held-out part like
+  the others from the fit part's candidates (:func:`with_blends`) and built from the refit
+  candidates (named ``"blend@<a>"``, ``"blend-<pair>@<a>"``; the record's ``blend`` says per
+  image what each was made of). A chosen blend of the CSGM candidate refits that candidate
+  first (:func:`made_of`).
 * **SURE** (denoising with known sigma; Ramani, Blu & Unser 2008): the Monte-Carlo estimate
   of each candidate's MSE (:func:`~ilo.solvers.risk.sure`), the stage images held fixed (their
   own dependence on the noise is not differentiated, which makes their estimates optimistic).
@@ -385,11 +394,86 @@ def choose(est: torch.Tensor, eligible: torch.Tensor | None = None, se: torch.Te
     >>> choose(est).tolist(), choose(est, se=se, z=1.0).tolist()
     ([1], [0])
     """
+    return scores(est, eligible, se, z).argmin(0)
+
+
+def scores(est: torch.Tensor, eligible: torch.Tensor | None = None, se: torch.Tensor | None = None,
+           z: float = 0.0) -> torch.Tensor:
+    """The scores :func:`choose` minimises: ``est + z * se``, infinite where NaN or not
+    ``eligible``. ``[K, B]``."""
     score = est + z * se if se is not None and z else est
     score = torch.nan_to_num(score, nan=float("inf"))
-    if eligible is not None:
-        score = score.masked_fill(~eligible, float("inf"))
-    return score.argmin(0)
+    return score.masked_fill(~eligible, float("inf")) if eligible is not None else score
+
+
+def blend_pairs(score: torch.Tensor, est: torch.Tensor, alone: torch.Tensor, ref: torch.Tensor | None,
+                pairs: Sequence[str]) -> torch.Tensor:
+    """Per image the two candidates of every blend pair (:attr:`~ilo.solvers.config.SelectionConfig.blend_pairs`):
+    ``[P, 2, B]`` indices, the first weighted ``a``, the second ``1 - a``. ``score``
+    (:func:`scores`), ``est``: ``[K, B]``; ``alone [K]`` bool: the classical methods alone;
+    ``ref [B]``: the margin's reference (``"reference"`` needs it, ``"classical"`` two
+    classical methods: :func:`usable_pairs`). Where an image has no second candidate with a
+    finite score the pair is the first twice (the reference alone, for ``"reference"``), so
+    the blend is that candidate itself.
+
+    >>> score = torch.tensor([[0.5], [0.9], [1.0], [0.7]])  # csgm, round1, biharmonic (ref), tv-inpaint
+    >>> alone = torch.tensor([False, False, True, True])
+    >>> blend_pairs(score, score, alone, torch.tensor([2]), ["reference", "classical", "top"])[:, :, 0].tolist()
+    [[0, 2], [2, 3], [0, 3]]
+    """
+    inf = float("inf")
+    out = []
+    for kind in pairs:
+        if kind == "reference":
+            if ref is None:
+                raise ValueError("a blend with the reference needs a classical method")
+            others = score.scatter(0, ref[None], inf)  # every candidate but the reference
+            first = torch.where(others.min(0).values < inf, others.argmin(0), ref)
+            out.append(torch.stack([first, ref]))
+            continue
+        s = torch.nan_to_num(est, nan=inf).masked_fill(~alone[:, None], inf) if kind == "classical" else score
+        top = s.topk(2, 0, largest=False)  # the lowest two, lowest first
+        second = torch.where(top.values[1] < inf, top.indices[1], top.indices[0])
+        out.append(torch.stack([second, top.indices[0]] if kind == "classical" else [top.indices[0], second]))
+    return torch.stack(out)
+
+
+def usable_pairs(pairs: Sequence[str], methods: int) -> tuple[str, ...]:
+    """The blend pairs that exist with ``methods`` classical methods: ``"reference"`` needs
+    one, ``"classical"`` two.
+
+    >>> usable_pairs(["reference", "classical", "top"], 1)
+    ('reference', 'top')
+    """
+    return tuple(p for p in pairs if methods >= {"reference": 1, "classical": 2}.get(p, 0))
+
+
+def blend_names(pairs: Sequence[str], weights: Sequence[float]) -> list[str]:
+    """The names of the blends of :func:`blend`, pair-major: ``"blend@<a>"`` for the
+    ``"reference"`` pair, ``"blend-<pair>@<a>"`` for the others.
+
+    >>> blend_names(["reference", "top"], [0.25, 0.5])
+    ['blend@0.25', 'blend@0.5', 'blend-top@0.25', 'blend-top@0.5']
+    """
+    return [f"blend{'' if p == 'reference' else '-' + p}@{a:g}" for p in pairs for a in weights]
+
+
+def blend(cands: torch.Tensor, pairs: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
+    """Convex blends ``a * cands[first] + (1 - a) * cands[second]`` per image, for every pair of
+    ``pairs [P, 2, B]`` (:func:`blend_pairs`) and weight ``a``: ``[P * A, B, C, H, W]`` from
+    ``cands [K, B, C, H, W]``, pair-major; where ``first == second``, that candidate exactly.
+
+    >>> c = torch.tensor([[[0.0]], [[4.0]]])  # two candidates, one image, one value
+    >>> blend(c, torch.tensor([[[1], [0]]]), [0.25, 0.5]).flatten().tolist()
+    [1.0, 2.0]
+    """
+    rows = torch.arange(cands.shape[1], device=cands.device)
+    out = []
+    for first, second in pairs:
+        a_img, b_img = cands[first, rows], cands[second, rows]
+        same = (first == second).view(-1, *[1] * (cands.ndim - 2))
+        out += [torch.where(same, a_img, a * a_img + (1 - a) * b_img) for a in weights]
+    return torch.stack(out) if out else cands[:0]
 
 
 def _nonempty(held: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
@@ -456,14 +540,49 @@ def csgm_sure_correction(sigma: float, dof: int, n: int) -> float:
     return round(2 * sigma**2 * dof / n, 12)
 
 
-def _refit_csgm(cands: torch.Tensor, choice: torch.Tensor, y: torch.Tensor, operator: Operator, start: Result,
+def with_blends(cands_fit: torch.Tensor, val: Operator, y: torch.Tensor, units: torch.Tensor | None,
+                est: torch.Tensor, se: torch.Tensor | None, eligible: torch.Tensor | None,
+                errors: torch.Tensor | None, ref: torch.Tensor | None, alone: torch.Tensor, config: SelectionConfig,
+                kinds: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The held-out choice's candidates with their convex blends (``config.blend`` weights,
+    pairs ``kinds``, :func:`usable_pairs` of ``config.blend_pairs``): ``(pairs [P, 2, B], est,
+    se, eligible)``, the last three with the ``P * A`` blends' rows appended (:func:`blend_names`
+    order). The pairs come from the scores :func:`choose` uses (``est + z * se``); each blend of
+    the fit part's candidates
+    ``cands_fit [K, B, ...]`` is scored like them: its held-out estimate on ``val`` and, where
+    there is a reference ``ref [B]`` and per-unit errors ``errors [K, B, U]`` (:func:`unit_errors`
+    over ``units``), the standard error of its paired difference to the reference. A blend is
+    eligible (its two candidates are). ``alone [K]`` bool: the classical methods alone."""
+    pairs = blend_pairs(scores(est, eligible, se, config.z), est, alone, ref, kinds)
+    fit_blends = blend(cands_fit, pairs, config.blend)  # [P * A, B, ...]
+    est = torch.cat([est, torch.stack([val.measurement_loss(c, y) for c in fit_blends])])
+    if errors is not None and ref is not None and units is not None:
+        se = paired_se(torch.cat([errors, unit_errors(val, fit_blends, y, units)]), ref)
+    if eligible is not None:
+        eligible = torch.cat([eligible, eligible.new_ones(len(fit_blends), y.shape[0])])
+    return pairs, est, se, eligible
+
+
+def made_of(choice: torch.Tensor, k: int, pairs: torch.Tensor, K: int, weights: int) -> torch.Tensor:
+    """``[B]`` bool: where the ``choice [B]`` is candidate ``k`` or a blend of it (rows ``K`` on,
+    ``weights`` per pair of ``pairs [P, 2, B]``, :func:`blend`).
+
+    >>> made_of(torch.tensor([0, 3, 4, 1]), 0, torch.tensor([[[0, 1, 2, 1], [2, 0, 1, 2]]]), K=3, weights=2).tolist()
+    [True, True, False, False]
+    """
+    rows = torch.arange(len(choice), device=choice.device)
+    j = (choice - K).clamp_min(0) // weights  # the pair of a chosen blend
+    return (choice == k) | ((choice >= K) & (pairs.permute(0, 2, 1)[j, rows] == k).any(1))
+
+
+def _refit_csgm(cands: torch.Tensor, redo: torch.Tensor, y: torch.Tensor, operator: Operator, start: Result,
                 first: Callable[..., Result], fraction: float) -> list[bool]:
-    """Where the choice is the CSGM candidate (row 0 of ``cands [K, B, ...]``, CSGM on the fit
-    part, ``start``), continue CSGM from it on all measurements (``first(y, operator, start)``)
-    and put the result in its place where it fits all of them better: which images changed."""
-    redo = choice == 0
+    """Where ``redo [B]`` (bool: the choice is the CSGM candidate, row 0 of ``cands [K, B, ...]``,
+    CSGM on the fit part, ``start``, or a blend of it), continue CSGM from it on all measurements
+    (``first(y, operator, start)``) and put the result in its place where it fits all of them
+    better: which images changed."""
     if fraction <= 0 or not bool(redo.any()):
-        return [False] * len(choice)
+        return [False] * len(redo)
     refit = first(y, operator, start)
     with torch.no_grad():
         better = redo & (operator.measurement_loss(refit.image, y) < operator.measurement_loss(cands[0], y))
@@ -490,6 +609,9 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     rows = torch.arange(B, device=y.device)
     eligible = None  # [K, B] bool: the candidates the choice may take (None: all)
     se = None  # [K, B]: the standard error of each held-out estimate minus the reference's
+    ref: torch.Tensor | None = None  # held-out: the margin's reference [B]
+    errors: torch.Tensor | None = None  # held-out: the candidates' per-unit errors [K, B, U]
+    units: torch.Tensor | None = None  # held-out: the unit of every measurement (held_out_units)
     if isinstance(operator, Denoising):
         if operator.noise.sigma <= 0:
             raise ValueError("self-tuning a denoiser needs a noise sigma > 0 (SURE)")
@@ -527,7 +649,9 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
             if sel.reference == "first":
                 ref = torch.full_like(ref, names.index(methods[0]))
             patch = sel.patch if str(record["kind"]).startswith("patches") else None
-            se = paired_se(unit_errors(val, cands_fit, y, held_out_units(y, patch)), ref)  # [K, B]
+            units = held_out_units(y, patch)
+            errors = unit_errors(val, cands_fit, y, units)  # [K, B, U]
+            se = paired_se(errors, ref)  # [K, B]
             record.update(reference=[names[int(k)] for k in ref], estimated_se=se.T.tolist(),
                           units=f"{patch}x{patch} patches" if patch else "pixels" if y.ndim == 4 else "measurements")
         record["z"] = sel.z
@@ -543,11 +667,24 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         eligible[0] = True  # CSGM's solution: never worse than CSGM where the estimates are right
         if rule == "measurement":
             record["stage"] = [stages[int(k)][0] for k in best]
+    pairs = None  # [P, 2, B]: the candidates of every blend
+    kinds = usable_pairs(sel.blend_pairs, len(methods))
+    if sel.blend and kinds and not isinstance(operator, Denoising):
+        K = len(names)
+        pairs, est, se, eligible = with_blends(cands_fit, val, y, units, est, se, eligible, errors, ref, alone, sel, kinds)
+        names = names + blend_names(kinds, sel.blend)
+        of = [[[names[k] for k in pair] for pair in img] for img in pairs.permute(2, 0, 1).tolist()]
+        record["blend"] = [[{"of": pair, "weights": [a, 1 - a]} for pair in img for a in sel.blend] for img in of]
+        if se is not None:
+            record["estimated_se"] = se.T.tolist()
     if eligible is not None:
         record["eligible"] = eligible.T.tolist()
     choice = choose(est, eligible, se, sel.z)
     if start is not None and first is not None and not isinstance(operator, Denoising):
-        record["csgm_refit"] = _refit_csgm(cands, choice, y, operator, start, first, sel.csgm_refit)
+        redo = choice == 0 if pairs is None else made_of(choice, 0, pairs, K, len(sel.blend))
+        record["csgm_refit"] = _refit_csgm(cands, redo, y, operator, start, first, sel.csgm_refit)
+    if pairs is not None:
+        cands = torch.cat([cands, blend(cands, pairs, sel.blend)])  # the blends of the refit candidates
     image = paste_observed(cands[choice, rows], y, operator, dev)
     record.update(candidates=names, estimated_mse=est.T.tolist(), choice=[names[int(c)] for c in choice],
                   ilo_choice=[names[int(c)] for c in plain], classical=list(methods), csgm_candidate=names[0],
@@ -564,4 +701,5 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
 
 __all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "candidate_stages",
            "classical_methods", "residual_candidates", "split", "held_out_units", "unit_errors", "paired_se", "choose",
-           "copy_rows", "fit_and_refit", "self_tune", "csgm_sure_correction"]
+           "scores", "blend_pairs", "blend_names", "blend", "usable_pairs", "with_blends", "made_of", "copy_rows",
+           "fit_and_refit", "self_tune", "csgm_sure_correction"]
