@@ -12,7 +12,7 @@ config; the CSGM method runs at its shipped settings once per task (the in-range
 where a variant changes it, with the variant too. Per solve: PSNR, the CSGM steps run, and the
 CPU seconds (``time.process_time``, this process only, start-up excluded) split into the CSGM
 runs (``csgm``: the self-tuning's stage, or ILO's own stage for super-resolution), the
-candidates (``selection.candidates``, and denoising's ``selection.sure``) and the rest (ILO's
+candidates (``selection.candidates``, and denoising's ``selection.sure`` or ``selection._classical_sure``) and the rest (ILO's
 rounds and bookkeeping). Prints one markdown table and writes every number to ``--json`` after
 each solve (resumable: solves already in the file are skipped). The 1-minute load is recorded
 beside every solve.
@@ -20,8 +20,10 @@ beside every solve.
 Variants: ``shipped``; ``stop:P:T`` (the CSGM method and the self-tuning's CSGM stage stop early
 with patience ``P`` and relative tolerance ``T``, :class:`~ilo.solvers.config.CSGMConfig`);
 ``rounds:F`` (ILO's rounds get ``F`` times their steps, the CSGM stage the rest of the budget:
-:func:`~ilo.solvers.presets.self_tuned_budget`);
-joined with ``+``, e.g. ``stop:50:1e-3+rounds:0.5``.
+:func:`~ilo.solvers.presets.self_tuned_budget`); ``trim:F`` (the rounds get ``F`` times their
+steps, the freed steps are not run); ``restarts:R`` (ILO's CSGM stage, and the CSGM-method stage
+taken from it, with ``R`` restarts); ``rounds-mse`` (the rounds' loss without the perceptual
+term, ILO's CSGM stage keeping its own); joined with ``+``, e.g. ``stop:50:1e-3+rounds:0.5``.
 
 ``--simulate-stops P:T,P:T,...`` instead runs the CSGM method once per task at the full budget
 on all the faces (one batch; each image's iterates do not depend on the batch) and replays
@@ -66,8 +68,16 @@ def variant(name: str) -> tuple[Callable, Callable]:
             on_ilo.append(lambda c, p=p, t=t: replace(c, csgm=replace(c.csgm, patience=p, tolerance=t)))
         elif kind == "rounds" and len(args) == 1:
             on_ilo.append(lambda c, f=float(args[0]): self_tuned_budget(c, f))
+        elif kind == "trim" and len(args) == 1:
+            on_ilo.append(lambda c, f=float(args[0]): replace(c, rounds=tuple(
+                replace(r, steps=min(r.steps, max(1, round(r.steps * f)))) for r in c.rounds)))
+        elif kind == "restarts" and len(args) == 1:
+            on_ilo.append(lambda c, n=int(args[0]): replace(c, csgm=replace(c.csgm, restarts=n)))
+        elif kind == "rounds-mse" and not args:
+            on_ilo.append(lambda c: replace(c, loss=replace(c.loss, perceptual=0.0)))
         else:
-            raise ValueError(f"unknown variant {change!r}: shipped, stop:P:T, rounds:F, joined with +")
+            raise ValueError(f"unknown variant {change!r}: shipped, stop:P:T, rounds:F, trim:F, restarts:R, "
+                             "rounds-mse, joined with +")
 
     def chain(fs):
         def apply(c):
@@ -82,17 +92,21 @@ class CPUSplit:
     """Process-time counters around the solvers' parts (outer calls only), installed by patching
     the module attributes the solvers look up; :meth:`take` returns and resets them."""
 
-    PARTS = {"csgm": ("ilo.solvers.ilo", "csgm"), "candidates": ("ilo.solvers.selection", "candidates"),
-             "sure": ("ilo.solvers.selection", "sure")}
+    #: part -> the (module, function) pairs it counts (``_classical_sure``: denoising's
+    #: candidates and their SURE without the excluded ones, counted as candidates)
+    PARTS = {"csgm": (("ilo.solvers.ilo", "csgm"),),
+             "candidates": (("ilo.solvers.selection", "candidates"), ("ilo.solvers.selection", "_classical_sure")),
+             "sure": (("ilo.solvers.selection", "sure"),)}
 
     def __init__(self) -> None:
         import importlib
 
         self.seconds = dict.fromkeys(self.PARTS, 0.0)
         self.depth = 0
-        for part, (module, attr) in self.PARTS.items():
-            mod = importlib.import_module(module)
-            setattr(mod, attr, self._wrap(part, getattr(mod, attr)))
+        for part, targets in self.PARTS.items():
+            for module, attr in targets:
+                mod = importlib.import_module(module)
+                setattr(mod, attr, self._wrap(part, getattr(mod, attr)))
 
     def _wrap(self, part: str, fn: Callable) -> Callable:
         def timed(*a, **k):
