@@ -43,6 +43,9 @@ def test_tiny_budget_writes_table_and_json(tiny_dcgan, one_thread, tmp_path, mon
             assert r["csgm_steps"] <= 9
         if r["method"] == "ilo":
             assert r["split"]["csgm"] > 0 and r["split"]["candidates"] > 0
+            assert r["ilo_choice"] in ("csgm", "round1", "round2", "round3") and 0 < r["ilo_psnr"] < 100
+        else:
+            assert r["ilo_psnr"] is None
     assert any(line.startswith("| inpaint | stop:2:0.5 | ilo |") for line in capsys.readouterr().out.splitlines())
     # resumable: a second call runs nothing new
     monkeypatch.setattr(solve_cost, "solve_one", lambda *a, **k: pytest.fail("solved again"))
