@@ -138,12 +138,20 @@ def faces(G, real: int, seeds) -> tuple:
     return torch.cat([X[:real].to(gen.dtype), gen]), names[:real] + [f"seed {s}" for s in seeds]
 
 
-def solve_one(G, truth, task: str, method: str, config, steps: int, restarts: int, split: CPUSplit) -> dict:
+def problem_spec(task: str, level: float | None = None):
+    """The task at its default level, or at ``level`` (the operator's ``level_name`` unit)."""
+    from ..pipeline import ProblemSpec
+
+    return ProblemSpec(task) if level is None else ProblemSpec.at_level(task, level)
+
+
+def solve_one(G, truth, task: str, method: str, config, steps: int, restarts: int, split: CPUSplit,
+              level: float | None = None) -> dict:
     """One default solve of ``truth [1, C, H, W]``: PSNR, CSGM steps, CPU seconds and their split."""
-    from ..pipeline import ProblemSpec, build_problem, run_method
+    from ..pipeline import build_problem, run_method
     from ..runtime import load_average
 
-    prob = build_problem(ProblemSpec(task), G, seed=0, truth=truth)
+    prob = build_problem(problem_spec(task, level), G, seed=0, truth=truth)
     split.take()
     t, w = time.process_time(), time.perf_counter()
     res, met = run_method(prob, G, method, config=config, total_steps=steps, restarts=restarts)
@@ -164,15 +172,16 @@ def solve_one(G, truth, task: str, method: str, config, steps: int, restarts: in
 
 
 def run(G, variants: list[str], tasks, real: int, seeds, steps: int, restarts: int, done: dict,
-        save: Callable[[dict], None], echo=print, reference: bool = True) -> dict:
+        save: Callable[[dict], None], echo=print, reference: bool = True, level: float | None = None) -> dict:
     """Every (task, variant, method, face) not in ``done`` (keyed ``task|variant|method|face``);
-    ``reference=False`` leaves out the CSGM method at its shipped settings."""
-    from ..pipeline import ProblemSpec, build_problem, method_config
+    ``reference=False`` leaves out the CSGM method at its shipped settings; ``level``: every
+    task at this level instead of its default."""
+    from ..pipeline import build_problem, method_config
 
     X, names = faces(G, real, seeds)
     split = CPUSplit()
     for task in tasks:
-        prob = build_problem(ProblemSpec(task), G, seed=0, truth=X[:1])
+        prob = build_problem(problem_spec(task, level), G, seed=0, truth=X[:1])
         base_ilo = method_config(prob, G, "ilo", total_steps=steps, restarts=restarts)
         base_csgm = method_config(prob, G, "csgm", total_steps=steps, restarts=restarts)
         jobs = [("shipped", "csgm", base_csgm)] if reference else []
@@ -188,7 +197,7 @@ def run(G, variants: list[str], tasks, real: int, seeds, steps: int, restarts: i
                     continue
                 done[key] = {"task": task, "variant": v, "method": method, "face": name,
                              "set": "generated" if name.startswith("seed ") else "real",
-                             **solve_one(G, X[i:i + 1], task, method, cfg, steps, restarts, split)}
+                             **solve_one(G, X[i:i + 1], task, method, cfg, steps, restarts, split, level)}
                 r = done[key]
                 echo(f"{task:8s} {v:24s} {method:4s} {name:24s} {r['psnr']:6.2f} dB  cpu {r['cpu']:5.1f} s  "
                      f"csgm steps {r['csgm_steps']}  load {r['load']:.1f}")
@@ -289,6 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--real", type=int, default=8, help="the first N real tuning faces")
     p.add_argument("--truth-seeds", default="10000-10003", help="generated tuning faces A-B (in range)")
+    p.add_argument("--level", type=float, default=None, help="the tasks at this level (default: each task's own)")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--restarts", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
@@ -322,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
     from ..generators import load_generator
 
     G = load_generator("digiface-dcgan")
-    head = {"argv": argv, "runtime": rt.to_dict(), "steps": a.steps, "restarts": a.restarts}
+    head = {"argv": argv, "runtime": rt.to_dict(), "steps": a.steps, "restarts": a.restarts, "level": a.level}
     if rules:
         sim = {**head, **simulate_stops(G, rules, a.tasks.split(","), a.real, range(lo, hi + 1), a.steps, a.restarts)}
         a.json.parent.mkdir(parents=True, exist_ok=True)
@@ -337,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
         tmp.replace(a.json)
 
     run(G, variants, a.tasks.split(","), a.real, range(lo, hi + 1), a.steps, a.restarts, done, save,
-        reference=not a.no_reference)
+        reference=not a.no_reference, level=a.level)
     print(table(done))
     return done
 
