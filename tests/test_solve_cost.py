@@ -43,6 +43,9 @@ def test_tiny_budget_writes_table_and_json(tiny_dcgan, one_thread, tmp_path, mon
             assert r["csgm_steps"] <= 9
         if r["method"] == "ilo":
             assert r["split"]["csgm"] > 0 and r["split"]["candidates"] > 0
+            assert r["ilo_choice"] in ("csgm", "round1", "round2", "round3") and 0 < r["ilo_psnr"] < 100
+        else:
+            assert r["ilo_psnr"] is None
     assert any(line.startswith("| inpaint | stop:2:0.5 | ilo |") for line in capsys.readouterr().out.splitlines())
     # resumable: a second call runs nothing new
     monkeypatch.setattr(solve_cost, "solve_one", lambda *a, **k: pytest.fail("solved again"))
@@ -82,3 +85,21 @@ def test_no_reference_and_merged_table(tiny_dcgan, one_thread, tmp_path, monkeyp
     assert merged == {**ref, **other}
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| denoise |")]
     assert len(rows) == 3 and rows[-1].split(" | ")[5] == "+0.00 / +0.00"  # the margin over CSGM shipped is computed
+    ilo = [r for r in ref.values() if r["method"] == "ilo"]
+    assert ilo and all(r["split"]["candidates"] > 0 for r in ilo)  # denoising's candidates without the rounds'
+
+
+def test_cheaper_variants_change_what_they_name():
+    from ilo.losses.composite import LossConfig
+    from ilo.solvers import CSGMConfig, ILOConfig, RoundConfig
+
+    loss = LossConfig(mse=1.0, perceptual=0.05)
+    cfg = ILOConfig(csgm=CSGMConfig(steps=200, restarts=4, loss=loss),
+                    rounds=(RoundConfig(1, 133), RoundConfig(2, 133), RoundConfig(3, 134)), loss=loss)
+    trimmed = solve_cost.variant("trim:0.5")[0](cfg)
+    assert [r.steps for r in trimmed.rounds] == [66, 66, 67] and trimmed.csgm == cfg.csgm  # nothing reassigned
+    assert solve_cost.variant("restarts:2")[0](cfg).csgm == CSGMConfig(steps=200, restarts=2, loss=loss)
+    mse = solve_cost.variant("rounds-mse")[0](cfg)
+    assert mse.loss.perceptual == 0 and mse.loss.mse == 1 and mse.csgm.loss == loss  # the CSGM stage keeps it
+    with pytest.raises(ValueError):
+        solve_cost.variant("rounds-mse:1")

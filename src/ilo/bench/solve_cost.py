@@ -12,7 +12,7 @@ config; the CSGM method runs at its shipped settings once per task (the in-range
 where a variant changes it, with the variant too. Per solve: PSNR, the CSGM steps run, and the
 CPU seconds (``time.process_time``, this process only, start-up excluded) split into the CSGM
 runs (``csgm``: the self-tuning's stage, or ILO's own stage for super-resolution), the
-candidates (``selection.candidates``, and denoising's ``selection.sure``) and the rest (ILO's
+candidates (``selection.candidates``, and denoising's ``selection.sure`` or ``selection._classical_sure``) and the rest (ILO's
 rounds and bookkeeping). Prints one markdown table and writes every number to ``--json`` after
 each solve (resumable: solves already in the file are skipped). The 1-minute load is recorded
 beside every solve.
@@ -20,8 +20,10 @@ beside every solve.
 Variants: ``shipped``; ``stop:P:T`` (the CSGM method and the self-tuning's CSGM stage stop early
 with patience ``P`` and relative tolerance ``T``, :class:`~ilo.solvers.config.CSGMConfig`);
 ``rounds:F`` (ILO's rounds get ``F`` times their steps, the CSGM stage the rest of the budget:
-:func:`~ilo.solvers.presets.self_tuned_budget`);
-joined with ``+``, e.g. ``stop:50:1e-3+rounds:0.5``.
+:func:`~ilo.solvers.presets.self_tuned_budget`); ``trim:F`` (the rounds get ``F`` times their
+steps, the freed steps are not run); ``restarts:R`` (ILO's CSGM stage, and the CSGM-method stage
+taken from it, with ``R`` restarts); ``rounds-mse`` (the rounds' loss without the perceptual
+term, ILO's CSGM stage keeping its own); joined with ``+``, e.g. ``stop:50:1e-3+rounds:0.5``.
 
 ``--simulate-stops P:T,P:T,...`` instead runs the CSGM method once per task at the full budget
 on all the faces (one batch; each image's iterates do not depend on the batch) and replays
@@ -66,8 +68,16 @@ def variant(name: str) -> tuple[Callable, Callable]:
             on_ilo.append(lambda c, p=p, t=t: replace(c, csgm=replace(c.csgm, patience=p, tolerance=t)))
         elif kind == "rounds" and len(args) == 1:
             on_ilo.append(lambda c, f=float(args[0]): self_tuned_budget(c, f))
+        elif kind == "trim" and len(args) == 1:
+            on_ilo.append(lambda c, f=float(args[0]): replace(c, rounds=tuple(
+                replace(r, steps=min(r.steps, max(1, round(r.steps * f)))) for r in c.rounds)))
+        elif kind == "restarts" and len(args) == 1:
+            on_ilo.append(lambda c, n=int(args[0]): replace(c, csgm=replace(c.csgm, restarts=n)))
+        elif kind == "rounds-mse" and not args:
+            on_ilo.append(lambda c: replace(c, loss=replace(c.loss, perceptual=0.0)))
         else:
-            raise ValueError(f"unknown variant {change!r}: shipped, stop:P:T, rounds:F, joined with +")
+            raise ValueError(f"unknown variant {change!r}: shipped, stop:P:T, rounds:F, trim:F, restarts:R, "
+                             "rounds-mse, joined with +")
 
     def chain(fs):
         def apply(c):
@@ -82,17 +92,21 @@ class CPUSplit:
     """Process-time counters around the solvers' parts (outer calls only), installed by patching
     the module attributes the solvers look up; :meth:`take` returns and resets them."""
 
-    PARTS = {"csgm": ("ilo.solvers.ilo", "csgm"), "candidates": ("ilo.solvers.selection", "candidates"),
-             "sure": ("ilo.solvers.selection", "sure")}
+    #: part -> the (module, function) pairs it counts (``_classical_sure``: denoising's
+    #: candidates and their SURE without the excluded ones, counted as candidates)
+    PARTS = {"csgm": (("ilo.solvers.ilo", "csgm"),),
+             "candidates": (("ilo.solvers.selection", "candidates"), ("ilo.solvers.selection", "_classical_sure")),
+             "sure": (("ilo.solvers.selection", "sure"),)}
 
     def __init__(self) -> None:
         import importlib
 
         self.seconds = dict.fromkeys(self.PARTS, 0.0)
         self.depth = 0
-        for part, (module, attr) in self.PARTS.items():
-            mod = importlib.import_module(module)
-            setattr(mod, attr, self._wrap(part, getattr(mod, attr)))
+        for part, targets in self.PARTS.items():
+            for module, attr in targets:
+                mod = importlib.import_module(module)
+                setattr(mod, attr, self._wrap(part, getattr(mod, attr)))
 
     def _wrap(self, part: str, fn: Callable) -> Callable:
         def timed(*a, **k):
@@ -124,12 +138,20 @@ def faces(G, real: int, seeds) -> tuple:
     return torch.cat([X[:real].to(gen.dtype), gen]), names[:real] + [f"seed {s}" for s in seeds]
 
 
-def solve_one(G, truth, task: str, method: str, config, steps: int, restarts: int, split: CPUSplit) -> dict:
+def problem_spec(task: str, level: float | None = None):
+    """The task at its default level, or at ``level`` (the operator's ``level_name`` unit)."""
+    from ..pipeline import ProblemSpec
+
+    return ProblemSpec(task) if level is None else ProblemSpec.at_level(task, level)
+
+
+def solve_one(G, truth, task: str, method: str, config, steps: int, restarts: int, split: CPUSplit,
+              level: float | None = None) -> dict:
     """One default solve of ``truth [1, C, H, W]``: PSNR, CSGM steps, CPU seconds and their split."""
-    from ..pipeline import ProblemSpec, build_problem, run_method
+    from ..pipeline import build_problem, run_method
     from ..runtime import load_average
 
-    prob = build_problem(ProblemSpec(task), G, seed=0, truth=truth)
+    prob = build_problem(problem_spec(task, level), G, seed=0, truth=truth)
     split.take()
     t, w = time.process_time(), time.perf_counter()
     res, met = run_method(prob, G, method, config=config, total_steps=steps, restarts=restarts)
@@ -137,22 +159,29 @@ def solve_one(G, truth, task: str, method: str, config, steps: int, restarts: in
     parts = split.take()
     sel = res.selection or {}
     csgm_steps = sel.get("csgm_steps", res.steps if method == "csgm" else None)
+    own = None  # the self-tuned ILO's own output (its best-fitting stage, what ILO without self-tuning returns)
+    if "ilo_choice" in sel and res.candidates is not None:
+        from .. import metrics as M
+
+        k = sel["candidates"].index(sel["ilo_choice"][0])
+        own = float(M.psnr(res.candidates[k, :1], prob.truth.to(res.candidates))[0])
     return {"psnr": met["per_image"]["psnr"][0], "cpu": cpu, "wall": wall, "csgm_steps": csgm_steps,
             "rounds_steps": res.steps - csgm_steps if method == "ilo" and sel.get("csgm") == "method" else None,
             "split": {**parts, "rest": cpu - sum(parts.values())}, "load": load_average(),
-            "choice": sel.get("choice", [None])[0]}
+            "choice": sel.get("choice", [None])[0], "ilo_choice": sel.get("ilo_choice", [None])[0], "ilo_psnr": own}
 
 
 def run(G, variants: list[str], tasks, real: int, seeds, steps: int, restarts: int, done: dict,
-        save: Callable[[dict], None], echo=print, reference: bool = True) -> dict:
+        save: Callable[[dict], None], echo=print, reference: bool = True, level: float | None = None) -> dict:
     """Every (task, variant, method, face) not in ``done`` (keyed ``task|variant|method|face``);
-    ``reference=False`` leaves out the CSGM method at its shipped settings."""
-    from ..pipeline import ProblemSpec, build_problem, method_config
+    ``reference=False`` leaves out the CSGM method at its shipped settings; ``level``: every
+    task at this level instead of its default."""
+    from ..pipeline import build_problem, method_config
 
     X, names = faces(G, real, seeds)
     split = CPUSplit()
     for task in tasks:
-        prob = build_problem(ProblemSpec(task), G, seed=0, truth=X[:1])
+        prob = build_problem(problem_spec(task, level), G, seed=0, truth=X[:1])
         base_ilo = method_config(prob, G, "ilo", total_steps=steps, restarts=restarts)
         base_csgm = method_config(prob, G, "csgm", total_steps=steps, restarts=restarts)
         jobs = [("shipped", "csgm", base_csgm)] if reference else []
@@ -168,7 +197,7 @@ def run(G, variants: list[str], tasks, real: int, seeds, steps: int, restarts: i
                     continue
                 done[key] = {"task": task, "variant": v, "method": method, "face": name,
                              "set": "generated" if name.startswith("seed ") else "real",
-                             **solve_one(G, X[i:i + 1], task, method, cfg, steps, restarts, split)}
+                             **solve_one(G, X[i:i + 1], task, method, cfg, steps, restarts, split, level)}
                 r = done[key]
                 echo(f"{task:8s} {v:24s} {method:4s} {name:24s} {r['psnr']:6.2f} dB  cpu {r['cpu']:5.1f} s  "
                      f"csgm steps {r['csgm_steps']}  load {r['load']:.1f}")
@@ -234,15 +263,19 @@ def stops_table(sim: dict) -> str:
 def table(done: dict) -> str:
     """Per task, variant and method: mean PSNR on the real and the generated faces, the worst
     generated faces' margin over CSGM at its shipped settings (mean / worst face), mean CPU seconds and
-    their split (for the CSGM method all of it is ``rest``)."""
+    their split (for the CSGM method all of it is ``rest``), and the mean PSNR of the self-tuned ILO's
+    own output (``ilo_choice``: its best-fitting stage, before the self-tuning's choice; "–" where
+    not recorded)."""
     from statistics import mean
 
     groups: dict[tuple, list[dict]] = {}
     for r in done.values():
         groups.setdefault((r["task"], r["variant"], r["method"]), []).append(r)
     ref = {(r["task"], r["face"]): r["psnr"] for r in done.values() if r["variant"] == "shipped" and r["method"] == "csgm"}
+    own = lambda rows, kind: [r["ilo_psnr"] for r in rows if r["set"] == kind and r.get("ilo_psnr") is not None]
     lines = ["| task | variant | method | PSNR real | PSNR generated | generated − CSGM shipped: mean / worst | CSGM steps | "
-             "CPU s | csgm | candidates | rest | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "CPU s | csgm | candidates | rest | load | ILO's own output: real / generated |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (task, v, method), rows in groups.items():
         real = [r["psnr"] for r in rows if r["set"] == "real"]
         gen = [r for r in rows if r["set"] == "generated"]
@@ -254,7 +287,8 @@ def table(done: dict) -> str:
                      f"{mean(steps) if steps else float('nan'):.0f} | {mean(r['cpu'] for r in rows):.2f} | "
                      f"{mean(r['split']['csgm'] for r in rows):.2f} | "
                      f"{mean(r['split']['candidates'] + r['split']['sure'] for r in rows):.2f} | "
-                     f"{mean(r['split']['rest'] for r in rows):.2f} | {mean(r['load'] for r in rows):.1f} |")
+                     f"{mean(r['split']['rest'] for r in rows):.2f} | {mean(r['load'] for r in rows):.1f} | "
+                     f"{fmt(own(rows, 'real'))} / {fmt(own(rows, 'generated'))} |")
     return "\n".join(lines)
 
 
@@ -264,6 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--real", type=int, default=8, help="the first N real tuning faces")
     p.add_argument("--truth-seeds", default="10000-10003", help="generated tuning faces A-B (in range)")
+    p.add_argument("--level", type=float, default=None, help="the tasks at this level (default: each task's own)")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--restarts", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
@@ -297,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
     from ..generators import load_generator
 
     G = load_generator("digiface-dcgan")
-    head = {"argv": argv, "runtime": rt.to_dict(), "steps": a.steps, "restarts": a.restarts}
+    head = {"argv": argv, "runtime": rt.to_dict(), "steps": a.steps, "restarts": a.restarts, "level": a.level}
     if rules:
         sim = {**head, **simulate_stops(G, rules, a.tasks.split(","), a.real, range(lo, hi + 1), a.steps, a.restarts)}
         a.json.parent.mkdir(parents=True, exist_ok=True)
@@ -312,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
         tmp.replace(a.json)
 
     run(G, variants, a.tasks.split(","), a.real, range(lo, hi + 1), a.steps, a.restarts, done, save,
-        reference=not a.no_reference)
+        reference=not a.no_reference, level=a.level)
     print(table(done))
     return done
 

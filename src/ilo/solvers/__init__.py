@@ -17,7 +17,7 @@ from .config import (CSGMConfig, DeviationConfig, ILOConfig, LossConfig, RoundCo
 from .csgm import csgm
 from .ilo import ilo
 from .optim import StepInfo
-from .presets import PRESETS, TaskPreset, csgm_preset, default_config, pulse_preset, self_tuned_budget
+from .presets import PRESETS, TaskPreset, csgm_preset, default_config, pulse_preset, self_tuned_budget, self_tuned_own_stage
 from .result import Result
 from .rounds import Round
 
@@ -42,12 +42,16 @@ def preset_for(method: str, generator: LayeredGenerator, operator: Operator, tot
     self-tuned and range-extended (:func:`~ilo.solvers.config.self_tuned`) unless ``extend``
     is False (the paper's ILO, the only behaviour before issue 15); where the self-tuning's CSGM
     stage is the CSGM method at the whole budget (``operator.self_tuning_csgm == "method"``) its
-    rounds run half their steps (:func:`~ilo.solvers.presets.self_tuned_budget`)."""
+    rounds run half their steps (:func:`~ilo.solvers.presets.self_tuned_budget`); where it is
+    ILO's own (super-resolution), on a DCGAN, the rounds run without the perceptual term and the
+    stage with half the restarts (:func:`~ilo.solvers.presets.self_tuned_own_stage`)."""
     cfg = default_config(method, generator, operator.task, total_steps=total_steps, restarts=restarts,
                          level=operator.level)
     if not (extend and isinstance(cfg, ILOConfig)):
         return cfg
-    return self_tuned(self_tuned_budget(cfg) if operator.self_tuning_csgm == "method" else cfg)
+    if operator.self_tuning_csgm == "method":
+        return self_tuned(self_tuned_budget(cfg))
+    return self_tuned(self_tuned_own_stage(cfg, generator.family))
 
 
 def solve(

@@ -590,6 +590,39 @@ def _refit_csgm(cands: torch.Tensor, redo: torch.Tensor, y: torch.Tensor, operat
     return better.tolist()
 
 
+def _classical_sure(csgm: torch.Tensor, y: torch.Tensor, operator: Operator, dev: DeviationConfig | None,
+                    methods: Sequence[str], seeds: Sequence[int], probes: int, stages: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Denoising's candidates under the ``"classical"`` stage rule with the CSGM stage
+    ``csgm [B, C, H, W]`` (on ``y``) as the only stage: ``(candidates [K, B, C, H, W], SURE
+    [K, B])`` in the order of :func:`candidate_names` for it; the ones the rule excludes (the
+    stage's deviations and residuals) are NaN and not computed. Each estimate is the one the
+    candidate gets in the list of ``stages`` stages (CSGM and ILO's rounds): SURE's probes are
+    drawn for that list's rows and each candidate is evaluated on its own row there."""
+    B = y.shape[0]
+    rows = lambda S: [k for k, s in enumerate(candidate_stages(S, dev, True, methods)) if k == 0 or s < 0]
+    full, mine = rows(stages), rows(1)  # CSGM, the classical methods alone, the observation
+    K_full, K = len(candidate_stages(stages, dev, True, methods)), len(candidate_stages(1, dev, True, methods))
+    zero = torch.zeros_like(csgm[:1])
+
+    def rowwise(b: int, v: torch.Tensor) -> torch.Tensor:  # :func:`_rowwise` on the rows kept
+        out = torch.full_like(v, float("nan"))
+        out[0] = csgm[b]
+        for k, m in zip(full[1:-1], methods):
+            out[k] = on_residual(v[k:k + 1], operator, m, zero)[0]
+        out[-1] = v[-1]
+        return out
+
+    est = y.new_full((K, B), float("nan"))
+    est[mine] = torch.stack([sure(partial(rowwise, b), y[b:b + 1].expand(K_full, *y.shape[1:]), operator.noise.sigma,
+                                  probes=probes, generator=stream(seeds[b], "holdout"))[full]
+                             for b in range(B)], 1)
+    cands = y.new_full((K, B, *y.shape[1:]), float("nan"))
+    cands[0], cands[-1] = csgm, y
+    cands[mine[1:-1]] = residual_candidates(torch.zeros_like(csgm[None]), y, operator, methods)
+    return cands, est
+
+
 def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
               run: Callable[..., tuple[Result, list[Stage]]], seeds: Sequence[int],
               first: Callable[..., Result] | None = None, csgm_config: CSGMConfig | None = None,
@@ -616,21 +649,34 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         if operator.noise.sigma <= 0:
             raise ValueError("self-tuning a denoiser needs a noise sigma > 0 (SURE)")
         start = first(y, operator) if first is not None else None
-        res, stages = run(y, operator, 1, start)
+        auto = "classical" if methods else "estimate"
+        # the "classical" rule takes no round's candidate: the rounds are not run, and the CSGM
+        # stage's deviations and residuals are not computed (_classical_sure)
+        skip = (start is not None and not sel.every_candidate
+                and (sel.stage if sel.stage != "auto" else auto) == "classical")
+        if skip:
+            assert start is not None
+            with torch.no_grad():
+                stages = [("csgm", start.image, operator.measurement_loss(start.image, y))]
+            res = replace(start, history=[])  # the CSGM stage's latents, layer 0; its steps come first below
+        else:
+            res, stages = run(y, operator, 1, start)
         plain = torch.stack([s[2] for s in stages]).argmin(0)  # the best-fitting stage: what ILO without these stages returns
         imgs = torch.stack([s[1] for s in stages])
         names = candidate_names([s[0] for s in stages], dev, identity=True, methods=methods)
-        est = torch.stack([
-            sure(partial(_rowwise, imgs[:, b], operator=operator, dev=dev, methods=methods),
-                 y[b:b + 1].expand(len(names), *y.shape[1:]), operator.noise.sigma, probes=sel.probes,
-                 generator=stream(seeds[b], "holdout"))
-            for b in range(B)], 1)  # [K, B]
+        if skip:
+            cands, est = _classical_sure(imgs[0], y, operator, dev, methods, seeds, sel.probes, 1 + len(config.rounds))
+        else:
+            est = torch.stack([
+                sure(partial(_rowwise, imgs[:, b], operator=operator, dev=dev, methods=methods),
+                     y[b:b + 1].expand(len(names), *y.shape[1:]), operator.noise.sigma, probes=sel.probes,
+                     generator=stream(seeds[b], "holdout"))
+                for b in range(B)], 1)  # [K, B]
+            cands = candidates(imgs, y, operator, dev, identity=True, methods=methods)
         # the CSGM stage's divergence is not zero but its latent dimension (csgm_sure_correction)
         est[0] += csgm_sure_correction(operator.noise.sigma, csgm_dof, y[0].numel())
         record = {"rule": "sure", "sigma": operator.noise.sigma, "probes": sel.probes,
-                  "seeds": [int(s) for s in seeds], "stream": "holdout"}
-        cands = candidates(imgs, y, operator, dev, identity=True, methods=methods)
-        auto = "classical" if methods else "estimate"
+                  "seeds": [int(s) for s in seeds], "stream": "holdout", "rounds_run": not skip}
     else:
         fit, y_fit, val, record = split(operator, y, seeds, sel)
         start = first(y_fit, fit) if first is not None else None  # the CSGM method on the fit part
