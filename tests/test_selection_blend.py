@@ -107,7 +107,14 @@ def test_blends_are_scored_from_the_fit_part_and_built_from_the_refit(tiny_dcgan
                 torch.testing.assert_close(res.candidates[K + row, b], a * res.candidates[k1, b] + (1 - a) * res.candidates[k2, b])
     rows = torch.arange(2)
     choice = torch.tensor([names.index(c) for c in sel["choice"]])
-    assert choice.tolist() == S.choose(est, ok, se, 1.5).tolist()
+    base = S.choose(est[:K], ok[:K], se[:K], 1.5)  # the choice without the blends
+    assert sel["blend_against"] == "choice"
+    assert choice.tolist() == S.challenge(est, se, ok, base, K, 1.5).tolist()
+    for b in range(2):  # a blend is taken only where its margin against the choice it replaces clears it
+        if choice[b] >= K:
+            assert est[choice[b], b] + 1.5 * se[choice[b], b] < est[base[b], b]
+        else:
+            assert choice[b] == base[b]
     torch.testing.assert_close(res.image, S.paste_observed(res.candidates[choice, rows], y, op), rtol=0, atol=0)
 
 
@@ -127,7 +134,7 @@ def test_a_chosen_blend_of_the_csgm_candidate_refits_it_first(tiny_dcgan, monkey
 
     monkeypatch.setattr(S, "_refit_csgm", spy_refit)
     monkeypatch.setattr(S, "blend_pairs", csgm_and_ref)
-    monkeypatch.setattr(S, "choose", lambda est, eligible, se, z: torch.full((est.shape[1],), est.shape[0] - 2))
+    monkeypatch.setattr(S, "challenge", lambda est, se, eligible, base, K, z: torch.full((est.shape[1],), K))
     op = Inpainting.random(SHAPE, 0.4, torch.Generator().manual_seed(0))
     y = op(_rand((2, *SHAPE), 3))
     res = solve(y, op, tiny_dcgan, "ilo", _cfg((0.25, 0.5)), seeds=[4, 9])
@@ -163,7 +170,17 @@ def test_two_candidates_with_independent_errors_make_the_even_blend_the_choice()
     pairs, est2, se2, ok = S.with_blends(cands, val, y, units, est, se, None, errors, ref, alone, cfg, cfg.blend_pairs)
     assert pairs[0].T.tolist() == [[0, 2], [0, 2]] and ok is None and est2.shape == se2.shape == (6, 2)
     assert S.choose(est, None, se, cfg.z).tolist() in ([0, 0], [0, 2], [2, 0], [2, 2])  # without blends
-    assert S.choose(est2, None, se2, cfg.z).tolist() == [4, 4]  # K + 1: blend@0.5
+    assert S.choose(est2, None, se2, cfg.z).tolist() == [4, 4]  # K + 1: blend@0.5 (blend_against="reference")
+    base = S.choose(est, None, se, cfg.z)  # the default: the blend must beat the choice without blends
+    _, est3, se3, _ = S.with_blends(cands, val, y, units, est, se, None, errors, ref, alone, cfg, cfg.blend_pairs, base)
+    torch.testing.assert_close(est3, est2)
+    torch.testing.assert_close(se3[:3], se[:3])
+    torch.testing.assert_close(se3[3:], S.paired_se(torch.cat([errors, S.unit_errors(val, S.blend(cands, pairs, WEIGHTS), y, units)]), base)[3:])
+    pick = S.challenge(est3, se3, None, base, 3, cfg.z)  # a blend, closer to the truth than the choice without
+    assert bool((pick >= 3).all())
+    every = torch.cat([cands, S.blend(cands, pairs, WEIGHTS)])
+    mse = lambda k, b: float((every[k, b] - x[b]).pow(2).mean())
+    assert all(mse(int(pick[b]), b) < mse(int(base[b]), b) for b in range(2))
     true = torch.stack([(S.blend(cands, pairs, WEIGHTS)[i] - x).pow(2).flatten(1).mean(1) for i in range(3)])
     assert true.argmin(0).tolist() == [1, 1]  # the even blend is also the truth's best
 
@@ -173,7 +190,10 @@ def test_blend_config_validates():
         SelectionConfig(blend=(0.5, 1.0))
     with pytest.raises(ValueError, match="blend_pairs must be of"):
         SelectionConfig(blend=(0.5,), blend_pairs=("best",))
-    assert SelectionConfig().blend == ()  # off by default
+    with pytest.raises(ValueError, match="blend_against must be one of"):
+        SelectionConfig(blend_against="best")
+    cfg = SelectionConfig()
+    assert cfg.blend == WEIGHTS and cfg.blend_pairs == ("reference", "classical") and cfg.blend_against == "choice"
 
 
 def test_rescoring_without_the_blends_ignores_them():
@@ -227,3 +247,42 @@ def test_a_missing_second_candidate_makes_the_blend_the_first_itself():
     assert S.choose(est)[0] == 2
     with pytest.raises(ValueError, match="needs a classical method"):
         S.blend_pairs(score, score, alone, None, ["reference"])
+
+
+def test_a_blend_must_clear_its_margin_against_the_choice_it_would_replace():
+    """In range the CSGM candidate is near the truth and the classical reference far from it;
+    a blend leaning towards the reference has a smaller standard error against the reference
+    than CSGM's own candidate, so against the reference it wins on noise; against the choice
+    (CSGM's candidate) it must fit the held-out part better by the margin, and does not."""
+    g = torch.Generator().manual_seed(0)
+    x = _rand((2, *SHAPE), 1)
+    op = Inpainting.random(SHAPE, 0.5, torch.Generator().manual_seed(2))
+    y = op(x)
+    cfg = SelectionConfig(blend=WEIGHTS, blend_pairs=("reference",))
+    _, _, val, _ = S.split(op, y, [4, 9], cfg)
+    cands = torch.stack([x + 0.01 * torch.randn(x.shape, generator=g), x + 0.3 * torch.randn(x.shape, generator=g)])
+    alone, ref = torch.tensor([False, True]), torch.tensor([1, 1])
+    units = S.held_out_units(y)
+    errors = S.unit_errors(val, cands, y, units)
+    est = torch.stack([val.measurement_loss(c, y) for c in cands])
+    se = S.paired_se(errors, ref)
+    base = S.choose(est, None, se, cfg.z)
+    assert base.tolist() == [0, 0]
+    _, est2, se2, _ = S.with_blends(cands, val, y, units, est, se, None, errors, ref, alone, cfg, cfg.blend_pairs, base)
+    assert S.challenge(est2, se2, None, base, 2, cfg.z).tolist() == [0, 0]
+    for k in range(2, 5):  # every blend fits the held-out part worse than CSGM's candidate
+        assert bool((est2[k] > est2[0]).all())
+
+
+def test_rescoring_blends_scored_against_the_choice():
+    """A blend replaces the choice among the others only where its score (estimate plus z of
+    its standard errors against that choice) lies below the choice's estimate."""
+    psnr = lambda m: 10 * math.log10(1 / m)
+    sel = {"candidates": ["csgm", "biharmonic", "blend@0.5"], "blend_against": "choice",
+           "estimated_mse": [[1.0, 2.0, 0.9], [1.0, 2.0, 0.9]], "estimated_se": [[0.5, 0.0, 0.2], [0.5, 0.0, 0.01]],
+           "true_mse": [[0.01, 0.04, 0.02], [0.01, 0.04, 0.02]]}
+    # image 0: 0.9 + 1.5 * 0.2 = 1.2 > 1.0 keeps csgm; image 1: 0.9 + 0.015 < 1.0 takes the blend
+    assert rfe.rescored(sel, 1.5) == [psnr(0.01), psnr(0.02)]
+    assert rfe.rescored(sel, 1.5, ("blend",)) == [psnr(0.01), psnr(0.01)]
+    # against the reference, every candidate by its own score: image 0 takes the blend (1.2 < csgm's 1.75)
+    assert rfe.rescored({**sel, "blend_against": "reference"}, 1.5) == [psnr(0.02), psnr(0.02)]

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: thousands of tin
 def _cfg(z):
     base = ILOConfig(csgm=CSGMConfig(steps=6, restarts=2, lr=0.05), rounds=(RoundConfig(1, 6, 0.05, 5.0),))
     cfg = self_tuned(base, weights=(0.01, 0.1), steps=10)
-    return replace(cfg, selection=replace(cfg.selection, z=z))
+    return replace(cfg, selection=replace(cfg.selection, z=z, blend=()))  # the margin rule alone (blends: test_selection_blend.py)
 
 
 def _rand(shape, seed):

@@ -16,10 +16,11 @@ Resumable: tasks already in ``--json`` are skipped. The held-out cells store eac
 ``estimated_se`` and the ``reference`` beside ``estimated_mse`` / ``true_mse``, so
 ``--rescore JSON --margins 0,1,1.5`` prints the choice's PSNR under other margins
 (:attr:`~ilo.solvers.config.SelectionConfig.z`, :func:`rescore_table`) without running anything.
-``--blend 0.25,0.5,0.75`` (and ``--blend-pairs``) adds the convex blends of
-:attr:`~ilo.solvers.config.SelectionConfig.blend` to the self-tuned ILO's candidates (and to the
-oracle's); ``--rescore JSON --exclude blend`` recomputes the choice and the oracle without them
-(blends add candidates only, so this is the run without blends).
+The self-tuned ILO's candidates include the convex blends of
+:attr:`~ilo.solvers.config.SelectionConfig.blend` (the library's default; ``--blend 0.25,0.5``
+and ``--blend-pairs`` change them, ``--blend ""`` turns them off), and so does the oracle's;
+``--rescore JSON --exclude blend`` recomputes the choice and the oracle without them (blends
+add candidates only, so this is the run without blends).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
     selection = {"candidates": names, "choice": sel["choice"], "oracle": [names[int(k)] for k in oracle],
                  "estimated_mse": sel["estimated_mse"], "true_mse": true_mse.T.tolist(), "rule": sel["rule"],
                  "seconds": seconds}
-    selection.update({k: sel[k] for k in ("estimated_se", "reference", "eligible", "z", "units", "blend") if k in sel})
+    selection.update({k: sel[k] for k in ("estimated_se", "reference", "eligible", "z", "units", "blend", "blend_against") if k in sel})
     return {"per_image": per, "selection": selection}, {"observation": op.observation_image(y), **images}
 
 
@@ -171,13 +172,24 @@ def rescored(selection: dict, z: float, exclude: tuple[str, ...] = ()) -> list[f
     (:attr:`~ilo.solvers.config.SelectionConfig.z`), recomputed from a cell's stored
     ``estimated_mse``, ``estimated_se``, ``eligible`` and ``true_mse`` (one list per image),
     among the candidates not named with a prefix of ``exclude`` (e.g. ``("blend",)``: the
-    choice without the blends, which takes no other candidate's score into account)."""
+    choice without the blends, which takes no other candidate's score into account). Blends
+    scored against the choice (``blend_against == "choice"``) replace the choice among the
+    others only where their score lies below its estimate; their stored standard errors are
+    against the run's own choice, so that rescoring is exact at the run's ``z`` only."""
     out, kept = [], _kept(selection, exclude)
+    against = selection.get("blend_against") == "choice"
+    blends = [name.startswith("blend") for name in selection.get("candidates", [])] or [False] * len(kept)
     for b, (est, mse) in enumerate(zip(selection["estimated_mse"], selection["true_mse"])):
         se = selection["estimated_se"][b] if z else [0.0] * len(est)
         ok = selection["eligible"][b] if "eligible" in selection else [True] * len(est)
         score = [e + z * s if k and c and e == e and s == s else math.inf for e, s, k, c in zip(est, se, ok, kept)]
-        out.append(10 * math.log10(1 / max(mse[score.index(min(score))], 1e-12)))
+        if against and any(blends):
+            base = min(range(len(score)), key=lambda k: math.inf if blends[k] else score[k])
+            top = min(range(len(score)), key=lambda k: score[k] if blends[k] else math.inf)
+            k = top if score[top] < est[base] else base
+        else:
+            k = score.index(min(score))
+        out.append(10 * math.log10(1 / max(mse[k], 1e-12)))
     return out
 
 
@@ -255,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--exclude", default="",
                    help='comma-separated candidate name prefixes --rescore leaves out, e.g. "blend" (the choice without blends)')
     p.add_argument("--blend", default=None,
-                   help="comma-separated weights of the self-tuned ILO's convex blends, e.g. 0.25,0.5,0.75 (default: the config's)")
+                   help="comma-separated weights of the self-tuned ILO's convex blends, e.g. 0.25,0.5 (default: the config's; \"\" off)")
     p.add_argument("--blend-pairs", default=None, help="comma-separated pairs the blends mix (reference, classical, top)")
     a = p.parse_args(argv)
     if a.rescore is not None:

@@ -157,6 +157,8 @@ CSGM_STAGES = ("auto", "method", "own")
 REFERENCES = ("lowest", "first")
 #: :attr:`SelectionConfig.blend_pairs`: which two candidates a blend mixes
 BLEND_PAIRS = ("reference", "classical", "top")
+#: :attr:`SelectionConfig.blend_against`: what a blend's margin is measured against
+BLEND_AGAINST = ("choice", "reference")
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,9 @@ class SelectionConfig:
             classical candidates (``"estimate"`` otherwise).
         every_candidate: under the ``"measurement"`` rule, also compute the candidates the rule
             excludes (the other stages' deviations and residuals; otherwise NaN images, never
-            chosen): only for benchmarks that look for the best of all candidates (an oracle).
+            chosen), and under SURE's ``"classical"`` rule run ILO's rounds and estimate their
+            candidates (otherwise skipped): only for benchmarks that look for the best of all
+            candidates (an oracle).
         csgm: the CSGM stage. ``"method"``: the CSGM method's preset at ILO's whole budget and
             restarts (:func:`ilo.solvers.ilo.csgm_stage`) runs once, on the fit part (on all
             of ``y`` under SURE), and the rounds of both runs start from its solution, so the
@@ -218,15 +222,22 @@ class SelectionConfig:
         blend: weights ``a`` of convex blends added to the held-out choice's candidates (not
             SURE's): per image and pair of :attr:`blend_pairs`, ``a * first + (1 - a) * second``
             is scored on the held-out part like every candidate and built from the refit
-            candidates (:func:`ilo.solvers.selection.blend_pairs`); ``()`` (default): off.
-            ``(0.25, 0.5, 0.75)`` with the default pairs wins on the 15 tuning faces, but
-            breaks "never worse than CSGM in range" on small problems (docs/BENCHMARKS.md,
-            "Convex blends of candidates"), so it is an option.
+            candidates (:func:`ilo.solvers.selection.blend_pairs`); ``()``: off. The default,
+            ``(0.25, 0.5, 0.75)`` with the default pairs and :attr:`blend_against` ``"choice"``,
+            wins on the 15 tuning faces (every held-out cell as good or better, mean +0.11 dB;
+            docs/BENCHMARKS.md, "Blends against the choice they replace").
         blend_pairs: the pairs blended at every weight of :attr:`blend`: ``"reference"`` the
             eligible candidate with the lowest score other than the reference, and the
             reference; ``"classical"`` the two classical methods alone with the lowest estimates
             (the second, and the first); ``"top"`` the two eligible candidates with the lowest
             scores (the first, and the second).
+        blend_against: what a blend must beat by the margin ``z``: ``"choice"`` (default) the
+            choice among the other candidates (a blend replaces it only where its estimate plus
+            ``z`` standard errors of their paired difference lies below the choice's estimate);
+            ``"reference"`` the reference, like every other candidate (a blend leans towards
+            the reference, so its standard error is smaller and it is penalised less than the
+            candidate it blends: it took blends of the CSGM candidate over that candidate in
+            range).
     """
 
     holdout: float = 0.15
@@ -239,8 +250,9 @@ class SelectionConfig:
     csgm_refit: float = 0.5
     z: float = 1.5
     reference: str = "lowest"
-    blend: tuple[float, ...] = ()
+    blend: tuple[float, ...] = (0.25, 0.5, 0.75)
     blend_pairs: tuple[str, ...] = ("reference", "classical")
+    blend_against: str = "choice"
 
     def __post_init__(self) -> None:
         if (not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1 or not 0 <= self.csgm_refit <= 1
@@ -255,6 +267,8 @@ class SelectionConfig:
             raise ValueError(f"blend weights must lie in (0, 1) and blend_pairs be nonempty, got {self.blend}")
         if any(p not in BLEND_PAIRS for p in self.blend_pairs):
             raise ValueError(f"blend_pairs must be of {', '.join(BLEND_PAIRS)}, got {self.blend_pairs}")
+        if self.blend_against not in BLEND_AGAINST:
+            raise ValueError(f"blend_against must be one of {', '.join(BLEND_AGAINST)}, got {self.blend_against!r}")
         if self.csgm not in CSGM_STAGES:
             raise ValueError(f"csgm must be one of {', '.join(CSGM_STAGES)}, got {self.csgm!r}")
 

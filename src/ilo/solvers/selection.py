@@ -32,21 +32,27 @@ or the observation, under SURE). The choice per image:
   held-out units (:func:`held_out_units`: pixels, measurements, or whole patches next to a
   box, whose pixels are correlated; :func:`paired_se`), and the lowest score is chosen (:func:`choose`); the record holds the
   ``reference``, ``estimated_se`` per candidate, ``units`` and ``z``. With
-  ``SelectionConfig.blend`` (weights ``a``, e.g. 1/4, 1/2, 3/4; off by default) the choice
+  ``SelectionConfig.blend`` (weights ``a``, by default 1/4, 1/2, 3/4) the choice
   also runs over convex blends ``a * first + (1 - a) * second`` of two candidates per image
   (``SelectionConfig.blend_pairs``; by default the best-scoring candidate other than the
   reference with the reference, and the two classical methods alone with the lowest
   estimates; :func:`blend_pairs`): each is scored on the held-out part like
   the others from the fit part's candidates (:func:`with_blends`) and built from the refit
   candidates (named ``"blend@<a>"``, ``"blend-<pair>@<a>"``; the record's ``blend`` says per
-  image what each was made of). A chosen blend of the CSGM candidate refits that candidate
-  first (:func:`made_of`).
+  image what each was made of). A blend replaces the choice among the other candidates only
+  where its estimate plus ``z`` standard errors of their paired difference lies below that
+  choice's estimate (:func:`challenge`; ``SelectionConfig.blend_against``). A chosen blend of
+  the CSGM candidate refits that candidate first (:func:`made_of`).
 * **SURE** (denoising with known sigma; Ramani, Blu & Unser 2008): the Monte-Carlo estimate
   of each candidate's MSE (:func:`~ilo.solvers.risk.sure`), the stage images held fixed (their
   own dependence on the noise is not differentiated, which makes their estimates optimistic).
   The observation scores exactly ``sigma²``, so the choice never has a higher estimated risk
   than the input. The CSGM stage (run on ``y``) is held fixed too, with the divergence of a fit
-  of its latent dimension added (:func:`csgm_sure_correction`).
+  of its latent dimension added (:func:`csgm_sure_correction`). Under the default stage rule
+  (``"classical"``: the CSGM stage's own solution, the classical methods alone and the
+  observation) with the CSGM method as the stage, ILO's rounds are not run and only those
+  candidates are built and estimated (the same choice, bit for bit; ``rounds_run`` in the
+  record; ``SelectionConfig.every_candidate`` computes them all).
 
 For noiseless inpainting every candidate keeps the observed pixels (:func:`keep_observed`).
 """
@@ -543,24 +549,46 @@ def csgm_sure_correction(sigma: float, dof: int, n: int) -> float:
 def with_blends(cands_fit: torch.Tensor, val: Operator, y: torch.Tensor, units: torch.Tensor | None,
                 est: torch.Tensor, se: torch.Tensor | None, eligible: torch.Tensor | None,
                 errors: torch.Tensor | None, ref: torch.Tensor | None, alone: torch.Tensor, config: SelectionConfig,
-                kinds: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+                kinds: Sequence[str], against: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The held-out choice's candidates with their convex blends (``config.blend`` weights,
     pairs ``kinds``, :func:`usable_pairs` of ``config.blend_pairs``): ``(pairs [P, 2, B], est,
     se, eligible)``, the last three with the ``P * A`` blends' rows appended (:func:`blend_names`
     order). The pairs come from the scores :func:`choose` uses (``est + z * se``); each blend of
     the fit part's candidates
     ``cands_fit [K, B, ...]`` is scored like them: its held-out estimate on ``val`` and, where
-    there is a reference ``ref [B]`` and per-unit errors ``errors [K, B, U]`` (:func:`unit_errors`
-    over ``units``), the standard error of its paired difference to the reference. A blend is
+    there are per-unit errors ``errors [K, B, U]`` (:func:`unit_errors` over ``units``), the
+    standard error of its paired difference to ``against [B]`` (the choice among the other
+    candidates, :func:`challenge`) or, None, to the reference ``ref [B]``. A blend is
     eligible (its two candidates are). ``alone [K]`` bool: the classical methods alone."""
     pairs = blend_pairs(scores(est, eligible, se, config.z), est, alone, ref, kinds)
     fit_blends = blend(cands_fit, pairs, config.blend)  # [P * A, B, ...]
     est = torch.cat([est, torch.stack([val.measurement_loss(c, y) for c in fit_blends])])
-    if errors is not None and ref is not None and units is not None:
-        se = paired_se(torch.cat([errors, unit_errors(val, fit_blends, y, units)]), ref)
+    base = against if against is not None else ref
+    if errors is not None and base is not None and units is not None and se is not None:
+        se_b = paired_se(torch.cat([errors, unit_errors(val, fit_blends, y, units)]), base)[len(errors):]
+        se = torch.cat([se, se_b])
     if eligible is not None:
         eligible = torch.cat([eligible, eligible.new_ones(len(fit_blends), y.shape[0])])
     return pairs, est, se, eligible
+
+
+def challenge(est: torch.Tensor, se: torch.Tensor | None, eligible: torch.Tensor | None, base: torch.Tensor,
+              K: int, z: float) -> torch.Tensor:
+    """The choice ``base [B]`` among the first ``K`` candidates unless a blend (rows ``K`` on of
+    ``est``, ``se``, ``eligible [K + P * A, B]``) scores below ``base``'s estimate: the blend
+    with the lowest estimate plus ``z`` standard errors of its paired difference to ``base``
+    (:func:`with_blends` with ``against=base``). ``[B]``.
+
+    >>> est = torch.tensor([[1.0, 1.0], [0.9, 0.8]]); se = torch.tensor([[0.0, 0.0], [0.2, 0.1]])
+    >>> challenge(est, se, None, torch.tensor([0, 0]), 1, 1.0).tolist()
+    [0, 1]
+    """
+    rows = torch.arange(est.shape[1], device=est.device)
+    s = scores(est[K:], None if eligible is None else eligible[K:], None if se is None else se[K:], z)
+    best = s.argmin(0)
+    take = s[best, rows] < est[base, rows]
+    return torch.where(take, K + best, base)
 
 
 def made_of(choice: torch.Tensor, k: int, pairs: torch.Tensor, K: int, weights: int) -> torch.Tensor:
@@ -715,9 +743,12 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
             record["stage"] = [stages[int(k)][0] for k in best]
     pairs = None  # [P, 2, B]: the candidates of every blend
     kinds = usable_pairs(sel.blend_pairs, len(methods))
+    base = choose(est, eligible, se, sel.z)  # the choice among the candidates other than the blends
     if sel.blend and kinds and not isinstance(operator, Denoising):
         K = len(names)
-        pairs, est, se, eligible = with_blends(cands_fit, val, y, units, est, se, eligible, errors, ref, alone, sel, kinds)
+        against = base if sel.blend_against == "choice" else None
+        pairs, est, se, eligible = with_blends(cands_fit, val, y, units, est, se, eligible, errors, ref, alone, sel,
+                                               kinds, against)
         names = names + blend_names(kinds, sel.blend)
         of = [[[names[k] for k in pair] for pair in img] for img in pairs.permute(2, 0, 1).tolist()]
         record["blend"] = [[{"of": pair, "weights": [a, 1 - a]} for pair in img for a in sel.blend] for img in of]
@@ -725,7 +756,11 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
             record["estimated_se"] = se.T.tolist()
     if eligible is not None:
         record["eligible"] = eligible.T.tolist()
-    choice = choose(est, eligible, se, sel.z)
+    choice = base
+    if pairs is not None:
+        choice = (challenge(est, se, eligible, base, K, sel.z) if sel.blend_against == "choice"
+                  else choose(est, eligible, se, sel.z))
+        record["blend_against"] = sel.blend_against
     if start is not None and first is not None and not isinstance(operator, Denoising):
         redo = choice == 0 if pairs is None else made_of(choice, 0, pairs, K, len(sel.blend))
         record["csgm_refit"] = _refit_csgm(cands, redo, y, operator, start, first, sel.csgm_refit)
@@ -747,5 +782,5 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
 
 __all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "candidate_stages",
            "classical_methods", "residual_candidates", "split", "held_out_units", "unit_errors", "paired_se", "choose",
-           "scores", "blend_pairs", "blend_names", "blend", "usable_pairs", "with_blends", "made_of", "copy_rows",
+           "scores", "challenge", "blend_pairs", "blend_names", "blend", "usable_pairs", "with_blends", "made_of", "copy_rows",
            "fit_and_refit", "self_tune", "csgm_sure_correction"]
