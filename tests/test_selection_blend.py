@@ -149,16 +149,22 @@ def test_a_chosen_blend_of_the_csgm_candidate_refits_it_first(tiny_dcgan, monkey
     torch.testing.assert_close(res.image, S.paste_observed(res.candidates[K], y, op), rtol=0, atol=0)
 
 
-def test_two_candidates_with_independent_errors_make_the_even_blend_the_choice():
-    """Constructed: a generative candidate and the classical reference, each the truth plus
-    independent noise of the same size; their even blend halves the error, the held-out part
-    sees it, and the rule (with the margin) takes it over both."""
-    g = torch.Generator().manual_seed(0)
+
+def _constructed():
+    """A 2-image noiseless inpainting problem for hand-made candidates: ``(generator for their
+    noise, truth, observation, config with the reference pair's blends, validation part)``."""
     x = _rand((2, *SHAPE), 1)
     op = Inpainting.random(SHAPE, 0.5, torch.Generator().manual_seed(2))
     y = op(x)
     cfg = SelectionConfig(blend=WEIGHTS, blend_pairs=("reference",))
     _, _, val, _ = S.split(op, y, [4, 9], cfg)
+    return torch.Generator().manual_seed(0), x, y, cfg, val
+
+def test_two_candidates_with_independent_errors_make_the_even_blend_the_choice():
+    """Constructed: a generative candidate and the classical reference, each the truth plus
+    independent noise of the same size; their even blend halves the error, the held-out part
+    sees it, and the rule (with the margin) takes it over both."""
+    g, x, y, cfg, val = _constructed()
     noise = lambda s: s * torch.randn(x.shape, generator=g)
     cands = torch.stack([x + noise(0.1), x + noise(0.3), x + noise(0.1)])  # [gen, a worse one, classical (ref)]
     alone = torch.tensor([False, False, True])
@@ -254,12 +260,7 @@ def test_a_blend_must_clear_its_margin_against_the_choice_it_would_replace():
     a blend leaning towards the reference has a smaller standard error against the reference
     than CSGM's own candidate, so against the reference it wins on noise; against the choice
     (CSGM's candidate) it must fit the held-out part better by the margin, and does not."""
-    g = torch.Generator().manual_seed(0)
-    x = _rand((2, *SHAPE), 1)
-    op = Inpainting.random(SHAPE, 0.5, torch.Generator().manual_seed(2))
-    y = op(x)
-    cfg = SelectionConfig(blend=WEIGHTS, blend_pairs=("reference",))
-    _, _, val, _ = S.split(op, y, [4, 9], cfg)
+    g, x, y, cfg, val = _constructed()
     cands = torch.stack([x + 0.01 * torch.randn(x.shape, generator=g), x + 0.3 * torch.randn(x.shape, generator=g)])
     alone, ref = torch.tensor([False, True]), torch.tensor([1, 1])
     units = S.held_out_units(y)
