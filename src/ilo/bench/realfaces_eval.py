@@ -176,21 +176,20 @@ def rescored(selection: dict, z: float, exclude: tuple[str, ...] = ()) -> list[f
     scored against the choice (``blend_against == "choice"``) replace the choice among the
     others only where their score lies below its estimate; their stored standard errors are
     against the run's own choice, so that rescoring is exact at the run's ``z`` only."""
-    out, kept = [], _kept(selection, exclude)
-    against = selection.get("blend_against") == "choice"
-    blends = [name.startswith("blend") for name in selection.get("candidates", [])] or [False] * len(kept)
-    for b, (est, mse) in enumerate(zip(selection["estimated_mse"], selection["true_mse"])):
-        se = selection["estimated_se"][b] if z else [0.0] * len(est)
-        ok = selection["eligible"][b] if "eligible" in selection else [True] * len(est)
-        score = [e + z * s if k and c and e == e and s == s else math.inf for e, s, k, c in zip(est, se, ok, kept)]
-        if against and any(blends):
-            base = min(range(len(score)), key=lambda k: math.inf if blends[k] else score[k])
-            top = min(range(len(score)), key=lambda k: score[k] if blends[k] else math.inf)
-            k = top if score[top] < est[base] else base
-        else:
-            k = score.index(min(score))
-        out.append(10 * math.log10(1 / max(mse[k], 1e-12)))
-    return out
+    from ..solvers.selection import challenge, choose
+
+    est = torch.tensor(selection["estimated_mse"], dtype=torch.float64).T  # [K, B]
+    se = torch.tensor(selection["estimated_se"], dtype=torch.float64).T if z else None
+    ok = (torch.tensor(selection["eligible"]).T if "eligible" in selection else torch.ones_like(est, dtype=torch.bool))
+    ok = ok & torch.tensor(_kept(selection, exclude))[:, None]
+    blends = torch.tensor([name.startswith("blend") for name in selection.get("candidates", [])] or [False] * len(est))
+    if selection.get("blend_against") == "choice" and bool(blends.any()):
+        K = int((~blends).sum())  # the blends are the last rows
+        base = choose(est[:K], ok[:K], None if se is None else se[:K], z)
+        choice = challenge(est, se, ok, base, K, z)
+    else:
+        choice = choose(est, ok, se, z)
+    return [10 * math.log10(1 / max(mse[int(k)], 1e-12)) for mse, k in zip(selection["true_mse"], choice)]
 
 
 def oracle_psnr(selection: dict, exclude: tuple[str, ...] = ()) -> list[float]:

@@ -147,7 +147,8 @@ def self_tuned_budget(cfg: ILOConfig, share: float = SELF_TUNED_ROUNDS) -> ILOCo
 #: "own"``: super-resolution) runs its rounds without the perceptual term (ILO's CSGM stage keeps
 #: it) and that stage with this share of the restarts: at x4 on the tuning faces the self-tuned
 #: output was the same on the 8 real faces and the same or better on the 4 generated ones, at half
-#: the CPU (docs/PERFORMANCE.md, section 10)
+#: the CPU (docs/PERFORMANCE.md, section 10); on held-out generated faces it fell below CSGM on one
+#: face at x4 (docs/BENCHMARKS.md, "Blends against the choice they replace")
 SELF_TUNED_OWN_RESTARTS = 0.5
 #: the families those measurements were made on
 SELF_TUNED_OWN_FAMILIES = ("dcgan",)

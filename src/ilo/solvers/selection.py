@@ -566,8 +566,9 @@ def with_blends(cands_fit: torch.Tensor, val: Operator, y: torch.Tensor, units: 
     est = torch.cat([est, torch.stack([val.measurement_loss(c, y) for c in fit_blends])])
     base = against if against is not None else ref
     if errors is not None and base is not None and units is not None and se is not None:
-        se_b = paired_se(torch.cat([errors, unit_errors(val, fit_blends, y, units)]), base)[len(errors):]
-        se = torch.cat([se, se_b])
+        rows = torch.arange(y.shape[0], device=y.device)
+        paired = torch.cat([errors[base, rows][None], unit_errors(val, fit_blends, y, units)])  # base's errors, then the blends'
+        se = torch.cat([se, paired_se(paired, torch.zeros_like(base))[1:]])
     if eligible is not None:
         eligible = torch.cat([eligible, eligible.new_ones(len(fit_blends), y.shape[0])])
     return pairs, est, se, eligible
@@ -726,7 +727,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
             units = held_out_units(y, patch)
             errors = unit_errors(val, cands_fit, y, units)  # [K, B, U]
             se = paired_se(errors, ref)  # [K, B]
-            record.update(reference=[names[int(k)] for k in ref], estimated_se=se.T.tolist(),
+            record.update(reference=[names[int(k)] for k in ref],
                           units=f"{patch}x{patch} patches" if patch else "pixels" if y.ndim == 4 else "measurements")
         record["z"] = sel.z
         cands = candidates(torch.stack([s[1] for s in stages]), y, operator, dev, methods=methods, only=only)
@@ -752,8 +753,8 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         names = names + blend_names(kinds, sel.blend)
         of = [[[names[k] for k in pair] for pair in img] for img in pairs.permute(2, 0, 1).tolist()]
         record["blend"] = [[{"of": pair, "weights": [a, 1 - a]} for pair in img for a in sel.blend] for img in of]
-        if se is not None:
-            record["estimated_se"] = se.T.tolist()
+    if se is not None:
+        record["estimated_se"] = se.T.tolist()
     if eligible is not None:
         record["eligible"] = eligible.T.tolist()
     choice = base
