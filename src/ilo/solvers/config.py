@@ -176,6 +176,11 @@ class SelectionConfig:
         patch: side of the held-out patches next to a box-shaped hole (half of the patches
             in the band of this width around the hole are held out; 8 rather than 4 or 6 picks
             better for a 21-pixel box on the tuning faces, with ``z`` 0 and 1.5, docs/BENCHMARKS.md).
+        ring: the held-out part next to a box-shaped hole: ``0`` half of the patches of
+            :attr:`patch` (above); ``w > 0`` every observed pixel within ``w`` pixels of the hole
+            (:func:`ilo.solvers.selection.ring`), so the fit part has a hole enlarged by ``w`` on
+            every side; the standard error's units are then the ``patch x patch`` blocks the ring
+            meets.
         probes: Monte-Carlo probes of SURE (denoising with known sigma).
         classical: the classical methods of the candidates (:func:`ilo.solvers.classical.on_residual`:
             ``stage + C(y - A(stage))`` for every stage, and ``C(y)``); None = those of
@@ -242,6 +247,7 @@ class SelectionConfig:
 
     holdout: float = 0.15
     patch: int = 8
+    ring: int = 0
     probes: int = 1
     classical: tuple[str, ...] | None = None
     stage: str = "auto"
@@ -255,9 +261,9 @@ class SelectionConfig:
     blend_against: str = "choice"
 
     def __post_init__(self) -> None:
-        if (not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1 or not 0 <= self.csgm_refit <= 1
+        if (not 0 < self.holdout < 1 or self.patch < 1 or self.ring < 0 or self.probes < 1 or not 0 <= self.csgm_refit <= 1
                 or not self.z >= 0):
-            raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, "
+            raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, ring={self.ring}, "
                              f"probes={self.probes}, csgm_refit={self.csgm_refit}, z={self.z}")
         if self.stage not in STAGE_RULES:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")

@@ -300,7 +300,9 @@ def split(operator: Operator, y: torch.Tensor, seeds: Sequence[int], config: Sel
     B = y.shape[0]
     if isinstance(operator, Inpainting):
         mask = operator.mask.expand(B, -1, -1, -1)
-        if operator.config()["mask"].get("kind") == "box":
+        if operator.config()["mask"].get("kind") == "box" and config.ring:
+            held, kind = ring(mask, config.ring), "patches of the ring around the hole"
+        elif operator.config()["mask"].get("kind") == "box":
             held, kind = _band_patches(mask, config.patch, gens), "patches next to the hole"
         else:
             u = torch.stack([torch.rand(mask.shape[1:], generator=g) for g in gens]).to(mask)
@@ -331,6 +333,19 @@ def _band_patches(mask: torch.Tensor, p: int, gens: Sequence[torch.Generator]) -
     pick = torch.stack([torch.rand(blocks.shape[1:], generator=g) for g in gens]).to(mask) < 0.5
     up = (blocks * pick).repeat_interleave(p, -2).repeat_interleave(p, -1)[..., :H, :W]
     return (up > 0).to(mask) * band
+
+
+def ring(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """Every observed pixel within ``width`` pixels (horizontally, vertically or diagonally) of
+    a missing one: ``[B, 1, H, W]`` for a mask ``[B, 1, H, W]``. Held out whole, it enlarges a
+    box-shaped hole by ``width`` on every side, so the candidates fitted on the rest must fill
+    a bigger box and are scored where filling is as hard as in the hole.
+
+    >>> m = torch.ones(1, 1, 5, 5); m[..., 2, 2] = 0
+    >>> ring(m, 1)[0, 0].tolist()[1:4]
+    [[0.0, 1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0, 0.0]]
+    """
+    return F.max_pool2d(1 - mask, 2 * width + 1, stride=1, padding=width) * mask
 
 
 def held_out_units(y: torch.Tensor, patch: int | None = None) -> torch.Tensor:
@@ -782,6 +797,6 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
 
 
 __all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "candidate_stages",
-           "classical_methods", "residual_candidates", "split", "held_out_units", "unit_errors", "paired_se", "choose",
+           "classical_methods", "residual_candidates", "split", "ring", "held_out_units", "unit_errors", "paired_se", "choose",
            "scores", "challenge", "blend_pairs", "blend_names", "blend", "usable_pairs", "with_blends", "made_of", "copy_rows",
            "fit_and_refit", "self_tune", "csgm_sure_correction"]

@@ -1,0 +1,98 @@
+"""The held-out part next to a box-shaped hole (SelectionConfig.ring): the whole ring around the
+hole, its units, a constructed image where it judges the hole better than half the band's
+patches, and reproducibility."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ilo.operators import Inpainting
+from ilo.solvers import CSGMConfig, ILOConfig, RoundConfig, solve
+from ilo.solvers.classical import classical
+from ilo.solvers.config import SelectionConfig, self_tuned
+from ilo.solvers.selection import held_out_units, split, unit_errors
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: thousands of tiny ops run faster on one thread
+
+SHAPE = (3, 16, 16)
+
+
+def _rand(shape, seed):
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_the_ring_holds_out_exactly_the_observed_pixels_within_its_width_of_the_hole(width):
+    op = Inpainting.box(SHAPE, 5, 6, 11, 10)  # columns [5, 11), rows [6, 10)
+    y = op(_rand((2, *SHAPE), 0))
+    fit, y_fit, val, rec = split(op, y, [0, 1], SelectionConfig(ring=width, patch=2))
+    rows, cols = torch.arange(16)[:, None], torch.arange(16)[None, :]
+    near = (rows >= 6 - width) & (rows < 10 + width) & (cols >= 5 - width) & (cols < 11 + width)
+    expect = (near & op.mask[0, 0].bool()).float()
+    for i in range(2):
+        assert torch.equal(val.mask[i, 0], expect)
+    assert torch.equal(fit.mask + val.mask, op.mask.expand(2, -1, -1, -1))  # a partition of the observed pixels
+    assert torch.equal(y_fit, y * fit.mask)
+    assert rec["kind"].startswith("patches") and rec["held_out"] == [float(expect.sum())] * 2
+
+
+def test_the_rings_units_are_the_patches_it_meets():
+    op = Inpainting.box(SHAPE, 6, 6, 10, 10)
+    y = op(_rand((1, *SHAPE), 0))
+    _, _, val, _ = split(op, y, [0], SelectionConfig(ring=2, patch=4))
+    units = held_out_units(y, 4)
+    u = unit_errors(val, _rand((2, 1, *SHAPE), 1), y, units)  # [K, B, U]
+    # the ring spans rows and columns [4, 12): the 4 x 4 grid's blocks (1, 1) ... (2, 2), not the rest
+    met = [1 * 4 + 1, 1 * 4 + 2, 2 * 4 + 1, 2 * 4 + 2]
+    assert (~u[0, 0].isnan()).nonzero().flatten().tolist() == met
+
+
+def test_ring_validates():
+    with pytest.raises(ValueError, match="ring=-1"):
+        SelectionConfig(ring=-1)
+
+
+def test_a_bar_across_the_hole_the_ring_judges_right_and_half_the_band_does_not():
+    """A vertical bar, 5 pixels wide, crosses a 10-pixel box: biharmonic inpainting joins its
+    two ends, TV inpainting cuts it (a cut is the shorter edge), 5x worse in the hole. Small
+    held-out patches in the band are gaps TV closes, so the band judges TV better; the ring
+    leaves gaps as long as the hole's, and judges as the hole does."""
+    n = 32
+    cols = torch.arange(n)[None, :].expand(n, n)
+    x = torch.where((cols - 16).abs() < 3, 0.5, -0.5).expand(1, 3, n, n).contiguous()
+    op = Inpainting.box((3, n, n), 11, 11, 21, 21)
+    y = op(x)
+    methods = ("biharmonic", "tv-inpaint")
+    true = {m: float(((classical(y, op, m).image - x) ** 2).mean()) for m in methods}
+    assert true["biharmonic"] < true["tv-inpaint"] / 3
+
+    def judged(cfg):
+        fit, y_fit, val, _ = split(op, y, [0], cfg)
+        est = {m: float(val.measurement_loss(classical(y_fit, fit, m).image, y)) for m in methods}
+        return min(est, key=est.get)
+
+    assert judged(SelectionConfig(patch=4)) == "tv-inpaint"
+    assert judged(SelectionConfig(patch=4, ring=4)) == "biharmonic"
+
+
+def _cfg(**selection):
+    base = ILOConfig(csgm=CSGMConfig(steps=6, restarts=2, lr=0.05), rounds=(RoundConfig(1, 6, 0.05, 5.0),))
+    cfg = self_tuned(base, weights=(0.01, 0.1), steps=10)
+    return replace(cfg, selection=replace(cfg.selection, **selection))
+
+
+def test_self_tuning_with_the_ring_is_reproducible_and_records_its_units(tiny_dcgan):
+    op = Inpainting.box(SHAPE, 5, 5, 11, 11)
+    y = op(_rand((2, *SHAPE), 3))
+    cfg = _cfg(ring=2, patch=2)
+    a = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=[4, 9])
+    b = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=[4, 9])
+    assert a.selection["units"] == "2x2 patches" and a.selection["stage_rule"] == "estimate"
+    assert a.selection["choice"] == b.selection["choice"]
+    torch.testing.assert_close(a.image, b.image, rtol=0, atol=0)
+    torch.testing.assert_close(torch.tensor(a.selection["estimated_mse"]), torch.tensor(b.selection["estimated_mse"]),
+                               rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(a.image * op.mask, y)  # noiseless: the observed pixels kept
+    band = solve(y, op, tiny_dcgan, "ilo", _cfg(ring=0, patch=2), seeds=[4, 9]).selection
+    assert band["held_out"] != a.selection["held_out"]  # the ring is another held-out part
