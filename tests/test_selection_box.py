@@ -48,9 +48,11 @@ def test_the_rings_units_are_the_patches_it_meets():
     assert (~u[0, 0].isnan()).nonzero().flatten().tolist() == met
 
 
-def test_ring_validates():
+def test_ring_and_box_margin_validate():
     with pytest.raises(ValueError, match="ring=-1"):
         SelectionConfig(ring=-1)
+    with pytest.raises(ValueError, match="box_z=-1"):
+        SelectionConfig(box_z=-1.0)
 
 
 def test_a_bar_across_the_hole_the_ring_judges_right_and_half_the_band_does_not():
@@ -96,3 +98,35 @@ def test_self_tuning_with_the_ring_is_reproducible_and_records_its_units(tiny_dc
     assert torch.equal(a.image * op.mask, y)  # noiseless: the observed pixels kept
     band = solve(y, op, tiny_dcgan, "ilo", _cfg(ring=0, patch=2), seeds=[4, 9]).selection
     assert band["held_out"] != a.selection["held_out"]  # the ring is another held-out part
+
+
+def test_next_to_a_box_the_mean_is_the_reference_and_is_built_from_the_refit(tiny_dcgan):
+    """``reference="auto"`` next to a box: the candidate ``"mean"`` (the equal mean of the
+    classical methods alone and ILO's own output, :func:`mean_candidate`) is the margin's
+    reference; with a huge margin next to the box (``box_z``; ``z`` is 0) nothing but it (or a
+    candidate equal to it on every held-out unit) is chosen."""
+    op = Inpainting.box(SHAPE, 5, 5, 11, 11)
+    y = op(_rand((2, *SHAPE), 3))
+    res = solve(y, op, tiny_dcgan, "ilo", _cfg(reference="auto", patch=2, z=0.0, box_z=1e6, blend=()), seeds=[4, 9])
+    sel, names = res.selection, res.selection["candidates"]
+    assert sel["reference"] == ["mean", "mean"] and names[-1] == "mean" and sel["z"] == 1e6  # the box's margin
+    k = names.index("mean")
+    for b in range(2):
+        of = sel["mean_of"][b]
+        assert of[:-1] == sel["classical"] and of[-1] == sel["ilo_choice"][b]
+        parts = torch.stack([res.candidates[names.index(n)][b] for n in of])
+        torch.testing.assert_close(res.candidates[k][b], parts.mean(0))
+    se = torch.tensor(sel["estimated_se"]).T
+    assert bool((se[k] == 0).all())
+    assert all(c == "mean" or se[names.index(c), b] == 0 for b, c in enumerate(sel["choice"]))
+    assert torch.equal(res.image * op.mask, y)
+
+
+def test_away_from_a_box_the_reference_and_margin_are_the_usual_ones(tiny_dcgan):
+    op = Inpainting.random(SHAPE, 0.5, torch.Generator().manual_seed(0))
+    y = op(_rand((2, *SHAPE), 3))
+    auto = solve(y, op, tiny_dcgan, "ilo", _cfg(reference="auto", box_z=1e6), seeds=[4, 9])  # box_z: box only
+    lowest = solve(y, op, tiny_dcgan, "ilo", _cfg(reference="lowest"), seeds=[4, 9])
+    assert "mean" not in auto.selection["candidates"] and "mean_of" not in auto.selection
+    assert auto.selection["choice"] == lowest.selection["choice"]
+    torch.testing.assert_close(auto.image, lowest.image, rtol=0, atol=0)

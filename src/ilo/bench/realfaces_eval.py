@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--patch", type=int, default=None, help="side of the held-out patches next to a box (default: the config's)")
     p.add_argument("--ring", type=int, default=None,
                    help="hold out the whole ring of this width around a box (default: the config's; 0: half the band's patches)")
-    p.add_argument("--reference", default=None, choices=("lowest", "first"),
+    p.add_argument("--box-z", type=float, default=None, help="the margin next to a box (default: the config's)")
+    p.add_argument("--reference", default=None, choices=("auto", "lowest", "first", "mean"),
                    help="the margin's reference among the classical methods alone (default: the config's)")
     p.add_argument("--rescore", type=Path, default=None,
                    help="print the self-tuned choice's PSNR under each of --margins from this JSON, run nothing")
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.manual_seed(0)
         blends = {"blend": tuple(float(v) for v in a.blend.split(",") if v) if a.blend is not None else None,
                   "blend_pairs": tuple(a.blend_pairs.split(",")) if a.blend_pairs is not None else None}
-        extra = {k: v for k, v in (("patch", a.patch), ("ring", a.ring), ("reference", a.reference), *blends.items()) if v is not None}
+        extra = {k: v for k, v in (("patch", a.patch), ("ring", a.ring), ("box_z", a.box_z), ("reference", a.reference), *blends.items()) if v is not None}
         results[key], images = run_spec(G, x, name, level, a.steps, a.restarts, **extra)
         results[key]["seconds"] = time.time() - t
         if a.grids is not None:

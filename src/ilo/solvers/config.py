@@ -154,7 +154,7 @@ STAGE_RULES = ("auto", "estimate", "measurement", "classical")
 #: where self-tuning's CSGM stage comes from (:class:`SelectionConfig`)
 CSGM_STAGES = ("auto", "method", "own")
 #: :attr:`SelectionConfig.reference`: the margin's reference among the classical methods alone
-REFERENCES = ("lowest", "first")
+REFERENCES = ("lowest", "first", "mean", "auto")
 #: :attr:`SelectionConfig.blend_pairs`: which two candidates a blend mixes
 BLEND_PAIRS = ("reference", "classical", "top")
 #: :attr:`SelectionConfig.blend_against`: what a blend's margin is measured against
@@ -220,6 +220,7 @@ class SelectionConfig:
             next to a box, :func:`ilo.solvers.selection.paired_se`), so a candidate beats the
             reference only by more than the estimate's noise. ``0``: the lowest estimate.
             SURE (denoising) ignores it.
+        box_z: the margin next to a box-shaped hole; None: :attr:`z`.
         reference: which classical method alone is the reference of the margin: ``"lowest"``
             the one with the lowest held-out estimate, ``"first"`` the first of the classical
             methods (the task's default, e.g. biharmonic inpainting), so another classical
@@ -255,6 +256,7 @@ class SelectionConfig:
     csgm: str = "auto"
     csgm_refit: float = 0.5
     z: float = 1.5
+    box_z: float | None = None
     reference: str = "lowest"
     blend: tuple[float, ...] = (0.25, 0.5, 0.75)
     blend_pairs: tuple[str, ...] = ("reference", "classical")
@@ -262,9 +264,10 @@ class SelectionConfig:
 
     def __post_init__(self) -> None:
         if (not 0 < self.holdout < 1 or self.patch < 1 or self.ring < 0 or self.probes < 1 or not 0 <= self.csgm_refit <= 1
-                or not self.z >= 0):
+                or not self.z >= 0 or not (self.box_z is None or self.box_z >= 0)):
             raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, ring={self.ring}, "
-                             f"probes={self.probes}, csgm_refit={self.csgm_refit}, z={self.z}")
+                             f"probes={self.probes}, csgm_refit={self.csgm_refit}, z={self.z}, "
+                             f"box_z={self.box_z}")
         if self.stage not in STAGE_RULES:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
         if self.reference not in REFERENCES:

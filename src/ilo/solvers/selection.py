@@ -348,6 +348,21 @@ def ring(mask: torch.Tensor, width: int) -> torch.Tensor:
     return F.max_pool2d(1 - mask, 2 * width + 1, stride=1, padding=width) * mask
 
 
+def mean_candidate(cands: torch.Tensor, alone: torch.Tensor, stage: torch.Tensor) -> torch.Tensor:
+    """The equal mean of the classical methods alone and one stage's image per image:
+    ``[1, B, ...]`` from ``cands [K, B, ...]`` (the stages' images first, :func:`candidate_names`),
+    ``alone [K]`` bool (the classical methods alone) and ``stage [B]`` (e.g. ILO's own output,
+    the best-fitting stage). Next to a box-shaped hole the methods' errors in the hole are far
+    apart and partly independent, so their mean is often better than the best of them.
+
+    >>> c = torch.tensor([[1.0], [3.0], [5.0], [7.0]]).view(4, 1, 1)  # two stages, two methods alone
+    >>> mean_candidate(c, torch.tensor([False, False, True, True]), torch.tensor([1])).flatten().tolist()
+    [5.0]
+    """
+    rows = torch.arange(cands.shape[1], device=cands.device)
+    return ((cands[alone].sum(0) + cands[stage, rows]) / (int(alone.sum()) + 1))[None]
+
+
 def held_out_units(y: torch.Tensor, patch: int | None = None) -> torch.Tensor:
     """The unit of every entry of an observation ``y [B, *output_shape]`` for the standard
     error of a held-out estimate: ``[*output_shape]`` integer labels. Image-shaped outputs:
@@ -723,6 +738,8 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
                   "seeds": [int(s) for s in seeds], "stream": "holdout", "rounds_run": not skip}
     else:
         fit, y_fit, val, record = split(operator, y, seeds, sel)
+        if str(record["kind"]).startswith("patches") and sel.box_z is not None:
+            sel = replace(sel, z=sel.box_z)  # the margin next to a box
         start = first(y_fit, fit) if first is not None else None  # the CSGM method on the fit part
         (res_fit, st_fit), (res, stages) = fit_and_refit(run, y_fit, fit, y, operator, start)  # one batch of 2B
         plain = torch.stack([s[2] for s in stages]).argmin(0)  # the refit's best-fitting stage: ILO's own output
@@ -734,10 +751,21 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         est = torch.stack([val.measurement_loss(c, y) for c in cands_fit])  # [K, B]
         names = candidate_names([s[0] for s in stages], dev, methods=methods)
         alone = torch.tensor(candidate_stages(len(stages), dev, methods=methods), device=y.device) < 0
-        if alone.any():  # the reference: the classical method alone with the lowest estimate, or the first
+        reference = sel.reference if sel.reference != "auto" else "mean" if auto == "estimate" else "lowest"
+        mean_of = None  # "mean": the stage of the mean of the classical methods alone and ILO's own output [B]
+        if alone.any() and reference == "mean":  # from the fit run's own output; the refit's below
+            mean_of = plain
+            fit_mean = mean_candidate(cands_fit, alone, torch.stack([s[2] for s in st_fit]).argmin(0))
+            cands_fit = torch.cat([cands_fit, fit_mean])
+            est = torch.cat([est, val.measurement_loss(fit_mean[0], y)[None]])
+            names, alone = names + ["mean"], torch.cat([alone, alone.new_zeros(1)])
+            record["mean_of"] = [[*methods, stages[int(k)][0]] for k in plain]
+        if alone.any():  # the reference: the classical method alone with the lowest estimate, the first, or the mean
             ref = torch.nan_to_num(est, nan=float("inf")).masked_fill(~alone[:, None], float("inf")).argmin(0)
-            if sel.reference == "first":
+            if reference == "first":
                 ref = torch.full_like(ref, names.index(methods[0]))
+            elif mean_of is not None:
+                ref = torch.full_like(ref, len(names) - 1)
             patch = sel.patch if str(record["kind"]).startswith("patches") else None
             units = held_out_units(y, patch)
             errors = unit_errors(val, cands_fit, y, units)  # [K, B, U]
@@ -746,12 +774,14 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
                           units=f"{patch}x{patch} patches" if patch else "pixels" if y.ndim == 4 else "measurements")
         record["z"] = sel.z
         cands = candidates(torch.stack([s[1] for s in stages]), y, operator, dev, methods=methods, only=only)
+        if mean_of is not None:
+            cands = torch.cat([cands, mean_candidate(cands, alone[:-1], mean_of)])
         record["fit_run_steps"] = res_fit.steps  # the held-out run's history is not kept
     history = (start.history if start is not None else []) + res.history  # the shared CSGM stage's steps first
     rule = record["stage_rule"] = sel.stage if sel.stage != "auto" else auto
     if rule != "estimate":  # candidates without a stage, CSGM's, and (measurement) the refit's best-fitting stage's
         origin = torch.tensor(candidate_stages(len(stages), dev, identity=isinstance(operator, Denoising),
-                                               methods=methods), device=y.device)
+                                               methods=methods) + [-1] * (names[-1:] == ["mean"]), device=y.device)
         best = plain if rule == "measurement" else torch.full_like(rows, -1)
         eligible = (origin[:, None] == best[None, :]) | (origin[:, None] < 0)  # [K, B]
         eligible[0] = True  # CSGM's solution: never worse than CSGM where the estimates are right
@@ -797,6 +827,6 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
 
 
 __all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "candidate_stages",
-           "classical_methods", "residual_candidates", "split", "ring", "held_out_units", "unit_errors", "paired_se", "choose",
+           "classical_methods", "residual_candidates", "split", "ring", "mean_candidate", "held_out_units", "unit_errors", "paired_se", "choose",
            "scores", "challenge", "blend_pairs", "blend_names", "blend", "usable_pairs", "with_blends", "made_of", "copy_rows",
            "fit_and_refit", "self_tune", "csgm_sure_correction"]
