@@ -214,17 +214,25 @@ class SelectionConfig:
             for this fraction of its steps (one restart) and the result replaces it where it
             fits all measurements better; 0: off.
         z: the margin of the held-out choice, in standard errors. Per image the reference is
-            the classical method alone with the lowest held-out estimate; every candidate scores
+            (:attr:`reference`) the classical method alone with the lowest held-out estimate
+            (next to a box: the mean of the classical methods and ILO's own output); every candidate scores
             its estimate plus ``z`` times the standard error of its estimate minus the
             reference's (paired over the held-out units: pixels, measurements, or the patches
             next to a box, :func:`ilo.solvers.selection.paired_se`), so a candidate beats the
             reference only by more than the estimate's noise. ``0``: the lowest estimate.
             SURE (denoising) ignores it.
-        box_z: the margin next to a box-shaped hole; None: :attr:`z`.
-        reference: which classical method alone is the reference of the margin: ``"lowest"``
-            the one with the lowest held-out estimate, ``"first"`` the first of the classical
-            methods (the task's default, e.g. biharmonic inpainting), so another classical
-            method too must beat it by the margin.
+        box_z: the margin next to a box-shaped hole (None: :attr:`z`). 2 there: the held-out
+            patches next to a 21-pixel hole hardly tell which candidate fills the hole best
+            (docs/BENCHMARKS.md, "The box's held-out part"), so the reference, the mean below,
+            is kept unless a candidate is clearly better.
+        reference: the reference of the margin: ``"lowest"`` the classical method alone with the
+            lowest held-out estimate; ``"first"`` the first of the classical methods (the task's
+            default, e.g. biharmonic inpainting), so another classical method too must beat it
+            by the margin; ``"mean"`` a candidate of its own, named ``"mean"``: the equal mean
+            of the classical methods alone and ILO's own output (the best-fitting stage;
+            :func:`ilo.solvers.selection.mean_candidate`); ``"auto"`` (default): ``"mean"``
+            next to a box-shaped hole (the mean is 0.6 dB above TV inpainting there on the 15
+            tuning faces, the best of the candidates alone 0.2 dB), ``"lowest"`` elsewhere.
         blend: weights ``a`` of convex blends added to the held-out choice's candidates (not
             SURE's): per image and pair of :attr:`blend_pairs`, ``a * first + (1 - a) * second``
             is scored on the held-out part like every candidate and built from the refit
@@ -256,8 +264,8 @@ class SelectionConfig:
     csgm: str = "auto"
     csgm_refit: float = 0.5
     z: float = 1.5
-    box_z: float | None = None
-    reference: str = "lowest"
+    box_z: float | None = 2.0
+    reference: str = "auto"
     blend: tuple[float, ...] = (0.25, 0.5, 0.75)
     blend_pairs: tuple[str, ...] = ("reference", "classical")
     blend_against: str = "choice"
