@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
                    help="hold out the whole ring of this width around a box (default: the config's; 0: half the band's patches)")
     p.add_argument("--box-z", type=float, default=None, help="the margin next to a box (default: the config's)")
     p.add_argument("--reference", default=None, choices=("auto", "lowest", "first", "mean"),
-                   help="the margin's reference among the classical methods alone (default: the config's)")
+                   help="the margin's reference (default: the config's; mean: the classical methods' and ILO's mean)")
     p.add_argument("--rescore", type=Path, default=None,
                    help="print the self-tuned choice's PSNR under each of --margins from this JSON, run nothing")
     p.add_argument("--margins", default="0,0.5,1,1.5,2,3", help="comma-separated margins z for --rescore")

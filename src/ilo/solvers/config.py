@@ -153,7 +153,7 @@ class DeviationConfig:
 STAGE_RULES = ("auto", "estimate", "measurement", "classical")
 #: where self-tuning's CSGM stage comes from (:class:`SelectionConfig`)
 CSGM_STAGES = ("auto", "method", "own")
-#: :attr:`SelectionConfig.reference`: the margin's reference among the classical methods alone
+#: :attr:`SelectionConfig.reference`: the margin's reference (a classical method alone, or their mean with ILO's output)
 REFERENCES = ("lowest", "first", "mean", "auto")
 #: :attr:`SelectionConfig.blend_pairs`: which two candidates a blend mixes
 BLEND_PAIRS = ("reference", "classical", "top")

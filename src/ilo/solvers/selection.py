@@ -25,9 +25,12 @@ or the observation, under SURE). The choice per image:
   wall time of the whole self-tuning, candidates included. The held-out part resembles what
   is missing: patches next to a box-shaped hole, random pixels for a random mask, random
   low-resolution pixels (all channels) for super-resolution, random measurements for
-  compressed sensing. The estimate is noisy where few entries are held out, so the choice
+  compressed sensing (next to a box, ``SelectionConfig.ring`` holds out the whole ring of that
+  width around it instead, :func:`ring`). The estimate is noisy where few entries are held out, so the choice
   counts its noise (``SelectionConfig.z``): the reference is the classical method alone with
-  the lowest estimate (or the first, ``SelectionConfig.reference``), every candidate scores
+  the lowest estimate (or the first, ``SelectionConfig.reference``; next to a box, a candidate
+  of its own, ``"mean"``: the mean of the classical methods alone and ILO's own output,
+  :func:`mean_candidate`, with the margin ``SelectionConfig.box_z``), every candidate scores
   its estimate plus ``z`` standard errors of its paired difference to the reference over the
   held-out units (:func:`held_out_units`: pixels, measurements, or whole patches next to a
   box, whose pixels are correlated; :func:`paired_se`), and the lowest score is chosen (:func:`choose`); the record holds the
