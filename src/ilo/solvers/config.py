@@ -231,8 +231,8 @@ class SelectionConfig:
             by the margin; ``"mean"`` a candidate of its own, named ``"mean"``: the equal mean
             of the classical methods alone and ILO's own output (the best-fitting stage;
             :func:`ilo.solvers.selection.mean_candidate`); ``"auto"`` (default): ``"mean"``
-            next to a box-shaped hole (the mean is 0.6 dB above TV inpainting there on the 15
-            tuning faces, the best of the candidates alone 0.2 dB), ``"lowest"`` elsewhere.
+            next to a box-shaped hole (with :attr:`box_z` 2 the choice is +0.64 dB above TV
+            inpainting on the 15 tuning faces, +0.24 with ``"lowest"``), ``"lowest"`` elsewhere.
         blend: weights ``a`` of convex blends added to the held-out choice's candidates (not
             SURE's): per image and pair of :attr:`blend_pairs`, ``a * first + (1 - a) * second``
             is scored on the held-out part like every candidate and built from the refit
