@@ -130,3 +130,22 @@ def test_away_from_a_box_the_reference_and_margin_are_the_usual_ones(tiny_dcgan)
     assert "mean" not in auto.selection["candidates"] and "mean_of" not in auto.selection
     assert auto.selection["choice"] == lowest.selection["choice"]
     torch.testing.assert_close(auto.image, lowest.image, rtol=0, atol=0)
+
+
+def test_the_real_face_bench_passes_the_held_out_flags(tiny_dcgan, tmp_path, monkeypatch):
+    import json
+
+    from ilo.bench import realfaces_eval as rfe
+    from ilo.images import photo
+
+    faces = torch.cat([photo("astronaut", 16), photo("grace_hopper", 16)])
+    monkeypatch.setattr("ilo.data.realfaces.real_faces", lambda split, size: (faces, ["astronaut", "grace_hopper"]))
+    monkeypatch.setattr("ilo.generators.load_generator", lambda name: tiny_dcgan)
+    path = tmp_path / "r.json"
+    results = rfe.main(["--split", "tuning", "--steps", "6", "--restarts", "1", "--keys", "inpaint 0.3,box 0.333333",
+                        "--patch", "2", "--ring", "2", "--box-z", "3", "--holdout", "0.3", "--json", str(path)])
+    meta = json.loads(path.read_text())["meta"]
+    assert (meta["ring"], meta["box_z"], meta["holdout"]) == (2, 3.0, 0.3)
+    box, inpaint = results["box 0.333333"]["selection"], results["inpaint 0.3"]["selection"]
+    assert box["reference"] == ["mean", "mean"] and box["z"] == 3.0 and box["units"] == "2x2 patches"
+    assert set(inpaint["reference"]) <= {"biharmonic", "tv-inpaint"} and inpaint["z"] == SelectionConfig().z

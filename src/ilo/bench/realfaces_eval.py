@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", type=Path, default=Path("realfaces-eval.json"))
     p.add_argument("--grids", type=Path, default=None, help="folder for one grid PNG per task")
     p.add_argument("--patch", type=int, default=None, help="side of the held-out patches next to a box (default: the config's)")
+    p.add_argument("--holdout", type=float, default=None,
+                   help="fraction of the observed entries held out (random masks, super-resolution, CS; default: the config's)")
     p.add_argument("--ring", type=int, default=None,
                    help="hold out the whole ring of this width around a box (default: the config's; 0: half the band's patches)")
     p.add_argument("--box-z", type=float, default=None, help="the margin next to a box (default: the config's)")
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.manual_seed(0)
         blends = {"blend": tuple(float(v) for v in a.blend.split(",") if v) if a.blend is not None else None,
                   "blend_pairs": tuple(a.blend_pairs.split(",")) if a.blend_pairs is not None else None}
-        extra = {k: v for k, v in (("patch", a.patch), ("ring", a.ring), ("box_z", a.box_z), ("reference", a.reference), *blends.items()) if v is not None}
+        extra = {k: v for k, v in (("holdout", a.holdout), ("patch", a.patch), ("ring", a.ring), ("box_z", a.box_z), ("reference", a.reference), *blends.items()) if v is not None}
         results[key], images = run_spec(G, x, name, level, a.steps, a.restarts, **extra)
         results[key]["seconds"] = time.time() - t
         if a.grids is not None:
