@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 
@@ -51,7 +52,9 @@ def preset_for(method: str, generator: LayeredGenerator, operator: Operator, tot
         return cfg
     if operator.self_tuning_csgm == "method":
         return self_tuned(self_tuned_budget(cfg))
-    return self_tuned(self_tuned_own_stage(cfg, generator.family))
+    tuned = self_tuned(self_tuned_own_stage(cfg, generator.family))
+    assert tuned.selection is not None
+    return replace(tuned, selection=replace(tuned.selection, csgm_restarts=restarts))
 
 
 def solve(

@@ -152,7 +152,7 @@ class DeviationConfig:
 #: how self-tuning picks the stage a candidate starts from (:class:`SelectionConfig`)
 STAGE_RULES = ("auto", "estimate", "measurement", "classical")
 #: where self-tuning's CSGM stage comes from (:class:`SelectionConfig`)
-CSGM_STAGES = ("auto", "method", "own")
+CSGM_STAGES = ("auto", "method", "own", "challenge")
 #: :attr:`SelectionConfig.reference`: the margin's reference among the classical methods alone
 REFERENCES = ("lowest", "first")
 #: :attr:`SelectionConfig.blend_pairs`: which two candidates a blend mixes
@@ -201,11 +201,17 @@ class SelectionConfig:
             CSGM method's solution is a candidate; ``"own"``: ILO's ``csgm`` stage in each run
             (the fit and the refit). Under every stage rule the CSGM stage's solution is a
             candidate the choice may take (under SURE its estimate counts its latent dimension
-            as divergence, :func:`ilo.solvers.selection.csgm_sure_correction`). ``"auto"``
+            as divergence, :func:`ilo.solvers.selection.csgm_sure_correction`). ``"challenge"``
+            (held-out measurements only): ILO's own stage in each run, as ``"own"``, and the CSGM
+            method run once on the fit part as a challenger: its solution (the candidate
+            ``"csgm-method"``) replaces the choice among the other candidates only where its
+            held-out estimate plus ``z`` standard errors of their paired difference lies below
+            the choice's estimate (:func:`ilo.solvers.selection.challenge`), and is then refit
+            on all measurements (``csgm_refit``). ``"auto"``
             (default): the operator's ``self_tuning_csgm`` (``"own"`` for super-resolution,
             ``"method"`` otherwise).
-        csgm_refit: under ``"method"`` with held-out measurements, where the choice is the CSGM
-            candidate (CSGM fitted to the fit part), CSGM continues from it on all measurements
+        csgm_refit: under ``"method"`` or ``"challenge"`` with held-out measurements, where the
+            choice is the CSGM method's candidate (CSGM fitted to the fit part), CSGM continues from it on all measurements
             for this fraction of its steps (one restart) and the result replaces it where it
             fits all measurements better; 0: off.
         z: the margin of the held-out choice, in standard errors. Per image the reference is
@@ -238,6 +244,13 @@ class SelectionConfig:
             the reference, so its standard error is smaller and it is penalised less than the
             candidate it blends: it took blends of the CSGM candidate over that candidate in
             range).
+        csgm_restarts: the restarts of the CSGM method's run under ``"method"`` and
+            ``"challenge"``; None: those of ILO's ``csgm`` stage. The self-tuned presets whose
+            stage is ILO's own (fewer restarts, :func:`ilo.solvers.presets.self_tuned_own_stage`)
+            give the CSGM method the budget's restarts: with one of two it fell 11 dB below CSGM
+            on a generated face (docs/BENCHMARKS.md, "Super-resolution in range").
+        csgm_z: the margin, in standard errors, the ``"challenge"`` CSGM candidate must beat the
+            choice by; None: :attr:`z`.
     """
 
     holdout: float = 0.15
@@ -253,12 +266,16 @@ class SelectionConfig:
     blend: tuple[float, ...] = (0.25, 0.5, 0.75)
     blend_pairs: tuple[str, ...] = ("reference", "classical")
     blend_against: str = "choice"
+    csgm_restarts: int | None = None
+    csgm_z: float | None = None
 
     def __post_init__(self) -> None:
         if (not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1 or not 0 <= self.csgm_refit <= 1
-                or not self.z >= 0):
+                or not self.z >= 0 or (self.csgm_restarts is not None and self.csgm_restarts < 1)
+                or not (self.csgm_z is None or self.csgm_z >= 0)):
             raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, "
-                             f"probes={self.probes}, csgm_refit={self.csgm_refit}, z={self.z}")
+                             f"probes={self.probes}, csgm_refit={self.csgm_refit}, z={self.z}, "
+                             f"csgm_restarts={self.csgm_restarts}, csgm_z={self.csgm_z}")
         if self.stage not in STAGE_RULES:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
         if self.reference not in REFERENCES:

@@ -96,7 +96,7 @@ def ilo(
 
         shapes = generator.layer_shapes()[0]
         dof = sum(math.prod(shapes[k]) for k in (stage.keys or generator.trainable_keys(0)))
-        return self_tune(y, operator, config, run, seeds_, first if sel.csgm == "method" else None,
+        return self_tune(y, operator, config, run, seeds_, first if sel.csgm in ("method", "challenge") else None,
                          stage, dof)
     res, _ = run(y, operator)
     if config.deviation is not None:
@@ -106,7 +106,8 @@ def ilo(
 
 
 def csgm_stage(config: ILOConfig, generator: LayeredGenerator) -> CSGMConfig:
-    """The CSGM stage of self-tuning (``config.selection.csgm == "method"``): the CSGM method's
+    """The CSGM stage of self-tuning (``config.selection.csgm == "method"``, or its challenger
+    under ``"challenge"``): the CSGM method's
     preset for the generator's family at ILO's whole budget and restarts, with the early
     stopping of ILO's own stage (``config.csgm.patience``, ``tolerance``); ILO's own stage with
     that budget for a family without presets. (``"own"``: ``config.csgm``; :func:`ilo` resolves
@@ -119,7 +120,9 @@ def csgm_stage(config: ILOConfig, generator: LayeredGenerator) -> CSGMConfig:
     if layout is None:
         return replace(config.csgm, steps=config.total_steps)
     stage = layout.csgm(config, "csgm", config.total_steps)
-    return replace(stage, patience=config.csgm.patience, tolerance=config.csgm.tolerance)
+    restarts = config.selection.csgm_restarts if config.selection is not None else None
+    return replace(stage, patience=config.csgm.patience, tolerance=config.csgm.tolerance,
+                   restarts=restarts or stage.restarts)
 
 
 def _repeat(res: Result | None, copies: int) -> Result | None:

@@ -605,8 +605,8 @@ def made_of(choice: torch.Tensor, k: int, pairs: torch.Tensor, K: int, weights: 
 
 
 def _refit_csgm(cands: torch.Tensor, redo: torch.Tensor, y: torch.Tensor, operator: Operator, start: Result,
-                first: Callable[..., Result], fraction: float) -> list[bool]:
-    """Where ``redo [B]`` (bool: the choice is the CSGM candidate, row 0 of ``cands [K, B, ...]``,
+                first: Callable[..., Result], fraction: float, k: int = 0) -> list[bool]:
+    """Where ``redo [B]`` (bool: the choice is the CSGM candidate, row ``k`` of ``cands [K, B, ...]``,
     CSGM on the fit part, ``start``, or a blend of it), continue CSGM from it on all measurements
     (``first(y, operator, start)``) and put the result in its place where it fits all of them
     better: which images changed."""
@@ -614,9 +614,35 @@ def _refit_csgm(cands: torch.Tensor, redo: torch.Tensor, y: torch.Tensor, operat
         return [False] * len(redo)
     refit = first(y, operator, start)
     with torch.no_grad():
-        better = redo & (operator.measurement_loss(refit.image, y) < operator.measurement_loss(cands[0], y))
-    cands[0, better] = refit.image[better]
+        better = redo & (operator.measurement_loss(refit.image, y) < operator.measurement_loss(cands[k], y))
+    cands[k, better] = refit.image[better]
     return better.tolist()
+
+
+def _challenge_csgm(image: torch.Tensor, choice: torch.Tensor, cands_fit: torch.Tensor, est: torch.Tensor,
+                    se: torch.Tensor | None, eligible: torch.Tensor | None, val: Operator, y: torch.Tensor,
+                    units: torch.Tensor, z: float) -> tuple:
+    """The CSGM method's solution on the fit part, ``image [B, C, H, W]``, against the ``choice [B]``
+    among the fit part's candidates ``cands_fit [K, B, ...]`` (blends included): it replaces the
+    choice only where its held-out estimate plus ``z`` standard errors of their paired difference
+    (over ``units``, :func:`paired_se`) lies below the choice's estimate (:func:`challenge`).
+    Returns the choice (``K`` where it was taken), ``est``, ``se`` and ``eligible`` with its row
+    appended, and a record of its estimate, standard error and where it was taken."""
+    B = y.shape[0]
+    rows = torch.arange(B, device=y.device)
+    with torch.no_grad():
+        own = val.measurement_loss(image, y)  # [B]
+        errors = unit_errors(val, torch.stack([cands_fit[choice, rows], image]), y, units)  # [2, B, U]
+    diff_se = paired_se(errors, torch.zeros_like(choice))[1]
+    pair_est, pair_se = torch.stack([est[choice, rows], own]), torch.stack([torch.zeros_like(own), diff_se])
+    take = challenge(pair_est, pair_se, None, torch.zeros_like(choice), 1, z) == 1
+    K = est.shape[0]
+    new = torch.where(take, torch.full_like(choice, K), choice)
+    est = torch.cat([est, own[None]])
+    se = None if se is None else torch.cat([se, diff_se[None]])
+    eligible = None if eligible is None else torch.cat([eligible, eligible.new_ones(1, B)])
+    return new, est, se, eligible, {"estimated_mse": own.tolist(), "estimated_se": diff_se.tolist(),
+                                    "choice_estimated_mse": pair_est[0].tolist(), "taken": take.tolist()}
 
 
 def _classical_sure(csgm: torch.Tensor, y: torch.Tensor, operator: Operator, dev: DeviationConfig | None,
@@ -674,7 +700,10 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     ref: torch.Tensor | None = None  # held-out: the margin's reference [B]
     errors: torch.Tensor | None = None  # held-out: the candidates' per-unit errors [K, B, U]
     units: torch.Tensor | None = None  # held-out: the unit of every measurement (held_out_units)
+    challenger = None  # "challenge": the CSGM method on the fit part, a candidate only against the choice
     if isinstance(operator, Denoising):
+        if sel.csgm == "challenge":
+            raise ValueError("a CSGM challenger needs held-out measurements, not SURE (denoising)")
         if operator.noise.sigma <= 0:
             raise ValueError("self-tuning a denoiser needs a noise sigma > 0 (SURE)")
         start = first(y, operator) if first is not None else None
@@ -709,6 +738,8 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     else:
         fit, y_fit, val, record = split(operator, y, seeds, sel)
         start = first(y_fit, fit) if first is not None else None  # the CSGM method on the fit part
+        if sel.csgm == "challenge":  # the runs keep their own stage; the CSGM method challenges the choice
+            challenger, start = start, None
         (res_fit, st_fit), (res, stages) = fit_and_refit(run, y_fit, fit, y, operator, start)  # one batch of 2B
         plain = torch.stack([s[2] for s in stages]).argmin(0)  # the refit's best-fitting stage: ILO's own output
         auto = "estimate" if str(record["kind"]).startswith("patches") else "measurement"
@@ -753,10 +784,6 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         names = names + blend_names(kinds, sel.blend)
         of = [[[names[k] for k in pair] for pair in img] for img in pairs.permute(2, 0, 1).tolist()]
         record["blend"] = [[{"of": pair, "weights": [a, 1 - a]} for pair in img for a in sel.blend] for img in of]
-    if se is not None:
-        record["estimated_se"] = se.T.tolist()
-    if eligible is not None:
-        record["eligible"] = eligible.T.tolist()
     choice = base
     if pairs is not None:
         choice = (challenge(est, se, eligible, base, K, sel.z) if sel.blend_against == "choice"
@@ -767,11 +794,29 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         record["csgm_refit"] = _refit_csgm(cands, redo, y, operator, start, first, sel.csgm_refit)
     if pairs is not None:
         cands = torch.cat([cands, blend(cands, pairs, sel.blend)])  # the blends of the refit candidates
+    if challenger is not None and first is not None:
+        fit_all = cands_fit if pairs is None else torch.cat([cands_fit, blend(cands_fit, pairs, sel.blend)])
+        if units is None:
+            units = held_out_units(y, sel.patch if str(record["kind"]).startswith("patches") else None)
+        choice, est, se, eligible, record["csgm_challenger"] = _challenge_csgm(
+            challenger.image, choice, fit_all, est, se, eligible, val, y, units,
+            sel.z if sel.csgm_z is None else sel.csgm_z)
+        names = names + ["csgm-method"]
+        cands = torch.cat([cands, challenger.image[None]])
+        taken = choice == len(names) - 1
+        record["csgm_refit"] = _refit_csgm(cands, taken, y, operator, challenger, first, sel.csgm_refit, k=-1)
+    if se is not None:
+        record["estimated_se"] = se.T.tolist()
+    if eligible is not None:
+        record["eligible"] = eligible.T.tolist()
     image = paste_observed(cands[choice, rows], y, operator, dev)
     record.update(candidates=names, estimated_mse=est.T.tolist(), choice=[names[int(c)] for c in choice],
-                  ilo_choice=[names[int(c)] for c in plain], classical=list(methods), csgm_candidate=names[0],
+                  ilo_choice=[names[int(c)] for c in plain], classical=list(methods),
+                  csgm_candidate=names[-1] if challenger is not None else names[0],
                   csgm=sel.csgm, csgm_steps=start.steps if start is not None else config.csgm.steps)
-    if csgm_config is not None and start is not None:
+    if challenger is not None:
+        record["challenger_steps"] = challenger.steps
+    if csgm_config is not None and (start is not None or challenger is not None):
         record["csgm_config"] = csgm_config.to_dict()
     with torch.no_grad():
         meas = operator.measurement_loss(image, y)
