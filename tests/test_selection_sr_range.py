@@ -20,10 +20,12 @@ SEEDS = [4, 9]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _cfg(csgm: str) -> ILOConfig:
+def _cfg(csgm: str, **selection) -> ILOConfig:
+    """x2 on 16 pixels holds out ~10 low-resolution pixels: below the default ``csgm_min_units``,
+    so the challenger is allowed from 5 here unless ``selection`` says otherwise."""
     base = ILOConfig(csgm=CSGMConfig(steps=10, restarts=2, lr=0.05), rounds=(RoundConfig(1, 10, 0.05, 5.0),))
     cfg = self_tuned(base, weights=(0.01, 0.1), steps=10)
-    return replace(cfg, selection=replace(cfg.selection, csgm=csgm))
+    return replace(cfg, selection=replace(cfg.selection, csgm=csgm, **{"csgm_min_units": 5, **selection}))
 
 
 def _in_range(G) -> torch.Tensor:
@@ -49,6 +51,7 @@ def test_in_range_the_csgm_challenger_is_taken_and_refit(tiny_dcgan):
     own = solve(y, op, tiny_dcgan, "ilo", _cfg("own"), seeds=SEEDS)
     sel = res.selection
     assert sel["csgm_candidate"] == "csgm-method" == sel["candidates"][-1]
+    assert all(5 <= n < SelectionConfig().csgm_min_units for n in sel["csgm_challenger"]["units"])
     assert sel["choice"] == ["csgm-method"] * 2 and sel["csgm_challenger"]["taken"] == [True, True]
     # the candidates before it are "own"'s: the challenger only adds a row
     assert sel["candidates"][:-1] == own.selection["candidates"]
@@ -66,14 +69,22 @@ def test_in_range_the_csgm_challenger_is_taken_and_refit(tiny_dcgan):
     assert bool((M.psnr(res.image, x) > M.psnr(own.image, x)).all())  # better than ILO's own stages here
 
 
-def test_out_of_range_the_challenger_is_not_taken_and_changes_nothing(tiny_dcgan):
+@pytest.mark.parametrize("where", ["far", "few units"])
+def test_out_of_range_or_on_few_units_the_challenger_is_not_taken_and_changes_nothing(tiny_dcgan, where):
+    """Out of the generator's range CSGM's held-out error is far above the choice's; in range, with
+    fewer held-out units than ``csgm_min_units`` (the default's 20 here), it is not considered."""
     op = SuperResolution(SHAPE, 2)
-    y = op(_far())
-    res = solve(y, op, tiny_dcgan, "ilo", _cfg("challenge"), seeds=SEEDS)
+    y = op(_far() if where == "far" else _in_range(tiny_dcgan))
+    res = solve(y, op, tiny_dcgan, "ilo", _cfg("challenge", **({} if where == "far" else {"csgm_min_units": 20})),
+                seeds=SEEDS)
     own = solve(y, op, tiny_dcgan, "ilo", _cfg("own"), seeds=SEEDS)
     ch = res.selection["csgm_challenger"]
     assert ch["taken"] == [False, False] and "csgm-method" not in res.selection["choice"]
-    assert all(c > 5 * e for c, e in zip(ch["estimated_mse"], ch["choice_estimated_mse"]))  # CSGM is far off
+    better = [c < e for c, e in zip(ch["estimated_mse"], ch["choice_estimated_mse"])]
+    if where == "far":
+        assert all(c > 5 * e for c, e in zip(ch["estimated_mse"], ch["choice_estimated_mse"]))  # CSGM is far off
+    else:
+        assert all(better) and all(n < 20 for n in ch["units"])  # it would win, but on too few units
     assert res.selection["choice"] == own.selection["choice"]
     assert torch.equal(res.image, own.image)
 
@@ -96,6 +107,9 @@ def test_the_challenger_must_beat_the_choice_by_its_margin():
     for z, taken in ((1.5, [True, False]), (0.0, [True, True])):
         new, est2, se2, ok2, rec = S._challenge_csgm(chall, choice, cands_fit, est, None, None, val, y, units, z)
         assert rec["taken"] == taken and new.tolist() == [1 if t else 0 for t in taken]
+        assert rec["units"] == [16, 16]
+        assert S._challenge_csgm(chall, choice, cands_fit, est, None, None, val, y, units, z, 17)[4]["taken"] == [
+            False, False]  # too few held-out units
         assert est2.shape == (2, 2) and se2 is None and ok2 is None
         assert rec["estimated_mse"][1] < rec["choice_estimated_mse"][1]  # lower on the mean, image 1 too
 
@@ -105,6 +119,6 @@ def test_challenge_config_validates(tiny_dcgan):
     with pytest.raises(ValueError, match="SURE"):
         solve(dn(_far()), dn, tiny_dcgan, "ilo", _cfg("challenge"), seeds=SEEDS)
     assert SelectionConfig(csgm="challenge", csgm_z=0.5, csgm_restarts=2).csgm_z == 0.5
-    for bad in ({"csgm_z": -1.0}, {"csgm_restarts": 0}, {"csgm": "both"}):
+    for bad in ({"csgm_z": -1.0}, {"csgm_restarts": 0}, {"csgm_min_units": 0}, {"csgm": "both"}):
         with pytest.raises(ValueError):
             SelectionConfig(**bad)

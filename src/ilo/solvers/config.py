@@ -250,7 +250,14 @@ class SelectionConfig:
             give the CSGM method the budget's restarts: with one of two it fell 11 dB below CSGM
             on a generated face (docs/BENCHMARKS.md, "Super-resolution in range").
         csgm_z: the margin, in standard errors, the ``"challenge"`` CSGM candidate must beat the
-            choice by; None: :attr:`z`.
+            choice by; None: :attr:`z`. 0 (its held-out estimate lower than the choice's): at x4
+            on the 15 real tuning faces its advantage was -2.2 to -6.3 standard errors (never
+            taken), on generated faces where it is the better image +0.6 to +1.7
+            (docs/BENCHMARKS.md, "Super-resolution in range (session 8)").
+        csgm_min_units: the ``"challenge"`` candidate is considered only for images with at
+            least this many held-out units (:func:`ilo.solvers.selection.held_out_units`): with
+            ~10 (x8) or ~2 (x16) held-out low-resolution pixels its estimate beat the choice's by
+            up to 1 standard error on real faces where taking it cost up to 3.6 dB.
     """
 
     holdout: float = 0.15
@@ -267,15 +274,16 @@ class SelectionConfig:
     blend_pairs: tuple[str, ...] = ("reference", "classical")
     blend_against: str = "choice"
     csgm_restarts: int | None = None
-    csgm_z: float | None = None
+    csgm_z: float | None = 0.0
+    csgm_min_units: int = 20
 
     def __post_init__(self) -> None:
         if (not 0 < self.holdout < 1 or self.patch < 1 or self.probes < 1 or not 0 <= self.csgm_refit <= 1
                 or not self.z >= 0 or (self.csgm_restarts is not None and self.csgm_restarts < 1)
-                or not (self.csgm_z is None or self.csgm_z >= 0)):
+                or not (self.csgm_z is None or self.csgm_z >= 0) or self.csgm_min_units < 1):
             raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, "
                              f"probes={self.probes}, csgm_refit={self.csgm_refit}, z={self.z}, "
-                             f"csgm_restarts={self.csgm_restarts}, csgm_z={self.csgm_z}")
+                             f"csgm_restarts={self.csgm_restarts}, csgm_z={self.csgm_z}, csgm_min_units={self.csgm_min_units}")
         if self.stage not in STAGE_RULES:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
         if self.reference not in REFERENCES:

@@ -91,8 +91,8 @@ def ilo(
                 return csgm(y_, op, generator, cfg, seeds=seeds_, init=start.latents, fidelity=fidelity)
             if init is not None:
                 return replace(init, history=[])
-            return csgm(y_, op, generator, stage, seeds=seeds_, callback=callback, progress=progress,
-                        fidelity=fidelity)
+            return csgm(y_, op, generator, stage, seeds=seeds_, progress=progress, fidelity=fidelity,
+                        callback=callback if sel.csgm == "method" else None)  # a challenger is not in the history
 
         shapes = generator.layer_shapes()[0]
         dof = sum(math.prod(shapes[k]) for k in (stage.keys or generator.trainable_keys(0)))

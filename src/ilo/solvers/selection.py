@@ -621,13 +621,14 @@ def _refit_csgm(cands: torch.Tensor, redo: torch.Tensor, y: torch.Tensor, operat
 
 def _challenge_csgm(image: torch.Tensor, choice: torch.Tensor, cands_fit: torch.Tensor, est: torch.Tensor,
                     se: torch.Tensor | None, eligible: torch.Tensor | None, val: Operator, y: torch.Tensor,
-                    units: torch.Tensor, z: float) -> tuple:
+                    units: torch.Tensor, z: float, min_units: int = 1) -> tuple:
     """The CSGM method's solution on the fit part, ``image [B, C, H, W]``, against the ``choice [B]``
     among the fit part's candidates ``cands_fit [K, B, ...]`` (blends included): it replaces the
     choice only where its held-out estimate plus ``z`` standard errors of their paired difference
-    (over ``units``, :func:`paired_se`) lies below the choice's estimate (:func:`challenge`).
-    Returns the choice (``K`` where it was taken), ``est``, ``se`` and ``eligible`` with its row
-    appended, and a record of its estimate, standard error and where it was taken."""
+    (over ``units``, :func:`paired_se`) lies below the choice's estimate (:func:`challenge`), and
+    at least ``min_units`` units are held out. Returns the choice (``K`` where it was taken),
+    ``est``, ``se`` and ``eligible`` with its row appended, and a record of its estimate, standard
+    error, the units and where it was taken."""
     B = y.shape[0]
     rows = torch.arange(B, device=y.device)
     with torch.no_grad():
@@ -635,14 +636,16 @@ def _challenge_csgm(image: torch.Tensor, choice: torch.Tensor, cands_fit: torch.
         errors = unit_errors(val, torch.stack([cands_fit[choice, rows], image]), y, units)  # [2, B, U]
     diff_se = paired_se(errors, torch.zeros_like(choice))[1]
     pair_est, pair_se = torch.stack([est[choice, rows], own]), torch.stack([torch.zeros_like(own), diff_se])
-    take = challenge(pair_est, pair_se, None, torch.zeros_like(choice), 1, z) == 1
+    n = (~errors[0].isnan()).sum(-1)  # [B] held-out units
+    take = (challenge(pair_est, pair_se, None, torch.zeros_like(choice), 1, z) == 1) & (n >= min_units)
     K = est.shape[0]
     new = torch.where(take, torch.full_like(choice, K), choice)
     est = torch.cat([est, own[None]])
     se = None if se is None else torch.cat([se, diff_se[None]])
     eligible = None if eligible is None else torch.cat([eligible, eligible.new_ones(1, B)])
     return new, est, se, eligible, {"estimated_mse": own.tolist(), "estimated_se": diff_se.tolist(),
-                                    "choice_estimated_mse": pair_est[0].tolist(), "taken": take.tolist()}
+                                    "choice_estimated_mse": pair_est[0].tolist(), "units": n.tolist(),
+                                    "taken": take.tolist()}
 
 
 def _classical_sure(csgm: torch.Tensor, y: torch.Tensor, operator: Operator, dev: DeviationConfig | None,
@@ -800,7 +803,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
             units = held_out_units(y, sel.patch if str(record["kind"]).startswith("patches") else None)
         choice, est, se, eligible, record["csgm_challenger"] = _challenge_csgm(
             challenger.image, choice, fit_all, est, se, eligible, val, y, units,
-            sel.z if sel.csgm_z is None else sel.csgm_z)
+            sel.z if sel.csgm_z is None else sel.csgm_z, sel.csgm_min_units)
         names = names + ["csgm-method"]
         cands = torch.cat([cands, challenger.image[None]])
         taken = choice == len(names) - 1
