@@ -645,7 +645,7 @@ def _challenge_csgm(image: torch.Tensor, choice: torch.Tensor, cands_fit: torch.
     eligible = None if eligible is None else torch.cat([eligible, eligible.new_ones(1, B)])
     return new, est, se, eligible, {"estimated_mse": own.tolist(), "estimated_se": diff_se.tolist(),
                                     "choice_estimated_mse": pair_est[0].tolist(), "units": n.tolist(),
-                                    "taken": take.tolist()}
+                                    "taken": take.tolist(), "run": True}
 
 
 def _classical_sure(csgm: torch.Tensor, y: torch.Tensor, operator: Operator, dev: DeviationConfig | None,
@@ -740,9 +740,17 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
                   "seeds": [int(s) for s in seeds], "stream": "holdout", "rounds_run": not skip}
     else:
         fit, y_fit, val, record = split(operator, y, seeds, sel)
-        start = first(y_fit, fit) if first is not None else None  # the CSGM method on the fit part
         if sel.csgm == "challenge":  # the runs keep their own stage; the CSGM method challenges the choice
-            challenger, start = start, None
+            patch = sel.patch if str(record["kind"]).startswith("patches") else None
+            blank = torch.zeros(1, B, *operator.input_shape, dtype=y.dtype, device=y.device)
+            n = (~unit_errors(val, blank, y, held_out_units(y, patch))[0].isnan()).sum(1)  # [B] held-out units
+            if first is not None and bool((n >= sel.csgm_min_units).any()):
+                challenger = first(y_fit, fit)  # the CSGM method on the fit part
+            else:  # no image has enough held-out units for it to be taken: not run
+                record["csgm_challenger"] = {"units": n.tolist(), "run": False}
+            start = None
+        else:
+            start = first(y_fit, fit) if first is not None else None  # the CSGM method on the fit part
         (res_fit, st_fit), (res, stages) = fit_and_refit(run, y_fit, fit, y, operator, start)  # one batch of 2B
         plain = torch.stack([s[2] for s in stages]).argmin(0)  # the refit's best-fitting stage: ILO's own output
         auto = "estimate" if str(record["kind"]).startswith("patches") else "measurement"
