@@ -107,11 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=Path("inrange.json"))
     a = p.parse_args(argv)
-    try:
-        seeds = (tuning_seed_range(a.tuning_seeds) if a.tuning_seeds
-                 else parse_seed_range(a.truth_seeds or f"{EVAL_SEED0}-{EVAL_SEED0 + a.faces - 1}"))
-    except ValueError as e:
-        p.error(str(e))
+    seeds = (tuning_seed_range(a.tuning_seeds) if a.tuning_seeds
+             else parse_seed_range(a.truth_seeds or f"{EVAL_SEED0}-{EVAL_SEED0 + a.faces - 1}"))
     tasks = a.tasks.split(",")
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
