@@ -205,13 +205,14 @@ class SelectionConfig:
             (held-out measurements only): ILO's own stage in each run, as ``"own"``, and the CSGM
             method run once on the fit part as a challenger: its solution (the candidate
             ``"csgm-method"``) replaces the choice among the other candidates only where its
-            held-out estimate plus ``z`` standard errors of their paired difference lies below
-            the choice's estimate (:func:`ilo.solvers.selection.challenge`), and is then refit
-            on all measurements (``csgm_refit``). ``"auto"``
-            (default): the operator's ``self_tuning_csgm`` (``"own"`` for super-resolution,
-            ``"method"`` otherwise).
+            held-out estimate plus ``csgm_z`` standard errors of their paired difference lies
+            below the choice's estimate (:func:`ilo.solvers.selection.challenge`) on an image
+            with at least ``csgm_min_units`` held-out units, and is then refit on all
+            measurements (``csgm_refit``). ``"auto"`` (default): the operator's
+            ``self_tuning_csgm`` (``"challenge"`` for super-resolution, ``"method"`` otherwise).
         csgm_refit: under ``"method"`` or ``"challenge"`` with held-out measurements, where the
-            choice is the CSGM method's candidate (CSGM fitted to the fit part), CSGM continues from it on all measurements
+            choice is the CSGM method's candidate (CSGM fitted to the fit part), CSGM continues
+            from it on all measurements
             for this fraction of its steps (one restart) and the result replaces it where it
             fits all measurements better; 0: off.
         z: the margin of the held-out choice, in standard errors. Per image the reference is
@@ -252,7 +253,7 @@ class SelectionConfig:
         csgm_z: the margin, in standard errors, the ``"challenge"`` CSGM candidate must beat the
             choice by; None: :attr:`z`. 0 (its held-out estimate lower than the choice's): at x4
             on the 15 real tuning faces its advantage was -2.2 to -6.3 standard errors (never
-            taken), on generated faces where it is the better image +0.6 to +1.7
+            taken), on the two generated tuning faces where it is the better image +1.5 and +1.7
             (docs/BENCHMARKS.md, "Super-resolution in range (session 8)").
         csgm_min_units: the ``"challenge"`` candidate is considered only for images with at
             least this many held-out units (:func:`ilo.solvers.selection.held_out_units`): with

@@ -106,11 +106,11 @@ def ilo(
 
 
 def csgm_stage(config: ILOConfig, generator: LayeredGenerator) -> CSGMConfig:
-    """The CSGM stage of self-tuning (``config.selection.csgm == "method"``, or its challenger
-    under ``"challenge"``): the CSGM method's
-    preset for the generator's family at ILO's whole budget and restarts, with the early
-    stopping of ILO's own stage (``config.csgm.patience``, ``tolerance``); ILO's own stage with
-    that budget for a family without presets. (``"own"``: ``config.csgm``; :func:`ilo` resolves
+    """The CSGM stage of self-tuning (``config.selection.csgm == "method"``, or the challenger
+    under ``"challenge"``): the CSGM method's preset for the generator's family at ILO's whole
+    budget and restarts (``SelectionConfig.csgm_restarts`` where set), with the early stopping
+    of ILO's own stage (``config.csgm.patience``, ``tolerance``); ILO's own stage with that
+    budget for a family without presets. (``"own"``: ``config.csgm``; :func:`ilo` resolves
     ``"auto"`` from the operator's ``self_tuning_csgm`` before calling this.)"""
     from .presets import LAYOUTS
 
@@ -118,11 +118,12 @@ def csgm_stage(config: ILOConfig, generator: LayeredGenerator) -> CSGMConfig:
         return config.csgm
     layout = LAYOUTS.get(getattr(generator, "family", ""))
     if layout is None:
-        return replace(config.csgm, steps=config.total_steps)
-    stage = layout.csgm(config, "csgm", config.total_steps)
+        stage = replace(config.csgm, steps=config.total_steps)
+    else:
+        stage = replace(layout.csgm(config, "csgm", config.total_steps), patience=config.csgm.patience,
+                        tolerance=config.csgm.tolerance)
     restarts = config.selection.csgm_restarts if config.selection is not None else None
-    return replace(stage, patience=config.csgm.patience, tolerance=config.csgm.tolerance,
-                   restarts=restarts or stage.restarts)
+    return replace(stage, restarts=restarts or stage.restarts)
 
 
 def _repeat(res: Result | None, copies: int) -> Result | None:

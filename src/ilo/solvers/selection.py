@@ -42,7 +42,12 @@ or the observation, under SURE). The choice per image:
   image what each was made of). A blend replaces the choice among the other candidates only
   where its estimate plus ``z`` standard errors of their paired difference lies below that
   choice's estimate (:func:`challenge`; ``SelectionConfig.blend_against``). A chosen blend of
-  the CSGM candidate refits that candidate first (:func:`made_of`).
+  the CSGM candidate refits that candidate first (:func:`made_of`). Under
+  ``SelectionConfig.csgm == "challenge"`` (super-resolution) both runs keep ILO's own CSGM stage
+  and the CSGM method, run once on the fit part, challenges the final choice the same way
+  (the candidate ``"csgm-method"``, margin ``csgm_z``, only on images with at least
+  ``csgm_min_units`` held-out units; not run where no image has them; refit on all
+  measurements where taken; ``csgm_challenger`` in the record).
 * **SURE** (denoising with known sigma; Ramani, Blu & Unser 2008): the Monte-Carlo estimate
   of each candidate's MSE (:func:`~ilo.solvers.risk.sure`), the stage images held fixed (their
   own dependence on the noise is not differentiated, which makes their estimates optimistic).
@@ -689,8 +694,8 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     start=None)`` runs ILO's rounds, ``copies`` rows per image, from ``start`` (a CSGM result)
     or its own CSGM stage, and returns ``(result, stages)``. ``first(y, operator, start=None)``:
     the CSGM method (its config ``csgm_config``, recorded), run once (on the fit part for
-    held-out measurements) and shared by both runs; with ``start``, its refit on all
-    measurements; None: each run's own CSGM stage. ``csgm_dof``: the latent entries CSGM
+    held-out measurements) and shared by both runs, or under ``"challenge"`` the challenger of
+    the choice; with ``start``, its refit on all measurements; None: each run's own CSGM stage. ``csgm_dof``: the latent entries CSGM
     optimises per image (:func:`csgm_sure_correction`)."""
     t0 = time.perf_counter()
     sel, dev = config.selection, config.deviation
