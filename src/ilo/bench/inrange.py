@@ -13,10 +13,12 @@ On held-out generated faces (truth seeds ``600_000 + i``, the harness's ``genera
 
 Every method gets the same budget (``--steps`` x ``--restarts``). The self-tuned ILO's
 candidates include the CSGM method's solution at that budget, computed on the fit part of the
-measurements (``SelectionConfig.csgm == "method"``; on all of them for denoising), so the
-JSON also keeps, per face, the choice, the oracle candidate (lowest true MSE) and the true MSE
-of that CSGM candidate (``csgm_stage_true_mse``): where ILO falls below CSGM, they say whether
-the selection or the candidates are to blame. Prints one Markdown table; resumable (tasks in ``--json`` are
+measurements (``SelectionConfig.csgm == "method"``; on all of them for denoising; for
+super-resolution the challenger of the choice, ``"challenge"``), so the JSON also keeps, per
+face, the choice, the oracle candidate (lowest true MSE) and the true MSE of that CSGM
+candidate (``csgm_stage_true_mse``; super-resolution: also ``csgm_challenger``, its held-out
+estimate against the choice's): where ILO falls below CSGM, they say whether the selection or
+the candidates are to blame. Prints one Markdown table; resumable (tasks in ``--json`` are
 skipped).
 """
 
