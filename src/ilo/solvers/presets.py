@@ -150,8 +150,8 @@ def self_tuned_budget(cfg: ILOConfig, share: float = SELF_TUNED_ROUNDS) -> ILOCo
 #: generated ones, at half the CPU (docs/PERFORMANCE.md, section 10). On its own it fell below CSGM
 #: on generated faces (held-out face 600002 at x4: -1.68 dB); the CSGM method's solution, which
 #: challenges the choice since session 8 at the budget's restarts (``SelectionConfig.csgm_restarts``,
-#: set by :func:`ilo.solvers.preset_for`), closes that (docs/BENCHMARKS.md, "Super-resolution in
-#: range (session 8)")
+#: set by :func:`ilo.solvers.preset_for`), closes that on those faces, not on every generated face
+#: (docs/BENCHMARKS.md, "Super-resolution in range (session 8)")
 SELF_TUNED_OWN_RESTARTS = 0.5
 #: the families those measurements were made on
 SELF_TUNED_OWN_FAMILIES = ("dcgan",)
