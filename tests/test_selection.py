@@ -157,10 +157,11 @@ def test_selection_and_deviation_configs_validate():
 
 
 @pytest.mark.parametrize("op, mode", [(Inpainting.random(SHAPE, 0.4, torch.Generator().manual_seed(0)), "method"),
-                                      (SuperResolution(SHAPE, 2), "own")], ids=["inpaint", "superres"])
+                                      (SuperResolution(SHAPE, 2), "challenge")], ids=["inpaint", "superres"])
 def test_auto_csgm_stage_is_the_operators_choice(tiny_dcgan, op, mode):
     """``csgm="auto"``: the CSGM method's solution for inpainting, ILO's own (shorter) stage for
-    super-resolution; the record says which, and the CSGM steps follow from it."""
+    super-resolution, with the CSGM method as a challenger; the record says which, and the CSGM
+    steps follow from it."""
     cfg = _cfg()
     res = solve(op(_truth(tiny_dcgan)), op, tiny_dcgan, "ilo", cfg, seeds=[4, 9])
     assert op.self_tuning_csgm == mode and res.selection["csgm"] == mode

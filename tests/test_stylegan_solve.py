@@ -64,9 +64,10 @@ def test_cli_solve_with_checkpoint_path(tmp_path, capsys, tiny_sg):
     assert e.value.code == 0, capsys.readouterr().err
     m = json.loads((out / "metrics.json").read_text())
     cfg = json.loads((out / "config.json").read_text())
-    # the self-tuned ILO's steps for super-resolution: ILO's own CSGM stage, then the rounds (8 in all)
+    # the self-tuned ILO's steps for super-resolution: ILO's own CSGM stage, then the rounds (8 in all; the CSGM
+    # method that challenges the choice is not in the history)
     first = cfg["solver"]["csgm"]["steps"]
-    assert cfg["solver"]["selection"]["csgm"] == "own" and cfg["solver"]["selection"]["csgm_steps"] == first
+    assert cfg["solver"]["selection"]["csgm"] == "challenge" and cfg["solver"]["selection"]["csgm_steps"] == first
     assert m["task"] == "superres" and m["steps"] == first + sum(r["steps"] for r in cfg["solver"]["rounds"]) == 8
     assert "true_mse" in m
     assert cfg["solver"]["rounds"][0]["layer"] == 1

@@ -3,7 +3,7 @@
     python -m ilo.bench.inrange --faces 4 --steps 300 --restarts 2 --threads 1 --json inrange.json
 
 On held-out generated faces (truth seeds ``600_000 + i``, the harness's ``generated`` set;
-never the tuning seeds 10 000-10 999) and every task at its default level (the operators'
+``--tuning-seeds`` instead runs on tuning seeds 10 000-10 999, to decide a setting on) and every task at its default level (the operators'
 ``default_level``: inpainting 10 %, super-resolution x4, denoising sigma 25, compressed sensing
 10 %), each problem built and scored by :mod:`ilo.pipeline`:
 
@@ -13,10 +13,12 @@ never the tuning seeds 10 000-10 999) and every task at its default level (the o
 
 Every method gets the same budget (``--steps`` x ``--restarts``). The self-tuned ILO's
 candidates include the CSGM method's solution at that budget, computed on the fit part of the
-measurements (``SelectionConfig.csgm == "method"``; on all of them for denoising), so the
-JSON also keeps, per face, the choice, the oracle candidate (lowest true MSE) and the true MSE
-of that CSGM candidate (``csgm_stage_true_mse``): where ILO falls below CSGM, they say whether
-the selection or the candidates are to blame. Prints one Markdown table; resumable (tasks in ``--json`` are
+measurements (``SelectionConfig.csgm == "method"``; on all of them for denoising; for
+super-resolution the challenger of the choice, ``"challenge"``), so the JSON also keeps, per
+face, the choice, the oracle candidate (lowest true MSE) and the true MSE of that CSGM
+candidate (``csgm_stage_true_mse``; super-resolution: also ``csgm_challenger``, its held-out
+estimate against the choice's): where ILO falls below CSGM, they say whether the selection or
+the candidates are to blame. Prints one Markdown table; resumable (tasks in ``--json`` are
 skipped).
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -33,11 +36,25 @@ import torch
 from .. import metrics as M
 from ..operators import TASKS
 from ..pipeline import ProblemSpec, build_problem, run_method, truth_from_seeds
-from .harness import EVAL_SEED0, parse_seed_range
+from .harness import EVAL_SEED0, TUNING_SEEDS, parse_seed_range
 from .realfaces_eval import checkpoint, mean
 
 #: (label, method, extend) of the methods compared
 METHODS = (("csgm", "csgm", True), ("ilo self-tuned", "ilo", True), ("ilo paper", "ilo", False))
+
+
+def tuning_seed_range(text: str) -> list[int]:
+    """``"A-B"`` inside the tuning seeds (:data:`~ilo.bench.harness.TUNING_SEEDS`) -> ``[A, ..., B]``:
+    generated faces to decide a setting on; ``ValueError`` outside them.
+
+    >>> tuning_seed_range("10000-10002")
+    [10000, 10001, 10002]
+    """
+    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+    lo, hi = TUNING_SEEDS
+    if not m or not lo <= int(m.group(1)) <= int(m.group(2)) <= hi:
+        raise ValueError(f"tuning seeds must be a range A-B within {lo}-{hi}, got {text!r}")
+    return list(range(int(m.group(1)), int(m.group(2)) + 1))
 
 
 def run_task(G, truth: torch.Tensor, task: str, *, steps: int, restarts: int) -> dict:
@@ -60,6 +77,8 @@ def run_task(G, truth: torch.Tensor, task: str, *, steps: int, restarts: int) ->
                                 "oracle": [names[int(k)] for k in true_mse.argmin(0)],
                                 "oracle_true_mse": true_mse.min(0).values.tolist(),
                                 "csgm_stage_true_mse": true_mse[names.index(result.selection["csgm_candidate"])].tolist()}
+            if "csgm_challenger" in result.selection:  # its held-out estimate against the choice's, where taken
+                out["selection"]["csgm_challenger"] = result.selection["csgm_challenger"]
     return out
 
 
@@ -81,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--faces", type=int, default=4, help="generated faces, truth seeds 600000, 600001, ...")
     p.add_argument("--truth-seeds", default=None, help="a seed range A-B instead of --faces (not the tuning seeds)")
+    p.add_argument("--tuning-seeds", default=None,
+                   help="a range A-B of the tuning seeds instead, to decide a setting on (e.g. 10000-10003)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--restarts", type=int, default=2)
     p.add_argument("--generator", default="digiface-dcgan")
@@ -88,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=Path("inrange.json"))
     a = p.parse_args(argv)
-    seeds = parse_seed_range(a.truth_seeds or f"{EVAL_SEED0}-{EVAL_SEED0 + a.faces - 1}")
+    seeds = (tuning_seed_range(a.tuning_seeds) if a.tuning_seeds
+             else parse_seed_range(a.truth_seeds or f"{EVAL_SEED0}-{EVAL_SEED0 + a.faces - 1}"))
     tasks = a.tasks.split(",")
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:

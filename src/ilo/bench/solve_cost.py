@@ -23,7 +23,10 @@ with patience ``P`` and relative tolerance ``T``, :class:`~ilo.solvers.config.CS
 :func:`~ilo.solvers.presets.self_tuned_budget`); ``trim:F`` (the rounds get ``F`` times their
 steps, the freed steps are not run); ``restarts:R`` (ILO's CSGM stage, and the CSGM-method stage
 taken from it, with ``R`` restarts); ``rounds-mse`` (the rounds' loss without the perceptual
-term, ILO's CSGM stage keeping its own); joined with ``+``, e.g. ``stop:50:1e-3+rounds:0.5``.
+term, ILO's CSGM stage keeping its own); ``csgm:MODE`` (the self-tuning's CSGM stage,
+:attr:`~ilo.solvers.config.SelectionConfig.csgm`: ``own``, ``method``, ``challenge``);
+``csgm-z:Z`` (the ``challenge`` candidate's margin, ``SelectionConfig.csgm_z``); joined with
+``+``, e.g. ``stop:50:1e-3+rounds:0.5``.
 
 ``--simulate-stops P:T,P:T,...`` instead runs the CSGM method once per task at the full budget
 on all the faces (one batch; each image's iterates do not depend on the batch) and replays
@@ -75,9 +78,13 @@ def variant(name: str) -> tuple[Callable, Callable]:
             on_ilo.append(lambda c, n=int(args[0]): replace(c, csgm=replace(c.csgm, restarts=n)))
         elif kind == "rounds-mse" and not args:
             on_ilo.append(lambda c: replace(c, loss=replace(c.loss, perceptual=0.0)))
+        elif kind == "csgm" and len(args) == 1:
+            on_ilo.append(lambda c, m=args[0]: replace(c, selection=replace(c.selection, csgm=m)))
+        elif kind == "csgm-z" and len(args) == 1:
+            on_ilo.append(lambda c, z=float(args[0]): replace(c, selection=replace(c.selection, csgm_z=z)))
         else:
             raise ValueError(f"unknown variant {change!r}: shipped, stop:P:T, rounds:F, trim:F, restarts:R, "
-                             "rounds-mse, joined with +")
+                             "rounds-mse, csgm:MODE, csgm-z:Z, joined with +")
 
     def chain(fs):
         def apply(c):

@@ -106,9 +106,11 @@ class SuperResolution(Operator):
     default_level = 4
     local = True
     classical_method = "bicubic"
-    #: ILO's own CSGM stage: with the CSGM method's solution as start and candidate, the held-out
-    #: choice lost 0.4 / 1.4 dB at x8 / x16 on the 29 eval faces and 0.2 dB in range (4 generated faces)
-    self_tuning_csgm = "own"
+    #: ILO's own CSGM stage, with the CSGM method's solution only as a challenger of the choice
+    #: (``SelectionConfig.csgm == "challenge"``): as the rounds' start and a plain candidate it lost
+    #: 0.4 / 1.4 dB at x8 / x16 on the 29 eval faces; without it the self-tuned ILO fell 1.7-4.8 dB
+    #: below CSGM on generated faces at x4 (docs/BENCHMARKS.md, "Super-resolution in range")
+    self_tuning_csgm = "challenge"
 
     Wh: torch.Tensor  # buffer [h, H]
     Ww: torch.Tensor  # buffer [w, W]

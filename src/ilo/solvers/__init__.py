@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 
@@ -44,14 +45,18 @@ def preset_for(method: str, generator: LayeredGenerator, operator: Operator, tot
     stage is the CSGM method at the whole budget (``operator.self_tuning_csgm == "method"``) its
     rounds run half their steps (:func:`~ilo.solvers.presets.self_tuned_budget`); where it is
     ILO's own (super-resolution), on a DCGAN, the rounds run without the perceptual term and the
-    stage with half the restarts (:func:`~ilo.solvers.presets.self_tuned_own_stage`)."""
+    stage with half the restarts (:func:`~ilo.solvers.presets.self_tuned_own_stage`), while the
+    CSGM method that challenges the choice (``self_tuning_csgm == "challenge"``) keeps the
+    budget's ``restarts`` (:attr:`~ilo.solvers.config.SelectionConfig.csgm_restarts`)."""
     cfg = default_config(method, generator, operator.task, total_steps=total_steps, restarts=restarts,
                          level=operator.level)
     if not (extend and isinstance(cfg, ILOConfig)):
         return cfg
     if operator.self_tuning_csgm == "method":
         return self_tuned(self_tuned_budget(cfg))
-    return self_tuned(self_tuned_own_stage(cfg, generator.family))
+    tuned = self_tuned(self_tuned_own_stage(cfg, generator.family))
+    assert tuned.selection is not None
+    return replace(tuned, selection=replace(tuned.selection, csgm_restarts=restarts))
 
 
 def solve(

@@ -152,7 +152,7 @@ class DeviationConfig:
 #: how self-tuning picks the stage a candidate starts from (:class:`SelectionConfig`)
 STAGE_RULES = ("auto", "estimate", "measurement", "classical")
 #: where self-tuning's CSGM stage comes from (:class:`SelectionConfig`)
-CSGM_STAGES = ("auto", "method", "own")
+CSGM_STAGES = ("auto", "method", "own", "challenge")
 #: :attr:`SelectionConfig.reference`: the margin's reference (a classical method alone, or their mean with ILO's output)
 REFERENCES = ("lowest", "first", "mean", "auto")
 #: :attr:`SelectionConfig.blend_pairs`: which two candidates a blend mixes
@@ -206,11 +206,18 @@ class SelectionConfig:
             CSGM method's solution is a candidate; ``"own"``: ILO's ``csgm`` stage in each run
             (the fit and the refit). Under every stage rule the CSGM stage's solution is a
             candidate the choice may take (under SURE its estimate counts its latent dimension
-            as divergence, :func:`ilo.solvers.selection.csgm_sure_correction`). ``"auto"``
-            (default): the operator's ``self_tuning_csgm`` (``"own"`` for super-resolution,
-            ``"method"`` otherwise).
-        csgm_refit: under ``"method"`` with held-out measurements, where the choice is the CSGM
-            candidate (CSGM fitted to the fit part), CSGM continues from it on all measurements
+            as divergence, :func:`ilo.solvers.selection.csgm_sure_correction`). ``"challenge"``
+            (held-out measurements only): ILO's own stage in each run, as ``"own"``, and the CSGM
+            method run once on the fit part as a challenger: its solution (the candidate
+            ``"csgm-method"``) replaces the choice among the other candidates only where its
+            held-out estimate plus ``csgm_z`` standard errors of their paired difference lies
+            below the choice's estimate (:func:`ilo.solvers.selection.challenge`) on an image
+            with at least ``csgm_min_units`` held-out units, and is then refit on all
+            measurements (``csgm_refit``). ``"auto"`` (default): the operator's
+            ``self_tuning_csgm`` (``"challenge"`` for super-resolution, ``"method"`` otherwise).
+        csgm_refit: under ``"method"`` or ``"challenge"`` with held-out measurements, where the
+            choice is the CSGM method's candidate (CSGM fitted to the fit part), CSGM continues
+            from it on all measurements
             for this fraction of its steps (one restart) and the result replaces it where it
             fits all measurements better; 0: off.
         z: the margin of the held-out choice, in standard errors. Per image the reference is
@@ -252,6 +259,20 @@ class SelectionConfig:
             the reference, so its standard error is smaller and it is penalised less than the
             candidate it blends: it took blends of the CSGM candidate over that candidate in
             range).
+        csgm_restarts: the restarts of the CSGM method's run under ``"method"`` and
+            ``"challenge"``; None: those of ILO's ``csgm`` stage. The self-tuned presets whose
+            stage is ILO's own (fewer restarts, :func:`ilo.solvers.presets.self_tuned_own_stage`)
+            give the CSGM method the budget's restarts: with one of two it fell 11 dB below CSGM
+            on a generated face (docs/BENCHMARKS.md, "Super-resolution in range").
+        csgm_z: the margin, in standard errors, the ``"challenge"`` CSGM candidate must beat the
+            choice by; None: :attr:`z`. 0 (its held-out estimate lower than the choice's): at x4
+            on the 15 real tuning faces its advantage was -2.2 to -6.3 standard errors (never
+            taken), on the two generated tuning faces where it is the better image +1.5 and +1.7
+            (docs/BENCHMARKS.md, "Super-resolution in range (session 8)").
+        csgm_min_units: the ``"challenge"`` candidate is considered only for images with at
+            least this many held-out units (:func:`ilo.solvers.selection.held_out_units`): with
+            ~10 (x8) or ~2 (x16) held-out low-resolution pixels its estimate beat the choice's by
+            up to 1 standard error on real faces where taking it cost up to 3.6 dB.
     """
 
     holdout: float = 0.15
@@ -269,13 +290,18 @@ class SelectionConfig:
     blend: tuple[float, ...] = (0.25, 0.5, 0.75)
     blend_pairs: tuple[str, ...] = ("reference", "classical")
     blend_against: str = "choice"
+    csgm_restarts: int | None = None
+    csgm_z: float | None = 0.0
+    csgm_min_units: int = 20
 
     def __post_init__(self) -> None:
         if (not 0 < self.holdout < 1 or self.patch < 1 or self.ring < 0 or self.probes < 1 or not 0 <= self.csgm_refit <= 1
-                or not self.z >= 0 or not (self.box_z is None or self.box_z >= 0)):
+                or not self.z >= 0 or not (self.box_z is None or self.box_z >= 0)
+                or (self.csgm_restarts is not None and self.csgm_restarts < 1)
+                or not (self.csgm_z is None or self.csgm_z >= 0) or self.csgm_min_units < 1):
             raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, ring={self.ring}, "
-                             f"probes={self.probes}, csgm_refit={self.csgm_refit}, z={self.z}, "
-                             f"box_z={self.box_z}")
+                             f"probes={self.probes}, csgm_refit={self.csgm_refit}, z={self.z}, box_z={self.box_z}, "
+                             f"csgm_restarts={self.csgm_restarts}, csgm_z={self.csgm_z}, csgm_min_units={self.csgm_min_units}")
         if self.stage not in STAGE_RULES:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
         if self.reference not in REFERENCES:

@@ -91,12 +91,12 @@ def ilo(
                 return csgm(y_, op, generator, cfg, seeds=seeds_, init=start.latents, fidelity=fidelity)
             if init is not None:
                 return replace(init, history=[])
-            return csgm(y_, op, generator, stage, seeds=seeds_, callback=callback, progress=progress,
-                        fidelity=fidelity)
+            return csgm(y_, op, generator, stage, seeds=seeds_, progress=progress, fidelity=fidelity,
+                        callback=callback if sel.csgm == "method" else None)  # a challenger is not in the history
 
         shapes = generator.layer_shapes()[0]
         dof = sum(math.prod(shapes[k]) for k in (stage.keys or generator.trainable_keys(0)))
-        return self_tune(y, operator, config, run, seeds_, first if sel.csgm == "method" else None,
+        return self_tune(y, operator, config, run, seeds_, first if sel.csgm in ("method", "challenge") else None,
                          stage, dof)
     res, _ = run(y, operator)
     if config.deviation is not None:
@@ -106,10 +106,11 @@ def ilo(
 
 
 def csgm_stage(config: ILOConfig, generator: LayeredGenerator) -> CSGMConfig:
-    """The CSGM stage of self-tuning (``config.selection.csgm == "method"``): the CSGM method's
-    preset for the generator's family at ILO's whole budget and restarts, with the early
-    stopping of ILO's own stage (``config.csgm.patience``, ``tolerance``); ILO's own stage with
-    that budget for a family without presets. (``"own"``: ``config.csgm``; :func:`ilo` resolves
+    """The CSGM stage of self-tuning (``config.selection.csgm == "method"``, or the challenger
+    under ``"challenge"``): the CSGM method's preset for the generator's family at ILO's whole
+    budget and restarts (``SelectionConfig.csgm_restarts`` where set), with the early stopping
+    of ILO's own stage (``config.csgm.patience``, ``tolerance``); ILO's own stage with that
+    budget for a family without presets. (``"own"``: ``config.csgm``; :func:`ilo` resolves
     ``"auto"`` from the operator's ``self_tuning_csgm`` before calling this.)"""
     from .presets import LAYOUTS
 
@@ -117,9 +118,12 @@ def csgm_stage(config: ILOConfig, generator: LayeredGenerator) -> CSGMConfig:
         return config.csgm
     layout = LAYOUTS.get(getattr(generator, "family", ""))
     if layout is None:
-        return replace(config.csgm, steps=config.total_steps)
-    stage = layout.csgm(config, "csgm", config.total_steps)
-    return replace(stage, patience=config.csgm.patience, tolerance=config.csgm.tolerance)
+        stage = replace(config.csgm, steps=config.total_steps)
+    else:
+        stage = replace(layout.csgm(config, "csgm", config.total_steps), patience=config.csgm.patience,
+                        tolerance=config.csgm.tolerance)
+    restarts = config.selection.csgm_restarts if config.selection is not None else None
+    return replace(stage, restarts=restarts or stage.restarts)
 
 
 def _repeat(res: Result | None, copies: int) -> Result | None:

@@ -143,12 +143,15 @@ def self_tuned_budget(cfg: ILOConfig, share: float = SELF_TUNED_ROUNDS) -> ILOCo
     return replace(cfg, rounds=rounds, csgm=replace(cfg.csgm, steps=cfg.csgm.steps + freed))
 
 
-#: a DCGAN self-tuned preset whose CSGM stage is ILO's own (the operator's ``self_tuning_csgm ==
-#: "own"``: super-resolution) runs its rounds without the perceptual term (ILO's CSGM stage keeps
-#: it) and that stage with this share of the restarts: at x4 on the tuning faces the self-tuned
-#: output was the same on the 8 real faces and the same or better on the 4 generated ones, at half
-#: the CPU (docs/PERFORMANCE.md, section 10); on held-out generated faces it fell below CSGM on one
-#: face at x4 (docs/BENCHMARKS.md, "Blends against the choice they replace")
+#: a DCGAN self-tuned preset whose CSGM stage is ILO's own (the operator's ``self_tuning_csgm`` is
+#: ``"own"`` or ``"challenge"``: super-resolution) runs its rounds without the perceptual term
+#: (ILO's CSGM stage keeps it) and that stage with this share of the restarts: at x4 on the tuning
+#: faces the self-tuned output was the same on the 8 real faces and the same or better on the 4
+#: generated ones, at half the CPU (docs/PERFORMANCE.md, section 10). On its own it fell below CSGM
+#: on generated faces (held-out face 600002 at x4: -1.68 dB); the CSGM method's solution, which
+#: challenges the choice since session 8 at the budget's restarts (``SelectionConfig.csgm_restarts``,
+#: set by :func:`ilo.solvers.preset_for`), closes that on those faces, not on every generated face
+#: (docs/BENCHMARKS.md, "Super-resolution in range (session 8)")
 SELF_TUNED_OWN_RESTARTS = 0.5
 #: the families those measurements were made on
 SELF_TUNED_OWN_FAMILIES = ("dcgan",)

@@ -45,7 +45,12 @@ or the observation, under SURE). The choice per image:
   image what each was made of). A blend replaces the choice among the other candidates only
   where its estimate plus ``z`` standard errors of their paired difference lies below that
   choice's estimate (:func:`challenge`; ``SelectionConfig.blend_against``). A chosen blend of
-  the CSGM candidate refits that candidate first (:func:`made_of`).
+  the CSGM candidate refits that candidate first (:func:`made_of`). Under
+  ``SelectionConfig.csgm == "challenge"`` (super-resolution) both runs keep ILO's own CSGM stage
+  and the CSGM method, run once on the fit part, challenges the final choice the same way
+  (the candidate ``"csgm-method"``, margin ``csgm_z``, only on images with at least
+  ``csgm_min_units`` held-out units; not run where no image has them; refit on all
+  measurements where taken; ``csgm_challenger`` in the record).
 * **SURE** (denoising with known sigma; Ramani, Blu & Unser 2008): the Monte-Carlo estimate
   of each candidate's MSE (:func:`~ilo.solvers.risk.sure`), the stage images held fixed (their
   own dependence on the noise is not differentiated, which makes their estimates optimistic).
@@ -638,8 +643,8 @@ def made_of(choice: torch.Tensor, k: int, pairs: torch.Tensor, K: int, weights: 
 
 
 def _refit_csgm(cands: torch.Tensor, redo: torch.Tensor, y: torch.Tensor, operator: Operator, start: Result,
-                first: Callable[..., Result], fraction: float) -> list[bool]:
-    """Where ``redo [B]`` (bool: the choice is the CSGM candidate, row 0 of ``cands [K, B, ...]``,
+                first: Callable[..., Result], fraction: float, k: int = 0) -> list[bool]:
+    """Where ``redo [B]`` (bool: the choice is the CSGM candidate, row ``k`` of ``cands [K, B, ...]``,
     CSGM on the fit part, ``start``, or a blend of it), continue CSGM from it on all measurements
     (``first(y, operator, start)``) and put the result in its place where it fits all of them
     better: which images changed."""
@@ -647,9 +652,38 @@ def _refit_csgm(cands: torch.Tensor, redo: torch.Tensor, y: torch.Tensor, operat
         return [False] * len(redo)
     refit = first(y, operator, start)
     with torch.no_grad():
-        better = redo & (operator.measurement_loss(refit.image, y) < operator.measurement_loss(cands[0], y))
-    cands[0, better] = refit.image[better]
+        better = redo & (operator.measurement_loss(refit.image, y) < operator.measurement_loss(cands[k], y))
+    cands[k, better] = refit.image[better]
     return better.tolist()
+
+
+def _challenge_csgm(image: torch.Tensor, choice: torch.Tensor, cands_fit: torch.Tensor, est: torch.Tensor,
+                    se: torch.Tensor | None, eligible: torch.Tensor | None, val: Operator, y: torch.Tensor,
+                    units: torch.Tensor, z: float, min_units: int = 1) -> tuple:
+    """The CSGM method's solution on the fit part, ``image [B, C, H, W]``, against the ``choice [B]``
+    among the fit part's candidates ``cands_fit [K, B, ...]`` (blends included): it replaces the
+    choice only where its held-out estimate plus ``z`` standard errors of their paired difference
+    (over ``units``, :func:`paired_se`) lies below the choice's estimate (:func:`challenge`), and
+    at least ``min_units`` units are held out. Returns the choice (``K`` where it was taken),
+    ``est``, ``se`` and ``eligible`` with its row appended, and a record of its estimate, standard
+    error, the units and where it was taken."""
+    B = y.shape[0]
+    rows = torch.arange(B, device=y.device)
+    with torch.no_grad():
+        own = val.measurement_loss(image, y)  # [B]
+        errors = unit_errors(val, torch.stack([cands_fit[choice, rows], image]), y, units)  # [2, B, U]
+    diff_se = paired_se(errors, torch.zeros_like(choice))[1]
+    pair_est, pair_se = torch.stack([est[choice, rows], own]), torch.stack([torch.zeros_like(own), diff_se])
+    n = (~errors[0].isnan()).sum(-1)  # [B] held-out units
+    take = (challenge(pair_est, pair_se, None, torch.zeros_like(choice), 1, z) == 1) & (n >= min_units)
+    K = est.shape[0]
+    new = torch.where(take, torch.full_like(choice, K), choice)
+    est = torch.cat([est, own[None]])
+    se = None if se is None else torch.cat([se, diff_se[None]])
+    eligible = None if eligible is None else torch.cat([eligible, eligible.new_ones(1, B)])
+    return new, est, se, eligible, {"estimated_mse": own.tolist(), "estimated_se": diff_se.tolist(),
+                                    "choice_estimated_mse": pair_est[0].tolist(), "units": n.tolist(),
+                                    "taken": take.tolist(), "run": True}
 
 
 def _classical_sure(csgm: torch.Tensor, y: torch.Tensor, operator: Operator, dev: DeviationConfig | None,
@@ -693,8 +727,8 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     start=None)`` runs ILO's rounds, ``copies`` rows per image, from ``start`` (a CSGM result)
     or its own CSGM stage, and returns ``(result, stages)``. ``first(y, operator, start=None)``:
     the CSGM method (its config ``csgm_config``, recorded), run once (on the fit part for
-    held-out measurements) and shared by both runs; with ``start``, its refit on all
-    measurements; None: each run's own CSGM stage. ``csgm_dof``: the latent entries CSGM
+    held-out measurements) and shared by both runs, or under ``"challenge"`` the challenger of
+    the choice; with ``start``, its refit on all measurements; None: each run's own CSGM stage. ``csgm_dof``: the latent entries CSGM
     optimises per image (:func:`csgm_sure_correction`)."""
     t0 = time.perf_counter()
     sel, dev = config.selection, config.deviation
@@ -707,7 +741,10 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     ref: torch.Tensor | None = None  # held-out: the margin's reference [B]
     errors: torch.Tensor | None = None  # held-out: the candidates' per-unit errors [K, B, U]
     units: torch.Tensor | None = None  # held-out: the unit of every measurement (held_out_units)
+    challenger = None  # "challenge": the CSGM method on the fit part, a candidate only against the choice
     if isinstance(operator, Denoising):
+        if sel.csgm == "challenge":
+            raise ValueError("a CSGM challenger needs held-out measurements, not SURE (denoising)")
         if operator.noise.sigma <= 0:
             raise ValueError("self-tuning a denoiser needs a noise sigma > 0 (SURE)")
         start = first(y, operator) if first is not None else None
@@ -743,7 +780,17 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         fit, y_fit, val, record = split(operator, y, seeds, sel)
         if str(record["kind"]).startswith("patches") and sel.box_z is not None:
             sel = replace(sel, z=sel.box_z)  # the margin next to a box
-        start = first(y_fit, fit) if first is not None else None  # the CSGM method on the fit part
+        if sel.csgm == "challenge":  # the runs keep their own stage; the CSGM method challenges the choice
+            patch = sel.patch if str(record["kind"]).startswith("patches") else None
+            blank = torch.zeros(1, B, *operator.input_shape, dtype=y.dtype, device=y.device)
+            n = (~unit_errors(val, blank, y, held_out_units(y, patch))[0].isnan()).sum(1)  # [B] held-out units
+            if first is not None and bool((n >= sel.csgm_min_units).any()):
+                challenger = first(y_fit, fit)  # the CSGM method on the fit part
+            else:  # no image has enough held-out units for it to be taken: not run
+                record["csgm_challenger"] = {"units": n.tolist(), "run": False}
+            start = None
+        else:
+            start = first(y_fit, fit) if first is not None else None  # the CSGM method on the fit part
         (res_fit, st_fit), (res, stages) = fit_and_refit(run, y_fit, fit, y, operator, start)  # one batch of 2B
         plain = torch.stack([s[2] for s in stages]).argmin(0)  # the refit's best-fitting stage: ILO's own output
         auto = "estimate" if str(record["kind"]).startswith("patches") else "measurement"
@@ -801,10 +848,6 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         names = names + blend_names(kinds, sel.blend)
         of = [[[names[k] for k in pair] for pair in img] for img in pairs.permute(2, 0, 1).tolist()]
         record["blend"] = [[{"of": pair, "weights": [a, 1 - a]} for pair in img for a in sel.blend] for img in of]
-    if se is not None:
-        record["estimated_se"] = se.T.tolist()
-    if eligible is not None:
-        record["eligible"] = eligible.T.tolist()
     choice = base
     if pairs is not None:
         choice = (challenge(est, se, eligible, base, K, sel.z) if sel.blend_against == "choice"
@@ -815,11 +858,29 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         record["csgm_refit"] = _refit_csgm(cands, redo, y, operator, start, first, sel.csgm_refit)
     if pairs is not None:
         cands = torch.cat([cands, blend(cands, pairs, sel.blend)])  # the blends of the refit candidates
+    if challenger is not None and first is not None:
+        fit_all = cands_fit if pairs is None else torch.cat([cands_fit, blend(cands_fit, pairs, sel.blend)])
+        if units is None:
+            units = held_out_units(y, sel.patch if str(record["kind"]).startswith("patches") else None)
+        choice, est, se, eligible, record["csgm_challenger"] = _challenge_csgm(
+            challenger.image, choice, fit_all, est, se, eligible, val, y, units,
+            sel.z if sel.csgm_z is None else sel.csgm_z, sel.csgm_min_units)
+        names = names + ["csgm-method"]
+        cands = torch.cat([cands, challenger.image[None]])
+        taken = choice == len(names) - 1
+        record["csgm_refit"] = _refit_csgm(cands, taken, y, operator, challenger, first, sel.csgm_refit, k=-1)
+    if se is not None:
+        record["estimated_se"] = se.T.tolist()
+    if eligible is not None:
+        record["eligible"] = eligible.T.tolist()
     image = paste_observed(cands[choice, rows], y, operator, dev)
     record.update(candidates=names, estimated_mse=est.T.tolist(), choice=[names[int(c)] for c in choice],
-                  ilo_choice=[names[int(c)] for c in plain], classical=list(methods), csgm_candidate=names[0],
+                  ilo_choice=[names[int(c)] for c in plain], classical=list(methods),
+                  csgm_candidate=names[-1] if challenger is not None else names[0],
                   csgm=sel.csgm, csgm_steps=start.steps if start is not None else config.csgm.steps)
-    if csgm_config is not None and start is not None:
+    if challenger is not None:
+        record["challenger_steps"] = challenger.steps
+    if csgm_config is not None and (start is not None or challenger is not None):
         record["csgm_config"] = csgm_config.to_dict()
     with torch.no_grad():
         meas = operator.measurement_loss(image, y)

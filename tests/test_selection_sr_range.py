@@ -1,0 +1,126 @@
+"""The CSGM method's solution as a challenger of super-resolution's held-out choice
+(``SelectionConfig.csgm == "challenge"``): taken in range, where it is far better than ILO's own
+stages, never on a face outside the generator's range, and only by its margin."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ilo.solvers.selection as S
+from ilo import metrics as M
+from ilo.operators import Denoising, SuperResolution
+from ilo.solvers import CSGMConfig, ILOConfig, RoundConfig, solve
+from ilo.solvers.config import SelectionConfig, self_tuned
+
+SHAPE = (3, 16, 16)
+SEEDS = [4, 9]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _cfg(csgm: str, **selection) -> ILOConfig:
+    """x2 on 16 pixels holds out ~10 low-resolution pixels: below the default ``csgm_min_units``,
+    so the challenger is allowed from 5 here unless ``selection`` says otherwise."""
+    base = ILOConfig(csgm=CSGMConfig(steps=10, restarts=2, lr=0.05), rounds=(RoundConfig(1, 10, 0.05, 5.0),))
+    cfg = self_tuned(base, weights=(0.01, 0.1), steps=10)
+    return replace(cfg, selection=replace(cfg.selection, csgm=csgm, **{"csgm_min_units": 5, **selection}))
+
+
+def _in_range(G) -> torch.Tensor:
+    return G(G.sample_latent(2, torch.Generator().manual_seed(7))).detach()
+
+
+def _far() -> torch.Tensor:
+    """Smooth random images (bicubic upsampling of 4x4 noise): easy for TV super-resolution,
+    out of reach of the tiny generator's 8 latent entries."""
+    u = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    return F.interpolate(u, size=SHAPE[-1], mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def test_in_range_the_csgm_challenger_is_taken_and_refit(tiny_dcgan):
+    from ilo.solvers.csgm import csgm
+    from ilo.solvers.ilo import csgm_stage
+
+    op = SuperResolution(SHAPE, 2)
+    x = _in_range(tiny_dcgan)
+    y = op(x)
+    cfg = _cfg("challenge")
+    res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=SEEDS)
+    own = solve(y, op, tiny_dcgan, "ilo", _cfg("own"), seeds=SEEDS)
+    sel = res.selection
+    assert sel["csgm_candidate"] == "csgm-method" == sel["candidates"][-1]
+    assert all(5 <= n < SelectionConfig().csgm_min_units for n in sel["csgm_challenger"]["units"])
+    assert sel["choice"] == ["csgm-method"] * 2 and sel["csgm_challenger"]["taken"] == [True, True]
+    # the candidates before it are "own"'s: the challenger only adds a row
+    assert sel["candidates"][:-1] == own.selection["candidates"]
+    torch.testing.assert_close(res.candidates[:-1], own.candidates, rtol=0, atol=0, equal_nan=True)
+    # the CSGM method on the fit part, then refit on all measurements where it fits them better
+    fit, y_fit, _, _ = S.split(op, y, SEEDS, cfg.selection)
+    stage = csgm_stage(cfg, tiny_dcgan)
+    alone = solve(y_fit, fit, tiny_dcgan, "csgm", stage, seeds=SEEDS)
+    more = csgm(y, op, tiny_dcgan, replace(stage, steps=round(stage.steps * cfg.selection.csgm_refit), restarts=1),
+                seeds=SEEDS, init=alone.latents)
+    refit = torch.tensor(sel["csgm_refit"])
+    expected = torch.where(refit.view(-1, 1, 1, 1), more.image, alone.image)
+    torch.testing.assert_close(res.image, expected, rtol=0, atol=1e-6)
+    assert sel["challenger_steps"] == cfg.total_steps and sel["csgm_steps"] == cfg.csgm.steps
+    assert bool((M.psnr(res.image, x) > M.psnr(own.image, x)).all())  # better than ILO's own stages here
+
+
+@pytest.mark.parametrize("where", ["far", "few units"])
+def test_out_of_range_or_on_few_units_the_challenger_is_not_taken_and_changes_nothing(tiny_dcgan, where):
+    """Out of the generator's range CSGM's held-out error is far above the choice's; in range, with
+    fewer held-out units than ``csgm_min_units`` (the default's 20 here) on every image, the CSGM
+    method is not even run."""
+    op = SuperResolution(SHAPE, 2)
+    y = op(_far() if where == "far" else _in_range(tiny_dcgan))
+    res = solve(y, op, tiny_dcgan, "ilo", _cfg("challenge", **({} if where == "far" else {"csgm_min_units": 20})),
+                seeds=SEEDS)
+    own = solve(y, op, tiny_dcgan, "ilo", _cfg("own"), seeds=SEEDS)
+    sel, ch = res.selection, res.selection["csgm_challenger"]
+    assert "csgm-method" not in sel["choice"]
+    if where == "far":
+        assert ch["run"] and ch["taken"] == [False, False]
+        assert all(c > 5 * e for c, e in zip(ch["estimated_mse"], ch["choice_estimated_mse"]))  # CSGM is far off
+    else:
+        assert not ch["run"] and all(5 <= n < 20 for n in ch["units"])
+        assert "challenger_steps" not in sel and sel["candidates"] == own.selection["candidates"]
+    assert sel["choice"] == own.selection["choice"]
+    assert torch.equal(res.image, own.image)
+
+
+def test_the_challenger_must_beat_the_choice_by_its_margin():
+    """Per image a choice and a challenger on 16 held-out low-resolution pixels: the challenger's
+    mean held-out error is lower on both, but on image 1 its paired differences are noisy (a few
+    units at one corner carry all of its advantage), so the margin keeps the choice there."""
+    y = torch.zeros(2, 1, 4, 4)
+    val = S.HeldOut(SuperResolution((1, 16, 16), 4), torch.ones(1, 1, 4, 4))
+    units = S.held_out_units(y)
+    # candidates are constant 16x16 images: the low-resolution residual of each pixel is the value
+    choice_img = torch.full((2, 1, 16, 16), 0.1)
+    chall = torch.full((2, 1, 16, 16), 0.05)
+    chall[1] = 0.1
+    chall[1, :, :4, :4] = 0.0  # exact at one corner, elsewhere as the choice
+    cands_fit = choice_img[None]
+    est = torch.stack([val.measurement_loss(c, y) for c in cands_fit])
+    choice = torch.zeros(2, dtype=torch.long)
+    for z, taken in ((1.5, [True, False]), (0.0, [True, True])):
+        new, est2, se2, ok2, rec = S._challenge_csgm(chall, choice, cands_fit, est, None, None, val, y, units, z)
+        assert rec["taken"] == taken and new.tolist() == [1 if t else 0 for t in taken]
+        assert rec["units"] == [16, 16]
+        assert S._challenge_csgm(chall, choice, cands_fit, est, None, None, val, y, units, z, 17)[4]["taken"] == [
+            False, False]  # too few held-out units
+        assert est2.shape == (2, 2) and se2 is None and ok2 is None
+        assert rec["estimated_mse"][1] < rec["choice_estimated_mse"][1]  # lower on the mean, image 1 too
+
+
+def test_challenge_config_validates(tiny_dcgan):
+    dn = Denoising(SHAPE, sigma255=25)
+    with pytest.raises(ValueError, match="SURE"):
+        solve(dn(_far()), dn, tiny_dcgan, "ilo", _cfg("challenge"), seeds=SEEDS)
+    assert SelectionConfig(csgm="challenge", csgm_z=0.5, csgm_restarts=2).csgm_z == 0.5
+    for bad in ({"csgm_z": -1.0}, {"csgm_restarts": 0}, {"csgm_min_units": 0}, {"csgm": "both"}):
+        with pytest.raises(ValueError):
+            SelectionConfig(**bad)
