@@ -119,8 +119,9 @@ class Operator(nn.Module):
     local: bool = False
     #: the generator-free method of :func:`ilo.solvers.solve` that restores a whole photo (None: none)
     classical_method: str | None = None
-    #: the self-tuned ILO's CSGM stage under ``SelectionConfig.csgm = "auto"`` (``"method"`` or
-    #: ``"own"``; docs/BENCHMARKS.md, "All 29 eval faces" and "In range")
+    #: the self-tuned ILO's CSGM stage under ``SelectionConfig.csgm = "auto"`` (``"method"``,
+    #: ``"own"`` or ``"challenge"``; docs/BENCHMARKS.md, "All 29 eval faces", "In range" and
+    #: "Super-resolution in range (session 8)")
     self_tuning_csgm: str = "method"
     #: names of buffers that may hold one entry per sample (first dim = batch), e.g. a mask per image
     per_sample_buffers: tuple[str, ...] = ()
