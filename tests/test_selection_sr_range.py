@@ -121,6 +121,21 @@ def test_challenge_config_validates(tiny_dcgan):
     with pytest.raises(ValueError, match="SURE"):
         solve(dn(_far()), dn, tiny_dcgan, "ilo", _cfg("challenge"), seeds=SEEDS)
     assert SelectionConfig(csgm="challenge", csgm_z=0.5, csgm_restarts=2).csgm_z == 0.5
-    for bad in ({"csgm_z": -1.0}, {"csgm_restarts": 0}, {"csgm_min_units": 0}, {"csgm": "both"}):
+    for bad in ({"csgm_z": -1.0}, {"csgm_restarts": 0}, {"csgm_min_units": 0}, {"csgm": "both"},
+                {"csgm_share": 0.0}, {"csgm_share": 1.5}):
         with pytest.raises(ValueError):
             SelectionConfig(**bad)
+
+
+def test_csgm_share_shortens_only_the_challenger(tiny_dcgan):
+    """``csgm_share`` gives the CSGM method's run that share of ILO's budget; ILO's own stage and
+    rounds, and so the candidates before the challenger, are those of the whole-budget run."""
+    op = SuperResolution(SHAPE, 2)
+    y = op(_in_range(tiny_dcgan))
+    full = solve(y, op, tiny_dcgan, "ilo", _cfg("challenge"), seeds=SEEDS)
+    half = solve(y, op, tiny_dcgan, "ilo", _cfg("challenge", csgm_share=0.5), seeds=SEEDS)
+    total = _cfg("challenge").total_steps
+    assert full.selection["challenger_steps"] == total
+    assert half.selection["challenger_steps"] == round(total * 0.5)
+    torch.testing.assert_close(half.candidates[:-1], full.candidates[:-1], rtol=0, atol=0, equal_nan=True)
+    assert not torch.equal(half.candidates[-1], full.candidates[-1])
