@@ -275,6 +275,9 @@ class SelectionConfig:
             up to 1 standard error on real faces where taking it cost up to 3.6 dB.
         csgm_share: the share of ILO's whole budget the CSGM method's run gets under ``"method"``
             and ``"challenge"`` (at least one step; 1: the whole budget).
+        csgm_challenge: under ``"method"`` (held-out measurements), the CSGM method's candidate
+            also challenges the choice as the ``"challenge"`` candidate does (margin ``csgm_z``,
+            at least ``csgm_min_units`` held-out units), at no extra run.
     """
 
     holdout: float = 0.15
@@ -296,6 +299,7 @@ class SelectionConfig:
     csgm_z: float | None = 0.0
     csgm_min_units: int = 20
     csgm_share: float = 1.0
+    csgm_challenge: bool = False
 
     def __post_init__(self) -> None:
         if (not 0 < self.holdout < 1 or self.patch < 1 or self.ring < 0 or self.probes < 1 or not 0 <= self.csgm_refit <= 1
