@@ -274,10 +274,15 @@ class SelectionConfig:
             ~10 (x8) or ~2 (x16) held-out low-resolution pixels its estimate beat the choice's by
             up to 1 standard error on real faces where taking it cost up to 3.6 dB.
         csgm_share: the share of ILO's whole budget the CSGM method's run gets under ``"method"``
-            and ``"challenge"`` (at least one step; 1: the whole budget).
+            and ``"challenge"`` (at least one step; 1: the whole budget). Below 1 the x4
+            challenger lost generated faces it won (docs/BENCHMARKS.md, "Cheaper variants
+            (session 8, later)").
         csgm_challenge: under ``"method"`` (held-out measurements), the CSGM method's candidate
             also challenges the choice as the ``"challenge"`` candidate does (margin ``csgm_z``,
-            at least ``csgm_min_units`` held-out units), at no extra run.
+            at least ``csgm_min_units`` held-out units), at no extra run. Off: as the default
+            for super-resolution x4 it was 41 % cheaper than ``"challenge"`` but fell below CSGM
+            on faces the challenger lifted above it (docs/BENCHMARKS.md, "Cheaper variants
+            (session 8, later)").
     """
 
     holdout: float = 0.15
