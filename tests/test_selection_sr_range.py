@@ -121,6 +121,42 @@ def test_challenge_config_validates(tiny_dcgan):
     with pytest.raises(ValueError, match="SURE"):
         solve(dn(_far()), dn, tiny_dcgan, "ilo", _cfg("challenge"), seeds=SEEDS)
     assert SelectionConfig(csgm="challenge", csgm_z=0.5, csgm_restarts=2).csgm_z == 0.5
-    for bad in ({"csgm_z": -1.0}, {"csgm_restarts": 0}, {"csgm_min_units": 0}, {"csgm": "both"}):
+    for bad in ({"csgm_z": -1.0}, {"csgm_restarts": 0}, {"csgm_min_units": 0}, {"csgm": "both"},
+                {"csgm_share": 0.0}, {"csgm_share": 1.5}):
         with pytest.raises(ValueError):
             SelectionConfig(**bad)
+
+
+def test_csgm_share_shortens_only_the_challenger(tiny_dcgan):
+    """``csgm_share`` gives the CSGM method's run that share of ILO's budget; ILO's own stage and
+    rounds, and so the candidates before the challenger, are those of the whole-budget run."""
+    op = SuperResolution(SHAPE, 2)
+    y = op(_in_range(tiny_dcgan))
+    full = solve(y, op, tiny_dcgan, "ilo", _cfg("challenge"), seeds=SEEDS)
+    half = solve(y, op, tiny_dcgan, "ilo", _cfg("challenge", csgm_share=0.5), seeds=SEEDS)
+    total = _cfg("challenge").total_steps
+    assert full.selection["challenger_steps"] == total
+    assert half.selection["challenger_steps"] == round(total * 0.5)
+    torch.testing.assert_close(half.candidates[:-1], full.candidates[:-1], rtol=0, atol=0, equal_nan=True)
+    assert not torch.equal(half.candidates[-1], full.candidates[-1])
+
+
+@pytest.mark.parametrize("where", ["in range", "far"])
+def test_csgm_challenge_under_method_only_moves_the_choice_to_the_csgm_candidate(tiny_dcgan, where):
+    """Under ``"method"`` with ``csgm_challenge`` the CSGM candidate (row 0) also challenges the
+    choice at margin ``csgm_z``: the candidates are unchanged, and the choice differs from plain
+    ``"method"``'s only where it was taken, and there it is the CSGM candidate."""
+    op = SuperResolution(SHAPE, 2)
+    y = op(_in_range(tiny_dcgan) if where == "in range" else _far())
+    plain = solve(y, op, tiny_dcgan, "ilo", _cfg("method"), seeds=SEEDS)
+    res = solve(y, op, tiny_dcgan, "ilo", _cfg("method", csgm_challenge=True), seeds=SEEDS)
+    ch = res.selection["csgm_challenger"]
+    assert ch["run"] and "csgm_challenger" not in plain.selection
+    assert res.selection["candidates"] == plain.selection["candidates"]
+    for b, taken in enumerate(ch["taken"]):
+        assert taken == (ch["estimated_mse"][b] < ch["choice_estimated_mse"][b])  # margin 0, enough units
+        assert res.selection["choice"][b] == ("csgm" if taken else plain.selection["choice"][b])
+        if not taken:
+            torch.testing.assert_close(res.image[b], plain.image[b], rtol=0, atol=0)
+    if where == "far":  # CSGM's held-out error is far above the choice's
+        assert ch["taken"] == [False, False]

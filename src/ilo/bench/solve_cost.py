@@ -25,7 +25,10 @@ steps, the freed steps are not run); ``restarts:R`` (ILO's CSGM stage, and the C
 taken from it, with ``R`` restarts); ``rounds-mse`` (the rounds' loss without the perceptual
 term, ILO's CSGM stage keeping its own); ``csgm:MODE`` (the self-tuning's CSGM stage,
 :attr:`~ilo.solvers.config.SelectionConfig.csgm`: ``own``, ``method``, ``challenge``);
-``csgm-z:Z`` (the ``challenge`` candidate's margin, ``SelectionConfig.csgm_z``); joined with
+``csgm-z:Z`` (the ``challenge`` candidate's margin, ``SelectionConfig.csgm_z``); ``csgm-share:F``
+(the CSGM method's run under ``method`` / ``challenge`` at ``F`` of the budget,
+``SelectionConfig.csgm_share``); ``csgm-challenge`` (under ``method`` the CSGM candidate also
+challenges the choice, ``SelectionConfig.csgm_challenge``); joined with
 ``+``, e.g. ``stop:50:1e-3+rounds:0.5``.
 
 ``--simulate-stops P:T,P:T,...`` instead runs the CSGM method once per task at the full budget
@@ -80,11 +83,15 @@ def variant(name: str) -> tuple[Callable, Callable]:
             on_ilo.append(lambda c: replace(c, loss=replace(c.loss, perceptual=0.0)))
         elif kind == "csgm" and len(args) == 1:
             on_ilo.append(lambda c, m=args[0]: replace(c, selection=replace(c.selection, csgm=m)))
+        elif kind == "csgm-challenge" and not args:
+            on_ilo.append(lambda c: replace(c, selection=replace(c.selection, csgm_challenge=True)))
+        elif kind == "csgm-share" and len(args) == 1:
+            on_ilo.append(lambda c, f=float(args[0]): replace(c, selection=replace(c.selection, csgm_share=f)))
         elif kind == "csgm-z" and len(args) == 1:
             on_ilo.append(lambda c, z=float(args[0]): replace(c, selection=replace(c.selection, csgm_z=z)))
         else:
             raise ValueError(f"unknown variant {change!r}: shipped, stop:P:T, rounds:F, trim:F, restarts:R, "
-                             "rounds-mse, csgm:MODE, csgm-z:Z, joined with +")
+                             "rounds-mse, csgm:MODE, csgm-z:Z, csgm-share:F, csgm-challenge, joined with +")
 
     def chain(fs):
         def apply(c):

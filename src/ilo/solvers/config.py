@@ -273,6 +273,16 @@ class SelectionConfig:
             least this many held-out units (:func:`ilo.solvers.selection.held_out_units`): with
             ~10 (x8) or ~2 (x16) held-out low-resolution pixels its estimate beat the choice's by
             up to 1 standard error on real faces where taking it cost up to 3.6 dB.
+        csgm_share: the share of ILO's whole budget the CSGM method's run gets under ``"method"``
+            and ``"challenge"`` (at least one step; 1: the whole budget). Below 1 the x4
+            challenger lost generated faces it won (docs/BENCHMARKS.md, "Cheaper variants
+            (session 8, later)").
+        csgm_challenge: under ``"method"`` (held-out measurements), the CSGM method's candidate
+            also challenges the choice as the ``"challenge"`` candidate does (margin ``csgm_z``,
+            at least ``csgm_min_units`` held-out units), at no extra run. Off: as the default
+            for super-resolution x4 it was 41 % cheaper than ``"challenge"`` but fell below CSGM
+            on faces the challenger lifted above it (docs/BENCHMARKS.md, "Cheaper variants
+            (session 8, later)").
     """
 
     holdout: float = 0.15
@@ -293,15 +303,19 @@ class SelectionConfig:
     csgm_restarts: int | None = None
     csgm_z: float | None = 0.0
     csgm_min_units: int = 20
+    csgm_share: float = 1.0
+    csgm_challenge: bool = False
 
     def __post_init__(self) -> None:
         if (not 0 < self.holdout < 1 or self.patch < 1 or self.ring < 0 or self.probes < 1 or not 0 <= self.csgm_refit <= 1
                 or not self.z >= 0 or not (self.box_z is None or self.box_z >= 0)
                 or (self.csgm_restarts is not None and self.csgm_restarts < 1)
-                or not (self.csgm_z is None or self.csgm_z >= 0) or self.csgm_min_units < 1):
+                or not (self.csgm_z is None or self.csgm_z >= 0) or self.csgm_min_units < 1
+                or not 0 < self.csgm_share <= 1):
             raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, ring={self.ring}, "
                              f"probes={self.probes}, csgm_refit={self.csgm_refit}, z={self.z}, box_z={self.box_z}, "
-                             f"csgm_restarts={self.csgm_restarts}, csgm_z={self.csgm_z}, csgm_min_units={self.csgm_min_units}")
+                             f"csgm_restarts={self.csgm_restarts}, csgm_z={self.csgm_z}, csgm_min_units={self.csgm_min_units}, "
+                             f"csgm_share={self.csgm_share}")
         if self.stage not in STAGE_RULES:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
         if self.reference not in REFERENCES:

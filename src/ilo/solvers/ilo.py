@@ -108,7 +108,7 @@ def ilo(
 def csgm_stage(config: ILOConfig, generator: LayeredGenerator) -> CSGMConfig:
     """The CSGM stage of self-tuning (``config.selection.csgm == "method"``, or the challenger
     under ``"challenge"``): the CSGM method's preset for the generator's family at ILO's whole
-    budget and restarts (``SelectionConfig.csgm_restarts`` where set), with the early stopping
+    budget (``SelectionConfig.csgm_share`` of it) and restarts (``SelectionConfig.csgm_restarts`` where set), with the early stopping
     of ILO's own stage (``config.csgm.patience``, ``tolerance``); ILO's own stage with that
     budget for a family without presets. (``"own"``: ``config.csgm``; :func:`ilo` resolves
     ``"auto"`` from the operator's ``self_tuning_csgm`` before calling this.)"""
@@ -117,10 +117,12 @@ def csgm_stage(config: ILOConfig, generator: LayeredGenerator) -> CSGMConfig:
     if config.selection is not None and config.selection.csgm == "own":
         return config.csgm
     layout = LAYOUTS.get(getattr(generator, "family", ""))
+    share = config.selection.csgm_share if config.selection is not None else 1.0
+    steps = max(1, round(config.total_steps * share))
     if layout is None:
-        stage = replace(config.csgm, steps=config.total_steps)
+        stage = replace(config.csgm, steps=steps)
     else:
-        stage = replace(layout.csgm(config, "csgm", config.total_steps), patience=config.csgm.patience,
+        stage = replace(layout.csgm(config, "csgm", steps), patience=config.csgm.patience,
                         tolerance=config.csgm.tolerance)
     restarts = config.selection.csgm_restarts if config.selection is not None else None
     return replace(stage, restarts=restarts or stage.restarts)

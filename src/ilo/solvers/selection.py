@@ -853,6 +853,15 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         choice = (challenge(est, se, eligible, base, K, sel.z) if sel.blend_against == "choice"
                   else choose(est, eligible, se, sel.z))
         record["blend_against"] = sel.blend_against
+    if start is not None and sel.csgm_challenge and not isinstance(operator, Denoising):
+        # the CSGM method's candidate (row 0) also challenges the choice as under "challenge"
+        fit_all = cands_fit if pairs is None else torch.cat([cands_fit, blend(cands_fit, pairs, sel.blend)])
+        if units is None:
+            units = held_out_units(y, sel.patch if str(record["kind"]).startswith("patches") else None)
+        taken, _, _, _, record["csgm_challenger"] = _challenge_csgm(
+            start.image, choice, fit_all, est, se, eligible, val, y, units,
+            sel.z if sel.csgm_z is None else sel.csgm_z, sel.csgm_min_units)
+        choice = torch.where(taken == est.shape[0], torch.zeros_like(choice), choice)
     if start is not None and first is not None and not isinstance(operator, Denoising):
         redo = choice == 0 if pairs is None else made_of(choice, 0, pairs, K, len(sel.blend))
         record["csgm_refit"] = _refit_csgm(cands, redo, y, operator, start, first, sel.csgm_refit)
