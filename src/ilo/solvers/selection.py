@@ -853,14 +853,18 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         choice = (challenge(est, se, eligible, base, K, sel.z) if sel.blend_against == "choice"
                   else choose(est, eligible, se, sel.z))
         record["blend_against"] = sel.blend_against
+
+    def against_choice(image: torch.Tensor) -> tuple:
+        """:func:`_challenge_csgm` of the CSGM method's ``image`` against the current choice."""
+        fit_all = cands_fit if pairs is None else torch.cat([cands_fit, blend(cands_fit, pairs, sel.blend)])
+        held = units if units is not None else held_out_units(
+            y, sel.patch if str(record["kind"]).startswith("patches") else None)
+        return _challenge_csgm(image, choice, fit_all, est, se, eligible, val, y, held,
+                               sel.z if sel.csgm_z is None else sel.csgm_z, sel.csgm_min_units)
+
     if start is not None and sel.csgm_challenge and not isinstance(operator, Denoising):
         # the CSGM method's candidate (row 0) also challenges the choice as under "challenge"
-        fit_all = cands_fit if pairs is None else torch.cat([cands_fit, blend(cands_fit, pairs, sel.blend)])
-        if units is None:
-            units = held_out_units(y, sel.patch if str(record["kind"]).startswith("patches") else None)
-        taken, _, _, _, record["csgm_challenger"] = _challenge_csgm(
-            start.image, choice, fit_all, est, se, eligible, val, y, units,
-            sel.z if sel.csgm_z is None else sel.csgm_z, sel.csgm_min_units)
+        taken, _, _, _, record["csgm_challenger"] = against_choice(start.image)
         choice = torch.where(taken == est.shape[0], torch.zeros_like(choice), choice)
     if start is not None and first is not None and not isinstance(operator, Denoising):
         redo = choice == 0 if pairs is None else made_of(choice, 0, pairs, K, len(sel.blend))
@@ -868,12 +872,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     if pairs is not None:
         cands = torch.cat([cands, blend(cands, pairs, sel.blend)])  # the blends of the refit candidates
     if challenger is not None and first is not None:
-        fit_all = cands_fit if pairs is None else torch.cat([cands_fit, blend(cands_fit, pairs, sel.blend)])
-        if units is None:
-            units = held_out_units(y, sel.patch if str(record["kind"]).startswith("patches") else None)
-        choice, est, se, eligible, record["csgm_challenger"] = _challenge_csgm(
-            challenger.image, choice, fit_all, est, se, eligible, val, y, units,
-            sel.z if sel.csgm_z is None else sel.csgm_z, sel.csgm_min_units)
+        choice, est, se, eligible, record["csgm_challenger"] = against_choice(challenger.image)
         names = names + ["csgm-method"]
         cands = torch.cat([cands, challenger.image[None]])
         taken = choice == len(names) - 1
