@@ -101,11 +101,13 @@ def _channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return x.mean(1, keepdim=True) if channels == 1 else x
 
 
-def parse_seed_range(text: str) -> list[int]:
+def parse_seed_range(text: str, tuning: bool = False) -> list[int]:
     """``"A-B"`` -> ``[A, ..., B]`` (inclusive); ``ValueError`` on a malformed or reserved range.
+    Held-out seeds by default (the range must not meet :data:`TUNING_SEEDS`); ``tuning=True``:
+    the range must lie inside them (faces to decide a setting on).
 
-    >>> parse_seed_range("600000-600002")
-    [600000, 600001, 600002]
+    >>> parse_seed_range("600000-600002"), parse_seed_range("10000-10001", tuning=True)
+    ([600000, 600001, 600002], [10000, 10001])
     """
     m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text or "")
     if not m:
@@ -114,7 +116,9 @@ def parse_seed_range(text: str) -> list[int]:
     if a > b:
         raise ValueError(f"truth seed range {text!r} is empty (A > B)")
     lo, hi = TUNING_SEEDS
-    if a <= hi and b >= lo:
+    if tuning and not lo <= a <= b <= hi:
+        raise ValueError(f"tuning seeds must be a range A-B within {lo}-{hi}, got {text!r}")
+    if not tuning and a <= hi and b >= lo:
         raise ValueError(f"truth seeds {a}-{b} overlap the tuning seeds {lo}-{hi}; evaluate on held-out seeds (e.g. {EVAL_SEED0}+)")
     return list(range(a, b + 1))
 

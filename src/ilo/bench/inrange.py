@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import time
 from pathlib import Path
 
@@ -36,25 +35,11 @@ import torch
 from .. import metrics as M
 from ..operators import TASKS
 from ..pipeline import ProblemSpec, build_problem, run_method, truth_from_seeds
-from .harness import EVAL_SEED0, TUNING_SEEDS, parse_seed_range
+from .harness import EVAL_SEED0, parse_seed_range
 from .realfaces_eval import checkpoint, mean
 
 #: (label, method, extend) of the methods compared
 METHODS = (("csgm", "csgm", True), ("ilo self-tuned", "ilo", True), ("ilo paper", "ilo", False))
-
-
-def tuning_seed_range(text: str) -> list[int]:
-    """``"A-B"`` inside the tuning seeds (:data:`~ilo.bench.harness.TUNING_SEEDS`) -> ``[A, ..., B]``:
-    generated faces to decide a setting on; ``ValueError`` outside them.
-
-    >>> tuning_seed_range("10000-10002")
-    [10000, 10001, 10002]
-    """
-    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
-    lo, hi = TUNING_SEEDS
-    if not m or not lo <= int(m.group(1)) <= int(m.group(2)) <= hi:
-        raise ValueError(f"tuning seeds must be a range A-B within {lo}-{hi}, got {text!r}")
-    return list(range(int(m.group(1)), int(m.group(2)) + 1))
 
 
 def run_task(G, truth: torch.Tensor, task: str, *, steps: int, restarts: int) -> dict:
@@ -109,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=Path("inrange.json"))
     a = p.parse_args(argv)
-    seeds = (tuning_seed_range(a.tuning_seeds) if a.tuning_seeds
+    seeds = (parse_seed_range(a.tuning_seeds, tuning=True) if a.tuning_seeds
              else parse_seed_range(a.truth_seeds or f"{EVAL_SEED0}-{EVAL_SEED0 + a.faces - 1}"))
     tasks = a.tasks.split(",")
     unknown = [t for t in tasks if t not in TASKS]

@@ -778,12 +778,14 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
                   "seeds": [int(s) for s in seeds], "stream": "holdout", "rounds_run": not skip}
     else:
         fit, y_fit, val, record = split(operator, y, seeds, sel)
-        if str(record["kind"]).startswith("patches") and sel.box_z is not None:
+        box = str(record["kind"]).startswith("patches")  # the held-out part: patches next to a box-shaped hole
+        patch = sel.patch if box else None
+        units = held_out_units(y, patch)
+        if box and sel.box_z is not None:
             sel = replace(sel, z=sel.box_z)  # the margin next to a box
         if sel.csgm == "challenge":  # the runs keep their own stage; the CSGM method challenges the choice
-            patch = sel.patch if str(record["kind"]).startswith("patches") else None
             blank = torch.zeros(1, B, *operator.input_shape, dtype=y.dtype, device=y.device)
-            n = (~unit_errors(val, blank, y, held_out_units(y, patch))[0].isnan()).sum(1)  # [B] held-out units
+            n = (~unit_errors(val, blank, y, units)[0].isnan()).sum(1)  # [B] held-out units
             if first is not None and bool((n >= sel.csgm_min_units).any()):
                 challenger = first(y_fit, fit)  # the CSGM method on the fit part
             else:  # no image has enough held-out units for it to be taken: not run
@@ -793,7 +795,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
             start = first(y_fit, fit) if first is not None else None  # the CSGM method on the fit part
         (res_fit, st_fit), (res, stages) = fit_and_refit(run, y_fit, fit, y, operator, start)  # one batch of 2B
         plain = torch.stack([s[2] for s in stages]).argmin(0)  # the refit's best-fitting stage: ILO's own output
-        auto = "estimate" if str(record["kind"]).startswith("patches") else "measurement"
+        auto = "estimate" if box else "measurement"
         only = None  # the measurement rule excludes every other stage's candidates: skip them
         if (sel.stage if sel.stage != "auto" else auto) == "measurement" and not sel.every_candidate:
             only = plain
@@ -816,8 +818,6 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
                 ref = torch.full_like(ref, names.index(methods[0]))
             elif mean_of is not None:
                 ref = torch.full_like(ref, len(names) - 1)
-            patch = sel.patch if str(record["kind"]).startswith("patches") else None
-            units = held_out_units(y, patch)
             errors = unit_errors(val, cands_fit, y, units)  # [K, B, U]
             se = paired_se(errors, ref)  # [K, B]
             record.update(reference=[names[int(k)] for k in ref],
@@ -856,10 +856,9 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
 
     def against_choice(image: torch.Tensor) -> tuple:
         """:func:`_challenge_csgm` of the CSGM method's ``image`` against the current choice."""
+        assert units is not None  # held-out measurements
         fit_all = cands_fit if pairs is None else torch.cat([cands_fit, blend(cands_fit, pairs, sel.blend)])
-        held = units if units is not None else held_out_units(
-            y, sel.patch if str(record["kind"]).startswith("patches") else None)
-        return _challenge_csgm(image, choice, fit_all, est, se, eligible, val, y, held,
+        return _challenge_csgm(image, choice, fit_all, est, se, eligible, val, y, units,
                                sel.z if sel.csgm_z is None else sel.csgm_z, sel.csgm_min_units)
 
     if start is not None and sel.csgm_challenge and not isinstance(operator, Denoising):
