@@ -40,13 +40,15 @@ def _far() -> torch.Tensor:
 
 
 def test_in_range_the_csgm_challenger_is_taken_and_refit(tiny_dcgan):
+    """Session 8's challenger, on the fit part (``csgm_basin="fit"``; the default's is in
+    tests/test_selection_sr_basin.py)."""
     from ilo.solvers.csgm import csgm
     from ilo.solvers.ilo import csgm_stage
 
     op = SuperResolution(SHAPE, 2)
     x = _in_range(tiny_dcgan)
     y = op(x)
-    cfg = _cfg("challenge")
+    cfg = _cfg("challenge", csgm_basin="fit")
     res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=SEEDS)
     own = solve(y, op, tiny_dcgan, "ilo", _cfg("own"), seeds=SEEDS)
     sel = res.selection

@@ -63,7 +63,9 @@ def run_task(G, truth: torch.Tensor, task: str, *, steps: int, restarts: int) ->
                                 "oracle_true_mse": true_mse.min(0).values.tolist(),
                                 "csgm_stage_true_mse": true_mse[names.index(result.selection["csgm_candidate"])].tolist()}
             if "csgm_challenger" in result.selection:  # its held-out estimate against the choice's, where taken
-                out["selection"]["csgm_challenger"] = result.selection["csgm_challenger"]
+                ch = out["selection"]["csgm_challenger"] = result.selection["csgm_challenger"]
+                if "against" in ch:  # the true MSE of the choice it challenged: did its estimate rank them right?
+                    ch["against_true_mse"] = [true_mse[names.index(n), i].item() for i, n in enumerate(ch["against"])]
     return out
 
 

@@ -153,6 +153,8 @@ class DeviationConfig:
 STAGE_RULES = ("auto", "estimate", "measurement", "classical")
 #: where self-tuning's CSGM stage comes from (:class:`SelectionConfig`)
 CSGM_STAGES = ("auto", "method", "own", "challenge")
+#: :attr:`SelectionConfig.csgm_basin`: the measurements the ``"challenge"`` CSGM method runs on
+CSGM_BASINS = ("all", "fit")
 #: :attr:`SelectionConfig.reference`: the margin's reference (a classical method alone, or their mean with ILO's output)
 REFERENCES = ("lowest", "first", "mean", "auto")
 #: :attr:`SelectionConfig.blend_pairs`: which two candidates a blend mixes
@@ -283,6 +285,22 @@ class SelectionConfig:
             for super-resolution x4 it was 41 % cheaper than ``"challenge"`` but fell below CSGM
             on faces the challenger lifted above it (docs/BENCHMARKS.md, "Cheaper variants
             (session 8, later)").
+        csgm_basin: the measurements the ``"challenge"`` CSGM method runs on. ``"all"``
+            (default): all of them, so its solution is the CSGM method's own (what a user running
+            CSGM gets, not a worse basin found on the fit part); its held-out estimate is that of
+            its continuation on the fit part (:attr:`csgm_probe`), and where taken it continues
+            on all measurements (:attr:`csgm_continue`). ``"fit"`` (session 8): the fit part,
+            scored directly and refit on all measurements where taken (:attr:`csgm_refit`); on
+            about one generated face in eight the fit part led CSGM into a worse basin than all
+            measurements, 4-10 dB below the CSGM method (docs/BENCHMARKS.md, "Super-resolution
+            in range, unseen faces (session 9)").
+        csgm_probe: under ``csgm_basin == "all"``, the share of the CSGM method's steps (one
+            restart) its continuation on the fit part runs; that continuation's held-out error
+            scores it. Shorter continuations keep more of the held-out part's fit (a lower,
+            optimistic estimate): 0.1 of 300 steps more than 0.25.
+        csgm_continue: under ``csgm_basin == "all"``, where the challenger is taken, CSGM
+            continues from it on all measurements for this share of its steps (one restart)
+            and replaces it where it fits them better (as :attr:`csgm_refit`); 0: off.
     """
 
     holdout: float = 0.15
@@ -305,17 +323,21 @@ class SelectionConfig:
     csgm_min_units: int = 20
     csgm_share: float = 1.0
     csgm_challenge: bool = False
+    csgm_basin: str = "all"
+    csgm_probe: float = 0.25
+    csgm_continue: float = 1.0
 
     def __post_init__(self) -> None:
         if (not 0 < self.holdout < 1 or self.patch < 1 or self.ring < 0 or self.probes < 1 or not 0 <= self.csgm_refit <= 1
                 or not self.z >= 0 or not (self.box_z is None or self.box_z >= 0)
                 or (self.csgm_restarts is not None and self.csgm_restarts < 1)
                 or not (self.csgm_z is None or self.csgm_z >= 0) or self.csgm_min_units < 1
-                or not 0 < self.csgm_share <= 1):
+                or not 0 < self.csgm_share <= 1 or not 0 < self.csgm_probe <= 1 or not 0 <= self.csgm_continue <= 1):
             raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, ring={self.ring}, "
                              f"probes={self.probes}, csgm_refit={self.csgm_refit}, z={self.z}, box_z={self.box_z}, "
                              f"csgm_restarts={self.csgm_restarts}, csgm_z={self.csgm_z}, csgm_min_units={self.csgm_min_units}, "
-                             f"csgm_share={self.csgm_share}")
+                             f"csgm_share={self.csgm_share}, csgm_probe={self.csgm_probe}, "
+                             f"csgm_continue={self.csgm_continue}")
         if self.stage not in STAGE_RULES:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
         if self.reference not in REFERENCES:
@@ -328,6 +350,8 @@ class SelectionConfig:
             raise ValueError(f"blend_against must be one of {', '.join(BLEND_AGAINST)}, got {self.blend_against!r}")
         if self.csgm not in CSGM_STAGES:
             raise ValueError(f"csgm must be one of {', '.join(CSGM_STAGES)}, got {self.csgm!r}")
+        if self.csgm_basin not in CSGM_BASINS:
+            raise ValueError(f"csgm_basin must be one of {', '.join(CSGM_BASINS)}, got {self.csgm_basin!r}")
 
 
 @dataclass(frozen=True)

@@ -83,11 +83,13 @@ def ilo(
             config = replace(config, selection=sel)
         stage = csgm_stage(config, generator)
 
-        def first(y_: torch.Tensor, op: Operator, start: Result | None = None) -> Result:
+        def first(y_: torch.Tensor, op: Operator, start: Result | None = None, fraction: float | None = None) -> Result:
             """The CSGM method on ``y_ [B, ...]`` (or ``init``, when given); from ``start``:
-            one restart continued for ``sel.csgm_refit`` of its steps (the refit on all measurements)."""
+            one restart continued for ``fraction`` of its steps (None: ``sel.csgm_refit``, the
+            refit on all measurements)."""
             if start is not None:
-                cfg = replace(stage, steps=max(1, round(stage.steps * sel.csgm_refit)), restarts=1)
+                share = sel.csgm_refit if fraction is None else fraction
+                cfg = replace(stage, steps=max(1, round(stage.steps * share)), restarts=1)
                 return csgm(y_, op, generator, cfg, seeds=seeds_, init=start.latents, fidelity=fidelity)
             if init is not None:
                 return replace(init, history=[])

@@ -645,16 +645,30 @@ def made_of(choice: torch.Tensor, k: int, pairs: torch.Tensor, K: int, weights: 
 def _refit_csgm(cands: torch.Tensor, redo: torch.Tensor, y: torch.Tensor, operator: Operator, start: Result,
                 first: Callable[..., Result], fraction: float, k: int = 0) -> list[bool]:
     """Where ``redo [B]`` (bool: the choice is the CSGM candidate, row ``k`` of ``cands [K, B, ...]``,
-    CSGM on the fit part, ``start``, or a blend of it), continue CSGM from it on all measurements
-    (``first(y, operator, start)``) and put the result in its place where it fits all of them
-    better: which images changed."""
+    CSGM's solution ``start``, or a blend of it), continue CSGM from it on all measurements for
+    ``fraction`` of its steps (``first(y, operator, start, fraction)``) and put the result in its
+    place where it fits all of them better: which images changed."""
     if fraction <= 0 or not bool(redo.any()):
         return [False] * len(redo)
-    refit = first(y, operator, start)
+    refit = first(y, operator, start, fraction)
     with torch.no_grad():
         better = redo & (operator.measurement_loss(refit.image, y) < operator.measurement_loss(cands[k], y))
     cands[k, better] = refit.image[better]
     return better.tolist()
+
+
+def _run_challenger(first: Callable[..., Result], y: torch.Tensor, operator: Operator, y_fit: torch.Tensor,
+                    fit: Operator, sel: SelectionConfig) -> tuple[Result, Result]:
+    """The ``"challenge"`` CSGM method's run (``first``, :func:`self_tune`) under
+    ``sel.csgm_basin``: ``(its solution, the run whose held-out estimate scores it)``.
+    ``"fit"``: the CSGM method on the fit part (``y_fit``, ``fit``), both. ``"all"``: the CSGM
+    method on all measurements (``y``, ``operator``: what the CSGM method alone returns) and,
+    to score it, its continuation on the fit part for ``sel.csgm_probe`` of its steps (one restart)."""
+    if sel.csgm_basin == "fit":
+        res = first(y_fit, fit)
+        return res, res
+    res = first(y, operator)
+    return res, first(y_fit, fit, res, sel.csgm_probe)
 
 
 def _challenge_csgm(image: torch.Tensor, choice: torch.Tensor, cands_fit: torch.Tensor, est: torch.Tensor,
@@ -741,7 +755,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     ref: torch.Tensor | None = None  # held-out: the margin's reference [B]
     errors: torch.Tensor | None = None  # held-out: the candidates' per-unit errors [K, B, U]
     units: torch.Tensor | None = None  # held-out: the unit of every measurement (held_out_units)
-    challenger = None  # "challenge": the CSGM method on the fit part, a candidate only against the choice
+    challenger = probe = None  # "challenge": the CSGM method (and the run scoring it), a candidate only against the choice
     if isinstance(operator, Denoising):
         if sel.csgm == "challenge":
             raise ValueError("a CSGM challenger needs held-out measurements, not SURE (denoising)")
@@ -787,7 +801,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
             blank = torch.zeros(1, B, *operator.input_shape, dtype=y.dtype, device=y.device)
             n = (~unit_errors(val, blank, y, units)[0].isnan()).sum(1)  # [B] held-out units
             if first is not None and bool((n >= sel.csgm_min_units).any()):
-                challenger = first(y_fit, fit)  # the CSGM method on the fit part
+                challenger, probe = _run_challenger(first, y, operator, y_fit, fit, sel)
             else:  # no image has enough held-out units for it to be taken: not run
                 record["csgm_challenger"] = {"units": n.tolist(), "run": False}
             start = None
@@ -870,12 +884,18 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
         record["csgm_refit"] = _refit_csgm(cands, redo, y, operator, start, first, sel.csgm_refit)
     if pairs is not None:
         cands = torch.cat([cands, blend(cands, pairs, sel.blend)])  # the blends of the refit candidates
-    if challenger is not None and first is not None:
-        choice, est, se, eligible, record["csgm_challenger"] = against_choice(challenger.image)
+    if challenger is not None and probe is not None and first is not None:
+        challenged = [names[int(c)] for c in choice]
+        choice, est, se, eligible, rec = against_choice(probe.image)
+        rec.update(basin=sel.csgm_basin, against=challenged)
+        if probe is not challenger:  # "all": scored by its continuation on the fit part
+            rec["probe_steps"] = probe.steps
+        record["csgm_challenger"] = rec
         names = names + ["csgm-method"]
         cands = torch.cat([cands, challenger.image[None]])
         taken = choice == len(names) - 1
-        record["csgm_refit"] = _refit_csgm(cands, taken, y, operator, challenger, first, sel.csgm_refit, k=-1)
+        more = sel.csgm_continue if sel.csgm_basin == "all" else sel.csgm_refit
+        record["csgm_refit"] = _refit_csgm(cands, taken, y, operator, challenger, first, more, k=-1)
     if se is not None:
         record["estimated_se"] = se.T.tolist()
     if eligible is not None:
