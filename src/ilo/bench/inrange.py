@@ -17,8 +17,9 @@ measurements (``SelectionConfig.csgm == "method"``; on all of them for denoising
 super-resolution the challenger of the choice, ``"challenge"``), so the JSON also keeps, per
 face, the choice, the oracle candidate (lowest true MSE) and the true MSE of that CSGM
 candidate (``csgm_stage_true_mse``; super-resolution: also ``csgm_challenger``, its held-out
-estimate against the choice's): where ILO falls below CSGM, they say whether the selection or
-the candidates are to blame. Prints one Markdown table; resumable (tasks in ``--json`` are
+estimate against the choice's, the choice it challenged, ``against``, and that choice's true
+MSE, ``against_true_mse``: whether the estimate ranked the two right): where ILO falls below
+CSGM, they say whether the selection or the candidates are to blame. Prints one Markdown table; resumable (tasks in ``--json`` are
 skipped).
 """
 

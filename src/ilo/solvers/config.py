@@ -210,14 +210,16 @@ class SelectionConfig:
             candidate the choice may take (under SURE its estimate counts its latent dimension
             as divergence, :func:`ilo.solvers.selection.csgm_sure_correction`). ``"challenge"``
             (held-out measurements only): ILO's own stage in each run, as ``"own"``, and the CSGM
-            method run once on the fit part as a challenger: its solution (the candidate
-            ``"csgm-method"``) replaces the choice among the other candidates only where its
-            held-out estimate plus ``csgm_z`` standard errors of their paired difference lies
-            below the choice's estimate (:func:`ilo.solvers.selection.challenge`) on an image
-            with at least ``csgm_min_units`` held-out units, and is then refit on all
-            measurements (``csgm_refit``). ``"auto"`` (default): the operator's
+            method run once (on all measurements or the fit part, :attr:`csgm_basin`) as a
+            challenger: its solution (the candidate ``"csgm-method"``) replaces the choice among
+            the other candidates only where its held-out estimate plus ``csgm_z`` standard
+            errors of their paired difference lies below the choice's estimate
+            (:func:`ilo.solvers.selection.challenge`) on an image with at least
+            ``csgm_min_units`` held-out units, and is then continued on all measurements
+            (:attr:`csgm_continue`, or ``csgm_refit`` under ``csgm_basin == "fit"``). ``"auto"`` (default): the operator's
             ``self_tuning_csgm`` (``"challenge"`` for super-resolution, ``"method"`` otherwise).
-        csgm_refit: under ``"method"`` or ``"challenge"`` with held-out measurements, where the
+        csgm_refit: under ``"method"``, or ``"challenge"`` with :attr:`csgm_basin` ``"fit"``,
+            with held-out measurements, where the
             choice is the CSGM method's candidate (CSGM fitted to the fit part), CSGM continues
             from it on all measurements
             for this fraction of its steps (one restart) and the result replaces it where it

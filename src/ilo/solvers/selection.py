@@ -47,10 +47,14 @@ or the observation, under SURE). The choice per image:
   choice's estimate (:func:`challenge`; ``SelectionConfig.blend_against``). A chosen blend of
   the CSGM candidate refits that candidate first (:func:`made_of`). Under
   ``SelectionConfig.csgm == "challenge"`` (super-resolution) both runs keep ILO's own CSGM stage
-  and the CSGM method, run once on the fit part, challenges the final choice the same way
-  (the candidate ``"csgm-method"``, margin ``csgm_z``, only on images with at least
-  ``csgm_min_units`` held-out units; not run where no image has them; refit on all
-  measurements where taken; ``csgm_challenger`` in the record).
+  and the CSGM method, run once, challenges the final choice the same way (the candidate
+  ``"csgm-method"``, margin ``csgm_z``, only on images with at least ``csgm_min_units``
+  held-out units; not run where no image has them; ``csgm_challenger`` in the record). By
+  default (``csgm_basin == "all"``) it runs on all measurements, so its solution is the CSGM
+  method's own, and is scored by the held-out error of its continuation on the fit part
+  (``csgm_probe`` of its steps, :func:`_run_challenger`); where taken CSGM continues from it on
+  all measurements (``csgm_continue``). Under ``"fit"`` it runs on the fit part and is refit on
+  all measurements where taken (``csgm_refit``).
 * **SURE** (denoising with known sigma; Ramani, Blu & Unser 2008): the Monte-Carlo estimate
   of each candidate's MSE (:func:`~ilo.solvers.risk.sure`), the stage images held fixed (their
   own dependence on the noise is not differentiated, which makes their estimates optimistic).
