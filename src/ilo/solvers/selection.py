@@ -649,12 +649,12 @@ def made_of(choice: torch.Tensor, k: int, pairs: torch.Tensor, K: int, weights: 
 def _refit_csgm(cands: torch.Tensor, redo: torch.Tensor, y: torch.Tensor, operator: Operator, start: Result,
                 first: Callable[..., Result], fraction: float, k: int = 0) -> list[bool]:
     """Where ``redo [B]`` (bool: the choice is the CSGM candidate, row ``k`` of ``cands [K, B, ...]``,
-    CSGM's solution ``start``, or a blend of it), continue CSGM from it on all measurements for
-    ``fraction`` of its steps (``first(y, operator, start, fraction)``) and put the result in its
-    place where it fits all of them better: which images changed."""
+    CSGM's solution ``start``, or a blend of it), continue CSGM from it on all measurements
+    (``first(y, operator, start)``, for ``fraction`` of its steps; 0: not) and put the result in
+    its place where it fits all of them better: which images changed."""
     if fraction <= 0 or not bool(redo.any()):
         return [False] * len(redo)
-    refit = first(y, operator, start, fraction)
+    refit = first(y, operator, start)
     with torch.no_grad():
         better = redo & (operator.measurement_loss(refit.image, y) < operator.measurement_loss(cands[k], y))
     cands[k, better] = refit.image[better]
@@ -957,7 +957,8 @@ def _csgm_method(t: _Tuning, choice: torch.Tensor, pairs: torch.Tensor | None, K
         t.cands = torch.cat([t.cands, t.challenger.image[None]])
         taken = choice == len(t.names) - 1
         more = sel.csgm_continue if sel.csgm_basin == "all" else sel.csgm_refit
-        t.record["csgm_refit"] = _refit_csgm(t.cands, taken, y, operator, t.challenger, first, more, k=-1)
+        t.record["csgm_refit"] = _refit_csgm(t.cands, taken, y, operator, t.challenger, partial(first, fraction=more),
+                                             more, k=-1)
     return choice
 
 
