@@ -83,6 +83,8 @@ def test_the_held_out_estimate_is_that_of_the_continuation_on_the_fit_part(tiny_
                  init=method.latents)
     ch = res.selection["csgm_challenger"]
     assert ch["probe_steps"] == round(cfg.total_steps * 0.5)
+    assert (ch["probe_share"], ch["continue_share"]) == (0.5, 1.0)
+    assert res.config["selection"]["csgm_challenger"] == ch  # config.json's selection record holds it too
     expected = val.measurement_loss(probe.image, y)
     torch.testing.assert_close(torch.tensor(ch["estimated_mse"]), expected, rtol=1e-5, atol=0)
     assert not torch.allclose(expected, val.measurement_loss(method.image, y), rtol=1e-3, atol=0)

@@ -951,7 +951,7 @@ def _csgm_method(t: _Tuning, choice: torch.Tensor, pairs: torch.Tensor | None, K
         choice, t.est, t.se, t.eligible, rec = against(t.probe.image, choice)
         rec.update(basin=sel.csgm_basin, against=challenged)
         if t.probe is not t.challenger:  # "all": scored by its continuation on the fit part
-            rec["probe_steps"] = t.probe.steps
+            rec.update(probe_steps=t.probe.steps, probe_share=sel.csgm_probe, continue_share=sel.csgm_continue)
         t.record["csgm_challenger"] = rec
         t.names = t.names + ["csgm-method"]
         t.cands = torch.cat([t.cands, t.challenger.image[None]])
