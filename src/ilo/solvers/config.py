@@ -246,8 +246,8 @@ class SelectionConfig:
             measurements) below which the reference is the first classical method: with ~30
             held-out pixels (5 % random inpainting of a 64-px face: 19-41) the lowest estimate
             took TV inpainting where biharmonic was better; ``"first"`` gained +0.12 dB on the
-            15 tuning faces at 600 x 4 (docs/BENCHMARKS.md, "Sparse random inpainting's
-            reference"). 45 lies between that level's counts and those of 10 % (48-74) on the
+            15 tuning faces at 600 x 4, and +0.26 on the 29 eval faces (docs/BENCHMARKS.md,
+            "Sparse random inpainting's reference"). 45 lies between that level's counts and those of 10 % (48-74) on the
             44 real faces, so 10 % and 30 % choose as before there. 0: ``"lowest"`` everywhere.
         blend: weights ``a`` of convex blends added to the held-out choice's candidates (not
             SURE's): per image and pair of :attr:`blend_pairs`, ``a * first + (1 - a) * second``
