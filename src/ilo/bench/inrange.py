@@ -5,7 +5,7 @@
 On held-out generated faces (truth seeds ``600_000 + i``, the harness's ``generated`` set;
 ``--tuning-seeds`` instead runs on tuning seeds 10 000-10 999, to decide a setting on) and every task at its default level (the operators'
 ``default_level``: inpainting 10 %, super-resolution x4, denoising sigma 25, compressed sensing
-10 %), each problem built and scored by :mod:`ilo.pipeline`:
+10 %; ``--level`` sets one level for every task), each problem built and scored by :mod:`ilo.pipeline`:
 
 - ``csgm``: CSGM at its preset;
 - ``ilo``: the default ILO, range-extended and self-tuned (``run_method(..., extend=True)``);
@@ -43,13 +43,14 @@ from .realfaces_eval import checkpoint, mean
 METHODS = (("csgm", "csgm", True), ("ilo self-tuned", "ilo", True), ("ilo paper", "ilo", False))
 
 
-def run_task(G, truth: torch.Tensor, task: str, *, steps: int, restarts: int) -> dict:
-    """Every method of :data:`METHODS` on ``truth [B, C, H, W]`` at ``task``'s default level:
+def run_task(G, truth: torch.Tensor, task: str, *, steps: int, restarts: int, level: float | None = None) -> dict:
+    """Every method of :data:`METHODS` on ``truth [B, C, H, W]`` at ``task``'s default level (or ``level``):
     per-image ``psnr``, ``ssim`` and ``true_mse`` per method, seconds, and the self-tuned
     ILO's choice, oracle and its CSGM candidate's true MSE per image."""
     from ..solvers.selection import paste_observed
 
-    prob = build_problem(ProblemSpec(task), G, seed=0, truth=truth)
+    spec = ProblemSpec(task) if level is None else ProblemSpec.at_level(task, level)
+    prob = build_problem(spec, G, seed=0, truth=truth)
     out: dict = {"description": prob.operator.describe(), "level": prob.level, "per_image": {}, "seconds": {}}
     for label, method, extend in METHODS:
         result, sc = run_method(prob, G, method, total_steps=steps, restarts=restarts, extend=extend)
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--restarts", type=int, default=2)
     p.add_argument("--generator", default="digiface-dcgan")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
+    p.add_argument("--level", type=float, default=None,
+                   help="every task at this level (its operator's unit, e.g. 0.05 observed) instead of its default")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=Path("inrange.json"))
     a = p.parse_args(argv)
@@ -109,13 +112,13 @@ def main(argv: list[str] | None = None) -> dict:
     G = load_generator(a.generator)
     truth = truth_from_seeds(G, seeds)
     meta = {"truth_seeds": seeds, "steps": a.steps, "restarts": a.restarts, "generator": a.generator,
-            "threads": a.threads}
+            "threads": a.threads, **({"level": a.level} if a.level is not None else {})}
     results = json.loads(a.json.read_text())["results"] if a.json.exists() else {}
     for name in tasks:  # a task key, also the key of its results
         if name in results:
             continue
         t = time.time()
-        results[name] = run_task(G, truth, name, steps=a.steps, restarts=a.restarts)
+        results[name] = run_task(G, truth, name, steps=a.steps, restarts=a.restarts, level=a.level)
         results[name]["wall_seconds"] = time.time() - t
         meta["load"] = os.getloadavg()
         checkpoint(a.json, meta, results, name, time.time() - t)

@@ -243,7 +243,16 @@ class SelectionConfig:
             of the classical methods alone and ILO's own output (the best-fitting stage;
             :func:`ilo.solvers.selection.mean_candidate`); ``"auto"`` (default): ``"mean"``
             next to a box-shaped hole (with :attr:`box_z` 2 the choice is +0.64 dB above TV
-            inpainting on the 15 tuning faces, +0.24 with ``"lowest"``), ``"lowest"`` elsewhere.
+            inpainting on the 15 tuning faces, +0.24 with ``"lowest"``), elsewhere ``"first"``
+            on images with fewer than :attr:`sparse_units` held-out units and ``"lowest"`` on
+            the others (:func:`ilo.solvers.selection.first_reference`).
+        sparse_units: under ``"auto"`` away from a box, the number of held-out units (pixels,
+            measurements) below which the reference is the first classical method: with ~30
+            held-out pixels (5 % random inpainting of a 64-px face: 19-41) the lowest estimate
+            took TV inpainting where biharmonic was better; ``"first"`` gained +0.12 dB on the
+            15 tuning faces at 600 x 4, and +0.26 on the 29 eval faces (docs/BENCHMARKS.md,
+            "Sparse random inpainting's reference"). 45 lies between that level's counts and those of 10 % (48-74) on the
+            44 real faces, so 10 % and 30 % choose as before there. 0: ``"lowest"`` everywhere.
         blend: weights ``a`` of convex blends added to the held-out choice's candidates (not
             SURE's): per image and pair of :attr:`blend_pairs`, ``a * first + (1 - a) * second``
             is scored on the held-out part like every candidate and built from the refit
@@ -317,6 +326,7 @@ class SelectionConfig:
     z: float = 1.5
     box_z: float | None = 2.0
     reference: str = "auto"
+    sparse_units: int = 45
     blend: tuple[float, ...] = (0.25, 0.5, 0.75)
     blend_pairs: tuple[str, ...] = ("reference", "classical")
     blend_against: str = "choice"
@@ -331,12 +341,13 @@ class SelectionConfig:
 
     def __post_init__(self) -> None:
         if (not 0 < self.holdout < 1 or self.patch < 1 or self.ring < 0 or self.probes < 1 or not 0 <= self.csgm_refit <= 1
-                or not self.z >= 0 or not (self.box_z is None or self.box_z >= 0)
+                or not self.z >= 0 or not (self.box_z is None or self.box_z >= 0) or self.sparse_units < 0
                 or (self.csgm_restarts is not None and self.csgm_restarts < 1)
                 or not (self.csgm_z is None or self.csgm_z >= 0) or self.csgm_min_units < 1
                 or not 0 < self.csgm_share <= 1 or not 0 < self.csgm_probe <= 1 or not 0 <= self.csgm_continue <= 1):
             raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, ring={self.ring}, "
                              f"probes={self.probes}, csgm_refit={self.csgm_refit}, z={self.z}, box_z={self.box_z}, "
+                             f"sparse_units={self.sparse_units}, "
                              f"csgm_restarts={self.csgm_restarts}, csgm_z={self.csgm_z}, csgm_min_units={self.csgm_min_units}, "
                              f"csgm_share={self.csgm_share}, csgm_probe={self.csgm_probe}, "
                              f"csgm_continue={self.csgm_continue}")
