@@ -110,3 +110,35 @@ def test_recorded_in_the_config():
     assert cfg.to_dict()["csgm"]["loss"]["perceptual_every"] == 4
     assert cfg.to_dict()["loss"]["perceptual_every"] == 4
     assert replace(cfg, loss=LossConfig()).to_dict()["loss"]["perceptual_every"] == 1
+
+
+def test_bench_variants():
+    from ilo.bench.solve_cost import variant
+
+    cfg = ilo_config(1)
+    every, _ = variant("perceptual-every:4")
+    scaled, _ = variant("perceptual-every:2:scaled")
+    mse, _ = variant("csgm-mse")
+    assert (every(cfg).csgm.loss.perceptual_every, every(cfg).loss.perceptual_every) == (4, 4)
+    assert every(cfg).csgm.loss.perceptual == cfg.csgm.loss.perceptual
+    assert scaled(cfg).csgm.loss.perceptual == pytest.approx(2 * cfg.csgm.loss.perceptual)
+    assert scaled(cfg).loss.perceptual == pytest.approx(2 * cfg.loss.perceptual)
+    assert mse(cfg).csgm.loss.perceptual == 0 and mse(cfg).loss == cfg.loss
+    for bad in ("perceptual-every", "perceptual-every:2:twice", "csgm-mse:1"):
+        with pytest.raises(ValueError):
+            variant(bad)
+
+
+def test_bench_interleaves_variants_per_face(tiny_dcgan, monkeypatch):
+    from ilo.bench import solve_cost
+
+    order = []
+
+    def fake_solve(G, truth, task, method, config, *a, **k):
+        order.append((config.csgm.loss.perceptual_every, float(truth.sum())))
+        return {"psnr": 0.0, "cpu": 0.0, "csgm_steps": 0, "load": 0.0}
+    monkeypatch.setattr(solve_cost, "solve_one", fake_solve)
+    solve_cost.run(tiny_dcgan, ["shipped", "perceptual-every:2"], ["superres"], 0, [10000, 10001], 9, 2, {},
+                   lambda d: None, echo=lambda s: None, reference=False, interleave=True)
+    assert [k for k, _ in order] == [1, 2, 1, 2]
+    assert order[0][1] == order[1][1] != order[2][1] == order[3][1]  # face after face
