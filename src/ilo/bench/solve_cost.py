@@ -303,10 +303,9 @@ def table(done: dict) -> str:
         groups.setdefault((r["task"], r["variant"], r["method"]), []).append(r)
     ref = {(r["task"], r["face"]): r["psnr"] for r in done.values() if r["variant"] == "shipped" and r["method"] == "csgm"}
     own = lambda rows, kind: [r["ilo_psnr"] for r in rows if r["set"] == kind and r.get("ilo_psnr") is not None]
-    lines = ["| task | variant | method | PSNR real | PSNR generated | perceptual real | perceptual generated | "
-             "generated − CSGM shipped: mean / worst | CSGM steps | "
-             "CPU s | csgm | candidates | rest | load | ILO's own output: real / generated |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | variant | method | PSNR real | PSNR generated | generated − CSGM shipped: mean / worst | CSGM steps | "
+             "CPU s | csgm | candidates | rest | load | ILO's own output: real / generated | perceptual real / generated |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (task, v, method), rows in groups.items():
         real = [r["psnr"] for r in rows if r["set"] == "real"]
         gen = [r for r in rows if r["set"] == "generated"]
@@ -316,13 +315,12 @@ def table(done: dict) -> str:
         steps = [r["csgm_steps"] for r in rows if r["csgm_steps"] is not None]
         dist = lambda kind: f"{mean(d):.4f}" if (d := [r["perceptual"] for r in rows if r["set"] == kind
                                                         and r.get("perceptual") is not None]) else "–"
-        lines.append(f"| {task} | {v} | {method} | {fmt(real)} | {fmt([r['psnr'] for r in gen])} | {dist('real')} | "
-                     f"{dist('generated')} | {margin} | "
+        lines.append(f"| {task} | {v} | {method} | {fmt(real)} | {fmt([r['psnr'] for r in gen])} | {margin} | "
                      f"{mean(steps) if steps else float('nan'):.0f} | {mean(r['cpu'] for r in rows):.2f} | "
                      f"{mean(r['split']['csgm'] for r in rows):.2f} | "
                      f"{mean(r['split']['candidates'] + r['split']['sure'] for r in rows):.2f} | "
                      f"{mean(r['split']['rest'] for r in rows):.2f} | {mean(r['load'] for r in rows):.1f} | "
-                     f"{fmt(own(rows, 'real'))} / {fmt(own(rows, 'generated'))} |")
+                     f"{fmt(own(rows, 'real'))} / {fmt(own(rows, 'generated'))} | {dist('real')} / {dist('generated')} |")
     return "\n".join(lines)
 
 
