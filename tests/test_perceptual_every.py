@@ -124,7 +124,9 @@ def test_bench_variants():
     assert scaled(cfg).csgm.loss.perceptual == pytest.approx(2 * cfg.csgm.loss.perceptual)
     assert scaled(cfg).loss.perceptual == pytest.approx(2 * cfg.loss.perceptual)
     assert mse(cfg).csgm.loss.perceptual == 0 and mse(cfg).loss == cfg.loss
-    for bad in ("perceptual-every", "perceptual-every:2:twice", "csgm-mse:1"):
+    back = variant("csgm-perceptual:0.05")[0](mse(cfg))
+    assert back.csgm.loss == cfg.csgm.loss and back.loss == cfg.loss
+    for bad in ("perceptual-every", "perceptual-every:2:twice", "csgm-mse:1", "csgm-perceptual"):
         with pytest.raises(ValueError):
             variant(bad)
 

@@ -31,7 +31,9 @@ term, ILO's CSGM stage keeping its own); ``csgm:MODE`` (the self-tuning's CSGM s
 challenges the choice, ``SelectionConfig.csgm_challenge``); ``perceptual-every:K`` (ILO's
 perceptual term at every ``K``-th step only, ``LossConfig.perceptual_every``, in its CSGM stage
 and its rounds; ``perceptual-every:K:scaled``: its weight times ``K`` too); ``csgm-mse`` (ILO's
-own CSGM stage without the perceptual term); joined with ``+``, e.g. ``stop:50:1e-3+rounds:0.5``.
+own CSGM stage without the perceptual term); ``csgm-perceptual:W`` (that stage with the
+perceptual term at weight ``W``: the super-resolution default before session 9 is
+``csgm-perceptual:0.05``); joined with ``+``, e.g. ``stop:50:1e-3+rounds:0.5``.
 
 ``--interleave`` runs every job of a task on one face before the next face (default: every face
 of one job before the next job), so variants compared side by side see the same load.
@@ -100,10 +102,12 @@ def variant(name: str) -> tuple[Callable, Callable]:
             on_ilo.append(lambda c, f=every: replace(c, loss=f(c.loss), csgm=replace(c.csgm, loss=f(c.csgm.loss))))
         elif kind == "csgm-mse" and not args:
             on_ilo.append(lambda c: replace(c, csgm=replace(c.csgm, loss=replace(c.csgm.loss, perceptual=0.0))))
+        elif kind == "csgm-perceptual" and len(args) == 1:
+            on_ilo.append(lambda c, w=float(args[0]): replace(c, csgm=replace(c.csgm, loss=replace(c.csgm.loss, perceptual=w))))
         else:
             raise ValueError(f"unknown variant {change!r}: shipped, stop:P:T, rounds:F, trim:F, restarts:R, "
                              "rounds-mse, csgm:MODE, csgm-z:Z, csgm-share:F, csgm-challenge, perceptual-every:K[:scaled], "
-                             "csgm-mse, joined with +")
+                             "csgm-mse, csgm-perceptual:W, joined with +")
 
     def chain(fs):
         def apply(c):
