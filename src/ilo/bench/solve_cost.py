@@ -28,8 +28,15 @@ term, ILO's CSGM stage keeping its own); ``csgm:MODE`` (the self-tuning's CSGM s
 ``csgm-z:Z`` (the ``challenge`` candidate's margin, ``SelectionConfig.csgm_z``); ``csgm-share:F``
 (the CSGM method's run under ``method`` / ``challenge`` at ``F`` of the budget,
 ``SelectionConfig.csgm_share``); ``csgm-challenge`` (under ``method`` the CSGM candidate also
-challenges the choice, ``SelectionConfig.csgm_challenge``); joined with
-``+``, e.g. ``stop:50:1e-3+rounds:0.5``.
+challenges the choice, ``SelectionConfig.csgm_challenge``); ``perceptual-every:K`` (ILO's
+perceptual term at every ``K``-th step only, ``LossConfig.perceptual_every``, in its CSGM stage
+and its rounds; ``perceptual-every:K:scaled``: its weight times ``K`` too); ``csgm-mse`` (ILO's
+own CSGM stage without the perceptual term); ``csgm-perceptual:W`` (that stage with the
+perceptual term at weight ``W``: the super-resolution default before session 9 is
+``csgm-perceptual:0.05``); joined with ``+``, e.g. ``stop:50:1e-3+rounds:0.5``.
+
+``--interleave`` runs every job of a task on one face before the next face (default: every face
+of one job before the next job), so variants compared side by side see the same load.
 
 ``--simulate-stops P:T,P:T,...`` instead runs the CSGM method once per task at the full budget
 on all the faces (one batch; each image's iterates do not depend on the batch) and replays
@@ -89,9 +96,18 @@ def variant(name: str) -> tuple[Callable, Callable]:
             on_ilo.append(lambda c, f=float(args[0]): replace(c, selection=replace(c.selection, csgm_share=f)))
         elif kind == "csgm-z" and len(args) == 1:
             on_ilo.append(lambda c, z=float(args[0]): replace(c, selection=replace(c.selection, csgm_z=z)))
+        elif kind == "perceptual-every" and (len(args) == 1 or args[1:] == ["scaled"]):
+            k, scale = int(args[0]), int(args[0]) if len(args) == 2 else 1
+            every = lambda loss, k=k, scale=scale: replace(loss, perceptual_every=k, perceptual=loss.perceptual * scale)
+            on_ilo.append(lambda c, f=every: replace(c, loss=f(c.loss), csgm=replace(c.csgm, loss=f(c.csgm.loss))))
+        elif kind == "csgm-mse" and not args:
+            on_ilo.append(lambda c: replace(c, csgm=replace(c.csgm, loss=replace(c.csgm.loss, perceptual=0.0))))
+        elif kind == "csgm-perceptual" and len(args) == 1:
+            on_ilo.append(lambda c, w=float(args[0]): replace(c, csgm=replace(c.csgm, loss=replace(c.csgm.loss, perceptual=w))))
         else:
             raise ValueError(f"unknown variant {change!r}: shipped, stop:P:T, rounds:F, trim:F, restarts:R, "
-                             "rounds-mse, csgm:MODE, csgm-z:Z, csgm-share:F, csgm-challenge, joined with +")
+                             "rounds-mse, csgm:MODE, csgm-z:Z, csgm-share:F, csgm-challenge, perceptual-every:K[:scaled], "
+                             "csgm-mse, csgm-perceptual:W, joined with +")
 
     def chain(fs):
         def apply(c):
@@ -179,17 +195,19 @@ def solve_one(G, truth, task: str, method: str, config, steps: int, restarts: in
 
         k = sel["candidates"].index(sel["ilo_choice"][0])
         own = float(M.psnr(res.candidates[k, :1], prob.truth.to(res.candidates))[0])
-    return {"psnr": met["per_image"]["psnr"][0], "cpu": cpu, "wall": wall, "csgm_steps": csgm_steps,
+    return {"psnr": met["per_image"]["psnr"][0], "perceptual": met["per_image"].get("perceptual", [None])[0], "cpu": cpu, "wall": wall, "csgm_steps": csgm_steps,
             "rounds_steps": res.steps - csgm_steps if method == "ilo" and sel.get("csgm") == "method" else None,
             "split": {**parts, "rest": cpu - sum(parts.values())}, "load": load_average(),
             "choice": sel.get("choice", [None])[0], "ilo_choice": sel.get("ilo_choice", [None])[0], "ilo_psnr": own}
 
 
 def run(G, variants: list[str], tasks, real: int, seeds, steps: int, restarts: int, done: dict,
-        save: Callable[[dict], None], echo=print, reference: bool = True, level: float | None = None) -> dict:
+        save: Callable[[dict], None], echo=print, reference: bool = True, level: float | None = None,
+        interleave: bool = False) -> dict:
     """Every (task, variant, method, face) not in ``done`` (keyed ``task|variant|method|face``);
     ``reference=False`` leaves out the CSGM method at its shipped settings; ``level``: every
-    task at this level instead of its default."""
+    task at this level instead of its default; ``interleave``: per face every job, face after
+    face (default: per job every face)."""
     from ..pipeline import build_problem, method_config
 
     X, names = faces(G, real, seeds)
@@ -204,18 +222,19 @@ def run(G, variants: list[str], tasks, real: int, seeds, steps: int, restarts: i
             if on_csgm(base_csgm) != base_csgm:
                 jobs.append((v, "csgm", on_csgm(base_csgm)))
             jobs.append((v, "ilo", on_ilo(base_ilo)))
-        for v, method, cfg in jobs:
-            for i, name in enumerate(names):
-                key = f"{task}|{v}|{method}|{name}"
-                if key in done:
-                    continue
-                done[key] = {"task": task, "variant": v, "method": method, "face": name,
-                             "set": "generated" if name.startswith("seed ") else "real",
-                             **solve_one(G, X[i:i + 1], task, method, cfg, steps, restarts, split, level)}
-                r = done[key]
-                echo(f"{task:8s} {v:24s} {method:4s} {name:24s} {r['psnr']:6.2f} dB  cpu {r['cpu']:5.1f} s  "
-                     f"csgm steps {r['csgm_steps']}  load {r['load']:.1f}")
-                save(done)
+        order = [(j, i) for i in range(len(names)) for j in jobs] if interleave else \
+            [(j, i) for j in jobs for i in range(len(names))]
+        for (v, method, cfg), i in order:
+            key = f"{task}|{v}|{method}|{names[i]}"
+            if key in done:
+                continue
+            done[key] = {"task": task, "variant": v, "method": method, "face": names[i],
+                         "set": "generated" if names[i].startswith("seed ") else "real",
+                         **solve_one(G, X[i:i + 1], task, method, cfg, steps, restarts, split, level)}
+            r = done[key]
+            echo(f"{task:8s} {v:24s} {method:4s} {names[i]:24s} {r['psnr']:6.2f} dB  cpu {r['cpu']:5.1f} s  "
+                 f"csgm steps {r['csgm_steps']}  load {r['load']:.1f}")
+            save(done)
     return done
 
 
@@ -275,7 +294,8 @@ def stops_table(sim: dict) -> str:
 
 
 def table(done: dict) -> str:
-    """Per task, variant and method: mean PSNR on the real and the generated faces, the worst
+    """Per task, variant and method: mean PSNR and mean perceptual distance (the offline MobileNetV2
+    distance to the truth; "–" where not recorded) on the real and the generated faces, the worst
     generated faces' margin over CSGM at its shipped settings (mean / worst face), mean CPU seconds and
     their split (for the CSGM method all of it is ``rest``), and the mean PSNR of the self-tuned ILO's
     own output (``ilo_choice``: its best-fitting stage, before the self-tuning's choice; "–" where
@@ -288,8 +308,8 @@ def table(done: dict) -> str:
     ref = {(r["task"], r["face"]): r["psnr"] for r in done.values() if r["variant"] == "shipped" and r["method"] == "csgm"}
     own = lambda rows, kind: [r["ilo_psnr"] for r in rows if r["set"] == kind and r.get("ilo_psnr") is not None]
     lines = ["| task | variant | method | PSNR real | PSNR generated | generated − CSGM shipped: mean / worst | CSGM steps | "
-             "CPU s | csgm | candidates | rest | load | ILO's own output: real / generated |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "CPU s | csgm | candidates | rest | load | ILO's own output: real / generated | perceptual real / generated |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (task, v, method), rows in groups.items():
         real = [r["psnr"] for r in rows if r["set"] == "real"]
         gen = [r for r in rows if r["set"] == "generated"]
@@ -297,12 +317,14 @@ def table(done: dict) -> str:
         margin = f"{mean(margins):+.2f} / {min(margins):+.2f}" if margins else "–"
         fmt = lambda xs: f"{mean(xs):.2f}" if xs else "–"
         steps = [r["csgm_steps"] for r in rows if r["csgm_steps"] is not None]
+        dist = lambda kind: f"{mean(d):.4f}" if (d := [r["perceptual"] for r in rows if r["set"] == kind
+                                                        and r.get("perceptual") is not None]) else "–"
         lines.append(f"| {task} | {v} | {method} | {fmt(real)} | {fmt([r['psnr'] for r in gen])} | {margin} | "
                      f"{mean(steps) if steps else float('nan'):.0f} | {mean(r['cpu'] for r in rows):.2f} | "
                      f"{mean(r['split']['csgm'] for r in rows):.2f} | "
                      f"{mean(r['split']['candidates'] + r['split']['sure'] for r in rows):.2f} | "
                      f"{mean(r['split']['rest'] for r in rows):.2f} | {mean(r['load'] for r in rows):.1f} | "
-                     f"{fmt(own(rows, 'real'))} / {fmt(own(rows, 'generated'))} |")
+                     f"{fmt(own(rows, 'real'))} / {fmt(own(rows, 'generated'))} | {dist('real')} / {dist('generated')} |")
     return "\n".join(lines)
 
 
@@ -321,6 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--with", dest="merge", type=Path, action="append", default=[],
                    help="with --table: also the solves of this JSON file (repeatable)")
     p.add_argument("--no-reference", action="store_true", help="skip the CSGM method at its shipped settings")
+    p.add_argument("--interleave", action="store_true", help="every variant on one face before the next face")
     p.add_argument("--simulate-stops", default=None, help="P:T,P:T,...: replay early-stopping rules (docstring)")
     a = p.parse_args(argv)
     if a.simulate_stops:
@@ -361,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict:
         tmp.replace(a.json)
 
     run(G, variants, a.tasks.split(","), a.real, range(lo, hi + 1), a.steps, a.restarts, done, save,
-        reference=not a.no_reference, level=a.level)
+        reference=not a.no_reference, level=a.level, interleave=a.interleave)
     print(table(done))
     return done
 

@@ -10,9 +10,10 @@ read next to it (this machine may be shared: compare figures of one run, not acr
   features fixed, as :class:`~ilo.losses.composite.Objective` computes it) at input sizes 64
   (native), 128 and 256 (bilinear upsampling), with all five MobileNetV2 stages or the first
   three, contiguous or channels_last;
-- ``solver``: ms per step of ILO's CSGM stage (batch images x restarts) and of each round
-  (batch images) with each loss (MSE; MSE + the perceptual term; the perceptual term in the
-  rounds only), and the ratio to the bare generator forward + backward (its default path) at the same batch;
+- ``solver``: ms per step of ILO's CSGM stage (batch images x its restarts) and of each round
+  (batch images) with each loss (:func:`solver`), and the ratio to the bare generator forward +
+  backward (its default path) at the same batch, timed beside it (``--every K``: also the term
+  every k-th step; ``--solver-only``: this table alone);
 - ``layers``: per DCGAN stage, forward + backward ms of the reference and the folded path.
 """
 
@@ -117,8 +118,15 @@ def layers(G, batch: int, repeats: int) -> list[dict]:
     return [{"what": name, "batch": batch, **r} for name, r in interleaved_ms(fns, repeats).items()]
 
 
-def solver(G, images: int, restarts: int, steps: int, repeats: int, bare: dict[int, float]) -> list[dict]:
-    """ms per step of the CSGM stage and each round of ILO (superres x4 preset), per loss."""
+def solver(G, images: int, restarts: int, steps: int, repeats: int, every: tuple[int, ...] = ()) -> list[dict]:
+    """ms per step of the CSGM stage and each round of ILO (the super-resolution x4 preset's
+    stages, its CSGM stage with the restarts the preset gives it, without self-tuning), per loss:
+    ``ms`` the median step, ``mean ms`` the mean (what a stage costs when steps differ, as with
+    the perceptual term every k-th step); ``x_bare`` / ``x_bare mean``: over a bare generator
+    forward + backward at the same batch, timed in the same repeats (so at the same load).
+    Losses: MSE everywhere; MSE + 0.05 perceptual everywhere; the perceptual term in the rounds
+    only; the shipped self-tuned default (in ILO's CSGM stage only); and per ``every`` value that
+    default with the term at every k-th step (``LossConfig.perceptual_every``)."""
     import torch
 
     from ..pipeline import ProblemSpec, build_problem, method_config
@@ -126,14 +134,27 @@ def solver(G, images: int, restarts: int, steps: int, repeats: int, bare: dict[i
 
     prob = build_problem(ProblemSpec.at_level("superres", 4.0), G, seed=0, truth=torch.zeros(images, *G.image_shape))
     base = method_config(prob, G, "ilo", total_steps=600, restarts=restarts)
-    base = replace(base, csgm=replace(base.csgm, steps=steps), rounds=tuple(replace(r, steps=steps) for r in base.rounds))
-    perc = replace(base.loss, perceptual=0.05)
-    mse = replace(base.loss, perceptual=0.0)
-    losses = {"mse": (mse, mse), "mse + perceptual": (perc, perc), "perceptual in rounds only": (mse, perc)}
+    base = replace(base, selection=None, deviation=None, csgm=replace(base.csgm, steps=steps),
+                   rounds=tuple(replace(r, steps=steps) for r in base.rounds))
+    perc = replace(base.csgm.loss, perceptual=0.05)
+    mse = replace(base.csgm.loss, perceptual=0.0)
+    losses = {"mse": (mse, mse), "mse + perceptual": (perc, perc), "perceptual in rounds only": (mse, perc),
+              "shipped: perceptual in the CSGM stage only": (perc, mse)}
+    for k in every:
+        losses[f"perceptual in the CSGM stage only, every {k}"] = (replace(perc, perceptual_every=k), mse)
     cfgs = {name: replace(base, loss=rest, csgm=replace(base.csgm, loss=first)) for name, (first, rest) in losses.items()}
+    batches = {0: images * base.csgm.restarts, **{i: images for i in range(1, len(base.rounds) + 1)}}
+    bare_fns = {b: _fwd_bwd(lambda v: G({"z": v}), G.sample_latent(b, torch.Generator().manual_seed(0))["z"])
+                for b in set(batches.values())}
     per_stage: dict[tuple[str, int], list[float]] = {}
+    bare: dict[int, list[float]] = {b: [] for b in bare_fns}
     load0 = _load()
-    for _ in range(repeats):  # every repeat runs every loss, so a change of load hits them alike
+    for _ in range(repeats):  # every repeat runs every loss and the bare passes, so a change of load hits them alike
+        for b, fn in bare_fns.items():
+            for _ in range(steps):
+                t = time.perf_counter()
+                fn()
+                bare[b].append((time.perf_counter() - t) * 1000)
         for name, cfg in cfgs.items():
             stamps: list[tuple[int, float]] = []
             ilo(prob.y, prob.operator, G, cfg, seeds=0, callback=lambda info: stamps.append((info.round, time.perf_counter())))
@@ -141,11 +162,14 @@ def solver(G, images: int, restarts: int, steps: int, repeats: int, bare: dict[i
                 if r0 == r1:
                     per_stage.setdefault((name, r0), []).append((t1 - t0) * 1000)
     rows, load = [], [load0, _load()]
+    bare_ms = {b: statistics.median(v) for b, v in bare.items()}
     for (name, r), ts in per_stage.items():
-        batch = images * restarts if r == 0 else images
-        ms = statistics.median(ts)
+        batch = batches[r]
+        ms, mean_ms = statistics.median(ts), statistics.mean(ts)
         rows.append({"loss": name, "stage": "CSGM" if r == 0 else f"round {r}", "batch": batch,
-                     "ms": round(ms, 2), "x_bare": round(ms / bare[batch], 2), "load": load})
+                     "ms": round(ms, 2), "mean ms": round(mean_ms, 2), "bare ms": round(bare_ms[batch], 2),
+                     "x_bare": round(ms / bare_ms[batch], 2), "x_bare mean": round(mean_ms / bare_ms[batch], 2),
+                     "load": load})
     return rows
 
 
@@ -165,7 +189,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--generator", default="digiface-dcgan")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--every", default="", help="comma-separated k: the solver table also with the term every k-th step")
+    p.add_argument("--solver-only", action="store_true", help="the solver table only")
     a = p.parse_args(argv)
+    every = tuple(int(k) for k in a.every.split(",") if k)
     from ..runtime import configure
 
     rt = configure(a.threads)
@@ -173,14 +200,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     G = load_generator(a.generator)
     batches = sorted({a.images * a.restarts, a.images, a.restarts})
-    comp = components(G, batches, a.repeats)
-    bare = {r["batch"]: r["ms"] for r in comp if r["what"] == "generator folded BN"}
-    out = {"argv": argv, "runtime": rt.to_dict(), "components": comp,
-           "solver": solver(G, a.images, a.restarts, a.steps, a.repeats, bare),
-           "layers": layers(G, a.images * a.restarts, a.repeats)}
-    for key, cols in (("components", ["what", "batch", "ms", "load"]), ("solver", ["loss", "stage", "batch", "ms", "x_bare", "load"]),
+    out = {"argv": argv, "runtime": rt.to_dict()}
+    if not a.solver_only:
+        out["components"] = components(G, batches, a.repeats)
+    out["solver"] = solver(G, a.images, a.restarts, a.steps, a.repeats, every)
+    if not a.solver_only:
+        out["layers"] = layers(G, a.images * a.restarts, a.repeats)
+    for key, cols in (("components", ["what", "batch", "ms", "load"]),
+                      ("solver", ["loss", "stage", "batch", "ms", "mean ms", "bare ms", "x_bare", "x_bare mean", "load"]),
                       ("layers", ["what", "batch", "ms", "load"])):
-        print(f"\n{key} ({rt.threads} threads, wait policy {rt.wait_policy})\n" + _table(out[key], cols))
+        if key in out:
+            print(f"\n{key} ({rt.threads} threads, wait policy {rt.wait_policy})\n" + _table(out[key], cols))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(out, indent=1) + "\n")

@@ -7,7 +7,9 @@ Terms (weights in :class:`LossConfig`; a zero weight switches a term off), each 
 - ``perceptual``: the offline MobileNetV2 perceptual distance
   (:class:`~ilo.losses.perceptual.MobileNetPerceptualDistance`) between the generated image and
   the operator's image-space target (below), at most ``perceptual_size`` px (the paper: 256),
-  on the first ``perceptual_stages`` of MobileNetV2's five stages (fewer: cheaper).
+  on the first ``perceptual_stages`` of MobileNetV2's five stages (fewer: cheaper), and
+  during optimisation only at every ``perceptual_every``-th step (steps ``0, k, 2k, ...``;
+  the others skip the term; 1: every step).
 - ``lpips``: real LPIPS (VGG16 or AlexNet), when the backbone file is available.
 - ``geocross``: PULSE's geodesic regulariser on latents made of several vectors (StyleGAN w+).
 
@@ -45,11 +47,16 @@ class LossConfig:
     perceptual_stages: int = 5
     lpips_net: str = "vgg"
     lpips_backbone: str | None = None
+    perceptual_every: int = 1
 
     def __post_init__(self) -> None:
         for k in ("mse", "perceptual", "lpips", "geocross"):
             if getattr(self, k) < 0:
                 raise ValueError(f"loss weight {k} must be >= 0, got {getattr(self, k)}")
+        if isinstance(self.perceptual_every, bool) or not isinstance(self.perceptual_every, int) or self.perceptual_every < 1:
+            raise ValueError(f"perceptual_every must be an integer >= 1, got {self.perceptual_every!r}")
+        if self.perceptual_every > 1 and not self.mse:
+            raise ValueError("perceptual_every > 1 needs a positive mse weight (the steps without the perceptual term)")
         if not 1 <= self.perceptual_stages <= 5:
             raise ValueError(f"perceptual_stages must be 1-5 (MobileNetV2 stages), got {self.perceptual_stages}")
         if self.mse == self.perceptual == self.lpips == 0:
@@ -97,7 +104,11 @@ def geocross(latent: torch.Tensor) -> torch.Tensor:
 
 
 class Objective:
-    """``objective(x, y, state) -> [B]`` for generated images ``x [B, C, H, W]`` and observations ``y``.
+    """``objective(x, y, state, step) -> [B]`` for generated images ``x [B, C, H, W]`` and observations ``y``.
+
+    ``step``: the optimisation step the value is for; the perceptual terms (``perceptual``,
+    ``lpips``) are left out where ``step % config.perceptual_every != 0`` (None: an evaluation
+    outside the optimisation, every term counts).
 
     Args:
         config: loss weights.
@@ -143,14 +154,15 @@ class Objective:
                 hit = self._target_features[id(net)] = (y, [f.detach() for f in net.features(b)])
         return net.distance(net.features(a), hit[1]).sum(dim=1)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, state: dict | None = None, step: int | None = None
+                 ) -> torch.Tensor:
         cfg = self.config
         if cfg.sna:
             x = self.add_noise(x)
         total = x.new_zeros(x.shape[0])
         if cfg.mse:
             total = total + cfg.mse * self.fidelity(x, y, self.operator)
-        if cfg.perceptual or cfg.lpips:
+        if (cfg.perceptual or cfg.lpips) and (step is None or step % cfg.perceptual_every == 0):
             a, b = self.perceptual_pair(x, y)
             from .perceptual import resize_for_perceptual
 

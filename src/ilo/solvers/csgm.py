@@ -82,7 +82,7 @@ def csgm(
     params = {k: v for k, v in start.items() if k in keys}
     fixed = {k: v for k, v in start.items() if k not in keys}
     tracker = BestTracker(B * R, y.device)  # per restart, with its latents
-    rnd = Round(render=generator, objective=lambda x, s: objective(x, y_rep, s), steps=config.steps, lr=config.lr,
+    rnd = Round(render=generator, objective=lambda x, s, t: objective(x, y_rep, s, t), steps=config.steps, lr=config.lr,
                 constraints=latent_constraints(config, keys), schedule=config.schedule,
                 measure=lambda x: op_rep.measurement_loss(x, y_rep))
     rows = torch.arange(B, device=y.device) * R

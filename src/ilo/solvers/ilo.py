@@ -222,7 +222,7 @@ def _ilo_round(y, operator, generator, objective, center: State, rc: RoundConfig
     fixed = {k: v for k, v in center.items() if k not in keys}
     params = {k: center[k].clone() for k in keys}
     balls: dict[str, list[Constraint]] = {k: [L1Ball(center[k], _radius(rc, k, center[k]))] for k in keys}
-    rnd = Round(render=generator.tail(rc.layer), objective=lambda x, s: objective(x, y, s), steps=rc.steps, lr=rc.lr,
+    rnd = Round(render=generator.tail(rc.layer), objective=lambda x, s, t: objective(x, y, s, t), steps=rc.steps, lr=rc.lr,
                 constraints=balls, schedule=config.schedule, measure=lambda x: operator.measurement_loss(x, y))
     return rnd, params, fixed
 
@@ -244,7 +244,7 @@ def _back_to_range(generator, state: State, layer: int, target: State, target_la
     params = {k: state[k].clone() for k in keys}
     tkeys = [k for k in generator.trainable_keys(target_layer) if k in target]
 
-    def distance(out: State, _state: State) -> torch.Tensor:
+    def distance(out: State, _state: State, _step: int | None) -> torch.Tensor:
         return torch.stack([(out[k] - target[k]).flatten(1).pow(2).mean(1) for k in tkeys]).sum(0)
 
     rnd = Round(render=lambda s: generator.run(s, layer, target_layer), objective=distance,

@@ -51,18 +51,19 @@ class StepInfo:
 
 def adam_loop(
     params: Params,
-    evaluate: Callable[[Params], tuple[torch.Tensor, torch.Tensor, Any]],
+    evaluate: Callable[[Params, int], tuple[torch.Tensor, torch.Tensor, Any]],
     steps: int,
     lr: float,
     schedule: Schedule,
     project: Callable[[Params], None] | None = None,
     on_step: Callable[[int, torch.Tensor, torch.Tensor, Any], bool | None] | None = None,
 ) -> Params:
-    """Minimise ``evaluate(params)[0].sum()`` with Adam; returns the final (projected) params.
+    """Minimise ``evaluate(params, t)[0].sum()`` with Adam; returns the final (projected) params.
 
     Args:
         params: leaf tensors ``[B, ...]`` (modified in place).
-        evaluate: returns ``(objective [B], measurement_loss [B], output)`` (output: e.g. the image).
+        evaluate: ``(params, t)`` at step ``t`` -> ``(objective [B], measurement_loss [B], output)``
+            (output: e.g. the image).
         project: in-place projection applied under ``no_grad`` after every step.
         on_step: called with ``(t, objective, measurement_loss, image)`` (detached) per step; when
             it returns True the loop stops after this step's update (the learning-rate schedule
@@ -75,7 +76,7 @@ def adam_loop(
     opt = Adam(leaves, lr=lr)
     for t in range(steps):
         opt.lr = lr * schedule.factor(t, steps)
-        objective, meas, image = evaluate(params)
+        objective, meas, image = evaluate(params, t)
         opt.zero_grad()
         objective.sum().backward()
         stop = on_step is not None and on_step(t, objective.detach(), meas.detach(), _detach(image))

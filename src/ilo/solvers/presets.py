@@ -145,9 +145,13 @@ def self_tuned_budget(cfg: ILOConfig, share: float = SELF_TUNED_ROUNDS) -> ILOCo
 
 #: a DCGAN self-tuned preset whose CSGM stage is ILO's own (the operator's ``self_tuning_csgm`` is
 #: ``"own"`` or ``"challenge"``: super-resolution) runs its rounds without the perceptual term
-#: (ILO's CSGM stage keeps it) and that stage with this share of the restarts: at x4 on the tuning
+#: and that stage with this share of the restarts: at x4 on the tuning
 #: faces the self-tuned output was the same on the 8 real faces and the same or better on the 4
-#: generated ones, at half the CPU (docs/PERFORMANCE.md, section 10). On its own it fell below CSGM
+#: generated ones, at half the CPU (docs/PERFORMANCE.md, section 10). Since session 9 ILO's CSGM
+#: stage too runs without the term (MSE only): at x4 and 600 x 4 on the 15 real and 8 generated
+#: tuning faces, mean PSNR -0.09 / +0.07 dB and mean perceptual distance -0.9 % / -1.2 % against
+#: the term in that stage, 18 % less CPU, every step within 1.07x a bare generator forward +
+#: backward (docs/PERFORMANCE.md, section 12). On its own it fell below CSGM
 #: on generated faces (held-out face 600002 at x4: -1.68 dB); the CSGM method's solution, which
 #: challenges the choice since session 8 at the budget's restarts (``SelectionConfig.csgm_restarts``,
 #: set by :func:`ilo.solvers.preset_for`), closes that on those faces, not on every generated face
@@ -159,17 +163,19 @@ SELF_TUNED_OWN_FAMILIES = ("dcgan",)
 
 def self_tuned_own_stage(cfg: ILOConfig, family: str, share: float = SELF_TUNED_OWN_RESTARTS) -> ILOConfig:
     """``cfg`` for self-tuning with ILO's own CSGM stage on a family of
-    :data:`SELF_TUNED_OWN_FAMILIES`: the rounds' loss without the perceptual term and the CSGM stage
-    with ``share`` of its restarts (at least 1); ``cfg`` itself for other families.
+    :data:`SELF_TUNED_OWN_FAMILIES`: the rounds' and the CSGM stage's loss without the perceptual
+    term, and the CSGM stage with ``share`` of its restarts (at least 1); ``cfg`` itself for other
+    families.
 
     >>> cfg = dcgan_layout(None, PRESETS["dcgan"]["superres"], PRESETS["dcgan"]["superres"].loss, 600, 4)
     >>> own = self_tuned_own_stage(cfg, "dcgan")
     >>> own.loss.perceptual, own.csgm.loss.perceptual, own.csgm.restarts, own.total_steps
-    (0.0, 0.05, 2, 600)
+    (0.0, 0.0, 2, 600)
     """
     if family not in SELF_TUNED_OWN_FAMILIES:
         return cfg
-    csgm = replace(cfg.csgm, restarts=max(1, round(cfg.csgm.restarts * share)))
+    csgm = replace(cfg.csgm, restarts=max(1, round(cfg.csgm.restarts * share)),
+                   loss=replace(cfg.csgm.loss, perceptual=0.0))
     return replace(cfg, loss=replace(cfg.loss, perceptual=0.0), csgm=csgm)
 
 

@@ -26,7 +26,8 @@ class Round:
     Args:
         render: the full state (optimised and ``fixed`` entries) -> an output (an image, or a
             deeper state for back-to-range).
-        objective: ``(output, state) -> [B]``, minimised (summed over the batch).
+        objective: ``(output, state, step) -> [B]``, minimised (summed over the batch); ``step``
+            is the Adam step's index, None for an evaluation outside the loop.
         constraints: per optimised entry, the sets projected onto after every step, in order.
         steps, lr, schedule: the Adam budget.
         measure: ``output -> [B]``, the loss tracked without gradient (the measurement loss);
@@ -34,18 +35,19 @@ class Round:
     """
 
     render: Callable[[State], Any]
-    objective: Callable[[Any, State], torch.Tensor]
+    objective: Callable[[Any, State, int | None], torch.Tensor]
     steps: int
     lr: float
     constraints: Mapping[str, Sequence[Constraint]] = field(default_factory=dict)
     schedule: Schedule = field(default_factory=Schedule)
     measure: Callable[[Any], torch.Tensor] | None = None
 
-    def evaluate(self, params: State, fixed: State) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """``(objective [B], tracked loss [B] (detached), output)`` at ``{**fixed, **params}``."""
+    def evaluate(self, params: State, fixed: State, step: int | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """``(objective [B], tracked loss [B] (detached), output)`` at ``{**fixed, **params}``
+        (``step``: the Adam step's index, handed to the objective)."""
         full = {**fixed, **params}
         out = self.render(full)
-        obj = self.objective(out, full)
+        obj = self.objective(out, full, step)
         if self.measure is None:
             return obj, obj.detach(), out
         with torch.no_grad():
@@ -61,5 +63,5 @@ class Round:
             on_step: Callable[[int, torch.Tensor, torch.Tensor, Any], bool | None] | None = None) -> State:
         """Optimise ``params`` (modified in place, returned detached); ``on_step(t, objective,
         tracked loss, output)`` after every step's evaluation (True: stop after this step)."""
-        adam_loop(params, lambda p: self.evaluate(p, fixed), self.steps, self.lr, self.schedule, self.project_, on_step)
+        adam_loop(params, lambda p, t: self.evaluate(p, fixed, t), self.steps, self.lr, self.schedule, self.project_, on_step)
         return {k: v.detach() for k, v in params.items()}
