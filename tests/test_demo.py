@@ -15,7 +15,7 @@ from ilo.solvers import CLASSICAL_METHODS
 
 def test_classical_methods_solve_the_operator():
     shape = (3, 16, 16)
-    assert classical_methods(Inpainting.from_options(shape, torch.Generator().manual_seed(0), observed=0.3)) == ["biharmonic", "tv-inpaint"]
+    assert classical_methods(Inpainting.from_options(shape, torch.Generator().manual_seed(0), observed=0.3)) == ["biharmonic", "harmonic", "tv-inpaint"]
     assert classical_methods(SuperResolution(shape, factor=2)) == ["bicubic", "tv-superres"]
     cs = classical_methods(CompressedSensing.from_options(shape, torch.Generator().manual_seed(0), measurements=0.1))
     assert cs and all(CLASSICAL_METHODS[m] is CompressedSensing for m in cs)

@@ -24,18 +24,18 @@ from .harness import COLUMNS, METRICS
 #: methods in greys and olives)
 LABELS = {"csgm": "CSGM (MSE)", "csgm-perceptual": "CSGM (perceptual)", "csgm-mse-perceptual": "CSGM (MSE+perceptual)",
           "pulse": "PULSE", "ilo": "ILO", "bm3d": "BM3D", "csgm+sna": "CSGM + SNA", "ilo+sna": "ILO + SNA",
-          "biharmonic": "biharmonic", "tv-inpaint": "TV inpainting", "bicubic": "bicubic", "tv-superres": "TV super-res.",
+          "biharmonic": "biharmonic", "harmonic": "harmonic", "tv-inpaint": "TV inpainting", "bicubic": "bicubic", "tv-superres": "TV super-res.",
           "bm3d-free": "BM3D (ours)", "nlmeans": "non-local means", "tv-denoise": "TV denoising", "adjoint": "scaled adjoint", "tv-cs": "TV least squares",
           "wavelet-cs": "wavelet least squares"}
 COLORS = {"csgm": "#1f77b4", "csgm-perceptual": "#17becf", "csgm-mse-perceptual": "#9467bd", "pulse": "#ff7f0e",
           "ilo": "#d62728", "bm3d": "#7f7f7f", "csgm+sna": "#2ca02c", "ilo+sna": "#8c564b",
-          "biharmonic": "#7f7f7f", "tv-inpaint": "#bcbd22", "bicubic": "#7f7f7f", "tv-superres": "#bcbd22",
+          "biharmonic": "#7f7f7f", "harmonic": "#5a5a2a", "tv-inpaint": "#bcbd22", "bicubic": "#7f7f7f", "tv-superres": "#bcbd22",
           "bm3d-free": "#4d4d4d", "nlmeans": "#bcbd22", "tv-denoise": "#5a5a2a", "adjoint": "#7f7f7f", "tv-cs": "#bcbd22", "wavelet-cs": "#5a5a2a"}
 
 
 #: short names for the columns of example grids
 SHORT = {"csgm": "CSGM", "csgm-perceptual": "CSGM perc.", "csgm-mse-perceptual": "CSGM mse+p", "pulse": "PULSE",
-         "ilo": "ILO", "bm3d": "BM3D", "csgm+sna": "CSGM+SNA", "ilo+sna": "ILO+SNA", "biharmonic": "biharm.",
+         "ilo": "ILO", "bm3d": "BM3D", "csgm+sna": "CSGM+SNA", "ilo+sna": "ILO+SNA", "biharmonic": "biharm.", "harmonic": "harmonic",
          "tv-inpaint": "TV", "bicubic": "bicubic", "tv-superres": "TV", "bm3d-free": "BM3D-free", "nlmeans": "NL-means", "tv-denoise": "TV",
          "adjoint": "adjoint", "tv-cs": "TV", "wavelet-cs": "wavelet"}
 

@@ -4,6 +4,8 @@
 method          operator                what it does; ``weight`` (None = the tuned rule of the level)
 ==============  ======================  ==============================================================
 ``biharmonic``  Inpainting              biharmonic interpolation of the missing pixels (scikit-image)
+``harmonic``    Inpainting              harmonic (membrane, Laplace) interpolation of the missing
+                                        pixels: a sparse solve (SciPy); no knob
 ``tv-inpaint``  Inpainting              TV-regularised fit of the observed pixels from the biharmonic
                                         start; ``weight`` = λ
 ``bicubic``     SuperResolution         Keys (a = -0.5) bicubic upsampling aligned with the operator
@@ -52,6 +54,7 @@ from .result import Result
 #: the operator class each classical method solves
 CLASSICAL = {
     "biharmonic": Inpainting,
+    "harmonic": Inpainting,
     "tv-inpaint": Inpainting,
     "bicubic": SuperResolution,
     "tv-superres": SuperResolution,
@@ -164,6 +167,43 @@ def _biharmonic(y: torch.Tensor, op: Inpainting) -> torch.Tensor:
     return _torch_images(ims, y)
 
 
+def _harmonic(y: torch.Tensor, op: Inpainting) -> torch.Tensor:
+    """Harmonic interpolation: every missing pixel the mean of its four neighbours (Laplace's
+    equation with the observed pixels as boundary values and reflecting image borders), per
+    image and channel. A missing region touching no observed pixel is filled with 0.
+
+    >>> from ilo.operators import Inpainting
+    >>> op = Inpainting.box((1, 1, 5), 1, 0, 4, 1)  # row 0, columns 1..3 missing
+    >>> x = torch.tensor([[[[0.0, 9.0, 9.0, 9.0, 4.0]]]])
+    >>> _harmonic(op(x), op).flatten().tolist()  # linear between the ends
+    [0.0, 1.0, 2.0, 3.0, 4.0]
+    """
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import splu
+
+    B, C, H, W = y.shape
+    ids = np.arange(H * W).reshape(H, W)
+    rows, cols = [], []
+    for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)):  # neighbours, clipped at the border (reflecting)
+        ii = np.clip(np.arange(H)[:, None] + di, 0, H - 1).repeat(W, 1)
+        jj = np.clip(np.arange(W)[None, :] + dj, 0, W - 1).repeat(H, 0)
+        rows.append(ids.ravel())
+        cols.append(ids[ii, jj].ravel())
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    adj = sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(H * W, H * W))
+    lap = (sp.diags(np.asarray(adj.sum(1)).ravel()) - adj).tocsr()  # graph Laplacian [HW, HW]
+    missing = (op.mask.expand(B, -1, -1, -1)[:, 0] == 0).reshape(B, -1).cpu().numpy()  # [B, HW]
+    out = y.detach().cpu().double().reshape(B, C, H * W).numpy().copy()
+    for b in range(B):
+        u = missing[b]
+        if not u.any():
+            continue
+        a = lap[u][:, u] + sp.identity(int(u.sum())) * 1e-9  # nonsingular where a region sees no pixel
+        rhs = -(lap[u][:, ~u] @ out[b][:, ~u].T)  # [missing, C]
+        out[b][:, u] = splu(a.tocsc()).solve(rhs).T
+    return torch.from_numpy(out).reshape(B, C, H, W).to(y)
+
+
 def _bicubic(y: torch.Tensor, op: SuperResolution) -> torch.Tensor:
     _, h, w = op.output_shape
     uh = torch.from_numpy(bicubic_upsampling(h, op.factor, op.border)).to(y)
@@ -263,7 +303,7 @@ def classical(y: torch.Tensor, operator: Operator, method: str, config: Classica
             assert weight is not None  # every denoiser is in TUNED
             image = y.clone() if operator.noise.sigma == 0 else _denoise(y, operator, method, weight, config)
             return _direct_result(image, y, operator, method, resolved, timer)
-        image = direct_estimate(y, operator)
+        image = _harmonic(y, operator) if method == "harmonic" else direct_estimate(y, operator)
         if method in _PRIORS:
             assert weight is not None  # every regularised method is in TUNED
             res = deviate(y, operator, torch.zeros_like(image), _PRIORS[method], weight.to(image), config.steps, init=image)
@@ -326,7 +366,10 @@ def on_residual(y: torch.Tensor, operator: Operator, method: str, base: torch.Te
         if CLASSICAL.get(method) in (None, Denoising):
             raise ValueError(f"{method!r} does not reconstruct from measurements; choose from "
                              f"{', '.join(m for m, c in CLASSICAL.items() if c is not Denoising)}")
-        est = estimate if estimate is not None else direct_estimate(r, operator)
+        if estimate is not None:
+            est = estimate
+        else:
+            est = _harmonic(r, operator) if method == "harmonic" else direct_estimate(r, operator)
         if method in _PRIORS:
             assert weight is not None  # every regularised method is in TUNED
             return deviate(y, operator, base, _PRIORS[method], weight.to(base), config.steps, init=base + est,
