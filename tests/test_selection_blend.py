@@ -219,9 +219,12 @@ def test_the_real_face_bench_runs_blends_and_rescores_without_them(tiny_dcgan, o
     path = tmp_path / "r.json"
     results = rfe.main(["--split", "tuning", "--steps", "6", "--restarts", "1",
                         "--keys", "inpaint 0.3,box 0.333333,superres 4,cs 0.1", "--patch", "2",
-                        "--blend", "0.25,0.5", "--blend-pairs", "reference,classical,top", "--json", str(path)])
+                        "--blend", "0.25,0.5", "--blend-pairs", "reference,classical,top", "--box-blend", "same",
+                        "--box-classical", "class", "--json", str(path)])
     saved = json.loads(path.read_text())
     assert saved["meta"]["blend"] == [0.25, 0.5] and saved["results"] == results  # nothing NaN
+    assert saved["meta"]["box_blend"] == saved["meta"]["box_classical"] == "inherit"
+    assert "biharmonic" in results["box 0.333333"]["selection"]["candidates"]  # "class": the inpainting methods
     for key, r in results.items():
         sel = r["selection"]
         names = sel["candidates"]

@@ -100,14 +100,40 @@ def test_self_tuning_with_the_ring_is_reproducible_and_records_its_units(tiny_dc
     assert band["held_out"] != a.selection["held_out"]  # the ring is another held-out part
 
 
-def test_next_to_a_box_the_mean_is_the_reference_and_is_built_from_the_refit(tiny_dcgan):
-    """``reference="auto"`` next to a box: the candidate ``"mean"`` (the equal mean of the
+def test_next_to_a_box_harmonic_inpainting_is_the_reference_without_blends(tiny_dcgan):
+    """``reference="auto"`` next to a box: the classical methods are ``box_classical`` (harmonic
+    first), harmonic inpainting alone is the margin's reference, the blends are off
+    (``box_blend``) although ``blend`` is on, and with a huge margin (``box_z``; ``z`` is 0)
+    nothing but it (or a candidate equal to it on every held-out unit) is chosen; a random mask
+    keeps its class's methods."""
+    op = Inpainting.box(SHAPE, 5, 5, 11, 11)
+    y = op(_rand((2, *SHAPE), 3))
+    res = solve(y, op, tiny_dcgan, "ilo", _cfg(reference="auto", patch=2, z=0.0, box_z=1e6, blend=(0.5,)), seeds=[4, 9])
+    sel, names = res.selection, res.selection["candidates"]
+    assert sel["classical"] == ["harmonic", "tv-inpaint"] and sel["reference"] == ["harmonic", "harmonic"]
+    assert "mean" not in names and not any(n.startswith("blend") for n in names) and sel["z"] == 1e6
+    se = torch.tensor(sel["estimated_se"]).T
+    k = names.index("harmonic")
+    assert all(c == "harmonic" or se[names.index(c), b] == 0 for b, c in enumerate(sel["choice"]))
+    torch.testing.assert_close(res.image, classical(y, op, "harmonic").image)  # observed pixels kept exactly
+    assert bool((se[k] == 0).all())
+    rand = Inpainting.random(SHAPE, 0.5, torch.Generator().manual_seed(0))
+    away = solve(rand(_rand((2, *SHAPE), 3)), rand, tiny_dcgan, "ilo", _cfg(), seeds=[4, 9]).selection
+    assert away["classical"] == ["biharmonic", "tv-inpaint"]
+    with pytest.raises(ValueError, match="box_classical"):
+        SelectionConfig(box_classical=())
+    with pytest.raises(ValueError, match="blend weights"):
+        SelectionConfig(box_blend=(1.5,))
+
+
+def test_next_to_a_box_the_mean_reference_is_built_from_the_refit(tiny_dcgan):
+    """``reference="mean"``: the candidate ``"mean"`` (the equal mean of the
     classical methods alone and ILO's own output, :func:`mean_candidate`) is the margin's
     reference; with a huge margin next to the box (``box_z``; ``z`` is 0) nothing but it (or a
     candidate equal to it on every held-out unit) is chosen."""
     op = Inpainting.box(SHAPE, 5, 5, 11, 11)
     y = op(_rand((2, *SHAPE), 3))
-    res = solve(y, op, tiny_dcgan, "ilo", _cfg(reference="auto", patch=2, z=0.0, box_z=1e6, blend=()), seeds=[4, 9])
+    res = solve(y, op, tiny_dcgan, "ilo", _cfg(reference="mean", patch=2, z=0.0, box_z=1e6, blend=()), seeds=[4, 9])
     sel, names = res.selection, res.selection["candidates"]
     assert sel["reference"] == ["mean", "mean"] and names[-1] == "mean" and sel["z"] == 1e6  # the box's margin
     k = names.index("mean")
@@ -148,5 +174,5 @@ def test_the_real_face_bench_passes_the_held_out_flags(tiny_dcgan, tmp_path, mon
     meta = json.loads(path.read_text())["meta"]
     assert (meta["ring"], meta["box_z"], meta["holdout"]) == (2, 3.0, 0.3)
     box, inpaint = results["box 0.333333"]["selection"], results["inpaint 0.3"]["selection"]
-    assert box["reference"] == ["mean", "mean"] and box["z"] == 3.0 and box["units"] == "2x2 patches"
+    assert box["reference"] == ["harmonic", "harmonic"] and box["z"] == 3.0 and box["units"] == "2x2 patches"
     assert set(inpaint["reference"]) <= {"biharmonic", "tv-inpaint"} and inpaint["z"] == SelectionConfig().z

@@ -100,7 +100,7 @@ def test_sparse_random_inpainting_takes_the_first_method_as_reference_bit_for_bi
                                 Inpainting.box(SHAPE, 5, 5, 11, 11)], ids=["superres", "cs", "box"])
 def test_other_tasks_choose_bit_for_bit_as_before(tiny_dcgan, op):
     """Super-resolution and CS have one classical method, so its first is its lowest (here with
-    fewer than 45 held-out units, the rule active); next to a box the reference is the mean."""
+    fewer than 45 held-out units, the rule active); next to a box the reference is harmonic inpainting, the first of ``box_classical``."""
     y = op(_rand((2, *SHAPE), 3))
     kw = {"patch": 2} if isinstance(op, Inpainting) else {}
     new = solve(y, op, tiny_dcgan, "ilo", _cfg(**kw), seeds=[4, 9])
@@ -108,7 +108,7 @@ def test_other_tasks_choose_bit_for_bit_as_before(tiny_dcgan, op):
     assert new.selection["reference"] == old.selection["reference"] and new.selection["choice"] == old.selection["choice"]
     torch.testing.assert_close(new.image, old.image, rtol=0, atol=0)
     if isinstance(op, Inpainting):
-        assert new.selection["reference"] == ["mean", "mean"]
+        assert new.selection["reference"] == ["harmonic", "harmonic"]
 
 
 def test_inrange_runs_a_task_at_another_level(tiny_dcgan, one_thread, tmp_path, monkeypatch):

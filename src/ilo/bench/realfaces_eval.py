@@ -74,6 +74,7 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
         seconds[method] = time.time() - t
     t = time.time()
     cfg = preset_for("ilo", G, op, total_steps=steps, restarts=restarts)  # the library's default: self-tuned
+    selection = {k: None if v == "inherit" else v for k, v in selection.items()}  # --box-* "same" / "class"
     cfg = replace(cfg, selection=replace(cfg.selection, every_candidate=True, **selection))  # the oracle looks at all
     res = solve(y, op, G, "ilo", cfg, seeds=0)
     seconds["ilo self-tuned"] = time.time() - t
@@ -245,6 +246,16 @@ def save_grid(truth: torch.Tensor, images: dict, per_image: dict, names: list[st
          row_labels=names[:n], captions=[["", *(caption(m, i) for m in images)] for i in range(n)], cell=96).save(path)
 
 
+def _box_option(value: str | None, inherit: str, kind) -> tuple | str | None:
+    """A ``--box-*`` flag: None (not given: the config's), ``"inherit"`` (the config field None:
+    as away from a box) or a comma-separated tuple (``""``: empty)."""
+    if value is None:
+        return None
+    if value == inherit:
+        return "inherit"
+    return tuple(kind(v) for v in value.split(",") if v)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--split", default="eval", choices=("eval", "tuning"))
@@ -273,6 +284,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--blend", default=None,
                    help="comma-separated weights of the self-tuned ILO's convex blends, e.g. 0.25,0.5 (default: the config's; \"\" off)")
     p.add_argument("--blend-pairs", default=None, help="comma-separated pairs the blends mix (reference, classical, top)")
+    p.add_argument("--box-blend", default=None,
+                   help='blend weights next to a box (default: the config\'s, none; "same": those of --blend)')
+    p.add_argument("--box-classical", default=None,
+                   help='comma-separated classical methods next to a box (default: the config\'s, harmonic,tv-inpaint; '
+                        '"class": the inpainting ones, biharmonic,tv-inpaint)')
     a = p.parse_args(argv)
     if a.rescore is not None:
         results = json.loads(a.rescore.read_text())["results"]
@@ -298,7 +314,8 @@ def main(argv: list[str] | None = None) -> dict:
         torch.manual_seed(0)
         blends = {"blend": tuple(float(v) for v in a.blend.split(",") if v) if a.blend is not None else None,
                   "blend_pairs": tuple(a.blend_pairs.split(",")) if a.blend_pairs is not None else None}
-        extra = {k: v for k, v in (("holdout", a.holdout), ("patch", a.patch), ("ring", a.ring), ("box_z", a.box_z), ("reference", a.reference), *blends.items()) if v is not None}
+        box = {"box_blend": _box_option(a.box_blend, "same", float), "box_classical": _box_option(a.box_classical, "class", str)}
+        extra = {k: v for k, v in (("holdout", a.holdout), ("patch", a.patch), ("ring", a.ring), ("box_z", a.box_z), ("reference", a.reference), *blends.items(), *box.items()) if v is not None}
         results[key], images = run_spec(G, x, name, level, a.steps, a.restarts, **extra)
         results[key]["seconds"] = time.time() - t
         if a.grids is not None:

@@ -226,7 +226,7 @@ class SelectionConfig:
             fits all measurements better; 0: off.
         z: the margin of the held-out choice, in standard errors. Per image the reference is
             (:attr:`reference`) the classical method alone with the lowest held-out estimate
-            (next to a box: the mean of the classical methods and ILO's own output); every candidate scores
+            (next to a box: harmonic inpainting); every candidate scores
             its estimate plus ``z`` times the standard error of its estimate minus the
             reference's (paired over the held-out units: pixels, measurements, or the patches
             next to a box, :func:`ilo.solvers.selection.paired_se`), so a candidate beats the
@@ -241,9 +241,12 @@ class SelectionConfig:
             default, e.g. biharmonic inpainting), so another classical method too must beat it
             by the margin; ``"mean"`` a candidate of its own, named ``"mean"``: the equal mean
             of the classical methods alone and ILO's own output (the best-fitting stage;
-            :func:`ilo.solvers.selection.mean_candidate`); ``"auto"`` (default): ``"mean"``
-            next to a box-shaped hole (with :attr:`box_z` 2 the choice is +0.64 dB above TV
-            inpainting on the 15 tuning faces, +0.24 with ``"lowest"``), elsewhere ``"first"``
+            :func:`ilo.solvers.selection.mean_candidate`); ``"auto"`` (default): ``"first"``
+            next to a box-shaped hole (the first of :attr:`box_classical`, harmonic inpainting:
+            on the 15 tuning faces 27.41 dB against 27.24 for ``"mean"`` with the same methods;
+            session 8's ``"mean"`` of biharmonic, TV and ILO's output was +0.64 dB above TV
+            inpainting but 0.3 dB below harmonic inpainting, docs/BENCHMARKS.md, "Harmonic
+            inpainting and the box (session 10)"), elsewhere ``"first"``
             on images with fewer than :attr:`sparse_units` held-out units and ``"lowest"`` on
             the others (:func:`ilo.solvers.selection.first_reference`).
         sparse_units: under ``"auto"`` away from a box, the number of held-out units (pixels,
@@ -260,6 +263,16 @@ class SelectionConfig:
             ``(0.25, 0.5, 0.75)`` with the default pairs and :attr:`blend_against` ``"choice"``,
             wins on the 15 tuning faces (every held-out cell as good or better, mean +0.11 dB;
             docs/BENCHMARKS.md, "Blends against the choice they replace").
+        box_classical: the classical methods of the candidates next to a box-shaped hole where
+            :attr:`classical` is None (None: those of the operator's class, as elsewhere).
+            Default ``("harmonic", "tv-inpaint")``: harmonic inpainting is the best classical
+            method for a 21-pixel box on the real faces (27.41 / 28.19 dB on the 15 tuning / 29
+            eval faces, TV 26.43 / 26.89, biharmonic 26.08 / 26.71); biharmonic as a third
+            method cost 0.06 dB on the tuning faces (one more candidate to choose wrongly).
+        box_blend: the blend weights next to a box-shaped hole (None: :attr:`blend`). ``()``
+            (default): with harmonic inpainting as the reference the blends replaced it on 9 of
+            the 15 tuning faces and lost 0.10 dB in all (the held-out patches do not tell which
+            fill is better, :attr:`box_z`).
         blend_pairs: the pairs blended at every weight of :attr:`blend`: ``"reference"`` the
             eligible candidate with the lowest score other than the reference, and the
             reference; ``"classical"`` the two classical methods alone with the lowest estimates
@@ -330,6 +343,8 @@ class SelectionConfig:
     blend: tuple[float, ...] = (0.25, 0.5, 0.75)
     blend_pairs: tuple[str, ...] = ("reference", "classical")
     blend_against: str = "choice"
+    box_classical: tuple[str, ...] | None = ("harmonic", "tv-inpaint")
+    box_blend: tuple[float, ...] | None = ()
     csgm_restarts: int | None = None
     csgm_z: float | None = 0.0
     csgm_min_units: int = 20
@@ -355,8 +370,11 @@ class SelectionConfig:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
-        if any(not 0 < a < 1 for a in self.blend) or not self.blend_pairs:
-            raise ValueError(f"blend weights must lie in (0, 1) and blend_pairs be nonempty, got {self.blend}")
+        if any(not 0 < a < 1 for a in (*self.blend, *(self.box_blend or ()))) or not self.blend_pairs:
+            raise ValueError(f"blend weights must lie in (0, 1) and blend_pairs be nonempty, got {self.blend}, "
+                             f"box_blend {self.box_blend}")
+        if self.box_classical is not None and not self.box_classical:
+            raise ValueError("box_classical must name at least one classical method, or be None")
         if any(p not in BLEND_PAIRS for p in self.blend_pairs):
             raise ValueError(f"blend_pairs must be of {', '.join(BLEND_PAIRS)}, got {self.blend_pairs}")
         if self.blend_against not in BLEND_AGAINST:

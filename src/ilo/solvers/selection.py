@@ -30,9 +30,10 @@ or the observation, under SURE). The choice per image:
   counts its noise (``SelectionConfig.z``): the reference is the classical method alone with
   the lowest estimate (or the first, ``SelectionConfig.reference``; by default the first on
   images with fewer than ``SelectionConfig.sparse_units`` held-out units, :func:`first_reference`;
-  next to a box, a candidate
-  of its own, ``"mean"``: the mean of the classical methods alone and ILO's own output,
-  :func:`mean_candidate`, with the margin ``SelectionConfig.box_z``), every candidate scores
+  next to a box the first of ``SelectionConfig.box_classical``, harmonic inpainting, with the
+  margin ``SelectionConfig.box_z`` and no blends, ``box_blend``; or, ``reference="mean"``, a
+  candidate of its own: the mean of the classical methods alone and ILO's own output,
+  :func:`mean_candidate`), every candidate scores
   its estimate plus ``z`` standard errors of its paired difference to the reference over the
   held-out units (:func:`held_out_units`: pixels, measurements, or whole patches next to a
   box, whose pixels are correlated; :func:`paired_se`), and the lowest score is chosen (:func:`choose`); the record holds the
@@ -193,11 +194,19 @@ def candidate_stages(stages: int, dev: DeviationConfig | None, identity: bool = 
             *([-1] if identity else [])]
 
 
+def is_box(operator: Operator) -> bool:
+    """Whether ``operator`` hides a box-shaped hole (:meth:`Inpainting.box`)."""
+    return isinstance(operator, Inpainting) and operator.config()["mask"].get("kind") == "box"
+
+
 def classical_methods(operator: Operator, config: SelectionConfig) -> tuple[str, ...]:
-    """The classical methods of the candidates: ``config.classical``, or (None) those of
+    """The classical methods of the candidates: ``config.classical``, or (None) next to a box
+    ``config.box_classical``, otherwise (or where that is None) those of
     :data:`~ilo.solvers.classical.RESIDUAL_METHODS` for the operator's class."""
     if config.classical is not None:
         return tuple(config.classical)
+    if config.box_classical is not None and is_box(operator):
+        return tuple(config.box_classical)
     base = operator.base if isinstance(operator, HeldOut) else operator
     return next((m for cls, m in RESIDUAL_METHODS.items() if isinstance(base, cls)), ())
 
@@ -314,9 +323,9 @@ def split(operator: Operator, y: torch.Tensor, seeds: Sequence[int], config: Sel
     B = y.shape[0]
     if isinstance(operator, Inpainting):
         mask = operator.mask.expand(B, -1, -1, -1)
-        if operator.config()["mask"].get("kind") == "box" and config.ring:
+        if is_box(operator) and config.ring:
             held, kind = ring(mask, config.ring), "patches of the ring around the hole"
-        elif operator.config()["mask"].get("kind") == "box":
+        elif is_box(operator):
             held, kind = _band_patches(mask, config.patch, gens), "patches next to the hole"
         else:
             u = torch.stack([torch.rand(mask.shape[1:], generator=g) for g in gens]).to(mask)
@@ -846,6 +855,8 @@ def _held_out_candidates(y: torch.Tensor, operator: Operator, config: ILOConfig,
     units = held_out_units(y, patch)
     if box and sel.box_z is not None:
         sel = replace(sel, z=sel.box_z)  # the margin next to a box
+    if box and sel.box_blend is not None:
+        sel = replace(sel, blend=sel.box_blend)  # and its blends
     challenger = probe = None
     if sel.csgm == "challenge":  # the runs keep their own stage; the CSGM method challenges the choice
         blank = torch.zeros(1, B, *operator.input_shape, dtype=y.dtype, device=y.device)
@@ -885,7 +896,7 @@ def _reference(t: _Tuning, y: torch.Tensor, methods: tuple[str, ...], patch: int
     assert t.alone is not None and t.cands_fit is not None and t.val is not None and t.units is not None
     if not t.alone.any():
         return
-    reference = t.sel.reference if t.sel.reference != "auto" or t.auto != "estimate" else "mean"
+    reference = t.sel.reference if t.sel.reference != "auto" or t.auto != "estimate" else "first"
     if reference == "mean":  # from the fit run's own output here, from the refit's on all measurements
         fit_mean = mean_candidate(t.cands_fit, t.alone, fit_plain)
         t.cands_fit = torch.cat([t.cands_fit, fit_mean])
@@ -1037,6 +1048,6 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
 
 
 __all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "candidate_stages",
-           "classical_methods", "residual_candidates", "split", "ring", "mean_candidate", "first_reference", "held_out_units", "unit_errors", "paired_se", "choose",
+           "is_box", "classical_methods", "residual_candidates", "split", "ring", "mean_candidate", "first_reference", "held_out_units", "unit_errors", "paired_se", "choose",
            "scores", "challenge", "blend_pairs", "blend_names", "blend", "usable_pairs", "with_blends", "made_of", "copy_rows",
            "fit_and_refit", "self_tune", "csgm_sure_correction"]
