@@ -234,7 +234,7 @@ class SelectionConfig:
             SURE (denoising) ignores it.
         box_z: the margin next to a box-shaped hole (None: :attr:`z`). 2 there: the held-out
             patches next to a 21-pixel hole hardly tell which candidate fills the hole best
-            (docs/BENCHMARKS.md, "The box's held-out part"), so the reference, the mean below,
+            (docs/BENCHMARKS.md, "The box's held-out part"), so the reference (harmonic inpainting, below)
             is kept unless a candidate is clearly better.
         reference: the reference of the margin: ``"lowest"`` the classical method alone with the
             lowest held-out estimate; ``"first"`` the first of the classical methods (the task's
