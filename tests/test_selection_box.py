@@ -108,8 +108,10 @@ def test_next_to_a_box_harmonic_inpainting_is_the_reference_without_blends(tiny_
     keeps its class's methods."""
     op = Inpainting.box(SHAPE, 5, 5, 11, 11)
     y = op(_rand((2, *SHAPE), 3))
-    res = solve(y, op, tiny_dcgan, "ilo", _cfg(reference="auto", patch=2, z=0.0, box_z=1e6, blend=(0.5,)), seeds=[4, 9])
+    cfg = _cfg(reference="auto", patch=2, z=0.0, box_z=1e6, blend=(0.5,), box_csgm=None)  # no challenger
+    res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=[4, 9])
     sel, names = res.selection, res.selection["candidates"]
+    assert sel["csgm"] == "method" and "csgm_challenger" not in sel
     assert sel["classical"] == ["harmonic", "tv-inpaint"] and sel["reference"] == ["harmonic", "harmonic"]
     assert "mean" not in names and not any(n.startswith("blend") for n in names) and sel["z"] == 1e6
     se = torch.tensor(sel["estimated_se"]).T
@@ -126,6 +128,37 @@ def test_next_to_a_box_harmonic_inpainting_is_the_reference_without_blends(tiny_
         SelectionConfig(box_blend=(1.5,))
 
 
+@pytest.mark.parametrize("image", ["in range", "far"])
+def test_next_to_a_box_the_csgm_method_challenges_the_choice_at_its_own_margin(tiny_dcgan, image):
+    """By default (``box_csgm="challenge"``) next to a box the CSGM method on all measurements
+    challenges the choice with the margin ``box_csgm_z`` from ``box_csgm_min_units`` held-out
+    patches: it replaces the choice exactly where its estimate plus that many standard errors
+    lies below the choice's, and the output is then its (continued) solution; a random mask
+    keeps the CSGM method as its stage."""
+    op = Inpainting.box(SHAPE, 5, 5, 11, 11)
+    x = (tiny_dcgan(tiny_dcgan.sample_latent(2, torch.Generator().manual_seed(7))).detach() if image == "in range"
+         else _rand((2, *SHAPE), 3))
+    y = op(x)
+    res = solve(y, op, tiny_dcgan, "ilo", _cfg(patch=2), seeds=[4, 9])
+    sel, ch = res.selection, res.selection["csgm_challenger"]
+    assert sel["csgm"] == "challenge" and ch["run"] and min(ch["units"]) >= SelectionConfig().box_csgm_min_units
+    z = SelectionConfig().box_csgm_z
+    expect = [e + z * s < c for e, s, c in zip(ch["estimated_mse"], ch["estimated_se"], ch["choice_estimated_mse"])]
+    assert ch["taken"] == expect
+    for b, taken in enumerate(expect):
+        assert (sel["choice"][b] == "csgm-method") == taken
+        if taken:
+            torch.testing.assert_close(res.image[b], res.candidates[-1][b] * (1 - op.mask[0]) + y[b] * op.mask[0])
+    if image == "in range":
+        assert any(expect)  # the generator's own images: the CSGM method wins somewhere
+    rand = Inpainting.random(SHAPE, 0.5, torch.Generator().manual_seed(0))
+    assert solve(rand(x), rand, tiny_dcgan, "ilo", _cfg(), seeds=[4, 9]).selection["csgm"] == "method"
+    with pytest.raises(ValueError, match="box_csgm"):
+        SelectionConfig(box_csgm="auto")
+    with pytest.raises(ValueError, match="box_csgm_z"):
+        SelectionConfig(box_csgm_min_units=0)
+
+
 def test_next_to_a_box_the_mean_reference_is_built_from_the_refit(tiny_dcgan):
     """``reference="mean"``: the candidate ``"mean"`` (the equal mean of the
     classical methods alone and ILO's own output, :func:`mean_candidate`) is the margin's
@@ -133,7 +166,7 @@ def test_next_to_a_box_the_mean_reference_is_built_from_the_refit(tiny_dcgan):
     candidate equal to it on every held-out unit) is chosen."""
     op = Inpainting.box(SHAPE, 5, 5, 11, 11)
     y = op(_rand((2, *SHAPE), 3))
-    res = solve(y, op, tiny_dcgan, "ilo", _cfg(reference="mean", patch=2, z=0.0, box_z=1e6, blend=()), seeds=[4, 9])
+    res = solve(y, op, tiny_dcgan, "ilo", _cfg(reference="mean", patch=2, z=0.0, box_z=1e6, blend=(), box_csgm=None), seeds=[4, 9])
     sel, names = res.selection, res.selection["candidates"]
     assert sel["reference"] == ["mean", "mean"] and names[-1] == "mean" and sel["z"] == 1e6  # the box's margin
     k = names.index("mean")

@@ -273,6 +273,19 @@ class SelectionConfig:
             (default): with harmonic inpainting as the reference the blends replaced it on 9 of
             the 15 tuning faces and lost 0.10 dB in all (the held-out patches do not tell which
             fill is better, :attr:`box_z`).
+        box_csgm: what :attr:`csgm` ``"auto"`` means next to a box-shaped hole (None: the
+            operator's, ``"method"``). ``"challenge"`` (default since session 10): ILO's own
+            CSGM stage in both runs and the CSGM method on all measurements as the challenger
+            of the choice. With harmonic inpainting as the reference the held-out patches kept
+            harmonic on generated faces where the CSGM method was 9-11 dB better (its solution
+            as a candidate was fitted to the fit part, whose hole is larger); the challenger,
+            scored by its continuation on the fit part, is taken there (docs/BENCHMARKS.md,
+            "Harmonic inpainting and the box (session 10)").
+        box_csgm_z, box_csgm_min_units: :attr:`csgm_z` and :attr:`csgm_min_units` next to a box
+            (None: those). 1 and 1: a box has 10-21 held-out 8 x 8 patches, fewer than the
+            20 units asked elsewhere, and on the 15 real tuning faces the challenger's estimate
+            came within 1 standard error of the choice's on one face only, where it was taken
+            at margin 0 and lost.
         blend_pairs: the pairs blended at every weight of :attr:`blend`: ``"reference"`` the
             eligible candidate with the lowest score other than the reference, and the
             reference; ``"classical"`` the two classical methods alone with the lowest estimates
@@ -345,6 +358,9 @@ class SelectionConfig:
     blend_against: str = "choice"
     box_classical: tuple[str, ...] | None = ("harmonic", "tv-inpaint")
     box_blend: tuple[float, ...] | None = ()
+    box_csgm: str | None = "challenge"
+    box_csgm_z: float | None = 1.0
+    box_csgm_min_units: int | None = 1
     csgm_restarts: int | None = None
     csgm_z: float | None = 0.0
     csgm_min_units: int = 20
@@ -373,6 +389,10 @@ class SelectionConfig:
         if any(not 0 < a < 1 for a in (*self.blend, *(self.box_blend or ()))) or not self.blend_pairs:
             raise ValueError(f"blend weights must lie in (0, 1) and blend_pairs be nonempty, got {self.blend}, "
                              f"box_blend {self.box_blend}")
+        if self.box_csgm is not None and self.box_csgm not in CSGM_STAGES[1:]:
+            raise ValueError(f"box_csgm must be one of {', '.join(CSGM_STAGES[1:])} or None, got {self.box_csgm!r}")
+        if not (self.box_csgm_z is None or self.box_csgm_z >= 0) or not (self.box_csgm_min_units is None or self.box_csgm_min_units >= 1):
+            raise ValueError(f"box_csgm_z must be >= 0 and box_csgm_min_units >= 1, got {self.box_csgm_z}, {self.box_csgm_min_units}")
         if self.box_classical is not None and not self.box_classical:
             raise ValueError("box_classical must name at least one classical method, or be None")
         if any(p not in BLEND_PAIRS for p in self.blend_pairs):

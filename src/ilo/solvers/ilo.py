@@ -20,7 +20,7 @@ from .csgm import csgm, latent_constraints
 from .optim import StepInfo
 from .result import Result
 from .rounds import Round
-from .selection import Stage, copy_rows, extend, self_tune
+from .selection import Stage, copy_rows, extend, is_box, self_tune
 from .tracking import BestTracker, Recorder, detach_state, resolve_seeds
 
 
@@ -79,7 +79,8 @@ def ilo(
     if config.selection is not None:
         sel = config.selection
         if sel.csgm == "auto":
-            sel = replace(sel, csgm=operator.self_tuning_csgm)
+            auto = sel.box_csgm if sel.box_csgm is not None and is_box(operator) else operator.self_tuning_csgm
+            sel = replace(sel, csgm=auto)
             config = replace(config, selection=sel)
         stage = csgm_stage(config, generator)
 
