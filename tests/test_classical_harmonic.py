@@ -48,3 +48,14 @@ def test_harmonic_per_image_masks_and_on_residual():
     base = torch.zeros_like(x) + 0.1
     res = on_residual(op(x), op, "harmonic", base)  # base + harmonic(y - A(base)) = harmonic(y) (linear)
     assert torch.allclose(res, both.clamp(-1, 1), atol=1e-5)
+
+
+def test_harmonic_on_the_residual_of_another_operator_is_refused():
+    import pytest
+
+    from ilo.operators import SuperResolution
+
+    op = SuperResolution((1, 8, 8), 2)
+    x = torch.zeros(1, 1, 8, 8)
+    with pytest.raises(ValueError, match="harmonic solves Inpainting"):
+        on_residual(op(x), op, "harmonic", x)

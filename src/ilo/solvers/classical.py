@@ -303,7 +303,8 @@ def classical(y: torch.Tensor, operator: Operator, method: str, config: Classica
             assert weight is not None  # every denoiser is in TUNED
             image = y.clone() if operator.noise.sigma == 0 else _denoise(y, operator, method, weight, config)
             return _direct_result(image, y, operator, method, resolved, timer)
-        image = _harmonic(y, operator) if method == "harmonic" else direct_estimate(y, operator)
+        image = _harmonic(y, operator) if isinstance(operator, Inpainting) and method == "harmonic" \
+            else direct_estimate(y, operator)
         if method in _PRIORS:
             assert weight is not None  # every regularised method is in TUNED
             res = deviate(y, operator, torch.zeros_like(image), _PRIORS[method], weight.to(image), config.steps, init=image)
@@ -366,10 +367,14 @@ def on_residual(y: torch.Tensor, operator: Operator, method: str, base: torch.Te
         if CLASSICAL.get(method) in (None, Denoising):
             raise ValueError(f"{method!r} does not reconstruct from measurements; choose from "
                              f"{', '.join(m for m, c in CLASSICAL.items() if c is not Denoising)}")
+        if method == "harmonic" and not isinstance(operator, Inpainting):
+            raise ValueError(f"harmonic solves Inpainting problems, not {type(operator).__name__}")
         if estimate is not None:
             est = estimate
+        elif isinstance(operator, Inpainting) and method == "harmonic":
+            est = _harmonic(r, operator)
         else:
-            est = _harmonic(r, operator) if method == "harmonic" else direct_estimate(r, operator)
+            est = direct_estimate(r, operator)
         if method in _PRIORS:
             assert weight is not None  # every regularised method is in TUNED
             return deviate(y, operator, base, _PRIORS[method], weight.to(base), config.steps, init=base + est,
