@@ -370,6 +370,22 @@ class SelectionConfig:
     csgm_probe: float = 0.25
     csgm_continue: float = 1.0
 
+    def next_to_box(self) -> SelectionConfig:
+        """This config as it applies next to a box-shaped hole: every ``box_*`` margin, blend and
+        challenger field that is not None in place of its general one (:attr:`box_z` for
+        :attr:`z`, :attr:`box_blend`, :attr:`box_csgm_z`, :attr:`box_csgm_min_units`).
+
+        >>> s = SelectionConfig(z=1.5, box_z=2.0, box_blend=None).next_to_box()
+        >>> s.z, s.blend == SelectionConfig().blend, s.csgm_min_units
+        (2.0, True, 1)
+        """
+        def pick(box, general):
+            return general if box is None else box
+
+        return replace(self, z=pick(self.box_z, self.z), blend=pick(self.box_blend, self.blend),
+                       csgm_z=pick(self.box_csgm_z, self.csgm_z),
+                       csgm_min_units=pick(self.box_csgm_min_units, self.csgm_min_units))
+
     def __post_init__(self) -> None:
         if (not 0 < self.holdout < 1 or self.patch < 1 or self.ring < 0 or self.probes < 1 or not 0 <= self.csgm_refit <= 1
                 or not self.z >= 0 or not (self.box_z is None or self.box_z >= 0) or self.sparse_units < 0

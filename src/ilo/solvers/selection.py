@@ -853,13 +853,8 @@ def _held_out_candidates(y: torch.Tensor, operator: Operator, config: ILOConfig,
     box = str(record["kind"]).startswith("patches")  # the held-out part: patches next to a box-shaped hole
     patch = sel.patch if box else None
     units = held_out_units(y, patch)
-    if box and sel.box_z is not None:
-        sel = replace(sel, z=sel.box_z)  # the margin next to a box
-    if box and sel.box_blend is not None:
-        sel = replace(sel, blend=sel.box_blend)  # and its blends
-    if box:  # and its CSGM challenger's margin and units
-        sel = replace(sel, csgm_z=sel.box_csgm_z if sel.box_csgm_z is not None else sel.csgm_z,
-                      csgm_min_units=sel.box_csgm_min_units if sel.box_csgm_min_units is not None else sel.csgm_min_units)
+    if box:
+        sel = sel.next_to_box()  # the box's margin, blends and challenger settings
     challenger = probe = None
     if sel.csgm == "challenge":  # the runs keep their own stage; the CSGM method challenges the choice
         blank = torch.zeros(1, B, *operator.input_shape, dtype=y.dtype, device=y.device)
