@@ -62,6 +62,16 @@ def tuning_images(size: int = 64, G=None) -> tuple[torch.Tensor, list[str]]:
     return torch.cat(ims), ids
 
 
+def central_box(height: int, width: int, level: float = 1 / 3) -> list[int]:
+    """``[x0, y0, x1, y1]`` of the central square of ``level`` of each side: the :data:`BOX` spec's mask.
+
+    >>> central_box(64, 64)
+    [21, 21, 42, 42]
+    """
+    sh, sw = round(height * level), round(width * level)
+    return [(width - sw) // 2, (height - sh) // 2, (width - sw) // 2 + sw, (height - sh) // 2 + sh]
+
+
 def make_problem(name: str, level: float, x: torch.Tensor, seed: int = 0) -> tuple[Operator, torch.Tensor]:
     """The operator of spec ``name`` at ``level`` for images ``x [N, C, H, W]`` (image ``i``'s random
     parts and noise from the streams of seed ``seed + i``) and its observation."""
@@ -69,8 +79,7 @@ def make_problem(name: str, level: float, x: torch.Tensor, seed: int = 0) -> tup
     _, h, w = shape
     cls = operator_for(name)
     if name == BOX:
-        sh, sw = round(h * level), round(w * level)
-        options = {"box": [(w - sw) // 2, (h - sh) // 2, (w - sw) // 2 + sw, (h - sh) // 2 + sh]}
+        options = {"box": central_box(h, w, level)}
     else:
         options = cls.level_options(level)
     seeds = [seed + i for i in range(len(x))]

@@ -5,7 +5,8 @@
 On held-out generated faces (truth seeds ``600_000 + i``, the harness's ``generated`` set;
 ``--tuning-seeds`` instead runs on tuning seeds 10 000-10 999, to decide a setting on) and every task at its default level (the operators'
 ``default_level``: inpainting 10 %, super-resolution x4, denoising sigma 25, compressed sensing
-10 %; ``--level`` sets one level for every task), each problem built and scored by :mod:`ilo.pipeline`:
+10 %; ``--level`` sets one level for every task; ``box``: inpainting of the central square of a third of
+the side, or ``--level`` of it), each problem built and scored by :mod:`ilo.pipeline`:
 
 - ``csgm``: CSGM at its preset;
 - ``ilo``: the default ILO, range-extended and self-tuned (``run_method(..., extend=True)``);
@@ -36,11 +37,23 @@ import torch
 from .. import metrics as M
 from ..operators import TASKS
 from ..pipeline import ProblemSpec, build_problem, run_method, truth_from_seeds
+from .classical_tuning import BOX, central_box
 from .harness import EVAL_SEED0, parse_seed_range
 from .realfaces_eval import checkpoint, mean
 
 #: (label, method, extend) of the methods compared
 METHODS = (("csgm", "csgm", True), ("ilo self-tuned", "ilo", True), ("ilo paper", "ilo", False))
+
+
+#: the tasks: the operators' keys and :data:`~ilo.bench.classical_tuning.BOX`
+CHOICES = (*TASKS, BOX)
+
+
+def spec_for(task: str, shape: tuple[int, ...], level: float | None = None) -> ProblemSpec:
+    """The problem of a task key of :data:`CHOICES` for images of ``shape [C, H, W]``, at its default level or ``level``."""
+    if task == BOX:
+        return ProblemSpec("inpaint", box=central_box(shape[-2], shape[-1], *(() if level is None else (level,))))
+    return ProblemSpec(task) if level is None else ProblemSpec.at_level(task, level)
 
 
 def run_task(G, truth: torch.Tensor, task: str, *, steps: int, restarts: int, level: float | None = None) -> dict:
@@ -49,7 +62,7 @@ def run_task(G, truth: torch.Tensor, task: str, *, steps: int, restarts: int, le
     ILO's choice, oracle and its CSGM candidate's true MSE per image."""
     from ..solvers.selection import paste_observed
 
-    spec = ProblemSpec(task) if level is None else ProblemSpec.at_level(task, level)
+    spec = spec_for(task, tuple(truth.shape[1:]), level)
     prob = build_problem(spec, G, seed=0, truth=truth)
     out: dict = {"description": prob.operator.describe(), "level": prob.level, "per_image": {}, "seconds": {}}
     for label, method, extend in METHODS:
@@ -94,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--restarts", type=int, default=2)
     p.add_argument("--generator", default="digiface-dcgan")
-    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated tasks of {', '.join(CHOICES)}")
     p.add_argument("--level", type=float, default=None,
                    help="every task at this level (its operator's unit, e.g. 0.05 observed) instead of its default")
     p.add_argument("--threads", type=int, default=1)
@@ -103,9 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = (parse_seed_range(a.tuning_seeds, tuning=True) if a.tuning_seeds
              else parse_seed_range(a.truth_seeds or f"{EVAL_SEED0}-{EVAL_SEED0 + a.faces - 1}"))
     tasks = a.tasks.split(",")
-    unknown = [t for t in tasks if t not in TASKS]
+    unknown = [t for t in tasks if t not in CHOICES]
     if unknown:
-        p.error(f"unknown task {unknown[0]!r}; choose from {', '.join(TASKS)}")
+        p.error(f"unknown task {unknown[0]!r}; choose from {', '.join(CHOICES)}")
     torch.set_num_threads(a.threads)
     from ..generators import load_generator
 
