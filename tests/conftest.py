@@ -42,3 +42,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _gaussian_prior_cache(tmp_path_factory):
+    """Gaussian priors fitted by the tests (ilo.solvers.gaussian) are small and cached in a
+    temporary folder, never in the user's cache."""
+    from ilo.solvers import gaussian
+
+    mp = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("gaussian-priors")
+    mp.setattr(gaussian, "cache_folder", lambda: folder)
+    mp.setattr(gaussian, "SAMPLES", 1024)  # small priors: a fit of the embedded DCGAN's takes ~5 s, not ~60 s
+    mp.setattr(gaussian, "COMPONENTS", 128)
+    yield folder
+    mp.undo()

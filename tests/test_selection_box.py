@@ -121,7 +121,7 @@ def test_next_to_a_box_harmonic_inpainting_is_the_reference_without_blends(tiny_
     assert bool((se[k] == 0).all())
     rand = Inpainting.random(SHAPE, 0.5, torch.Generator().manual_seed(0))
     away = solve(rand(_rand((2, *SHAPE), 3)), rand, tiny_dcgan, "ilo", _cfg(), seeds=[4, 9]).selection
-    assert away["classical"] == ["biharmonic", "tv-inpaint"]
+    assert away["classical"] == ["gaussian", "biharmonic", "tv-inpaint"]  # away from a box: the generator's Gaussian prior too
     with pytest.raises(ValueError, match="box_classical"):
         SelectionConfig(box_classical=())
     with pytest.raises(ValueError, match="blend weights"):
@@ -208,4 +208,4 @@ def test_the_real_face_bench_passes_the_held_out_flags(tiny_dcgan, tmp_path, mon
     assert (meta["ring"], meta["box_z"], meta["holdout"]) == (2, 3.0, 0.3)
     box, inpaint = results["box 0.333333"]["selection"], results["inpaint 0.3"]["selection"]
     assert box["reference"] == ["harmonic", "harmonic"] and box["z"] == 3.0 and box["units"] == "2x2 patches"
-    assert set(inpaint["reference"]) <= {"biharmonic", "tv-inpaint"} and inpaint["z"] == SelectionConfig().z
+    assert set(inpaint["reference"]) <= {"gaussian", "biharmonic", "tv-inpaint"} and inpaint["z"] == SelectionConfig().z

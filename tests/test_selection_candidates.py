@@ -49,23 +49,32 @@ def test_on_residual_is_the_stage_plus_the_method_on_the_residual():
         on_residual(y, op, "nlmeans", base)
 
 
-def test_candidate_order_names_and_stages_agree():
+def test_candidate_order_names_and_stages_agree(tiny_dcgan):
+    from ilo.solvers.gaussian import fit_prior, gaussian_inpaint
+
     dev = DeviationConfig(weights=(0.01, 0.1), steps=5)
     stages = torch.stack([smooth(seed=1), smooth(seed=2)])
     op = Inpainting.random(SHAPE, 0.5, torch.Generator().manual_seed(0))
     y = op(smooth())
     methods = RESIDUAL_METHODS[Inpainting]
-    assert classical_methods(op, SelectionConfig()) == methods
+    assert classical_methods(op, SelectionConfig()) == methods and "gaussian" in methods
     assert classical_methods(op, SelectionConfig(classical=())) == ()
     names = candidate_names(["a", "b"], dev, methods=methods)
     origin = candidate_stages(2, dev, methods=methods)
-    cands = candidates(stages, y, op, dev, methods=methods)
+    prior = fit_prior(tiny_dcgan, samples=512, components=64)
+    cands = candidates(stages, y, op, dev, methods=methods, prior=prior)
     assert cands.shape[0] == len(names) == len(origin)
     for k, n in enumerate(names):
         assert origin[k] == ("ab".index(n[0]) if n[0] in "ab" and (len(n) == 1 or n[1] == "+") else -1)
     k = names.index("b+biharmonic")
     assert torch.allclose(cands[k], on_residual(y, op, "biharmonic", stages[1]))
     assert torch.allclose(cands[names.index("biharmonic")], classical(y, op, "biharmonic").image)
+    # the Gaussian prior: centred at a stage on its residual, at the prior's own mean alone
+    assert torch.allclose(cands[names.index("b+gaussian")], gaussian_inpaint(y, op, prior, base=stages[1]), atol=1e-5)
+    assert torch.allclose(cands[names.index("gaussian")], gaussian_inpaint(y, op, prior), atol=1e-5)
+    assert not torch.allclose(cands[names.index("gaussian")], cands[names.index("a+gaussian")], atol=1e-2)
+    with pytest.raises(ValueError, match="GaussianPrior"):
+        candidates(stages, y, op, dev, methods=methods)
 
 
 def test_classical_alone_is_chosen_when_the_stages_are_garbage():
@@ -79,8 +88,8 @@ def test_classical_alone_is_chosen_when_the_stages_are_garbage():
                         selection=SelectionConfig(stage=rule))
         res = self_tune(y, op, cfg, fake_run(garbage), [0, 1])
         sel = res.selection
-        assert sel["classical"] == list(RESIDUAL_METHODS[Inpainting])
-        assert all(c in RESIDUAL_METHODS[Inpainting] for c in sel["choice"]), sel["choice"]
+        assert sel["classical"] == ["biharmonic", "tv-inpaint"]  # no prior given: the Gaussian one left out
+        assert all(c in sel["classical"] for c in sel["choice"]), sel["choice"]
         assert sel["stage_rule"] == rule
         assert bool((M.psnr(res.image, x) > M.psnr(garbage[0], x) + 8).all())
 

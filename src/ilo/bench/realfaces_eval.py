@@ -289,6 +289,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--box-classical", default=None,
                    help='comma-separated classical methods next to a box (default: the config\'s, harmonic,tv-inpaint; '
                         '"class": the inpainting ones, biharmonic,tv-inpaint)')
+    p.add_argument("--classical", default=None,
+                   help="comma-separated classical methods of the candidates, the box's too (default: the "
+                        "config's: for random inpainting biharmonic,tv-inpaint,gaussian; '' none)")
     a = p.parse_args(argv)
     if a.rescore is not None:
         results = json.loads(a.rescore.read_text())["results"]
@@ -315,6 +318,8 @@ def main(argv: list[str] | None = None) -> dict:
         blends = {"blend": tuple(float(v) for v in a.blend.split(",") if v) if a.blend is not None else None,
                   "blend_pairs": tuple(a.blend_pairs.split(",")) if a.blend_pairs is not None else None}
         box = {"box_blend": _box_option(a.box_blend, "same", float), "box_classical": _box_option(a.box_classical, "class", str)}
+        if a.classical is not None:
+            box["classical"] = tuple(v for v in a.classical.split(",") if v)
         extra = {k: v for k, v in (("holdout", a.holdout), ("patch", a.patch), ("ring", a.ring), ("box_z", a.box_z), ("reference", a.reference), *blends.items(), *box.items()) if v is not None}
         results[key], images = run_spec(G, x, name, level, a.steps, a.restarts, **extra)
         results[key]["seconds"] = time.time() - t

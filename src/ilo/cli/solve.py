@@ -48,7 +48,8 @@ def task_options(f):
     opts = [
         click.option("--task", type=str, required=True, help="inpaint | superres | denoise | cs"),
         click.option("--method", type=str, default="ilo",
-                     help="Generative: ilo | csgm | csgm-perceptual | csgm-mse-perceptual | pulse. Classical (no "
+                     help="Generative: ilo | csgm | csgm-perceptual | csgm-mse-perceptual | pulse; inpaint: gaussian "
+                          "(the linear MMSE of a Gaussian fitted to the generator's images). Classical (no "
                           "generator): inpaint: biharmonic | harmonic | tv-inpaint; superres: bicubic | tv-superres; denoise: "
                           "bm3d-free | bm3d (optional package, non-commercial) | nlmeans | tv-denoise; cs: adjoint | tv-cs | "
                           "wavelet-cs."),
@@ -80,14 +81,14 @@ def check_task(task, method, loss_terms, weights, sna, lpips_backbone, observed,
     """The validated problem spec and loss (None: the preset's) of the :func:`task_options`."""
     from ..operators import operator_class
     from ..pipeline import ProblemSpec
-    from ..solvers import CLASSICAL_METHODS, METHODS
+    from ..solvers import METHODS, SOLVES
 
     spec = ProblemSpec(task=task, observed=observed, box=_parse_box(box), mask=mask, factor=factor, sigma=sigma,
                        measurements=measurements)
     if method not in METHODS:
         fail(f"--method: unknown method {method!r}; choose from {', '.join(METHODS)}")
     spec.validate()  # the library's one-line ValueError, printed by main()
-    solves = CLASSICAL_METHODS.get(method)
+    solves = SOLVES.get(method)
     if solves is not None and operator_class(task) is not solves:
         fail(f"--method {method} only solves --task {solves.task}")
     if method == "bm3d":

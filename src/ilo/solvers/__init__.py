@@ -8,7 +8,7 @@ from dataclasses import replace
 import torch
 
 from ..generators.base import LayeredGenerator
-from ..operators import Denoising
+from ..operators import Denoising, Inpainting
 from ..operators.base import Operator
 from .bm3d import BM3DConfig, BM3DUnavailable, bm3d_denoise
 from .checks import check_memory, check_observations
@@ -16,24 +16,28 @@ from .classical import CLASSICAL, ClassicalConfig, classical
 from .config import (CSGMConfig, DeviationConfig, ILOConfig, LossConfig, RoundConfig, Schedule, SelectionConfig,
                      self_tuned, with_budget)
 from .csgm import csgm
+from .gaussian import GaussianConfig, gaussian_solve
 from .ilo import ilo
 from .optim import StepInfo
 from .presets import PRESETS, TaskPreset, csgm_preset, default_config, pulse_preset, self_tuned_budget, self_tuned_own_stage
 from .result import Result
 from .rounds import Round
 
-#: every method behind :func:`solve`; the CSGM variants differ only in their loss
-METHODS = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse", "ilo", "bm3d") + tuple(CLASSICAL)
+#: every method behind :func:`solve`; the CSGM variants differ only in their loss; ``gaussian``:
+#: the linear MMSE inpainting of a Gaussian prior fitted to the generator (:mod:`.gaussian`)
+METHODS = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse", "ilo", "bm3d", "gaussian") + tuple(CLASSICAL)
 CSGM_FAMILY = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse")
 #: the methods that use the generator (they take a loss, SNA, seeds and a budget)
 GENERATIVE = CSGM_FAMILY + ("ilo",)
 #: the classical methods (no generator) and the operator class each one solves
 CLASSICAL_METHODS = {"bm3d": Denoising, **CLASSICAL}
+#: the operator class of every method that solves one task only
+SOLVES = {**CLASSICAL_METHODS, "gaussian": Inpainting}
 #: the config type of each method
-CONFIG_TYPES = {**{m: CSGMConfig for m in CSGM_FAMILY}, "ilo": ILOConfig, "bm3d": BM3DConfig,
+CONFIG_TYPES = {**{m: CSGMConfig for m in CSGM_FAMILY}, "ilo": ILOConfig, "bm3d": BM3DConfig, "gaussian": GaussianConfig,
                 **{m: ClassicalConfig for m in CLASSICAL}}
 #: a config of any method (:data:`CONFIG_TYPES`)
-SolverConfig = CSGMConfig | ILOConfig | BM3DConfig | ClassicalConfig
+SolverConfig = CSGMConfig | ILOConfig | BM3DConfig | ClassicalConfig | GaussianConfig
 
 
 def preset_for(method: str, generator: LayeredGenerator, operator: Operator, total_steps: int | None = None,
@@ -48,6 +52,8 @@ def preset_for(method: str, generator: LayeredGenerator, operator: Operator, tot
     stage with half the restarts (:func:`~ilo.solvers.presets.self_tuned_own_stage`), while the
     CSGM method that challenges the choice (``self_tuning_csgm == "challenge"``) keeps the
     budget's ``restarts`` (:attr:`~ilo.solvers.config.SelectionConfig.csgm_restarts`)."""
+    if method == "gaussian":
+        return GaussianConfig()
     cfg = default_config(method, generator, operator.task, total_steps=total_steps, restarts=restarts,
                          level=operator.level)
     if not (extend and isinstance(cfg, ILOConfig)):
@@ -105,6 +111,8 @@ def solve(
         raise TypeError(f"method {method!r} needs a {CONFIG_TYPES[method].__name__}, got {type(config).__name__}")
     if isinstance(config, BM3DConfig):
         return bm3d_denoise(y, operator, config)
+    if isinstance(config, GaussianConfig):
+        return gaussian_solve(y, operator, generator, config, progress=progress)
     restarts = config.csgm.restarts if isinstance(config, ILOConfig) else config.restarts if isinstance(config, CSGMConfig) else 1
     check_memory(y.shape[0], restarts, operator.input_shape, y.device)
     if isinstance(config, ILOConfig):
@@ -120,4 +128,5 @@ __all__ = [
     "CSGMConfig", "ILOConfig", "RoundConfig", "LossConfig", "Schedule", "with_budget", "PRESETS", "TaskPreset",
     "BM3DConfig", "BM3DUnavailable", "pulse_preset", "csgm_preset", "CSGM_FAMILY", "GENERATIVE", "CLASSICAL_METHODS",
     "ClassicalConfig", "classical", "DeviationConfig", "SelectionConfig", "self_tuned", "SolverConfig",
+    "GaussianConfig", "gaussian_solve", "SOLVES",
 ]

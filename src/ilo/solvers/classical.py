@@ -313,13 +313,19 @@ def classical(y: torch.Tensor, operator: Operator, method: str, config: Classica
         return _direct_result(image, y, operator, method, resolved, timer)
 
 
+#: the method name of the generator's Gaussian prior (:mod:`ilo.solvers.gaussian`; not a
+#: classical method: it needs the generator, so :func:`classical` does not run it)
+GAUSSIAN = "gaussian"
+
 #: the classical methods whose reconstructions of the residual ``y - A(stage)`` are ILO's
-#: self-tuning candidates (:func:`on_residual`), per operator class (bicubic left out: below
+#: self-tuning candidates (:func:`on_residual`), per operator class, and for random inpainting
+#: the generator's Gaussian prior (:data:`GAUSSIAN`, the selection's own; next to a box
+#: ``SelectionConfig.box_classical`` replaces these) (bicubic left out: below
 #: TV super-resolution on every tuning face, and a second candidate only adds selection noise;
 #: for denoising our BM3D, 1.8-2.6 dB above NL-means on the tuning faces, docs/CLASSICAL.md;
 #: the ``bm3d`` package is an option, non-commercial; docs/BENCHMARKS.md)
 RESIDUAL_METHODS: dict[type[Operator], tuple[str, ...]] = {
-    Inpainting: ("biharmonic", "tv-inpaint"),
+    Inpainting: (GAUSSIAN, "biharmonic", "tv-inpaint"),  # first: the margin's reference on sparse masks
     SuperResolution: ("tv-superres",),
     Denoising: ("bm3d-free",),
     CompressedSensing: ("tv-cs",),
@@ -382,4 +388,4 @@ def on_residual(y: torch.Tensor, operator: Operator, method: str, base: torch.Te
         return (base + est).clamp(-1, 1)
 
 
-__all__ = ["classical", "on_residual", "direct_estimate", "RESIDUAL_METHODS", "ClassicalConfig", "CLASSICAL", "TUNED", "default_weight", "task_level", "bicubic_upsampling"]
+__all__ = ["GAUSSIAN", "classical", "on_residual", "direct_estimate", "RESIDUAL_METHODS", "ClassicalConfig", "CLASSICAL", "TUNED", "default_weight", "task_level", "bicubic_upsampling"]

@@ -20,7 +20,9 @@ from .csgm import csgm, latent_constraints
 from .optim import StepInfo
 from .result import Result
 from .rounds import Round
-from .selection import Stage, copy_rows, extend, is_box, self_tune
+from . import gaussian
+from .classical import GAUSSIAN
+from .selection import Stage, classical_methods, copy_rows, extend, is_box, self_tune
 from .tracking import BestTracker, Recorder, detach_state, resolve_seeds
 
 
@@ -99,8 +101,11 @@ def ilo(
 
         shapes = generator.layer_shapes()[0]
         dof = sum(math.prod(shapes[k]) for k in (stage.keys or generator.trainable_keys(0)))
+        prior = None
+        if GAUSSIAN in classical_methods(operator, sel) and gaussian.supports(generator):
+            prior = gaussian.prior_for(generator, progress=progress)
         return self_tune(y, operator, config, run, seeds_, first if sel.csgm in ("method", "challenge") else None,
-                         stage, dof)
+                         stage, dof, prior)
     res, _ = run(y, operator)
     if config.deviation is not None:
         res.image = extend(res.image, y, operator, config.deviation, config.deviation.weights[0])

@@ -86,7 +86,8 @@ import torch.nn.functional as F
 from ..operators import Denoising, Inpainting, SuperResolution
 from ..operators.base import Operator
 from ..rng import stream
-from .classical import RESIDUAL_METHODS, TUNED, default_weight, direct_estimate, on_residual
+from .classical import GAUSSIAN, RESIDUAL_METHODS, TUNED, default_weight, direct_estimate, on_residual
+from .gaussian import GaussianPrior, gaussian_inpaint
 from .config import CSGMConfig, DeviationConfig, ILOConfig, SelectionConfig
 from .deviation import deviate
 from .result import Result
@@ -225,11 +226,14 @@ def _low_res_fill(r: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 
 def residual_candidates(bases: torch.Tensor, y: torch.Tensor, operator: Operator,
-                        methods: Sequence[str]) -> torch.Tensor:
+                        methods: Sequence[str], prior: GaussianPrior | None = None) -> torch.Tensor:
     """``base + C(y - A(base))`` for every base image ``bases [S, B, C, H, W]`` and classical
     method (:func:`~ilo.solvers.classical.on_residual`): ``[S * M, B, C, H, W]``, base-major.
     For :class:`HeldOut` measurements the method's weight is the base operator's and the
-    held-out residuals are zeros (compressed sensing) or interpolated (super-resolution)."""
+    held-out residuals are zeros (compressed sensing) or interpolated (super-resolution).
+    ``"gaussian"`` (inpainting): the ``prior``'s posterior mean centred at the base
+    (:func:`~ilo.solvers.gaussian.gaussian_inpaint`), at the prior's own mean for a zero base
+    (the method alone)."""
     S, B = bases.shape[:2]
     if not methods:
         return bases[:0]
@@ -238,6 +242,15 @@ def residual_candidates(bases: torch.Tensor, y: torch.Tensor, operator: Operator
     level = operator.base.batch_repeat(S) if isinstance(operator, HeldOut) else op
     outs = []
     for m in methods:
+        if m == GAUSSIAN:
+            if prior is None:
+                raise ValueError("the gaussian candidates need the generator's GaussianPrior (prior=)")
+            assert isinstance(op, Inpainting)  # gaussian_inpaint names any other operator
+            centred = rows.flatten(1).abs().amax(1) > 0  # [B * S]; a zero base: the prior's own mean
+            base = torch.where(centred[:, None, None, None], rows, prior.mean.view(1, *prior.shape).to(rows))
+            out = gaussian_inpaint(yr, op, prior, base=base)
+            outs.append(out.view(B, S, *bases.shape[2:]).transpose(0, 1))
+            continue
         weight = default_weight(m, level, B * S) if m in TUNED else None
         estimate = None
         if isinstance(op, HeldOut):
@@ -251,17 +264,19 @@ def residual_candidates(bases: torch.Tensor, y: torch.Tensor, operator: Operator
 
 
 def candidates(stages: torch.Tensor, y: torch.Tensor, operator: Operator, dev: DeviationConfig | None,
-               identity: bool = False, methods: Sequence[str] = (), only: torch.Tensor | None = None) -> torch.Tensor:
+               identity: bool = False, methods: Sequence[str] = (), only: torch.Tensor | None = None,
+               prior: GaussianPrior | None = None) -> torch.Tensor:
     """Every candidate of :func:`candidate_names`: ``[K, B, C, H, W]`` from stage images
     ``[S, B, C, H, W]`` and observations ``y [B, ...]``; the deviations run as one batch of
     ``B * S * W`` rows with one weight each, the classical ``methods`` on the residual of each
     stage and of zero (:func:`residual_candidates`); ``identity``: the observation, for denoising.
     The observed pixels are not pasted (:func:`paste_observed` does that to the choice; it
     does not change a held-out validation error). ``only [B]``: image ``b``'s deviations and
-    residuals are computed for stage ``only[b]`` alone, the other stages' are NaN images."""
+    residuals are computed for stage ``only[b]`` alone, the other stages' are NaN images.
+    ``prior``: the generator's Gaussian prior, for the ``"gaussian"`` method."""
     S, B = stages.shape[:2]
     if only is not None:
-        return _only_stage(stages, y, operator, dev, identity, methods, only)
+        return _only_stage(stages, y, operator, dev, identity, methods, only, prior)
     parts = [stages]
     if dev is not None:
         W = len(dev.weights)
@@ -269,20 +284,21 @@ def candidates(stages: torch.Tensor, y: torch.Tensor, operator: Operator, dev: D
         lam = torch.tensor(dev.weights, dtype=stages.dtype, device=stages.device).repeat(B * S)
         out = deviate(y.repeat_interleave(S * W, 0), operator.batch_repeat(S * W), x0, dev.prior, lam, dev.steps, history=False).image
         parts.append(out.view(B, S * W, *stages.shape[2:]).transpose(0, 1))
-    parts.append(residual_candidates(torch.cat([stages, torch.zeros_like(stages[:1])]), y, operator, methods))
+    parts.append(residual_candidates(torch.cat([stages, torch.zeros_like(stages[:1])]), y, operator, methods, prior))
     if identity:
         parts.append(y.unsqueeze(0))
     return torch.cat(parts)
 
 
 def _only_stage(stages: torch.Tensor, y: torch.Tensor, operator: Operator, dev: DeviationConfig | None,
-                identity: bool, methods: Sequence[str], only: torch.Tensor) -> torch.Tensor:
+                identity: bool, methods: Sequence[str], only: torch.Tensor, prior: GaussianPrior | None = None
+                ) -> torch.Tensor:
     """:func:`candidates` with the deviations and residuals of stage ``only[b]`` of image ``b``
     alone (one stage per image, so ``1 / S`` of the work); the rest of their rows are NaN."""
     S, B = stages.shape[:2]
     W, M = (len(dev.weights) if dev is not None else 0), len(methods)
     rows = torch.arange(B, device=stages.device)
-    part = candidates(stages[only, rows].unsqueeze(0), y, operator, dev, False, methods)  # [1 + W + 2M, B]
+    part = candidates(stages[only, rows].unsqueeze(0), y, operator, dev, False, methods, prior=prior)  # [1 + W + 2M, B]
     full = stages.new_full((S + S * W + (S + 1) * M + int(identity), B, *stages.shape[2:]), float("nan"))
     full[:S] = stages
     for b, s in enumerate(only.tolist()):
@@ -842,7 +858,8 @@ def _sure_candidates(y: torch.Tensor, operator: Operator, config: ILOConfig, run
 
 def _held_out_candidates(y: torch.Tensor, operator: Operator, config: ILOConfig,
                          run: Callable[..., tuple[Result, list[Stage]]], seeds: Sequence[int],
-                         first: Callable[..., Result] | None, methods: tuple[str, ...]) -> _Tuning:
+                         first: Callable[..., Result] | None, methods: tuple[str, ...],
+                         prior: GaussianPrior | None = None) -> _Tuning:
     """Inpainting, super-resolution, CS: the split, the CSGM method on the fit part as the shared
     stage (or under ``"challenge"`` the challenger, :func:`_run_challenger`), the fit and refit runs, every candidate of
     both and its held-out estimate, then the margin's reference (:func:`_reference`)."""
@@ -872,10 +889,11 @@ def _held_out_candidates(y: torch.Tensor, operator: Operator, config: ILOConfig,
     only = None  # the measurement rule excludes every other stage's candidates: skip them
     if (sel.stage if sel.stage != "auto" else auto) == "measurement" and not sel.every_candidate:
         only = plain
-    cands_fit = candidates(torch.stack([s[1] for s in st_fit]), y_fit, fit, dev, methods=methods, only=only)
+    cands_fit = candidates(torch.stack([s[1] for s in st_fit]), y_fit, fit, dev, methods=methods, only=only, prior=prior)
     t = _Tuning(sel=sel, res=res, stages=stages, start=start, plain=plain,
                 names=candidate_names([s[0] for s in stages], dev, methods=methods),
-                cands=candidates(torch.stack([s[1] for s in stages]), y, operator, dev, methods=methods, only=only),
+                cands=candidates(torch.stack([s[1] for s in stages]), y, operator, dev, methods=methods, only=only,
+                                 prior=prior),
                 est=torch.stack([val.measurement_loss(c, y) for c in cands_fit]),  # [K, B]
                 record=record, auto=auto, cands_fit=cands_fit, val=val, units=units, challenger=challenger, probe=probe,
                 alone=torch.tensor(candidate_stages(len(stages), dev, methods=methods), device=y.device) < 0)
@@ -999,7 +1017,7 @@ def _csgm_method(t: _Tuning, choice: torch.Tensor, pairs: torch.Tensor | None, K
 def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
               run: Callable[..., tuple[Result, list[Stage]]], seeds: Sequence[int],
               first: Callable[..., Result] | None = None, csgm_config: CSGMConfig | None = None,
-              csgm_dof: int = 0) -> Result:
+              csgm_dof: int = 0, prior: GaussianPrior | None = None) -> Result:
     """ILO with the candidates chosen per image (module docstring). ``run(y, operator, copies=1,
     start=None)`` runs ILO's rounds, ``copies`` rows per image, from ``start`` (a CSGM result)
     or its own CSGM stage, and returns ``(result, stages)``. ``first(y, operator, start=None, fraction=None)``:
@@ -1008,6 +1026,8 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     the choice; with ``start``, its continuation for ``fraction`` of its steps (None:
     ``csgm_refit``); None: each run's own CSGM stage.
     ``csgm_dof``: the latent entries CSGM optimises per image (:func:`csgm_sure_correction`).
+    ``prior``: the generator's Gaussian prior where ``"gaussian"`` is among the classical methods
+    (without it that method is left out).
 
     The steps: the candidates and their estimates (:func:`_sure_candidates` for denoising,
     :func:`_held_out_candidates` otherwise), the stage rule (:func:`_stage_rule`), the choice
@@ -1016,10 +1036,12 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     t0 = time.perf_counter()
     assert config.selection is not None
     methods = classical_methods(operator, config.selection)
+    if prior is None:  # the Gaussian prior needs the generator's (ilo passes it where the images are small enough)
+        methods = tuple(m for m in methods if m != GAUSSIAN)
     if isinstance(operator, Denoising):
         t = _sure_candidates(y, operator, config, run, seeds, first, csgm_dof, methods)
     else:
-        t = _held_out_candidates(y, operator, config, run, seeds, first, methods)
+        t = _held_out_candidates(y, operator, config, run, seeds, first, methods, prior)
     _stage_rule(t, operator, config.deviation, methods)
     choice, pairs, K = _blend_choice(t, y, methods)
     choice = _csgm_method(t, choice, pairs, K, y, operator, first)

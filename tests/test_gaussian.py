@@ -1,0 +1,155 @@
+"""The generator's Gaussian prior (ilo.solvers.gaussian): fit, linear MMSE inpainting, cache, self-tuning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ilo import metrics as M
+from ilo.operators import Inpainting, SuperResolution
+from ilo.solvers import gaussian
+from ilo.solvers.gaussian import GaussianPrior, fit_prior, gaussian_inpaint, prior_for, supports
+
+SHAPE = (3, 16, 16)
+
+
+def _low_rank_prior(k: int = 5, residual: float = 1e-6, seed: int = 0) -> GaussianPrior:
+    g = torch.Generator().manual_seed(seed)
+    D = SHAPE[0] * SHAPE[1] * SHAPE[2]
+    V, _ = torch.linalg.qr(torch.randn(D, k, generator=g))
+    return GaussianPrior(0.1 * torch.randn(D, generator=g), V, torch.linspace(2.0, 0.5, k), residual, SHAPE).check()
+
+
+def test_fit_prior_is_an_orthonormal_descending_pca_of_the_generator(tiny_dcgan):
+    prior = fit_prior(tiny_dcgan, samples=1024, components=40)
+    V = prior.basis
+    assert V.shape == (768, 40) and prior.shape == tuple(tiny_dcgan.image_shape)
+    torch.testing.assert_close(V.T @ V, torch.eye(40), atol=1e-4, rtol=0)
+    assert bool((prior.variances[:-1] >= prior.variances[1:]).all()) and prior.residual > 0
+    # the mean is the mean of the generator's images: close to that of another sample
+    with torch.no_grad():
+        other = tiny_dcgan(tiny_dcgan.sample_latent(1024, torch.Generator().manual_seed(99))).flatten(1)
+    assert float((other.mean(0) - prior.mean).abs().max()) < 0.05
+    # the components explain most of the variance of unseen images, the remainder the rest
+    c = (other - prior.mean) @ V
+    explained = float(c.var(0).sum() / (other - prior.mean).var(0).sum())
+    assert explained > 0.8
+    with pytest.raises(ValueError, match="samples"):
+        fit_prior(tiny_dcgan, samples=1)
+
+
+def test_an_image_in_the_span_is_recovered_from_part_of_its_pixels():
+    prior = _low_rank_prior()
+    c = torch.tensor([1.0, -0.5, 0.8, 0.3, -1.2])
+    x = (prior.mean + prior.basis @ (c * 2)).view(1, *SHAPE)
+    assert float(x.abs().max()) < 1  # inside the clamp
+    op = Inpainting.random(SHAPE, 0.3, torch.Generator().manual_seed(1))  # 77 pixels x 3 >> 5 components
+    xh = gaussian_inpaint(op(x), op, prior)
+    assert float((xh - x).abs().max()) < 1e-3
+    # far from the truth without the measurements: the prior's mean alone
+    assert float((prior.mean.view(1, *SHAPE) - x).abs().max()) > 0.05
+
+
+def test_centred_at_a_base_and_noise_and_errors():
+    prior = _low_rank_prior(residual=0.01)
+    g = torch.Generator().manual_seed(2)
+    x = (prior.mean + prior.basis @ torch.randn(5, generator=g)).view(1, *SHAPE).clamp(-1, 1)
+    op = Inpainting.random(SHAPE, 0.5, torch.Generator().manual_seed(3))
+    y = op(x)
+    far = torch.full_like(x, 0.9)
+    near = gaussian_inpaint(y, op, prior)
+    from_far = gaussian_inpaint(y, op, prior, base=far)
+    assert float(M.psnr(near, x)) > float(M.psnr(from_far, x))  # the prior's mean is the better centre here
+    m = op.mask.bool().expand_as(x)
+    assert float((near - x)[m].abs().max()) < 0.02  # noiseless: the observed pixels nearly kept
+    with pytest.raises(ValueError, match="inpaints"):
+        gaussian_inpaint(y, SuperResolution(SHAPE, 2), prior)
+    with pytest.raises(ValueError, match="images"):
+        gaussian_inpaint(torch.zeros(1, 3, 8, 8), Inpainting.random((3, 8, 8), 0.5, torch.Generator()), prior)
+    with pytest.raises(ValueError, match="shapes"):
+        GaussianPrior(prior.mean[:10], prior.basis, prior.variances, 0.1, SHAPE).check()
+    with pytest.raises(ValueError, match="non-positive"):
+        GaussianPrior(prior.mean, prior.basis, -prior.variances, 0.1, SHAPE).check()
+
+
+def test_prior_for_caches_on_disk_and_refits_a_bad_file(tiny_dcgan, tmp_path, monkeypatch):
+    monkeypatch.setattr(gaussian, "cache_folder", lambda: tmp_path)
+    monkeypatch.setattr(gaussian, "_MEMORY", {})
+    first = prior_for(tiny_dcgan, samples=256, components=16)
+    path = gaussian.cache_path(tiny_dcgan, 256, 16)
+    assert path.is_file() and path.parent == tmp_path and not list(tmp_path.glob("*.part"))
+    monkeypatch.setattr(gaussian, "_MEMORY", {})
+    monkeypatch.setattr(gaussian, "fit_prior", lambda *a, **k: pytest.fail("refitted a good cache file"))
+    again = prior_for(tiny_dcgan, samples=256, components=16)
+    torch.testing.assert_close(again.basis, first.basis)
+    # a truncated file, or one that is not plain tensors, is refitted (never executed)
+    monkeypatch.setattr(gaussian, "fit_prior", fit_prior)
+    for bad in (path.read_bytes()[:100], b"cos\nsystem\n(S'echo hi'\ntR."):
+        path.write_bytes(bad)
+        monkeypatch.setattr(gaussian, "_MEMORY", {})
+        torch.testing.assert_close(prior_for(tiny_dcgan, samples=256, components=16).basis, first.basis)
+    # another generator (other weights): another file
+    other = type(tiny_dcgan)(nz=8, ngf=4, size=16).eval()
+    assert gaussian.cache_path(other, 256, 16) != path
+
+
+def test_supports_small_images_only(tiny_dcgan):
+    from ilo.generators import StyleGAN2Generator
+
+    assert supports(tiny_dcgan)
+    big = StyleGAN2Generator.__new__(StyleGAN2Generator)
+    big.image_shape = (3, 1024, 1024)
+    assert not supports(big)
+
+
+def test_self_tuned_ilo_has_the_gaussian_candidates_for_random_inpainting_not_the_box(tiny_dcgan, one_thread):
+    from ilo.solvers import preset_for, solve
+
+    g = torch.Generator().manual_seed(5)
+    x = tiny_dcgan(tiny_dcgan.sample_latent(2, g))
+    rand = Inpainting.random(SHAPE, 0.3, torch.Generator().manual_seed(0))
+    cfg = preset_for("ilo", tiny_dcgan, rand, total_steps=8, restarts=1)
+    sel = solve(rand(x), rand, tiny_dcgan, "ilo", cfg, seeds=[0, 1]).selection
+    assert "gaussian" in sel["classical"] and "gaussian" in sel["candidates"]
+    assert any(n.endswith("+gaussian") for n in sel["candidates"])
+    box = Inpainting.box(SHAPE, 5, 5, 11, 11)
+    cfg = preset_for("ilo", tiny_dcgan, box, total_steps=8, restarts=1)
+    sel = solve(box(x), box, tiny_dcgan, "ilo", cfg, seeds=[0, 1]).selection
+    assert "gaussian" not in sel["classical"] and "gaussian" not in sel["candidates"]
+
+
+def test_gaussian_method_behind_solve_and_the_command_line(tiny_dcgan, digiface, tmp_path, capsys):
+    import json
+
+    from ilo.cli import main
+    from ilo.solvers import GaussianConfig, solve
+
+    x = tiny_dcgan(tiny_dcgan.sample_latent(2, torch.Generator().manual_seed(7)))
+    op = Inpainting.random(SHAPE, 0.2, torch.Generator().manual_seed(0))
+    y = op(x)
+    res = solve(y, op, tiny_dcgan, "gaussian", GaussianConfig(samples=512, components=32))
+    m = op.mask.bool().expand_as(x)
+    assert res.method == "gaussian" and torch.equal(res.image[m], y[m])  # noiseless: observed pixels kept
+    assert res.config["samples"] == 512 and res.config["kept_components"] <= 32
+    # in range, it beats the prior's mean and a mean fill of the holes by far
+    mean_fill = torch.where(m, y, y.sum((2, 3), keepdim=True) / op.mask.sum())
+    assert bool((M.psnr(res.image, x) > M.psnr(mean_fill, x) + 3).all())
+    with pytest.raises(ValueError, match="Inpainting"):
+        solve(torch.zeros(1, 3, 8, 8), SuperResolution(SHAPE, 2), tiny_dcgan, "gaussian")
+    with pytest.raises(ValueError, match="invalid Gaussian config"):
+        GaussianConfig(samples=1)
+
+    def run(argv):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        return e.value.code, capsys.readouterr().err
+
+    base = ["solve", "--generator", "digiface-dcgan", "--quiet", "--truth-seed", "3", "--method", "gaussian"]
+    code, err = run(base + ["--task", "inpaint", "--observed", "0.1", "--out", str(tmp_path / "g")])
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "g" / "metrics.json").read_text())
+    cfg = json.loads((tmp_path / "g" / "config.json").read_text())
+    assert metrics["method"] == "gaussian" and metrics["psnr"] > 20 and cfg["method"] == "gaussian"
+    code, err = run(base + ["--task", "denoise", "--sigma", "25", "--out", str(tmp_path / "d")])
+    assert code == 2 and err.strip().count("\n") == 0 and "only solves --task inpaint" in err
+    assert not (tmp_path / "d").exists()
