@@ -143,12 +143,16 @@ def gaussian_inpaint(y: torch.Tensor, op: Inpainting, prior: GaussianPrior, base
     gamma_r = residual_scale * prior.residual
     beta = gamma_r + float(getattr(op.noise, "sigma", 0.0)) ** 2
     out = []
+    factors: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}  # per mask: rows of one image share it
     for b in range(B):
         o = obs[b]
+        key = o.cpu().numpy().tobytes()
+        if key not in factors:
+            Vo_ = V[o].double()  # [m, k]
+            factors[key] = (Vo_, torch.linalg.cholesky(beta * torch.diag(1 / lam) + Vo_.T @ Vo_))
+        Vo, chol = factors[key]
         v = (y[b].flatten().float() - m[b])[o].double()  # [m]
-        Vo = V[o].double()  # [m, k]
-        inner = beta * torch.diag(1 / lam) + Vo.T @ Vo
-        w = (v - Vo @ torch.linalg.solve(inner, Vo.T @ v)) / beta
+        w = (v - Vo @ torch.cholesky_solve((Vo.T @ v)[:, None], chol)[:, 0]) / beta
         x = m[b].double() + V.double() @ (lam * (Vo.T @ w))
         x[o] += gamma_r * w
         out.append(x)
