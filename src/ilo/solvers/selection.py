@@ -4,7 +4,10 @@ Candidates (per image): every stage solution of ILO (CSGM's, then each round's b
 each of them plus a sparse deviation (:func:`~ilo.solvers.deviation.deviate`) at every weight
 of a log grid (one batch, one weight per row), each of them plus a classical method applied to
 its residual observation ``y - A(stage)`` (:func:`~ilo.solvers.classical.on_residual`), the
-classical methods alone (``C(y)``), and, for denoising, the noisy observation itself. Which
+classical methods alone (``C(y)``), and, for denoising, the noisy observation itself. For random
+inpainting the generator's Gaussian prior (:mod:`~ilo.solvers.gaussian`, where ``ilo`` passes
+it) is the first of these "classical" methods: its posterior mean alone and centred at each
+stage. Which
 stages the choice may start from is ``SelectionConfig.stage`` (by default: any, next to a box;
 the refit's best-fitting one for other held-out parts; none, i.e. the classical methods alone
 or the observation, under SURE). The choice per image:
