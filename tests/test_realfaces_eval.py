@@ -31,3 +31,18 @@ def test_cells_write_scores_tables_and_a_grid_per_cell(tiny_dcgan, one_thread, t
     with Image.open(grids / "superres-4.png") as im:
         assert im.size == (90 + (2 + len(sr)) * (96 + 4), 16 + 2 * (96 + 14 + 4))
     assert (grids / "box-0.333333.png").is_file()
+
+
+def test_classical_flag_sets_the_candidates_methods(tiny_dcgan, one_thread, tmp_path, monkeypatch):
+    faces = torch.cat([photo("astronaut", 16), photo("grace_hopper", 16)])
+    monkeypatch.setattr("ilo.data.realfaces.real_faces", lambda split, size: (faces, ["astronaut", "grace_hopper"]))
+    monkeypatch.setattr("ilo.generators.load_generator", lambda name: tiny_dcgan)
+    path = tmp_path / "c.json"
+    results = rfe.main(["--split", "tuning", "--steps", "4", "--restarts", "1", "--keys", "inpaint 0.3",
+                        "--classical", "biharmonic,tv-inpaint", "--json", str(path)])
+    names = results["inpaint 0.3"]["selection"]["candidates"]
+    assert "biharmonic" in names and "tv-inpaint" in names and not any("gaussian" in n for n in names)
+    assert json.loads(path.read_text())["meta"]["classical"] == ["biharmonic", "tv-inpaint"]
+    default = rfe.main(["--split", "tuning", "--steps", "4", "--restarts", "1", "--keys", "inpaint 0.3",
+                        "--json", str(tmp_path / "d.json")])
+    assert "gaussian" in default["inpaint 0.3"]["selection"]["candidates"]  # the default's first method
