@@ -8,6 +8,7 @@ import torch
 from ilo import metrics as M
 from ilo.operators import Inpainting, SuperResolution
 from ilo.solvers import gaussian
+from ilo.solvers.config import SelectionConfig
 from ilo.solvers.gaussian import GaussianPrior, fit_prior, gaussian_inpaint, prior_for, supports
 
 SHAPE = (3, 16, 16)
@@ -107,11 +108,18 @@ def test_self_tuned_ilo_has_the_gaussian_candidates_for_random_inpainting_not_th
 
     g = torch.Generator().manual_seed(5)
     x = tiny_dcgan(tiny_dcgan.sample_latent(2, g))
-    rand = Inpainting.random(SHAPE, 0.3, torch.Generator().manual_seed(0))
+    rand = Inpainting.random(SHAPE, 0.15, torch.Generator().manual_seed(0))
     cfg = preset_for("ilo", tiny_dcgan, rand, total_steps=8, restarts=1)
     sel = solve(rand(x), rand, tiny_dcgan, "ilo", cfg, seeds=[0, 1]).selection
-    assert "gaussian" in sel["classical"] and "gaussian" in sel["candidates"]
+    assert sel["classical"][0] == "gaussian" and "gaussian" in sel["candidates"]  # first: the sparse reference
     assert any(n.endswith("+gaussian") for n in sel["candidates"])
+    # above SelectionConfig.gaussian_max_observed (0.2) observed, not a candidate
+    dense = Inpainting.random(SHAPE, 0.3, torch.Generator().manual_seed(0))
+    cfg = preset_for("ilo", tiny_dcgan, dense, total_steps=8, restarts=1)
+    sel = solve(dense(x), dense, tiny_dcgan, "ilo", cfg, seeds=[0, 1]).selection
+    assert sel["classical"] == ["biharmonic", "tv-inpaint"] and "gaussian" not in sel["candidates"]
+    with pytest.raises(ValueError, match="gaussian_max_observed"):
+        SelectionConfig(gaussian_max_observed=1.5)
     box = Inpainting.box(SHAPE, 5, 5, 11, 11)
     cfg = preset_for("ilo", tiny_dcgan, box, total_steps=8, restarts=1)
     sel = solve(box(x), box, tiny_dcgan, "ilo", cfg, seeds=[0, 1]).selection

@@ -38,11 +38,11 @@ def test_classical_flag_sets_the_candidates_methods(tiny_dcgan, one_thread, tmp_
     monkeypatch.setattr("ilo.data.realfaces.real_faces", lambda split, size: (faces, ["astronaut", "grace_hopper"]))
     monkeypatch.setattr("ilo.generators.load_generator", lambda name: tiny_dcgan)
     path = tmp_path / "c.json"
-    results = rfe.main(["--split", "tuning", "--steps", "4", "--restarts", "1", "--keys", "inpaint 0.3",
+    results = rfe.main(["--split", "tuning", "--steps", "4", "--restarts", "1", "--keys", "inpaint 0.1",
                         "--classical", "biharmonic,tv-inpaint", "--json", str(path)])
-    names = results["inpaint 0.3"]["selection"]["candidates"]
+    names = results["inpaint 0.1"]["selection"]["candidates"]
     assert "biharmonic" in names and "tv-inpaint" in names and not any("gaussian" in n for n in names)
     assert json.loads(path.read_text())["meta"]["classical"] == ["biharmonic", "tv-inpaint"]
-    default = rfe.main(["--split", "tuning", "--steps", "4", "--restarts", "1", "--keys", "inpaint 0.3",
+    default = rfe.main(["--split", "tuning", "--steps", "4", "--restarts", "1", "--keys", "inpaint 0.1",
                         "--json", str(tmp_path / "d.json")])
-    assert "gaussian" in default["inpaint 0.3"]["selection"]["candidates"]  # the default's first method
+    assert "gaussian" in default["inpaint 0.1"]["selection"]["candidates"]  # the default's first method

@@ -121,7 +121,7 @@ def test_next_to_a_box_harmonic_inpainting_is_the_reference_without_blends(tiny_
     assert bool((se[k] == 0).all())
     rand = Inpainting.random(SHAPE, 0.5, torch.Generator().manual_seed(0))
     away = solve(rand(_rand((2, *SHAPE), 3)), rand, tiny_dcgan, "ilo", _cfg(), seeds=[4, 9]).selection
-    assert away["classical"] == ["gaussian", "biharmonic", "tv-inpaint"]  # away from a box: the generator's Gaussian prior too
+    assert away["classical"] == ["biharmonic", "tv-inpaint"]  # half observed: no Gaussian prior (gaussian_max_observed)  # away from a box: the generator's Gaussian prior too
     with pytest.raises(ValueError, match="box_classical"):
         SelectionConfig(box_classical=())
     with pytest.raises(ValueError, match="blend weights"):

@@ -77,15 +77,15 @@ def test_a_lucky_unit_makes_tv_lowest_and_the_first_reference_keeps_biharmonic()
 def test_sparse_random_inpainting_takes_the_first_method_as_reference_bit_for_bit(tiny_dcgan):
     """Half the pixels of a 16-px checkerboard observed (~18 held-out pixels per image): TV has
     the lower held-out estimate on both images, so ``"lowest"`` takes it as the reference; the
-    default (``"auto"``, fewer than 45 units) takes the first method, the generator's Gaussian
-    prior, and is ``"first"`` bit for bit."""
+    default (``"auto"``, fewer than 45 units) takes biharmonic (half observed: no Gaussian prior)
+    and is ``"first"`` bit for bit."""
     op = Inpainting.random(SHAPE, 0.5, torch.Generator().manual_seed(0))
     y = op(_checkerboard())
     lowest = solve(y, op, tiny_dcgan, "ilo", _cfg(reference="lowest"), seeds=[4, 9]).selection
     assert lowest["reference"] == ["tv-inpaint", "tv-inpaint"]
     auto = solve(y, op, tiny_dcgan, "ilo", _cfg(), seeds=[4, 9])
     first = solve(y, op, tiny_dcgan, "ilo", _cfg(reference="first"), seeds=[4, 9])
-    assert auto.selection["reference"] == ["gaussian", "gaussian"]
+    assert auto.selection["reference"] == ["biharmonic", "biharmonic"]
     assert auto.selection["choice"] == first.selection["choice"]
     torch.testing.assert_close(auto.image, first.image, rtol=0, atol=0)
     torch.testing.assert_close(torch.tensor(auto.selection["estimated_se"]), torch.tensor(first.selection["estimated_se"]),

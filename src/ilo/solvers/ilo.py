@@ -102,7 +102,8 @@ def ilo(
         shapes = generator.layer_shapes()[0]
         dof = sum(math.prod(shapes[k]) for k in (stage.keys or generator.trainable_keys(0)))
         prior = None
-        if GAUSSIAN in classical_methods(operator, sel) and gaussian.supports(generator):
+        if GAUSSIAN in classical_methods(operator, sel) and gaussian.supports(generator) \
+                and (operator.level or 1.0) <= sel.gaussian_max_observed:  # sparse masks only
             prior = gaussian.prior_for(generator, progress=progress)
         return self_tune(y, operator, config, run, seeds_, first if sel.csgm in ("method", "challenge") else None,
                          stage, dof, prior)
