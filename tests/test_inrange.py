@@ -7,6 +7,7 @@ import json
 import pytest
 
 from ilo.bench import inrange
+from ilo.bench.classical_tuning import central_box
 
 
 def test_inrange_tiny_budget_writes_table_and_json(tiny_dcgan, one_thread, tmp_path, monkeypatch, capsys):
@@ -44,14 +45,14 @@ def test_inrange_refuses_tuning_seeds_and_unknown_tasks(capsys):
 
 def test_inrange_box_is_the_central_square_with_the_challenger(tiny_dcgan, one_thread, tmp_path, monkeypatch):
     monkeypatch.setattr("ilo.generators.load_generator", lambda name: tiny_dcgan)
-    spec = inrange.spec_for("box", (3, 64, 64))
+    spec = inrange.problem_spec("box", (3, 64, 64))
     assert spec.task == "inpaint" and spec.box == [21, 21, 42, 42]
-    assert inrange.spec_for("box", (3, 30, 30), 0.5).box == [7, 7, 22, 22]  # a 15-px side
+    assert inrange.problem_spec("box", (3, 30, 30), 0.5).box == [7, 7, 22, 22]  # a 15-px side
     results = inrange.main(["--faces", "2", "--steps", "6", "--restarts", "1", "--tasks", "box",
                             "--json", str(tmp_path / "b.json")])
     r = results["box"]
     h = w = tiny_dcgan.image_shape[-1]
-    x0, y0, x1, y1 = inrange.central_box(h, w)
+    x0, y0, x1, y1 = central_box(h, w)
     assert r["description"].startswith("inpainting") and r["level"] == pytest.approx(1 - (x1 - x0) * (y1 - y0) / (h * w))
     # next to a box the CSGM method on all measurements challenges the choice (SelectionConfig.box_csgm)
     assert "csgm_challenger" in r["selection"]

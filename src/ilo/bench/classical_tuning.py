@@ -72,6 +72,16 @@ def central_box(height: int, width: int, level: float = 1 / 3) -> list[int]:
     return [(width - sw) // 2, (height - sh) // 2, (width - sw) // 2 + sw, (height - sh) // 2 + sh]
 
 
+def problem_spec(name: str, shape: tuple[int, ...], level: float | None = None):
+    """The :class:`~ilo.pipeline.ProblemSpec` of spec ``name`` (a task key or :data:`BOX`) for
+    images of ``shape [C, H, W]``, at its default level or ``level`` (the box: of the side)."""
+    from ..pipeline import ProblemSpec
+
+    if name == BOX:
+        return ProblemSpec(Inpainting.task, box=central_box(shape[-2], shape[-1], *(() if level is None else (level,))))
+    return ProblemSpec(name) if level is None else ProblemSpec.at_level(name, level)
+
+
 def make_problem(name: str, level: float, x: torch.Tensor, seed: int = 0) -> tuple[Operator, torch.Tensor]:
     """The operator of spec ``name`` at ``level`` for images ``x [N, C, H, W]`` (image ``i``'s random
     parts and noise from the streams of seed ``seed + i``) and its observation."""

@@ -36,8 +36,8 @@ import torch
 
 from .. import metrics as M
 from ..operators import TASKS
-from ..pipeline import ProblemSpec, build_problem, run_method, truth_from_seeds
-from .classical_tuning import BOX, central_box
+from ..pipeline import build_problem, run_method, truth_from_seeds
+from .classical_tuning import BOX, problem_spec
 from .harness import EVAL_SEED0, parse_seed_range
 from .realfaces_eval import checkpoint, mean
 
@@ -49,20 +49,13 @@ METHODS = (("csgm", "csgm", True), ("ilo self-tuned", "ilo", True), ("ilo paper"
 CHOICES = (*TASKS, BOX)
 
 
-def spec_for(task: str, shape: tuple[int, ...], level: float | None = None) -> ProblemSpec:
-    """The problem of a task key of :data:`CHOICES` for images of ``shape [C, H, W]``, at its default level or ``level``."""
-    if task == BOX:
-        return ProblemSpec("inpaint", box=central_box(shape[-2], shape[-1], *(() if level is None else (level,))))
-    return ProblemSpec(task) if level is None else ProblemSpec.at_level(task, level)
-
-
 def run_task(G, truth: torch.Tensor, task: str, *, steps: int, restarts: int, level: float | None = None) -> dict:
     """Every method of :data:`METHODS` on ``truth [B, C, H, W]`` at ``task``'s default level (or ``level``):
     per-image ``psnr``, ``ssim`` and ``true_mse`` per method, seconds, and the self-tuned
     ILO's choice, oracle and its CSGM candidate's true MSE per image."""
     from ..solvers.selection import paste_observed
 
-    spec = spec_for(task, tuple(truth.shape[1:]), level)
+    spec = problem_spec(task, tuple(truth.shape[1:]), level)
     prob = build_problem(spec, G, seed=0, truth=truth)
     out: dict = {"description": prob.operator.describe(), "level": prob.level, "per_image": {}, "seconds": {}}
     for label, method, extend in METHODS:
