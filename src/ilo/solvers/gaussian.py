@@ -137,7 +137,7 @@ def gaussian_inpaint(y: torch.Tensor, op: Inpainting, prior: GaussianPrior, base
         raise ValueError(f"the Gaussian prior is for images {prior.shape}, got {tuple(y.shape[1:])}")
     B = y.shape[0]
     dt, dev = y.dtype, y.device
-    V, lam = prior.basis.to(dev, torch.float32), prior.variances.to(dev, torch.float64)
+    V, lam = prior.basis.to(dev, torch.float64), prior.variances.to(dev, torch.float64)  # one copy per call
     m = (prior.mean.to(dev).expand(B, -1) if base is None else base.detach().flatten(1)).float()
     obs = op.mask.expand(B, prior.shape[0], -1, -1).flatten(1) > 0  # [B, D]
     gamma_r = residual_scale * prior.residual
@@ -148,12 +148,12 @@ def gaussian_inpaint(y: torch.Tensor, op: Inpainting, prior: GaussianPrior, base
         o = obs[b]
         key = o.cpu().numpy().tobytes()
         if key not in factors:
-            Vo_ = V[o].double()  # [m, k]
+            Vo_ = V[o]  # [m, k]
             factors[key] = (Vo_, torch.linalg.cholesky(beta * torch.diag(1 / lam) + Vo_.T @ Vo_))
         Vo, chol = factors[key]
         v = (y[b].flatten().float() - m[b])[o].double()  # [m]
         w = (v - Vo @ torch.cholesky_solve((Vo.T @ v)[:, None], chol)[:, 0]) / beta
-        x = m[b].double() + V.double() @ (lam * (Vo.T @ w))
+        x = m[b].double() + V @ (lam * (Vo.T @ w))
         x[o] += gamma_r * w
         out.append(x)
     return torch.stack(out).to(dt).view(B, *prior.shape).clamp(-1, 1)
