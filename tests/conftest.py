@@ -8,6 +8,10 @@ import pytest
 import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# small Gaussian priors (ilo.solvers.gaussian) in this process and in the ones the tests start:
+# a fit of the embedded DCGAN's takes ~5 s, not ~60 s
+os.environ["ILO_GAUSSIAN_SAMPLES"] = "1024"
+os.environ["ILO_GAUSSIAN_COMPONENTS"] = "128"
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +57,6 @@ def _gaussian_prior_cache(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     folder = tmp_path_factory.mktemp("gaussian-priors")
     mp.setattr(gaussian, "cache_folder", lambda: folder)
-    mp.setattr(gaussian, "SAMPLES", 1024)  # small priors: a fit of the embedded DCGAN's takes ~5 s, not ~60 s
-    mp.setattr(gaussian, "COMPONENTS", 128)
+    assert (gaussian.SAMPLES, gaussian.COMPONENTS) == (1024, 128)  # from the environment set above
     yield folder
     mp.undo()

@@ -161,3 +161,11 @@ def test_gaussian_method_behind_solve_and_the_command_line(tiny_dcgan, digiface,
     code, err = run(base + ["--task", "denoise", "--sigma", "25", "--out", str(tmp_path / "d")])
     assert code == 2 and err.strip().count("\n") == 0 and "only solves --task inpaint" in err
     assert not (tmp_path / "d").exists()
+
+
+def test_the_fit_size_from_the_environment(monkeypatch):
+    monkeypatch.setenv("X_COUNT", "300")
+    assert gaussian._env_count("X_COUNT", 7) == 300
+    for bad in ("", "abc", "-5", "1", "2.5"):
+        monkeypatch.setenv("X_COUNT", bad)
+        assert gaussian._env_count("X_COUNT", 7) == 7

@@ -56,10 +56,16 @@ from ..operators.base import Operator
 from .optim import Timer
 from .result import Result
 
-#: the fit's defaults (read at call time: the test suite lowers them for speed): generated
-#: images and principal components
-SAMPLES = 8192
-COMPONENTS = 1024
+#: the fit's defaults, generated images and principal components; ``$ILO_GAUSSIAN_SAMPLES`` and
+#: ``$ILO_GAUSSIAN_COMPONENTS`` override them (the test suite's small, fast priors, in every process)
+def _env_count(name: str, default: int) -> int:
+    """An integer >= 2 from the environment variable ``name``; ``default`` if unset or not one."""
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() and int(value) > 1 else default
+
+
+SAMPLES = _env_count("ILO_GAUSSIAN_SAMPLES", 8192)
+COMPONENTS = _env_count("ILO_GAUSSIAN_COMPONENTS", 1024)
 #: γ, the remainder's variance scale (module docstring)
 RESIDUAL_SCALE = 4.0
 
