@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 # a fit of the embedded DCGAN's takes ~5 s, not ~60 s
 os.environ["ILO_GAUSSIAN_SAMPLES"] = "1024"
 os.environ["ILO_GAUSSIAN_COMPONENTS"] = "128"
+os.environ["ILO_GAUSSIAN_CACHE"] = tempfile.mkdtemp(prefix="ilo-test-gaussian-")  # never the user's cache
 
 
 @pytest.fixture(scope="session")
@@ -49,14 +51,16 @@ def one_thread():
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _gaussian_prior_cache(tmp_path_factory):
-    """Gaussian priors fitted by the tests (ilo.solvers.gaussian) are small and cached in a
-    temporary folder, never in the user's cache."""
+def _gaussian_prior_cache():
+    """Gaussian priors fitted by the tests (ilo.solvers.gaussian), in this process and in those it
+    starts, are small and kept in a temporary folder (the environment set above), never in the
+    user's cache; removed at the end."""
+    import shutil
+
     from ilo.solvers import gaussian
 
-    mp = pytest.MonkeyPatch()
-    folder = tmp_path_factory.mktemp("gaussian-priors")
-    mp.setattr(gaussian, "cache_folder", lambda: folder)
-    assert (gaussian.SAMPLES, gaussian.COMPONENTS) == (1024, 128)  # from the environment set above
+    folder = gaussian.cache_folder()
+    assert str(folder) == os.environ["ILO_GAUSSIAN_CACHE"]
+    assert (gaussian.SAMPLES, gaussian.COMPONENTS) == (1024, 128)
     yield folder
-    mp.undo()
+    shutil.rmtree(folder, ignore_errors=True)

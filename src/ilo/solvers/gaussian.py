@@ -234,10 +234,12 @@ _MEMORY: dict[tuple[str, int, int], GaussianPrior] = {}
 
 
 def cache_folder() -> Path:
-    """Where fitted priors are kept: ``gaussian/`` under :func:`ilo.generators.hub.cache_dir`."""
+    """Where fitted priors are kept: ``$ILO_GAUSSIAN_CACHE``, or ``gaussian/`` under
+    :func:`ilo.generators.hub.cache_dir`."""
     from ..generators.hub import cache_dir
 
-    return cache_dir() / "gaussian"
+    own = os.environ.get("ILO_GAUSSIAN_CACHE", "").strip()
+    return Path(own) if own else cache_dir() / "gaussian"
 
 
 def cache_path(G: LayeredGenerator, samples: int, components: int) -> Path:
