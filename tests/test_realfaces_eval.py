@@ -46,3 +46,4 @@ def test_classical_flag_sets_the_candidates_methods(tiny_dcgan, one_thread, tmp_
     default = rfe.main(["--split", "tuning", "--steps", "4", "--restarts", "1", "--keys", "inpaint 0.1",
                         "--json", str(tmp_path / "d.json")])
     assert "gaussian" in default["inpaint 0.1"]["selection"]["candidates"]  # the default's first method
+    assert "gaussian" in default["inpaint 0.1"]["per_image"]  # and a column of its own, alone
