@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from PIL import Image
 
@@ -11,10 +12,16 @@ from ilo.bench import realfaces_eval as rfe
 from ilo.images import photo
 
 
-def test_cells_write_scores_tables_and_a_grid_per_cell(tiny_dcgan, one_thread, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def two_photos(tiny_dcgan, monkeypatch):
+    """The benchmark on two 16-px photos and the tiny generator."""
     faces = torch.cat([photo("astronaut", 16), photo("grace_hopper", 16)])
     monkeypatch.setattr("ilo.data.realfaces.real_faces", lambda split, size: (faces, ["astronaut", "grace_hopper"]))
     monkeypatch.setattr("ilo.generators.load_generator", lambda name: tiny_dcgan)
+    return faces
+
+
+def test_cells_write_scores_tables_and_a_grid_per_cell(two_photos, one_thread, tmp_path, capsys):
     path, grids = tmp_path / "r.json", tmp_path / "grids"
     results = rfe.main(["--split", "tuning", "--steps", "6", "--restarts", "1", "--keys", "box 0.333333,superres 4",
                         "--json", str(path), "--grids", str(grids)])
@@ -33,10 +40,7 @@ def test_cells_write_scores_tables_and_a_grid_per_cell(tiny_dcgan, one_thread, t
     assert (grids / "box-0.333333.png").is_file()
 
 
-def test_classical_flag_sets_the_candidates_methods(tiny_dcgan, one_thread, tmp_path, monkeypatch):
-    faces = torch.cat([photo("astronaut", 16), photo("grace_hopper", 16)])
-    monkeypatch.setattr("ilo.data.realfaces.real_faces", lambda split, size: (faces, ["astronaut", "grace_hopper"]))
-    monkeypatch.setattr("ilo.generators.load_generator", lambda name: tiny_dcgan)
+def test_classical_flag_sets_the_candidates_methods(two_photos, one_thread, tmp_path):
     path = tmp_path / "c.json"
     results = rfe.main(["--split", "tuning", "--steps", "4", "--restarts", "1", "--keys", "inpaint 0.1",
                         "--classical", "biharmonic,tv-inpaint", "--json", str(path)])
