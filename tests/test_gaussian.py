@@ -161,6 +161,8 @@ def test_gaussian_method_behind_solve_and_the_command_line(tiny_dcgan, digiface,
     code, err = run(base + ["--task", "denoise", "--sigma", "25", "--out", str(tmp_path / "d")])
     assert code == 2 and err.strip().count("\n") == 0 and "only solves --task inpaint" in err
     assert not (tmp_path / "d").exists()
+    code, err = run(base + ["--task", "inpaint", "--observed", "0.1", "--loss", "mse", "--out", str(tmp_path / "l")])
+    assert code == 2 and "loss terms and SNA do not apply to method 'gaussian'" in err and not (tmp_path / "l").exists()
 
 
 def test_the_fit_size_from_the_environment(monkeypatch):

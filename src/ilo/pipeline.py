@@ -29,7 +29,7 @@ from .images import load_image
 from .operators import Operator, operator_class
 from .rng import stream, streams
 from .losses.composite import LossConfig
-from .solvers import GENERATIVE, METHODS, CSGMConfig, ILOConfig, Result, preset_for, solve
+from .solvers import CLASSICAL_METHODS, GENERATIVE, METHODS, CSGMConfig, ILOConfig, Result, preset_for, solve
 from .solvers.presets import METHOD_LOSS
 
 #: fields of :class:`ProblemSpec` that are operator options (each task reads some of them)
@@ -239,7 +239,8 @@ def custom_loss(task: str, method: str, weights: dict[str, float] | None = None,
     if weights is None:
         return None
     if method not in GENERATIVE:
-        raise ValueError(f"loss terms and SNA do not apply to the classical method {method!r}")
+        kind = "the classical method" if method in CLASSICAL_METHODS else "method"
+        raise ValueError(f"loss terms and SNA do not apply to {kind} {method!r} (no optimisation)")
     unknown = [k for k in weights if k not in LOSS_TERMS]
     if unknown:
         raise ValueError(f"unknown loss term {unknown[0]!r}; choose from {', '.join(LOSS_TERMS)}")
