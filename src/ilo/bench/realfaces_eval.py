@@ -324,9 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
         blends = {"blend": tuple(float(v) for v in a.blend.split(",") if v) if a.blend is not None else None,
                   "blend_pairs": tuple(a.blend_pairs.split(",")) if a.blend_pairs is not None else None}
         box = {"box_blend": _box_option(a.box_blend, "same", float), "box_classical": _box_option(a.box_classical, "class", str)}
-        if a.classical is not None:
-            box["classical"] = tuple(v for v in a.classical.split(",") if v)
-        extra = {k: v for k, v in (("holdout", a.holdout), ("patch", a.patch), ("ring", a.ring), ("box_z", a.box_z), ("reference", a.reference), *blends.items(), *box.items()) if v is not None}
+        methods = {"classical": tuple(v for v in a.classical.split(",") if v) if a.classical is not None else None}
+        extra = {k: v for k, v in (("holdout", a.holdout), ("patch", a.patch), ("ring", a.ring), ("box_z", a.box_z), ("reference", a.reference), *blends.items(), *box.items(), *methods.items()) if v is not None}
         results[key], images = run_spec(G, x, name, level, a.steps, a.restarts, **extra)
         results[key]["seconds"] = time.time() - t
         if a.grids is not None:

@@ -242,9 +242,10 @@ def cache_folder() -> Path:
     return Path(own) if own else cache_dir() / "gaussian"
 
 
-def cache_path(G: LayeredGenerator, samples: int, components: int) -> Path:
-    """The file of ``G``'s prior: its name, weights' :func:`fingerprint`, samples and components."""
-    return cache_folder() / f"{G.name}-{fingerprint(G)}-{samples}-{components}.pt"
+def cache_path(G: LayeredGenerator, samples: int, components: int, fp: str | None = None) -> Path:
+    """The file of ``G``'s prior: its name, weights' :func:`fingerprint` (``fp`` when already
+    known), samples and components."""
+    return cache_folder() / f"{G.name}-{fp or fingerprint(G)}-{samples}-{components}.pt"
 
 
 def _load(path: Path) -> GaussianPrior | None:
@@ -261,11 +262,14 @@ def _save(prior: GaussianPrior, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
         os.close(fd)
+    except OSError:  # a read-only cache: the prior stays in memory for this process
+        return
+    try:
         torch.save({"mean": prior.mean, "basis": prior.basis, "variances": prior.variances,
                     "residual": prior.residual, "shape": list(prior.shape)}, tmp)
         os.replace(tmp, path)
-    except OSError:  # a read-only cache: the prior stays in memory for this process
-        pass
+    except OSError:  # a full disk: no half-written file left behind
+        Path(tmp).unlink(missing_ok=True)
 
 
 def prior_for(G: LayeredGenerator, samples: int | None = None, components: int | None = None,
@@ -274,10 +278,11 @@ def prior_for(G: LayeredGenerator, samples: int | None = None, components: int |
     :data:`COMPONENTS`): from memory, the disk cache, or fitted (and cached; ``progress``: a bar
     while it is fitted)."""
     samples, components = samples or SAMPLES, components or COMPONENTS
-    key = (fingerprint(G), samples, components)
+    fp = fingerprint(G)  # hashes the weights: once per call
+    key = (fp, samples, components)
     if key in _MEMORY:
         return _MEMORY[key]
-    path = cache_path(G, samples, components)
+    path = cache_path(G, samples, components, fp)
     prior = _load(path) if path.is_file() else None
     if prior is None or prior.shape != tuple(G.image_shape):
         prior = fit_prior(G, samples, components, progress=progress)
