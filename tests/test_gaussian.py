@@ -1,4 +1,5 @@
-"""The generator's Gaussian prior (ilo.solvers.gaussian): fit, linear MMSE inpainting, cache, self-tuning."""
+"""The generator's Gaussian prior (ilo.solvers.gaussian): fit, linear MMSE inpainting and
+super-resolution (isotropic and harmonic remainders), cache, self-tuning."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from ilo import metrics as M
 from ilo.operators import Inpainting, SuperResolution
 from ilo.solvers import gaussian
 from ilo.solvers.config import SelectionConfig
-from ilo.solvers.gaussian import GaussianPrior, fit_prior, gaussian_inpaint, prior_for, supports
+from ilo.solvers.gaussian import GaussianPrior, fit_prior, gaussian_inpaint, posterior_mean, prior_for, supports
 
 SHAPE = (3, 16, 16)
 
@@ -103,7 +104,7 @@ def test_supports_small_images_only(tiny_dcgan):
     assert not supports(big)
 
 
-def test_self_tuned_ilo_has_the_gaussian_candidates_for_random_inpainting_not_the_box(tiny_dcgan, one_thread):
+def test_self_tuned_ilo_has_the_gaussian_candidates_for_sparse_masks_boxes_and_superres(tiny_dcgan, one_thread):
     from ilo.solvers import preset_for, solve
 
     g = torch.Generator().manual_seed(5)
@@ -123,7 +124,118 @@ def test_self_tuned_ilo_has_the_gaussian_candidates_for_random_inpainting_not_th
     box = Inpainting.box(SHAPE, 5, 5, 11, 11)
     cfg = preset_for("ilo", tiny_dcgan, box, total_steps=8, restarts=1)
     sel = solve(box(x), box, tiny_dcgan, "ilo", cfg, seeds=[0, 1]).selection
-    assert "gaussian" not in sel["classical"] and "gaussian" not in sel["candidates"]
+    assert sel["classical"][0] == "gaussian" and "gaussian" in sel["candidates"]  # a box: the reference
+    # super-resolution: the first classical method; compressed sensing: none
+    sr = SuperResolution(SHAPE, 4)
+    cfg = preset_for("ilo", tiny_dcgan, sr, total_steps=8, restarts=1)
+    sel = solve(sr(x), sr, tiny_dcgan, "ilo", cfg, seeds=[0, 1]).selection
+    assert sel["classical"] == ["gaussian", "tv-superres"] and "gaussian" in sel["candidates"]
+
+
+def test_which_problems_take_the_prior():
+    from ilo.operators import CompressedSensing, Denoising
+    from ilo.solvers.selection import HeldOut, wants_prior
+
+    sel = SelectionConfig()
+    shape = (3, 64, 64)
+    sparse = Inpainting.random(shape, 0.1, torch.Generator().manual_seed(0))
+    dense = Inpainting.random(shape, 0.3, torch.Generator().manual_seed(0))
+    box = Inpainting.box(shape, 21, 21, 42, 42)
+    assert wants_prior(sparse, sel) and not wants_prior(dense, sel) and wants_prior(box, sel)
+    assert wants_prior(SuperResolution(shape, 4), sel) and wants_prior(SuperResolution(shape, 16), sel)
+    # x2 of a 64-px image has 3072 measurements, over gaussian.MAX_MEASUREMENTS: its A^T would be dense
+    assert not gaussian.solves(SuperResolution(shape, 2)) and not wants_prior(SuperResolution(shape, 2), sel)
+    keep = torch.ones(1, 3, 16, 16)
+    assert gaussian.solves(HeldOut(SuperResolution(shape, 4), keep))
+    assert not wants_prior(Denoising(shape, 0.1), sel)
+    assert not wants_prior(CompressedSensing(shape, 100, torch.Generator().manual_seed(0)), sel)
+    assert not wants_prior(sparse, SelectionConfig(classical=("biharmonic",)))  # not among the methods
+    assert not wants_prior(box, SelectionConfig(box_classical=("harmonic",)))
+
+
+def _smooth_images(n: int, seed: int) -> torch.Tensor:
+    """Smooth random images in [-0.6, 0.6]: low frequencies only, so no clamping."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.randn(n, SHAPE[0], 4, 4, generator=g)
+    x = torch.nn.functional.interpolate(low, size=SHAPE[1:], mode="bicubic", align_corners=False)
+    return 0.6 * x / x.abs().amax((1, 2, 3), keepdim=True)
+
+
+@pytest.mark.parametrize("op", [Inpainting.box(SHAPE, 4, 4, 12, 12),
+                                Inpainting.random(SHAPE, 0.3, torch.Generator().manual_seed(4))],
+                         ids=["box", "random"])
+def test_harmonic_remainder_without_components_is_harmonic_inpainting(op):
+    from ilo.solvers.classical import classical
+
+    D = SHAPE[0] * SHAPE[1] * SHAPE[2]
+    none = GaussianPrior(torch.zeros(D), torch.eye(D)[:, :3], torch.full((3,), 1e-12), 0.01, SHAPE).check()
+    x = _smooth_images(2, 8)
+    y = op(x)
+    out = posterior_mean(y, op, none)
+    torch.testing.assert_close(out, classical(y, op, "harmonic").image, atol=2e-3, rtol=0)
+    assert torch.equal(out[op.mask.bool().expand_as(x)], y[op.mask.bool().expand_as(x)])  # observed pixels kept
+    # centred at a base: the base plus the harmonic fill of the residual
+    base = _smooth_images(2, 9)
+    centred = posterior_mean(y, op, none, base=base)
+    fill = classical(y - op.A(base), op, "harmonic").image
+    torch.testing.assert_close(centred, (base + fill).clamp(-1, 1), atol=2e-3, rtol=0)
+
+
+def test_harmonic_remainder_recovers_the_span_and_beats_either_part_alone():
+    prior = _low_rank_prior()
+    c = torch.tensor([1.0, -0.5, 0.8, 0.3, -1.2])
+    x = (prior.mean + prior.basis @ (c * 2)).view(1, *SHAPE)
+    box = Inpainting.box(SHAPE, 4, 4, 12, 12)
+    torch.testing.assert_close(posterior_mean(box(x), box, prior, scale=1e-6), x, atol=1e-3, rtol=0)
+    # an image = a span image + a smooth one: the harmonic remainder fills it better than
+    # the components with an isotropic remainder, or than harmonic inpainting alone
+    from ilo.solvers.classical import classical
+
+    mix = (0.5 * x + _smooth_images(1, 3)).clamp(-1, 1)
+    y = box(mix)
+    both = M.psnr(posterior_mean(y, box, prior), mix)
+    assert float(both) > float(M.psnr(posterior_mean(y, box, prior, remainder="isotropic"), mix)) + 1
+    assert float(both) > float(M.psnr(classical(y, box, "harmonic").image, mix)) + 1
+    with pytest.raises(ValueError, match="remainder"):
+        posterior_mean(y, box, prior, remainder="cubic")
+
+
+@pytest.mark.parametrize("remainder", ["harmonic", "isotropic"])
+def test_super_resolution_posterior_mean_fits_the_kept_measurements(remainder):
+    from ilo.solvers.selection import HeldOut
+
+    prior = _low_rank_prior(residual=0.01)
+    x = 0.5 * (0.5 * (prior.mean + prior.basis @ torch.randn(5, generator=torch.Generator().manual_seed(6))).view(1, *SHAPE)
+               + _smooth_images(1, 5)).clamp(-0.9, 0.9)  # small: the posterior mean is not clamped
+    op = SuperResolution(SHAPE, 4)  # 48 measurements
+    y = op(x)
+    xh = posterior_mean(y, op, prior, remainder=remainder)
+    torch.testing.assert_close(op(xh), y, atol=1e-4, rtol=0)  # noiseless: the measurements are met
+    assert float(M.psnr(xh, x)) > float(M.psnr(prior.mean.view(1, *SHAPE), x))
+    in_span = (prior.mean + prior.basis @ torch.tensor([1.0, -0.5, 0.8, 0.3, -1.2])).view(1, *SHAPE)
+    torch.testing.assert_close(posterior_mean(op(in_span), op, prior, remainder=remainder, scale=1e-8), in_span,
+                               atol=1e-3, rtol=0)  # 48 measurements, 5 components
+    # kept measurements only: the others are never read
+    keep = (torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    held = HeldOut(op, keep)
+    a = posterior_mean(y, held, prior, remainder=remainder)
+    assert torch.equal(a, posterior_mean(y + (1 - keep) * 0.3, held, prior, remainder=remainder))
+    torch.testing.assert_close(held.A(a), keep * y, atol=1e-4, rtol=0)
+    assert float((op(a) - y).abs().max()) > 1e-3  # the held-out ones are not fitted
+
+
+def test_banded_solve_and_the_laplacian():
+    import numpy as np
+    import scipy.sparse as sp
+
+    from ilo.solvers.classical import grid_laplacian
+
+    L = grid_laplacian(5, 7)
+    assert (L != L.T).nnz == 0 and np.allclose(L.diagonal()[:1], 2)  # a corner: two outside neighbours are itself
+    u = np.random.default_rng(0).random(35) > 0.4
+    A = (L + 1e-3 * sp.identity(35)).tocsr()[u][:, u]
+    rhs = np.random.default_rng(1).standard_normal((int(u.sum()), 4))
+    np.testing.assert_allclose(gaussian._banded_solve(A, rhs), np.linalg.solve(A.toarray(), rhs), atol=1e-8)
 
 
 def test_gaussian_method_behind_solve_and_the_command_line(tiny_dcgan, digiface, tmp_path, capsys):
@@ -142,8 +254,16 @@ def test_gaussian_method_behind_solve_and_the_command_line(tiny_dcgan, digiface,
     # in range, it beats the prior's mean and a mean fill of the holes by far
     mean_fill = torch.where(m, y, y.sum((2, 3), keepdim=True) / op.mask.sum())
     assert bool((M.psnr(res.image, x) > M.psnr(mean_fill, x) + 3).all())
-    with pytest.raises(ValueError, match="Inpainting"):
-        solve(torch.zeros(1, 3, 8, 8), SuperResolution(SHAPE, 2), tiny_dcgan, "gaussian")
+    from ilo.operators import Denoising
+
+    with pytest.raises(ValueError, match="Inpainting and SuperResolution"):
+        solve(torch.zeros(1, *SHAPE), Denoising(SHAPE, 0.1), tiny_dcgan, "gaussian")
+    sr = SuperResolution(SHAPE, 4)
+    up = solve(sr(x), sr, tiny_dcgan, "gaussian", GaussianConfig(samples=512, components=32))
+    assert up.config["remainder"] == "harmonic" and float((sr(up.image) - sr(x)).abs().max()) < 1e-3
+    assert bool((M.psnr(up.image, x) > M.psnr(sr.A_adjoint(sr(x)) * 16, x)).all())  # beats nearest-neighbour-like
+    with pytest.raises(ValueError, match="measurements"):
+        solve(torch.zeros(1, 3, 32, 32), SuperResolution((3, 64, 64), 2), tiny_dcgan, "gaussian")
     with pytest.raises(ValueError, match="invalid Gaussian config"):
         GaussianConfig(samples=1)
 
@@ -158,8 +278,11 @@ def test_gaussian_method_behind_solve_and_the_command_line(tiny_dcgan, digiface,
     metrics = json.loads((tmp_path / "g" / "metrics.json").read_text())
     cfg = json.loads((tmp_path / "g" / "config.json").read_text())
     assert metrics["method"] == "gaussian" and metrics["psnr"] > 20 and cfg["method"] == "gaussian"
+    code, err = run(base + ["--task", "superres", "--factor", "8", "--out", str(tmp_path / "s")])
+    assert code == 0, err
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["solver"]["remainder"] == "harmonic"
     code, err = run(base + ["--task", "denoise", "--sigma", "25", "--out", str(tmp_path / "d")])
-    assert code == 2 and err.strip().count("\n") == 0 and "only solves --task inpaint" in err
+    assert code == 2 and err.strip().count("\n") == 0 and "only solves --task inpaint or superres" in err
     assert not (tmp_path / "d").exists()
     code, err = run(base + ["--task", "inpaint", "--observed", "0.1", "--loss", "mse", "--out", str(tmp_path / "l")])
     assert code == 2 and "loss terms and SNA do not apply to method 'gaussian'" in err and not (tmp_path / "l").exists()

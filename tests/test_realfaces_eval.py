@@ -27,8 +27,9 @@ def test_cells_write_scores_tables_and_a_grid_per_cell(two_photos, one_thread, t
                         "--json", str(path), "--grids", str(grids)])
     assert json.loads(path.read_text())["results"] == results and set(results) == {"box 0.333333", "superres 4"}
     sr = results["superres 4"]["per_image"]
-    assert {"bicubic", "tv-superres", "csgm", "pulse", "ilo", "ilo self-tuned", "oracle"} == set(sr)
+    assert {"bicubic", "tv-superres", "csgm", "pulse", "gaussian", "ilo", "ilo self-tuned", "oracle"} == set(sr)
     assert "pulse" not in results["box 0.333333"]["per_image"]  # PULSE for super-resolution only
+    assert "gaussian" in results["box 0.333333"]["per_image"]  # the generator's Gaussian prior alone: a column
     for s in sr.values():
         assert len(s["psnr"]) == len(s["ssim"]) == 2 and all(0 < v <= 1 for v in s["ssim"])
     out = capsys.readouterr().out

@@ -228,7 +228,8 @@ def test_the_real_face_bench_runs_blends_and_rescores_without_them(tiny_dcgan, o
     for key, r in results.items():
         sel = r["selection"]
         names = sel["candidates"]
-        classical = ["blend-classical@0.25", "blend-classical@0.5"] if key.split(" ")[0] in ("inpaint", "box") else []
+        # two classical methods or more (super-resolution: the Gaussian prior and TV): their blends
+        classical = ["blend-classical@0.25", "blend-classical@0.5"] if key.split(" ")[0] in ("inpaint", "box", "superres") else []
         blends = ["blend@0.25", "blend@0.5", *classical, "blend-top@0.25", "blend-top@0.5"]
         own = names[:-1] if key.startswith("box") else names  # the box's CSGM challenger comes last
         assert names[-1:] != ["csgm-method"] or key.startswith("box")

@@ -101,14 +101,15 @@ def test_self_tuning_with_the_ring_is_reproducible_and_records_its_units(tiny_dc
 
 
 def test_next_to_a_box_harmonic_inpainting_is_the_reference_without_blends(tiny_dcgan):
-    """``reference="auto"`` next to a box: the classical methods are ``box_classical`` (harmonic
-    first), harmonic inpainting alone is the margin's reference, the blends are off
-    (``box_blend``) although ``blend`` is on, and with a huge margin (``box_z``; ``z`` is 0)
-    nothing but it (or a candidate equal to it on every held-out unit) is chosen; a random mask
-    keeps its class's methods."""
+    """``reference="auto"`` next to a box: the classical methods are ``box_classical`` (here
+    harmonic first; by default the generator's Gaussian prior is, tests/test_gaussian.py), the
+    first alone is the margin's reference, the blends are off (``box_blend``) although ``blend``
+    is on, and with a huge margin (``box_z``; ``z`` is 0) nothing but it (or a candidate equal
+    to it on every held-out unit) is chosen; a random mask keeps its class's methods."""
     op = Inpainting.box(SHAPE, 5, 5, 11, 11)
     y = op(_rand((2, *SHAPE), 3))
-    cfg = _cfg(reference="auto", patch=2, z=0.0, box_z=1e6, blend=(0.5,), box_csgm=None)  # no challenger
+    cfg = _cfg(reference="auto", patch=2, z=0.0, box_z=1e6, blend=(0.5,), box_csgm=None,  # no challenger
+               box_classical=("harmonic", "tv-inpaint"))
     res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=[4, 9])
     sel, names = res.selection, res.selection["candidates"]
     assert sel["csgm"] == "method" and "csgm_challenger" not in sel
@@ -207,5 +208,5 @@ def test_the_real_face_bench_passes_the_held_out_flags(tiny_dcgan, tmp_path, mon
     meta = json.loads(path.read_text())["meta"]
     assert (meta["ring"], meta["box_z"], meta["holdout"]) == (2, 3.0, 0.3)
     box, inpaint = results["box 0.333333"]["selection"], results["inpaint 0.3"]["selection"]
-    assert box["reference"] == ["harmonic", "harmonic"] and box["z"] == 3.0 and box["units"] == "2x2 patches"
+    assert box["reference"] == ["gaussian", "gaussian"] and box["z"] == 3.0 and box["units"] == "2x2 patches"
     assert set(inpaint["reference"]) <= {"gaussian", "biharmonic", "tv-inpaint"} and inpaint["z"] == SelectionConfig().z

@@ -50,7 +50,7 @@ def test_on_residual_is_the_stage_plus_the_method_on_the_residual():
 
 
 def test_candidate_order_names_and_stages_agree(tiny_dcgan):
-    from ilo.solvers.gaussian import fit_prior, gaussian_inpaint
+    from ilo.solvers.gaussian import fit_prior, posterior_mean
 
     dev = DeviationConfig(weights=(0.01, 0.1), steps=5)
     stages = torch.stack([smooth(seed=1), smooth(seed=2)])
@@ -70,8 +70,8 @@ def test_candidate_order_names_and_stages_agree(tiny_dcgan):
     assert torch.allclose(cands[k], on_residual(y, op, "biharmonic", stages[1]))
     assert torch.allclose(cands[names.index("biharmonic")], classical(y, op, "biharmonic").image)
     # the Gaussian prior: centred at a stage on its residual, at the prior's own mean alone
-    assert torch.allclose(cands[names.index("b+gaussian")], gaussian_inpaint(y, op, prior, base=stages[1]), atol=1e-5)
-    assert torch.allclose(cands[names.index("gaussian")], gaussian_inpaint(y, op, prior), atol=1e-5)
+    assert torch.allclose(cands[names.index("b+gaussian")], posterior_mean(y, op, prior, base=stages[1]), atol=1e-5)
+    assert torch.allclose(cands[names.index("gaussian")], posterior_mean(y, op, prior), atol=1e-5)
     assert not torch.allclose(cands[names.index("gaussian")], cands[names.index("a+gaussian")], atol=1e-2)
     with pytest.raises(ValueError, match="GaussianPrior"):
         candidates(stages, y, op, dev, methods=methods)

@@ -97,11 +97,12 @@ def test_sparse_random_inpainting_takes_the_first_method_as_reference_bit_for_bi
     torch.testing.assert_close(many.image, low.image, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("op", [SuperResolution(SHAPE, 4), CompressedSensing(SHAPE, 0.3, torch.Generator().manual_seed(0)),
-                                Inpainting.box(SHAPE, 5, 5, 11, 11)], ids=["superres", "cs", "box"])
+@pytest.mark.parametrize("op", [CompressedSensing(SHAPE, 0.3, torch.Generator().manual_seed(0)),
+                                Inpainting.box(SHAPE, 5, 5, 11, 11)], ids=["cs", "box"])
 def test_other_tasks_choose_bit_for_bit_as_before(tiny_dcgan, op):
-    """Super-resolution and CS have one classical method, so its first is its lowest (here with
-    fewer than 45 held-out units, the rule active); next to a box the reference is harmonic inpainting, the first of ``box_classical``."""
+    """CS has one classical method, so its first is its lowest (here with fewer than 45
+    held-out units, the rule active); next to a box the reference is the first of
+    ``box_classical`` (the generator's Gaussian prior) under either rule."""
     y = op(_rand((2, *SHAPE), 3))
     kw = {"patch": 2} if isinstance(op, Inpainting) else {}
     new = solve(y, op, tiny_dcgan, "ilo", _cfg(**kw), seeds=[4, 9])
@@ -109,7 +110,23 @@ def test_other_tasks_choose_bit_for_bit_as_before(tiny_dcgan, op):
     assert new.selection["reference"] == old.selection["reference"] and new.selection["choice"] == old.selection["choice"]
     torch.testing.assert_close(new.image, old.image, rtol=0, atol=0)
     if isinstance(op, Inpainting):
-        assert new.selection["reference"] == ["harmonic", "harmonic"]
+        assert new.selection["reference"] == ["gaussian", "gaussian"]
+
+
+def test_super_resolution_with_few_held_out_pixels_takes_the_gaussian_prior_as_reference(tiny_dcgan):
+    """Super-resolution's classical methods are the Gaussian prior, then TV: with fewer than
+    ``sparse_units`` held-out low-resolution pixels (x4 of 16 px: a few) the reference is the
+    first, the prior; under ``"lowest"`` it is whichever has the lower held-out estimate."""
+    op = SuperResolution(SHAPE, 4)
+    y = op(_rand((2, *SHAPE), 3))
+    new = solve(y, op, tiny_dcgan, "ilo", _cfg(), seeds=[4, 9]).selection
+    low = solve(y, op, tiny_dcgan, "ilo", _cfg(sparse_units=0), seeds=[4, 9]).selection
+    assert new["classical"] == ["gaussian", "tv-superres"] and new["reference"] == ["gaussian", "gaussian"]
+    est = torch.tensor(low["estimated_mse"]).T  # [K, B]
+    names = low["candidates"]
+    lower = ["gaussian" if est[names.index("gaussian"), b] <= est[names.index("tv-superres"), b] else "tv-superres"
+             for b in range(2)]
+    assert low["reference"] == lower
 
 
 def test_inrange_runs_a_task_at_another_level(tiny_dcgan, one_thread, tmp_path, monkeypatch):

@@ -7,8 +7,8 @@ For every paper task and level (:data:`~ilo.bench.classical_tuning.SPECS`: rando
 sigma 10 / 25 / 50, compressed sensing 5 / 10 %) on the real faces of a split
 (:func:`ilo.data.realfaces.real_faces`; report on ``eval``, decide on ``tuning``): mean PSNR,
 SSIM and the offline perceptual distance (per image in the JSON) of the task's classical methods (tuned weights), CSGM
-(its tuned MSE preset), PULSE (super-resolution), the generator's Gaussian prior alone (random
-inpainting, ``--method gaussian``), ILO as shipped before issue 15 (no deviation,
+(its tuned MSE preset), PULSE (super-resolution), the generator's Gaussian prior alone
+(inpainting and super-resolution, ``--method gaussian``), ILO as shipped before issue 15 (no deviation,
 no self-tuning: the ``ilo_choice`` candidate of the self-tuned run, the same computation),
 ILO self-tuned (:func:`ilo.solvers.config.self_tuned`) and the oracle choice among the same
 candidates (lowest true MSE). With ``--grids DIR``, one picture per cell (:func:`save_grid`):
@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from .. import metrics as M
-from ..operators import Inpainting, SuperResolution
+from ..operators import SuperResolution
 from .classical_tuning import SPECS, _run, make_problem, methods_for, operator_for
 
 
@@ -56,8 +56,8 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
     plus the selection record under ``"selection"``. ``selection``: fields of the self-tuned
     ILO's :class:`~ilo.solvers.config.SelectionConfig` other than the default's."""
     from ..solvers import default_config, preset_for, solve
-    from ..solvers.gaussian import supports
-    from ..solvers.selection import is_box, paste_observed
+    from ..solvers.gaussian import solves, supports
+    from ..solvers.selection import paste_observed
 
     op, y = make_problem(task, level, x)
     ptask = operator_for(task).task
@@ -74,7 +74,7 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
         cfg = default_config(method, G, ptask, total_steps=steps, restarts=restarts)
         images[method] = solve(y, op, G, method, cfg, seeds=0).image
         seconds[method] = time.time() - t
-    if isinstance(op, Inpainting) and not is_box(op) and supports(G):  # the generator's Gaussian prior alone
+    if supports(G) and solves(op):  # the generator's Gaussian prior alone
         t = time.time()
         images["gaussian"] = solve(y, op, G, "gaussian").image
         seconds["gaussian"] = time.time() - t

@@ -89,8 +89,8 @@ def check_task(task, method, loss_terms, weights, sna, lpips_backbone, observed,
         fail(f"--method: unknown method {method!r}; choose from {', '.join(METHODS)}")
     spec.validate()  # the library's one-line ValueError, printed by main()
     solves = SOLVES.get(method)
-    if solves is not None and operator_class(task) is not solves:
-        fail(f"--method {method} only solves --task {solves.task}")
+    if solves is not None and operator_class(task) not in solves:
+        fail(f"--method {method} only solves --task {' or '.join(c.task for c in solves)}")
     if method == "bm3d":
         from ..solvers.bm3d import BM3DUnavailable, _import_bm3d
 

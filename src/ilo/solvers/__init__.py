@@ -8,7 +8,7 @@ from dataclasses import replace
 import torch
 
 from ..generators.base import LayeredGenerator
-from ..operators import Denoising, Inpainting
+from ..operators import Denoising, Inpainting, SuperResolution
 from ..operators.base import Operator
 from .bm3d import BM3DConfig, BM3DUnavailable, bm3d_denoise
 from .checks import check_memory, check_observations
@@ -24,7 +24,7 @@ from .result import Result
 from .rounds import Round
 
 #: every method behind :func:`solve`; the CSGM variants differ only in their loss; ``gaussian``:
-#: the linear MMSE inpainting of a Gaussian prior fitted to the generator (:mod:`.gaussian`)
+#: the linear MMSE inpainting and super-resolution of a Gaussian prior fitted to the generator (:mod:`.gaussian`)
 METHODS = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse", "ilo", "bm3d", "gaussian") + tuple(CLASSICAL)
 CSGM_FAMILY = ("csgm", "csgm-perceptual", "csgm-mse-perceptual", "pulse")
 #: the methods that use the generator (they take a loss, SNA, seeds and a budget)
@@ -32,7 +32,7 @@ GENERATIVE = CSGM_FAMILY + ("ilo",)
 #: the classical methods (no generator) and the operator class each one solves
 CLASSICAL_METHODS = {"bm3d": Denoising, **CLASSICAL}
 #: the operator class of every method that solves one task only
-SOLVES = {**CLASSICAL_METHODS, "gaussian": Inpainting}
+SOLVES = {**{m: (c,) for m, c in CLASSICAL_METHODS.items()}, "gaussian": (Inpainting, SuperResolution)}
 #: the config type of each method
 CONFIG_TYPES = {**{m: CSGMConfig for m in CSGM_FAMILY}, "ilo": ILOConfig, "bm3d": BM3DConfig, "gaussian": GaussianConfig,
                 **{m: ClassicalConfig for m in CLASSICAL}}

@@ -167,6 +167,28 @@ def _biharmonic(y: torch.Tensor, op: Inpainting) -> torch.Tensor:
     return _torch_images(ims, y)
 
 
+def grid_laplacian(height: int, width: int):
+    """The graph Laplacian ``[H*W, H*W]`` (scipy CSR) of the 4-neighbour pixel grid with
+    reflecting borders: degree 4 everywhere, a border pixel's outside neighbour is itself.
+
+    >>> L = grid_laplacian(2, 3)
+    >>> L.shape, float(abs(L.sum(1)).max())  # constants are in its null space
+    ((6, 6), 0.0)
+    """
+    import scipy.sparse as sp
+
+    ids = np.arange(height * width).reshape(height, width)
+    rows, cols = [], []
+    for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)):  # neighbours, clipped at the border (reflecting)
+        ii = np.clip(np.arange(height)[:, None] + di, 0, height - 1).repeat(width, 1)
+        jj = np.clip(np.arange(width)[None, :] + dj, 0, width - 1).repeat(height, 0)
+        rows.append(ids.ravel())
+        cols.append(ids[ii, jj].ravel())
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    adj = sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(height * width, height * width))
+    return (sp.diags(np.asarray(adj.sum(1)).ravel()) - adj).tocsr()
+
+
 def _harmonic(y: torch.Tensor, op: Inpainting) -> torch.Tensor:
     """Harmonic interpolation: every missing pixel the mean of its four neighbours (Laplace's
     equation with the observed pixels as boundary values and reflecting image borders), per
@@ -182,16 +204,7 @@ def _harmonic(y: torch.Tensor, op: Inpainting) -> torch.Tensor:
     from scipy.sparse.linalg import splu
 
     B, C, H, W = y.shape
-    ids = np.arange(H * W).reshape(H, W)
-    rows, cols = [], []
-    for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)):  # neighbours, clipped at the border (reflecting)
-        ii = np.clip(np.arange(H)[:, None] + di, 0, H - 1).repeat(W, 1)
-        jj = np.clip(np.arange(W)[None, :] + dj, 0, W - 1).repeat(H, 0)
-        rows.append(ids.ravel())
-        cols.append(ids[ii, jj].ravel())
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    adj = sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(H * W, H * W))
-    lap = (sp.diags(np.asarray(adj.sum(1)).ravel()) - adj).tocsr()  # graph Laplacian [HW, HW]
+    lap = grid_laplacian(H, W)
     missing = (op.mask.expand(B, -1, -1, -1)[:, 0] == 0).reshape(B, -1).cpu().numpy()  # [B, HW]
     out = y.detach().cpu().double().reshape(B, C, H * W).numpy().copy()
     for b in range(B):
@@ -318,15 +331,16 @@ def classical(y: torch.Tensor, operator: Operator, method: str, config: Classica
 GAUSSIAN = "gaussian"
 
 #: the classical methods whose reconstructions of the residual ``y - A(stage)`` are ILO's
-#: self-tuning candidates (:func:`on_residual`), per operator class, and for random inpainting
-#: the generator's Gaussian prior (:data:`GAUSSIAN`, the selection's own; next to a box
-#: ``SelectionConfig.box_classical`` replaces these) (bicubic left out: below
+#: self-tuning candidates (:func:`on_residual`), per operator class, and for inpainting and
+#: super-resolution the generator's Gaussian prior (:data:`GAUSSIAN`, the selection's own,
+#: :func:`ilo.solvers.selection.wants_prior`; next to a box ``SelectionConfig.box_classical``
+#: replaces these) (bicubic left out: below
 #: TV super-resolution on every tuning face, and a second candidate only adds selection noise;
 #: for denoising our BM3D, 1.8-2.6 dB above NL-means on the tuning faces, docs/CLASSICAL.md;
 #: the ``bm3d`` package is an option, non-commercial; docs/BENCHMARKS.md)
 RESIDUAL_METHODS: dict[type[Operator], tuple[str, ...]] = {
     Inpainting: (GAUSSIAN, "biharmonic", "tv-inpaint"),  # first: the margin's reference on sparse masks
-    SuperResolution: ("tv-superres",),
+    SuperResolution: (GAUSSIAN, "tv-superres"),  # first: the reference where few low-resolution pixels are held out
     Denoising: ("bm3d-free",),
     CompressedSensing: ("tv-cs",),
 }

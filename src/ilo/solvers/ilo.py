@@ -21,8 +21,7 @@ from .optim import StepInfo
 from .result import Result
 from .rounds import Round
 from . import gaussian
-from .classical import GAUSSIAN
-from .selection import Stage, classical_methods, copy_rows, extend, is_box, self_tune
+from .selection import Stage, copy_rows, extend, is_box, self_tune, wants_prior
 from .tracking import BestTracker, Recorder, detach_state, resolve_seeds
 
 
@@ -102,8 +101,7 @@ def ilo(
         shapes = generator.layer_shapes()[0]
         dof = sum(math.prod(shapes[k]) for k in (stage.keys or generator.trainable_keys(0)))
         prior = None
-        if GAUSSIAN in classical_methods(operator, sel) and gaussian.supports(generator) \
-                and (operator.level or 1.0) <= sel.gaussian_max_observed:  # sparse masks only
+        if gaussian.supports(generator) and wants_prior(operator, sel):
             prior = gaussian.prior_for(generator, progress=progress)
         return self_tune(y, operator, config, run, seeds_, first if sel.csgm in ("method", "challenge") else None,
                          stage, dof, prior)

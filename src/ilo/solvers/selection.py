@@ -4,10 +4,10 @@ Candidates (per image): every stage solution of ILO (CSGM's, then each round's b
 each of them plus a sparse deviation (:func:`~ilo.solvers.deviation.deviate`) at every weight
 of a log grid (one batch, one weight per row), each of them plus a classical method applied to
 its residual observation ``y - A(stage)`` (:func:`~ilo.solvers.classical.on_residual`), the
-classical methods alone (``C(y)``), and, for denoising, the noisy observation itself. For random
-inpainting the generator's Gaussian prior (:mod:`~ilo.solvers.gaussian`, where ``ilo`` passes
-it) is the first of these "classical" methods: its posterior mean alone and centred at each
-stage. Which
+classical methods alone (``C(y)``), and, for denoising, the noisy observation itself. For inpainting
+(sparse random masks and boxes) and super-resolution the generator's Gaussian prior
+(:mod:`~ilo.solvers.gaussian`, where ``ilo`` passes it, :func:`wants_prior`) is the first of
+these "classical" methods: its posterior mean alone and centred at each stage. Which
 stages the choice may start from is ``SelectionConfig.stage`` (by default: any, next to a box;
 the refit's best-fitting one for other held-out parts; none, i.e. the classical methods alone
 or the observation, under SURE). The choice per image:
@@ -90,7 +90,7 @@ from ..operators import Denoising, Inpainting, SuperResolution
 from ..operators.base import Operator
 from ..rng import stream
 from .classical import GAUSSIAN, RESIDUAL_METHODS, TUNED, default_weight, direct_estimate, on_residual
-from .gaussian import GaussianPrior, gaussian_inpaint
+from .gaussian import GaussianPrior, posterior_mean, solves
 from .config import CSGMConfig, DeviationConfig, ILOConfig, SelectionConfig
 from .deviation import deviate
 from .result import Result
@@ -215,6 +215,18 @@ def classical_methods(operator: Operator, config: SelectionConfig) -> tuple[str,
     return next((m for cls, m in RESIDUAL_METHODS.items() if isinstance(base, cls)), ())
 
 
+def wants_prior(operator: Operator, config: SelectionConfig) -> bool:
+    """Whether the self-tuning's classical methods include the generator's Gaussian prior for
+    ``operator``: ``"gaussian"`` among :func:`classical_methods`, an operator the prior solves
+    (:func:`~ilo.solvers.gaussian.solves`), and for random inpainting at most
+    ``config.gaussian_max_observed`` of the pixels observed (a box or super-resolution: always)."""
+    if GAUSSIAN not in classical_methods(operator, config) or not solves(operator):
+        return False
+    if isinstance(operator, Inpainting) and not is_box(operator):
+        return (operator.level or 1.0) <= config.gaussian_max_observed
+    return True
+
+
 def _low_res_fill(r: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Low-resolution residuals ``r [B, C, h, w]`` with the entries outside ``keep`` filled
     by biharmonic interpolation of the kept ones (scikit-image)."""
@@ -234,8 +246,8 @@ def residual_candidates(bases: torch.Tensor, y: torch.Tensor, operator: Operator
     method (:func:`~ilo.solvers.classical.on_residual`): ``[S * M, B, C, H, W]``, base-major.
     For :class:`HeldOut` measurements the method's weight is the base operator's and the
     held-out residuals are zeros (compressed sensing) or interpolated (super-resolution).
-    ``"gaussian"`` (inpainting): the ``prior``'s posterior mean centred at the base
-    (:func:`~ilo.solvers.gaussian.gaussian_inpaint`), at the prior's own mean for a zero base
+    ``"gaussian"`` (inpainting, super-resolution): the ``prior``'s posterior mean centred at the
+    base (:func:`~ilo.solvers.gaussian.posterior_mean`), at the prior's own mean for a zero base
     (the method alone)."""
     S, B = bases.shape[:2]
     if not methods:
@@ -248,10 +260,9 @@ def residual_candidates(bases: torch.Tensor, y: torch.Tensor, operator: Operator
         if m == GAUSSIAN:
             if prior is None:
                 raise ValueError("the gaussian candidates need the generator's GaussianPrior (prior=)")
-            assert isinstance(op, Inpainting)  # gaussian_inpaint names any other operator
             centred = rows.flatten(1).abs().amax(1) > 0  # [B * S]; a zero base: the prior's own mean
             base = torch.where(centred[:, None, None, None], rows, prior.mean.view(1, *prior.shape).to(rows))
-            out = gaussian_inpaint(yr, op, prior, base=base)
+            out = posterior_mean(yr, op, prior, base=base)
             outs.append(out.view(B, S, *bases.shape[2:]).transpose(0, 1))
             continue
         weight = default_weight(m, level, B * S) if m in TUNED else None
@@ -1071,6 +1082,6 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
 
 
 __all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "candidate_stages",
-           "is_box", "classical_methods", "residual_candidates", "split", "ring", "mean_candidate", "first_reference", "held_out_units", "unit_errors", "paired_se", "choose",
+           "is_box", "classical_methods", "wants_prior", "residual_candidates", "split", "ring", "mean_candidate", "first_reference", "held_out_units", "unit_errors", "paired_se", "choose",
            "scores", "challenge", "blend_pairs", "blend_names", "blend", "usable_pairs", "with_blends", "made_of", "copy_rows",
            "fit_and_refit", "self_tune", "csgm_sure_correction"]
