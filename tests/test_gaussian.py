@@ -294,3 +294,19 @@ def test_the_fit_size_from_the_environment(monkeypatch):
     for bad in ("", "abc", "-5", "1", "2.5"):
         monkeypatch.setenv("X_COUNT", bad)
         assert gaussian._env_count("X_COUNT", 7) == 7
+
+
+def test_the_isotropic_remainder_as_a_candidate_of_its_own():
+    from ilo.solvers.selection import residual_candidates, wants_prior
+
+    prior = _low_rank_prior(residual=0.01)
+    op = Inpainting.random(SHAPE, 0.15, torch.Generator().manual_seed(2))
+    x = _smooth_images(2, 4)
+    y = op(x)
+    bases = torch.stack([_smooth_images(2, 5), torch.zeros_like(x)])  # a stage, and zero: the prior alone
+    out = residual_candidates(bases, y, op, ("gaussian", "gaussian-isotropic"), prior)  # [S * M, B, ...]
+    torch.testing.assert_close(out[0], posterior_mean(y, op, prior, base=bases[0]))
+    torch.testing.assert_close(out[1], gaussian_inpaint(y, op, prior, base=bases[0]))
+    torch.testing.assert_close(out[3], gaussian_inpaint(y, op, prior))  # at the prior's own mean
+    assert not torch.allclose(out[0], out[1], atol=1e-3)
+    assert wants_prior(op, SelectionConfig(classical=("gaussian-isotropic", "biharmonic")))

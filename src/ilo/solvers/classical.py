@@ -329,6 +329,9 @@ def classical(y: torch.Tensor, operator: Operator, method: str, config: Classica
 #: the method name of the generator's Gaussian prior (:mod:`ilo.solvers.gaussian`; not a
 #: classical method: it needs the generator, so :func:`classical` does not run it)
 GAUSSIAN = "gaussian"
+#: the self-tuning's candidate names for the generator's Gaussian prior, and the remainder each
+#: uses (:data:`ilo.solvers.gaussian.REMAINDERS`): ``"gaussian"`` the default (harmonic)
+PRIOR_METHODS = {GAUSSIAN: "harmonic", "gaussian-isotropic": "isotropic"}
 
 #: the classical methods whose reconstructions of the residual ``y - A(stage)`` are ILO's
 #: self-tuning candidates (:func:`on_residual`), per operator class, and for inpainting and
@@ -402,4 +405,4 @@ def on_residual(y: torch.Tensor, operator: Operator, method: str, base: torch.Te
         return (base + est).clamp(-1, 1)
 
 
-__all__ = ["GAUSSIAN", "classical", "on_residual", "direct_estimate", "RESIDUAL_METHODS", "ClassicalConfig", "CLASSICAL", "TUNED", "default_weight", "task_level", "bicubic_upsampling"]
+__all__ = ["GAUSSIAN", "PRIOR_METHODS", "classical", "on_residual", "direct_estimate", "RESIDUAL_METHODS", "ClassicalConfig", "CLASSICAL", "TUNED", "default_weight", "task_level", "bicubic_upsampling"]

@@ -89,7 +89,7 @@ import torch.nn.functional as F
 from ..operators import Denoising, Inpainting, SuperResolution
 from ..operators.base import Operator
 from ..rng import stream
-from .classical import GAUSSIAN, RESIDUAL_METHODS, TUNED, default_weight, direct_estimate, on_residual
+from .classical import PRIOR_METHODS, RESIDUAL_METHODS, TUNED, default_weight, direct_estimate, on_residual
 from .gaussian import GaussianPrior, posterior_mean, solves
 from .config import CSGMConfig, DeviationConfig, ILOConfig, SelectionConfig
 from .deviation import deviate
@@ -220,7 +220,7 @@ def wants_prior(operator: Operator, config: SelectionConfig) -> bool:
     ``operator``: ``"gaussian"`` among :func:`classical_methods`, an operator the prior solves
     (:func:`~ilo.solvers.gaussian.solves`), and for random inpainting at most
     ``config.gaussian_max_observed`` of the pixels observed (a box or super-resolution: always)."""
-    if GAUSSIAN not in classical_methods(operator, config) or not solves(operator):
+    if not set(PRIOR_METHODS) & set(classical_methods(operator, config)) or not solves(operator):
         return False
     if isinstance(operator, Inpainting) and not is_box(operator):
         return (operator.level or 1.0) <= config.gaussian_max_observed
@@ -257,12 +257,12 @@ def residual_candidates(bases: torch.Tensor, y: torch.Tensor, operator: Operator
     level = operator.base.batch_repeat(S) if isinstance(operator, HeldOut) else op
     outs = []
     for m in methods:
-        if m == GAUSSIAN:
+        if m in PRIOR_METHODS:
             if prior is None:
                 raise ValueError("the gaussian candidates need the generator's GaussianPrior (prior=)")
             centred = rows.flatten(1).abs().amax(1) > 0  # [B * S]; a zero base: the prior's own mean
             base = torch.where(centred[:, None, None, None], rows, prior.mean.view(1, *prior.shape).to(rows))
-            out = posterior_mean(yr, op, prior, base=base)
+            out = posterior_mean(yr, op, prior, base=base, remainder=PRIOR_METHODS[m])
             outs.append(out.view(B, S, *bases.shape[2:]).transpose(0, 1))
             continue
         weight = default_weight(m, level, B * S) if m in TUNED else None
@@ -1051,7 +1051,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     assert config.selection is not None
     methods = classical_methods(operator, config.selection)
     if prior is None:  # the Gaussian prior needs the generator's (ilo passes it where the images are small enough)
-        methods = tuple(m for m in methods if m != GAUSSIAN)
+        methods = tuple(m for m in methods if m not in PRIOR_METHODS)
     if isinstance(operator, Denoising):
         t = _sure_candidates(y, operator, config, run, seeds, first, csgm_dof, methods)
     else:
