@@ -222,8 +222,8 @@ def _harmonic_inpaint(y: torch.Tensor, mask: torch.Tensor, prior: GaussianPrior,
     ``r_U = -P_UU⁻¹ P_UO r_O``, at energy ``r_Oᵀ S r_O / γ`` (``S = P_OO - P_OU P_UU⁻¹ P_UO``),
     and ``c`` minimises ``cᵀΛ⁻¹c`` plus that energy: ``(Λ⁻¹ + V_Oᵀ S V_O / γ) c = V_Oᵀ S d_O / γ``.
     ``P_UO`` is non-zero only on the observed pixels next to a missing one (``E``), so per mask
-    (shared by rows with the same mask, and by the channels) this is one sparse factorisation
-    of ``P_UU`` with ``|E|`` right-hand sides and one ``k x k`` Cholesky."""
+    (shared by rows with the same mask, and by the channels) this is one banded Cholesky of
+    ``P_UU`` (:func:`_banded_solve`) with ``|E|`` right-hand sides and one ``k x k`` Cholesky."""
     import numpy as np
     import scipy.linalg as sl
     import scipy.sparse as sp
@@ -247,7 +247,6 @@ def _harmonic_inpaint(y: torch.Tensor, mask: torch.Tensor, prior: GaussianPrior,
             continue
         key = o.tobytes()
         if key not in done:
-            o_idx = np.flatnonzero(o)
             Puo = P[u][:, o]  # [n_u, n_o]
             edge = np.flatnonzero(np.asarray(abs(Puo).sum(0)).ravel() > 0)  # observed pixels next to a missing one
             Pue = Puo[:, edge].toarray()  # [n_u, n_e]
@@ -260,8 +259,8 @@ def _harmonic_inpaint(y: torch.Tensor, mask: torch.Tensor, prior: GaussianPrior,
                 SVo[c, edge] -= corr @ Vo[c, edge]
             gram = sum(Vo[c].T @ SVo[c] for c in range(C)) / gamma
             gram[np.diag_indices(k)] += 1 / lam
-            done[key] = (o_idx, edge, Z, Vo, SVo, sl.cho_factor(gram))
-        o_idx, edge, Z, Vo, SVo, chol = done[key]
+            done[key] = (edge, Z, Vo, SVo, sl.cho_factor(gram))
+        edge, Z, Vo, SVo, chol = done[key]
         d = Y[b][:, o] - M[b][:, o]  # [C, n_o]
         coef = sl.cho_solve(chol, sum(d[c] @ SVo[c] for c in range(C)) / gamma)  # [k]
         rest = d - Vo @ coef  # the remainder on the observed pixels [C, n_o]
