@@ -293,11 +293,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--box-blend", default=None,
                    help='blend weights next to a box (default: the config\'s, none; "same": those of --blend)')
     p.add_argument("--box-classical", default=None,
-                   help='comma-separated classical methods next to a box (default: the config\'s, harmonic,tv-inpaint; '
+                   help='comma-separated classical methods next to a box (default: the config\'s, gaussian,harmonic,tv-inpaint; '
                         '"class": the inpainting ones, biharmonic,tv-inpaint)')
     p.add_argument("--classical", default=None,
                    help="comma-separated classical methods of the candidates, the box's too (default: the "
-                        "config's: for random inpainting biharmonic,tv-inpaint,gaussian; '' none)")
+                        "config's: for random inpainting gaussian,biharmonic,tv-inpaint; '' none)")
     a = p.parse_args(argv)
     if a.rescore is not None:
         results = json.loads(a.rescore.read_text())["results"]

@@ -59,7 +59,6 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import cast
 from pathlib import Path
 
 import torch
@@ -271,12 +270,10 @@ def _harmonic_inpaint(y: torch.Tensor, mask: torch.Tensor, prior: GaussianPrior,
 
 def _unwrap(op: Operator) -> tuple[Operator, torch.Tensor | None]:
     """The operator whose measurements ``op`` keeps in part and the ``keep`` mask
-    (:class:`~ilo.solvers.selection.HeldOut`, recognised by its attributes: that module imports
-    this one), or ``op`` itself and None."""
-    keep = getattr(op, "keep", None)
-    if keep is None:
-        return op, None
-    return cast(Operator, op.base), cast(torch.Tensor, keep)
+    (:class:`~ilo.solvers.selection.HeldOut`), or ``op`` itself and None."""
+    from .selection import HeldOut  # here: selection imports this module
+
+    return (op.base, op.keep) if isinstance(op, HeldOut) else (op, None)
 
 
 def _linear_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: torch.Tensor, remainder: str,
@@ -360,8 +357,6 @@ def posterior_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: to
             if remainder == "isotropic" or op.noise.sigma > 0:
                 return gaussian_inpaint(y, op, prior, base=base, residual_scale=gamma if remainder == "isotropic"
                                         else RESIDUAL_SCALE)
-            if tuple(y.shape[1:]) != prior.shape:
-                raise ValueError(f"the Gaussian prior is for images {prior.shape}, got {tuple(y.shape[1:])}")
             x = _harmonic_inpaint(y, op.mask.expand(B, 1, -1, -1), prior, m, gamma)
         elif isinstance(inner, SuperResolution):
             x = _linear_mean(y, op, prior, m, remainder, gamma)
