@@ -59,6 +59,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass
+from typing import cast
 from pathlib import Path
 
 import torch
@@ -270,10 +271,13 @@ def _harmonic_inpaint(y: torch.Tensor, mask: torch.Tensor, prior: GaussianPrior,
 
 def _unwrap(op: Operator) -> tuple[Operator, torch.Tensor | None]:
     """The operator whose measurements ``op`` keeps in part and the ``keep`` mask
-    (:class:`~ilo.solvers.selection.HeldOut`), or ``op`` itself and None."""
-    from .selection import HeldOut  # here: selection imports this module
-
-    return (op.base, op.keep) if isinstance(op, HeldOut) else (op, None)
+    (:class:`~ilo.solvers.selection.HeldOut`, recognised by its attributes: selection imports
+    this module, and tests/test_architecture.py forbids the cycle an import back would make),
+    or ``op`` itself and None."""
+    keep = getattr(op, "keep", None)
+    if keep is None:
+        return op, None
+    return cast(Operator, op.base), cast(torch.Tensor, keep)
 
 
 def _linear_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: torch.Tensor, remainder: str,
