@@ -10,7 +10,8 @@ from ilo import metrics as M
 from ilo.operators import Inpainting, SuperResolution
 from ilo.solvers import gaussian
 from ilo.solvers.config import SelectionConfig
-from ilo.solvers.gaussian import GaussianPrior, fit_prior, gaussian_inpaint, posterior_mean, prior_for, supports
+from ilo.solvers.gaussian import (AUGMENT, PLAIN, Augment, GaussianConfig, GaussianPrior, fit_prior, gaussian_inpaint,
+                                  posterior_mean, prior_for, supports)
 
 SHAPE = (3, 16, 16)
 
@@ -23,7 +24,7 @@ def _low_rank_prior(k: int = 5, residual: float = 1e-6, seed: int = 0) -> Gaussi
 
 
 def test_fit_prior_is_an_orthonormal_descending_pca_of_the_generator(tiny_dcgan):
-    prior = fit_prior(tiny_dcgan, samples=1024, components=40)
+    prior = fit_prior(tiny_dcgan, samples=1024, components=40, augment=PLAIN)
     V = prior.basis
     assert V.shape == (768, 40) and prior.shape == tuple(tiny_dcgan.image_shape)
     torch.testing.assert_close(V.T @ V, torch.eye(40), atol=1e-4, rtol=0)
@@ -38,6 +39,44 @@ def test_fit_prior_is_an_orthonormal_descending_pca_of_the_generator(tiny_dcgan)
     assert explained > 0.8
     with pytest.raises(ValueError, match="samples"):
         fit_prior(tiny_dcgan, samples=1)
+
+
+def test_augment_flips_shifts_and_zooms_reproducibly():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 16, 16, generator=g) * 2 - 1
+    assert PLAIN.identity and PLAIN(x, g) is x and PLAIN.tag == "plain"
+    # flips alone: each image exactly itself or its mirror, both kinds present
+    flips = Augment(flip=True, shift=0.0, zoom=(1.0, 1.0))(x, torch.Generator().manual_seed(1))
+    same = (flips - x).abs().flatten(1).amax(1) < 1e-5
+    mirrored = (flips - x.flip(-1)).abs().flatten(1).amax(1) < 1e-5
+    assert bool((same | mirrored).all()) and 10 < int(same.sum()) < 54
+    # the default: every image changed, within the range, the same draws give the same images
+    a = AUGMENT(x, torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and bool(((a - x).abs().flatten(1).amax(1) > 0.01).all())
+    assert float(a.min()) >= -1 and float(a.max()) <= 1
+    torch.testing.assert_close(AUGMENT(x, torch.Generator().manual_seed(2)), a, atol=0, rtol=0)
+    # a ramp zoomed in 2x about the centre: half the slope per pixel
+    ramp = torch.linspace(-0.9, 0.9, 16).expand(1, 3, 16, 16).contiguous()
+    zoomed = Augment(flip=False, shift=0.0, zoom=(2.0, 2.0))(ramp, torch.Generator())
+    slope = lambda im: float(im[0, 0, 0, 9] - im[0, 0, 0, 6])  # noqa: E731
+    assert slope(zoomed) == pytest.approx(slope(ramp) / 2, rel=1e-3)
+    assert AUGMENT.tag != PLAIN.tag and "f-" in AUGMENT.tag
+    for bad in (dict(shift=0.6), dict(zoom=(1.2, 1.1)), dict(zoom=(0.0, 1.0))):
+        with pytest.raises(ValueError, match="augmentation"):
+            Augment(**bad)  # type: ignore[arg-type]
+
+
+def test_an_augmented_prior_is_mirror_symmetric_and_cached_apart(tiny_dcgan, tmp_path, monkeypatch):
+    monkeypatch.setattr(gaussian, "cache_folder", lambda: tmp_path)
+    monkeypatch.setattr(gaussian, "_MEMORY", {})
+    plain = prior_for(tiny_dcgan, samples=2048, components=16, augment=PLAIN)
+    flipped = prior_for(tiny_dcgan, samples=2048, components=16, augment=Augment(shift=0.0, zoom=(1.0, 1.0)))
+    mirror = lambda p: float((p.mean.view(p.shape) - p.mean.view(p.shape).flip(-1)).abs().mean())  # noqa: E731
+    assert mirror(plain) > 0.003 and mirror(flipped) < mirror(plain) / 3
+    assert gaussian.cache_path(tiny_dcgan, 2048, 16, augment=PLAIN) != gaussian.cache_path(tiny_dcgan, 2048, 16)
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+    assert GaussianConfig().to_dict()["augment"] == AUGMENT.to_dict()
+    assert GaussianConfig(augment=False).to_dict()["augment"]["flip"] is False
 
 
 def test_an_image_in_the_span_is_recovered_from_part_of_its_pixels():
@@ -247,11 +286,11 @@ def test_gaussian_method_behind_solve_and_the_command_line(tiny_dcgan, digiface,
     x = tiny_dcgan(tiny_dcgan.sample_latent(2, torch.Generator().manual_seed(7)))
     op = Inpainting.random(SHAPE, 0.2, torch.Generator().manual_seed(0))
     y = op(x)
-    res = solve(y, op, tiny_dcgan, "gaussian", GaussianConfig(samples=512, components=32))
+    res = solve(y, op, tiny_dcgan, "gaussian", GaussianConfig(samples=512, components=32, augment=False))
     m = op.mask.bool().expand_as(x)
     assert res.method == "gaussian" and torch.equal(res.image[m], y[m])  # noiseless: observed pixels kept
     assert res.config["samples"] == 512 and res.config["kept_components"] <= 32
-    # in range, it beats the prior's mean and a mean fill of the holes by far
+    # in range (the prior of the generator's images as they are), it beats a mean fill of the holes by far
     mean_fill = torch.where(m, y, y.sum((2, 3), keepdim=True) / op.mask.sum())
     assert bool((M.psnr(res.image, x) > M.psnr(mean_fill, x) + 3).all())
     from ilo.operators import Denoising
@@ -259,7 +298,7 @@ def test_gaussian_method_behind_solve_and_the_command_line(tiny_dcgan, digiface,
     with pytest.raises(ValueError, match="Inpainting and SuperResolution"):
         solve(torch.zeros(1, *SHAPE), Denoising(SHAPE, 0.1), tiny_dcgan, "gaussian")
     sr = SuperResolution(SHAPE, 4)
-    up = solve(sr(x), sr, tiny_dcgan, "gaussian", GaussianConfig(samples=512, components=32))
+    up = solve(sr(x), sr, tiny_dcgan, "gaussian", GaussianConfig(samples=512, components=32, augment=False))
     assert up.config["remainder"] == "harmonic" and float((sr(up.image) - sr(x)).abs().max()) < 1e-3
     assert bool((M.psnr(up.image, x) > M.psnr(sr.A_adjoint(sr(x)) * 16, x)).all())  # beats nearest-neighbour-like
     with pytest.raises(ValueError, match="measurements"):

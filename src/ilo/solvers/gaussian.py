@@ -79,10 +79,66 @@ def _env_count(name: str, default: int) -> int:
     return int(value) if value.isdigit() and int(value) > 1 else default
 
 
-SAMPLES = _env_count("ILO_GAUSSIAN_SAMPLES", 8192)
+SAMPLES = _env_count("ILO_GAUSSIAN_SAMPLES", 16384)
 COMPONENTS = _env_count("ILO_GAUSSIAN_COMPONENTS", 1024)
 #: γ, the remainder's variance scale (module docstring)
 RESIDUAL_SCALE = 4.0
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random changes to each generated image before the fit, so that the prior also covers faces
+    framed a little differently from the generator's (a real photograph's crop is not aligned
+    like its training images): a horizontal flip (half the images), a shift of up to ``shift`` of
+    the side in each direction and a zoom by a factor log-uniform in ``zoom`` (above 1: larger), resampled
+    bilinearly with reflected borders. ``Augment(flip=False, shift=0, zoom=(1, 1))`` changes
+    nothing."""
+
+    flip: bool = True
+    shift: float = 0.08
+    zoom: tuple[float, float] = (0.85, 1.15)
+
+    def __post_init__(self):
+        if not (0 <= self.shift < 0.5 and 0 < self.zoom[0] <= self.zoom[1]):
+            raise ValueError(f"invalid augmentation: shift {self.shift} (0 to 0.5), zoom {self.zoom} (low <= high)")
+
+    @property
+    def identity(self) -> bool:
+        return not self.flip and self.shift == 0 and self.zoom == (1, 1)
+
+    @property
+    def tag(self) -> str:
+        """A short name for cache files: ``plain`` or e.g. ``f-s0.08-z0.85-1.15``."""
+        if self.identity:
+            return "plain"
+        return f"{'f-' if self.flip else ''}s{self.shift:g}-z{self.zoom[0]:g}-{self.zoom[1]:g}"
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """``x [N, C, H, W]`` changed at random (``gen``), same shape."""
+        if self.identity:
+            return x
+        import torch.nn.functional as F
+
+        n = x.shape[0]
+        lo, hi = math.log(self.zoom[0]), math.log(self.zoom[1])
+        inv = torch.exp(-torch.empty(n).uniform_(lo, hi, generator=gen))  # output -> input coordinates
+        shift = torch.empty(n, 2).uniform_(-2 * self.shift, 2 * self.shift, generator=gen)  # [-1, 1] units
+        sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if self.flip else torch.ones(n)
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0], theta[:, 1, 1], theta[:, :, 2] = inv * sign, inv, shift
+        grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    def to_dict(self) -> dict:
+        return {"flip": self.flip, "shift": self.shift, "zoom": list(self.zoom)}
+
+
+#: the fit's augmentation: flips, shifts of up to 8 % and zooms of 0.85-1.15 gain 0.1-0.4 dB
+#: on the real tuning faces over the generator's images as they are (docs/BENCHMARKS.md,
+#: "The prior from augmented images (session 13)")
+AUGMENT = Augment()
+#: no augmentation: the generator's images as they are (the prior of sessions 11-12)
+PLAIN = Augment(flip=False, shift=0.0, zoom=(1.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -110,12 +166,12 @@ class GaussianPrior:
 
 
 def fit_prior(G: LayeredGenerator, samples: int = SAMPLES, components: int = COMPONENTS, seed: int = 0,
-              batch: int = 256, progress: bool = False) -> GaussianPrior:
-    """The Gaussian prior of ``samples`` images of ``G`` (latents from ``torch.Generator`` seed
-    ``seed``): their mean, the ``components`` leading principal directions and variances (a
-    randomised SVD, 3 power iterations, its projections seeded by ``seed`` too) and the
-    remainder's variance per value. The same arguments give the same prior. ``progress``: a
-    bar over the samples, then the SVD."""
+              batch: int = 256, progress: bool = False, augment: Augment = AUGMENT) -> GaussianPrior:
+    """The Gaussian prior of ``samples`` images of ``G`` (latents, then each batch's ``augment``,
+    drawn from ``torch.Generator`` seed ``seed``): their mean, the ``components`` leading principal
+    directions and variances (a randomised SVD, 3 power iterations, its projections seeded by
+    ``seed`` too) and the remainder's variance per value. The same arguments give the same
+    prior. ``progress``: a bar over the samples, then the SVD."""
     from tqdm.auto import tqdm
 
     if samples < 2 or components < 1:
@@ -126,7 +182,8 @@ def fit_prior(G: LayeredGenerator, samples: int = SAMPLES, components: int = COM
     parts = []
     with torch.no_grad():
         for i in range(0, samples, batch):
-            parts.append(G(G.sample_latent(min(batch, samples - i), gen)).flatten(1).float().cpu())
+            images = G(G.sample_latent(min(batch, samples - i), gen)).float().cpu()
+            parts.append(augment(images, gen).flatten(1))
             bar.update(parts[-1].shape[0])
     X = torch.cat(parts)  # [N, D]
     del parts
@@ -390,6 +447,7 @@ class GaussianConfig:
     components: int | None = None  # None: COMPONENTS
     remainder: str = "harmonic"
     residual_scale: float | None = None
+    augment: bool = True  # the fit's :data:`AUGMENT`; False: :data:`PLAIN`
 
     def __post_init__(self):
         if (self.samples is not None and self.samples < 2) or (self.components is not None and self.components < 1) \
@@ -406,7 +464,8 @@ class GaussianConfig:
 
     def to_dict(self) -> dict:
         return {"samples": self.samples or SAMPLES, "components": self.components or COMPONENTS,
-                "remainder": self.remainder, "residual_scale": self.scale}
+                "augment": (AUGMENT if self.augment else PLAIN).to_dict(), "remainder": self.remainder,
+                "residual_scale": self.scale}
 
 
 #: the most measurements a super-resolution problem may have for the prior (its ``Aᵀ`` is built
@@ -438,7 +497,8 @@ def gaussian_solve(y: torch.Tensor, operator: Operator, G: LayeredGenerator, con
         raise ValueError(f"the Gaussian prior is for images of at most {MAX_VALUES} values; "
                          f"{G.name} makes {tuple(G.image_shape)}")
     timer = Timer()
-    prior = prior_for(G, config.samples, config.components, progress=progress)
+    prior = prior_for(G, config.samples, config.components, progress=progress,
+                      augment=AUGMENT if config.augment else PLAIN)
     with torch.no_grad():
         image = posterior_mean(y, operator, prior, remainder=config.remainder, scale=config.scale)
         if isinstance(operator, Inpainting) and operator.noise.sigma == 0:
@@ -461,7 +521,7 @@ def fingerprint(G: LayeredGenerator) -> str:
     return h.hexdigest()[:16]
 
 
-_MEMORY: dict[tuple[str, int, int], GaussianPrior] = {}
+_MEMORY: dict[tuple[str, int, int, str], GaussianPrior] = {}
 
 
 def cache_folder() -> Path:
@@ -473,10 +533,11 @@ def cache_folder() -> Path:
     return Path(own) if own else cache_dir() / "gaussian"
 
 
-def cache_path(G: LayeredGenerator, samples: int, components: int, fp: str | None = None) -> Path:
+def cache_path(G: LayeredGenerator, samples: int, components: int, fp: str | None = None,
+               augment: Augment = AUGMENT) -> Path:
     """The file of ``G``'s prior: its name, weights' :func:`fingerprint` (``fp`` when already
-    known), samples and components."""
-    return cache_folder() / f"{G.name}-{fp or fingerprint(G)}-{samples}-{components}.pt"
+    known), samples, components and the augmentation's :attr:`Augment.tag`."""
+    return cache_folder() / f"{G.name}-{fp or fingerprint(G)}-{samples}-{components}-{augment.tag}.pt"
 
 
 def _load(path: Path) -> GaussianPrior | None:
@@ -504,24 +565,24 @@ def _save(prior: GaussianPrior, path: Path) -> None:
 
 
 def prior_for(G: LayeredGenerator, samples: int | None = None, components: int | None = None,
-              progress: bool = False) -> GaussianPrior:
+              progress: bool = False, augment: Augment = AUGMENT) -> GaussianPrior:
     """The Gaussian prior of ``G`` (``samples``, ``components``; None: :data:`SAMPLES`,
-    :data:`COMPONENTS`): from memory, the disk cache, or fitted (and cached; ``progress``: a bar
-    while it is fitted)."""
+    :data:`COMPONENTS`; ``augment``): from memory, the disk cache, or fitted (and cached;
+    ``progress``: a bar while it is fitted)."""
     samples, components = samples or SAMPLES, components or COMPONENTS
     fp = fingerprint(G)  # hashes the weights: once per call
-    key = (fp, samples, components)
+    key = (fp, samples, components, augment.tag)
     if key in _MEMORY:
         return _MEMORY[key]
-    path = cache_path(G, samples, components, fp)
+    path = cache_path(G, samples, components, fp, augment)
     prior = _load(path) if path.is_file() else None
     if prior is None or prior.shape != tuple(G.image_shape):
-        prior = fit_prior(G, samples, components, progress=progress)
+        prior = fit_prior(G, samples, components, progress=progress, augment=augment)
         _save(prior, path)
     _MEMORY[key] = prior
     return prior
 
 
-__all__ = ["GaussianPrior", "GaussianConfig", "gaussian_solve", "fit_prior", "supports", "solves", "MAX_VALUES",
+__all__ = ["GaussianPrior", "Augment", "AUGMENT", "PLAIN", "GaussianConfig", "gaussian_solve", "fit_prior", "supports", "solves", "MAX_VALUES",
            "MAX_MEASUREMENTS", "gaussian_inpaint", "posterior_mean", "prior_for", "fingerprint",
            "cache_path", "SAMPLES", "COMPONENTS", "RESIDUAL_SCALE", "HARMONIC_SCALE", "REMAINDERS"]
