@@ -1,6 +1,8 @@
 """A Gaussian prior fitted to a generator's outputs, and its linear MMSE inpainting and super-resolution.
 
-The generator's images, flattened to ``D = C * H * W`` values, are modelled as
+The generator's images, each flipped, shifted and zoomed a little at random (:data:`AUGMENT`: a
+real photograph's crop is not framed like the generator's images) and flattened to
+``D = C * H * W`` values, are modelled as
 ``x = mean + V c + r`` with ``c ~ N(0, diag(variances))`` over the ``k`` leading principal
 components ``V [D, k]`` of ``samples`` generated images (a randomised SVD) and a remainder
 ``r`` that carries what the components leave out (:data:`REMAINDERS`):
@@ -34,8 +36,8 @@ estimator of the generator's second-order statistics, no more: +1 dB over the cl
 methods it is not. The self-tuning uses it for sparse random masks, boxes and
 super-resolution (:func:`~ilo.solvers.selection.wants_prior`), alone and on each stage's residual.
 
-Fitting costs ``samples`` generator forwards and one randomised SVD (about 30 s for the
-digiface DCGAN at 8192 samples on 2 cores), once per generator: :func:`prior_for` keeps it in
+Fitting costs ``samples`` generator forwards and one randomised SVD (about 1 min and 1 GB for
+the digiface DCGAN at 16 384 samples on 2 cores), once per generator: :func:`prior_for` keeps it in
 memory and under :func:`ilo.generators.hub.cache_dir` (``gaussian/``), keyed by a hash of the
 generator's weights, loaded with ``weights_only=True`` and checked; a bad file is refitted.
 
