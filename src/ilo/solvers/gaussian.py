@@ -27,11 +27,13 @@ harmonic remainder: one sparse banded factorisation per mask, one ``k x k`` Chol
 super-resolution with few measurements (``m + Σ Aᵀ (A Σ Aᵀ + s²I)⁻¹ (y - A m)``, the
 remainder's ``(L + εI)⁻¹`` applied by the DCT that diagonalises ``L``).
 
-On the 15 real tuning faces the harmonic remainder alone beats the best classical method at
-5 % / 10 % random inpainting (+0.52 / +0.47 dB over biharmonic), a central box (+0.17 over
-harmonic), super-resolution x4 / x8 / x16 (+0.16 / +0.22 / +0.37 over TV or bicubic), and the
-isotropic remainder by 0.2-0.3 dB at 5-10 % (docs/BENCHMARKS.md "The Gaussian prior with a
-smooth remainder (session 12)"); at 30 % it is level with biharmonic. It is a linear
+On the 15 real tuning faces the harmonic remainder alone, fitted to augmented images, beats
+the best classical method at 5 % / 10 % random inpainting (+0.65 / +0.56 dB over biharmonic), a
+central box (+0.56 over harmonic), super-resolution x4 / x8 / x16 (+0.22 / +0.42 / +0.47 over TV
+or bicubic), the isotropic remainder by 0.2-0.3 dB at 5-10 % and the fit to the images as
+they are by 0.1-0.4 dB (docs/BENCHMARKS.md "The Gaussian prior with a smooth remainder (session
+12)", "The prior from augmented images (session 13)"); at 30 % it is level with biharmonic.
+On faces the generator drew, the augmented fit is 0.35-1.6 dB below the plain one. It is a linear
 estimator of the generator's second-order statistics, no more: +1 dB over the classical
 methods it is not. The self-tuning uses it for sparse random masks, boxes and
 super-resolution (:func:`~ilo.solvers.selection.wants_prior`), alone and on each stage's residual.
