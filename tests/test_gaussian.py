@@ -58,7 +58,7 @@ def test_augment_flips_shifts_and_zooms_reproducibly():
     # a ramp zoomed in 2x about the centre: half the slope per pixel
     ramp = torch.linspace(-0.9, 0.9, 16).expand(1, 3, 16, 16).contiguous()
     zoomed = Augment(flip=False, shift=0.0, zoom=(2.0, 2.0))(ramp, torch.Generator())
-    slope = lambda im: float(im[0, 0, 0, 9] - im[0, 0, 0, 6])  # noqa: E731
+    slope = lambda im: float(im[0, 0, 0, 9] - im[0, 0, 0, 6])
     assert slope(zoomed) == pytest.approx(slope(ramp) / 2, rel=1e-3)
     assert AUGMENT.tag != PLAIN.tag and "f-" in AUGMENT.tag
     for bad in (dict(shift=0.6), dict(zoom=(1.2, 1.1)), dict(zoom=(0.0, 1.0))):
@@ -71,7 +71,7 @@ def test_an_augmented_prior_is_mirror_symmetric_and_cached_apart(tiny_dcgan, tmp
     monkeypatch.setattr(gaussian, "_MEMORY", {})
     plain = prior_for(tiny_dcgan, samples=2048, components=16, augment=PLAIN)
     flipped = prior_for(tiny_dcgan, samples=2048, components=16, augment=Augment(shift=0.0, zoom=(1.0, 1.0)))
-    mirror = lambda p: float((p.mean.view(p.shape) - p.mean.view(p.shape).flip(-1)).abs().mean())  # noqa: E731
+    mirror = lambda p: float((p.mean.view(p.shape) - p.mean.view(p.shape).flip(-1)).abs().mean())
     assert mirror(plain) > 0.003 and mirror(flipped) < mirror(plain) / 3
     assert gaussian.cache_path(tiny_dcgan, 2048, 16, augment=PLAIN) != gaussian.cache_path(tiny_dcgan, 2048, 16)
     assert len(list(tmp_path.glob("*.pt"))) == 2
