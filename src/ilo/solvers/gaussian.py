@@ -67,6 +67,7 @@ from typing import cast
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ..generators.base import LayeredGenerator
 from ..operators import Inpainting, SuperResolution
@@ -121,8 +122,6 @@ class Augment:
         """``x [N, C, H, W]`` changed at random (``gen``), same shape."""
         if self.identity:
             return x
-        import torch.nn.functional as F
-
         n = x.shape[0]
         lo, hi = math.log(self.zoom[0]), math.log(self.zoom[1])
         inv = torch.exp(-torch.empty(n).uniform_(lo, hi, generator=gen))  # output -> input coordinates
