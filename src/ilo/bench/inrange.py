@@ -15,9 +15,11 @@ the side, or ``--level`` of it), each problem built and scored by :mod:`ilo.pipe
 Every method gets the same budget (``--steps`` x ``--restarts``). The self-tuned ILO's
 candidates include the CSGM method's solution at that budget, computed on the fit part of the
 measurements (``SelectionConfig.csgm == "method"``; on all of them for denoising; for
-super-resolution the challenger of the choice, ``"challenge"``), so the JSON also keeps, per
-face, the choice, the oracle candidate (lowest true MSE) and the true MSE of that CSGM
-candidate (``csgm_stage_true_mse``; super-resolution: also ``csgm_challenger``, its held-out
+super-resolution the challenger of the choice, ``"challenge"``; random inpainting and CS, since
+session 14, also run it on all measurements as such a challenger, ``method_challenger``), so the
+JSON also keeps, per face, the choice, the oracle candidate (lowest true MSE) and the true MSE of
+the CSGM candidate (``csgm_stage_true_mse``: the challenger's where there is one; also
+``csgm_challenger``, its held-out
 estimate against the choice's, the choice it challenged, ``against``, and that choice's true
 MSE, ``against_true_mse``: whether the estimate ranked the two right): where ILO falls below
 CSGM, they say whether the selection or the candidates are to blame. Prints one Markdown table; resumable (tasks in ``--json`` are

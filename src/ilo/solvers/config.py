@@ -332,6 +332,26 @@ class SelectionConfig:
             for super-resolution x4 it was 41 % cheaper than ``"challenge"`` but fell below CSGM
             on faces the challenger lifted above it (docs/BENCHMARKS.md, "Cheaper variants
             (session 8, later)").
+        method_challenger: under ``"method"`` (held-out measurements), the CSGM method also runs
+            on all measurements (what the CSGM method alone returns, not the shared stage's run on
+            the fit part) and challenges the choice as under ``"challenge"`` with ``csgm_basin``
+            ``"all"`` (scored by its continuation on the fit part, :attr:`csgm_probe`; continued
+            where taken, :attr:`csgm_continue`; margin :attr:`csgm_z`): on generated faces the
+            fit part's run can land in a worse basin than all measurements, and no candidate
+            built on it then reaches the CSGM method (on by default since session 14: in range
+            at 600 x 4, 10 % inpainting's worst tuning face went from 6.3 dB below CSGM to 5.3
+            above, CS 10 % from -1.9 to 0.0, CS 5 % from -0.6 to +2.4; never taken on the 15 real
+            tuning faces; docs/BENCHMARKS.md, "The CSGM method as a challenger of every held-out
+            choice (session 14)"). It runs in one batch with the shared stage
+            (on the fit part), on images with at least :attr:`csgm_min_units` held-out units, and
+            ignores :attr:`csgm_basin`.
+        method_challenger_units: below this many held-out units (pixels, measurements) the
+            challenger of :attr:`method_challenger` is taken only where its estimate is below
+            the choice's divided by :attr:`method_challenger_ratio`: at 5 % random inpainting of
+            a 64-px face (20-30 held-out pixels) the plain rule took it on 3 of 15 real tuning
+            faces and lost 1.8-2.9 dB on each (their ratios 1.1-1.8; the generated face that
+            needed it: 11.8; docs/BENCHMARKS.md).
+        method_challenger_ratio: that ratio.
         csgm_basin: the measurements the ``"challenge"`` CSGM method runs on. ``"all"``
             (default): all of them, so its solution is the CSGM method's own (what a user running
             CSGM gets, not a worse basin found on the fit part); its held-out estimate is that of
@@ -377,6 +397,9 @@ class SelectionConfig:
     csgm_min_units: int = 20
     csgm_share: float = 1.0
     csgm_challenge: bool = False
+    method_challenger: bool = True
+    method_challenger_units: int = 40
+    method_challenger_ratio: float = 4.0
     csgm_basin: str = "all"
     csgm_probe: float = 0.25
     csgm_continue: float = 1.0
@@ -402,14 +425,16 @@ class SelectionConfig:
                 or not self.z >= 0 or not (self.box_z is None or self.box_z >= 0) or self.sparse_units < 0
                 or not 0 <= self.gaussian_max_observed <= 1
                 or (self.csgm_restarts is not None and self.csgm_restarts < 1)
-                or not (self.csgm_z is None or self.csgm_z >= 0) or self.csgm_min_units < 1
+                or not (self.csgm_z is None or self.csgm_z >= 0) or self.csgm_min_units < 1 or self.method_challenger_units < 0
+                or not self.method_challenger_ratio >= 1
                 or not 0 < self.csgm_share <= 1 or not 0 < self.csgm_probe <= 1 or not 0 <= self.csgm_continue <= 1):
             raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, ring={self.ring}, "
                              f"probes={self.probes}, csgm_refit={self.csgm_refit}, z={self.z}, box_z={self.box_z}, "
                              f"sparse_units={self.sparse_units}, gaussian_max_observed={self.gaussian_max_observed}, "
                              f"csgm_restarts={self.csgm_restarts}, csgm_z={self.csgm_z}, csgm_min_units={self.csgm_min_units}, "
                              f"csgm_share={self.csgm_share}, csgm_probe={self.csgm_probe}, "
-                             f"csgm_continue={self.csgm_continue}")
+                             f"csgm_continue={self.csgm_continue}, method_challenger_units={self.method_challenger_units}, "
+                             f"method_challenger_ratio={self.method_challenger_ratio}")
         if self.stage not in STAGE_RULES:
             raise ValueError(f"stage must be one of {', '.join(STAGE_RULES)}, got {self.stage!r}")
         if self.reference not in REFERENCES:

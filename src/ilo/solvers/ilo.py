@@ -73,7 +73,7 @@ def ilo(
         image ``i``'s (its seed, ``init`` and fidelity), e.g. self-tuning's fit and refit runs as
         one batch; the callback sees the last copy of every image. ``start``: a CSGM result
         (``B`` rows) to start from instead of ``init``."""
-        cb = callback if callback is None or copies == 1 else _on_last_copy(callback, B, copies)
+        cb = callback if callback is None or copies == 1 else _on_copy(callback, B, copies, copies - 1)
         return _rounds(y_, op, generator, config, [s for s in seeds_ for _ in range(copies)], cb, progress,
                        _repeat(start or init, copies), fidelity if fidelity is None else fidelity.batch_repeat(copies))
 
@@ -85,18 +85,27 @@ def ilo(
             config = replace(config, selection=sel)
         stage = csgm_stage(config, generator)
 
-        def first(y_: torch.Tensor, op: Operator, start: Result | None = None, fraction: float | None = None) -> Result:
-            """The CSGM method on ``y_ [B, ...]`` (or ``init``, when given); from ``start``:
-            one restart continued for ``fraction`` of its steps (None: ``sel.csgm_refit``, the
-            refit on all measurements)."""
+        def first(y_: torch.Tensor, op: Operator, start: Result | None = None, fraction: float | None = None,
+                  challenger: bool = False, copies: int = 1) -> Result:
+            """The CSGM method on ``y_ [B * copies, ...]`` (or ``init``, when given; rows as in
+            ``run``); from ``start``: one restart continued for ``fraction`` of its steps (None:
+            ``sel.csgm_refit``, the refit on all measurements). ``challenger``: the run that
+            challenges the choice, kept out of the history (the shared stage under ``"method"``
+            is in it: with ``copies``, its first copy)."""
             if start is not None:
                 share = sel.csgm_refit if fraction is None else fraction
                 cfg = replace(stage, steps=max(1, round(stage.steps * share)), restarts=1)
                 return csgm(y_, op, generator, cfg, seeds=seeds_, init=start.latents, fidelity=fidelity)
             if init is not None:
-                return replace(init, history=[])
-            return csgm(y_, op, generator, stage, seeds=seeds_, progress=progress, fidelity=fidelity,
-                        callback=callback if sel.csgm == "method" else None)  # a challenger is not in the history
+                rep = _repeat(init, copies)
+                assert rep is not None
+                return replace(rep, history=[])
+            cb = callback if sel.csgm == "method" and not challenger else None
+            if cb is not None and copies > 1:
+                cb = _on_copy(cb, B, copies, 0)
+            return csgm(y_, op, generator, stage, seeds=[s for s in seeds_ for _ in range(copies)], progress=progress,
+                        fidelity=fidelity if fidelity is None or copies == 1 else fidelity.batch_repeat(copies),
+                        callback=cb)
 
         shapes = generator.layer_shapes()[0]
         dof = sum(math.prod(shapes[k]) for k in (stage.keys or generator.trainable_keys(0)))
@@ -144,10 +153,10 @@ def _repeat(res: Result | None, copies: int) -> Result | None:
                    latents={k: rep(v) for k, v in res.latents.items()})
 
 
-def _on_last_copy(callback: Callable[[StepInfo], None], images: int, copies: int) -> Callable[[StepInfo], None]:
-    """``callback`` for a run with ``copies`` rows per image: it sees the last copy of each."""
+def _on_copy(callback: Callable[[StepInfo], None], images: int, copies: int, k: int) -> Callable[[StepInfo], None]:
+    """``callback`` for a run with ``copies`` rows per image: it sees copy ``k`` of each."""
     def on_step(info: StepInfo) -> None:
-        rows = lambda t: None if t is None else copy_rows(t, images, copies, copies - 1)
+        rows = lambda t: None if t is None else copy_rows(t, images, copies, k)
         callback(StepInfo(info.step, info.round, info.layer, rows(info.loss), rows(info.measurement_loss),
                           rows(info.image), info.time, rows(info.best_loss), rows(info.best_image)))
     return on_step

@@ -60,7 +60,13 @@ or the observation, under SURE). The choice per image:
   method's own, and is scored by the held-out error of its continuation on the fit part
   (``csgm_probe`` of its steps, :func:`_run_challenger`); where taken CSGM continues from it on
   all measurements (``csgm_continue``). Under ``"fit"`` it runs on the fit part and is refit on
-  all measurements where taken (``csgm_refit``).
+  all measurements where taken (``csgm_refit``). Under ``"method"`` with
+  ``SelectionConfig.method_challenger`` (the default; random inpainting, CS) the CSGM method also
+  runs on all measurements, in one batch with the shared stage on the fit part (:func:`paired`,
+  :func:`result_rows`), and challenges the choice as under ``"challenge"`` with ``csgm_basin ==
+  "all"`` (on images with fewer than ``method_challenger_units`` held-out units only where its
+  estimate is below the choice's over ``method_challenger_ratio``): the fit part's run can land
+  in a worse basin than the CSGM method on all measurements.
 * **SURE** (denoising with known sigma; Ramani, Blu & Unser 2008): the Monte-Carlo estimate
   of each candidate's MSE (:func:`~ilo.solvers.risk.sure`), the stage images held fixed (their
   own dependence on the noise is not differentiated, which makes their estimates optimistic).
@@ -79,7 +85,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from collections.abc import Callable, Sequence
 
@@ -619,22 +625,37 @@ def fit_and_refit(run: Callable[..., tuple[Result, list[Stage]]], y_fit: torch.T
     in its per-sample buffers only (e.g. an inpainting mask). ``start``: a CSGM result (``B``
     rows) both runs start from instead of their own CSGM stage."""
     B = y.shape[0]
+    res, stages = run(*paired(y_fit, fit, y, operator), 2, start)
+
+    def part(k: int) -> tuple[Result, list[Stage]]:
+        rows = lambda t: copy_rows(t, B, 2, k)
+        return result_rows(res, B, 2, k), [(name, rows(img), rows(loss)) for name, img, loss in stages]
+
+    return part(0), part(1)
+
+
+def paired(y_fit: torch.Tensor, fit: Operator, y: torch.Tensor, operator: Operator) -> tuple[torch.Tensor, Operator]:
+    """The fit part's problem (``y_fit``, ``fit``) and the whole one (``y [B, ...]``, ``operator``)
+    as one batch of ``2B``: image ``i``'s fit part at row ``2i``, all its measurements at ``2i + 1``.
+    ``fit``: a :class:`HeldOut` part of ``operator``, or an operator of its class that differs in
+    its per-sample buffers only (e.g. an inpainting mask)."""
+    B = y.shape[0]
     pair = lambda a, b: torch.stack([a.expand(B, *a.shape[1:]), b.expand(B, *b.shape[1:])], 1).flatten(0, 1)
     if isinstance(fit, HeldOut):
         both: Operator = HeldOut(fit.base.batch_repeat(2), pair(fit.keep, torch.ones_like(fit.keep[:1])))
     else:
         assert type(fit) is type(operator), "fit must be a HeldOut or an operator of the same class"
         both = operator.with_buffers(**{n: pair(fit.get_buffer(n), operator.get_buffer(n)) for n in operator.per_sample_buffers})
-    res, stages = run(pair(y_fit, y), both, 2, start)
+    return pair(y_fit, y), both
 
-    def part(k: int) -> tuple[Result, list[Stage]]:
-        rows = lambda t: copy_rows(t, B, 2, k)
-        history = [{key: v[k::2] if isinstance(v, list) else v for key, v in h.items()} for h in res.history]
-        one = replace(res, image=rows(res.image), latents={n: rows(v) for n, v in res.latents.items()},
-                      measurement_loss=rows(res.measurement_loss), history=history)
-        return one, [(name, rows(img), rows(loss)) for name, img, loss in stages]
 
-    return part(0), part(1)
+def result_rows(res: Result, images: int, copies: int, k: int) -> Result:
+    """Copy ``k`` of every image of ``res`` (a run with ``copies`` rows per image, as
+    :func:`paired` lays them out): its image, latents, losses and history."""
+    rows = lambda t: copy_rows(t, images, copies, k)
+    history = [{key: v[k::copies] if isinstance(v, list) else v for key, v in h.items()} for h in res.history]
+    return replace(res, image=rows(res.image), latents={n: rows(v) for n, v in res.latents.items()},
+                   measurement_loss=rows(res.measurement_loss), history=history)
 
 
 def csgm_sure_correction(sigma: float, dof: int, n: int) -> float:
@@ -730,20 +751,22 @@ def _run_challenger(first: Callable[..., Result], y: torch.Tensor, operator: Ope
     method on all measurements (``y``, ``operator``: what the CSGM method alone returns) and,
     to score it, its continuation on the fit part for ``sel.csgm_probe`` of its steps (one restart)."""
     if sel.csgm_basin == "fit":
-        res = first(y_fit, fit)
+        res = first(y_fit, fit, challenger=True)
         return res, res
-    res = first(y, operator)
+    res = first(y, operator, challenger=True)
     return res, first(y_fit, fit, res, sel.csgm_probe)
 
 
 def _challenge_csgm(image: torch.Tensor, choice: torch.Tensor, cands_fit: torch.Tensor, est: torch.Tensor,
                     se: torch.Tensor | None, eligible: torch.Tensor | None, val: Operator, y: torch.Tensor,
-                    units: torch.Tensor, z: float, min_units: int = 1) -> tuple:
+                    units: torch.Tensor, z: float, min_units: int = 1, sparse_below: int = 0,
+                    ratio: float = 1.0) -> tuple:
     """The CSGM method's solution on the fit part (or its continuation there), ``image [B, C, H, W]``, against the ``choice [B]``
     among the fit part's candidates ``cands_fit [K, B, ...]`` (blends included): it replaces the
     choice only where its held-out estimate plus ``z`` standard errors of their paired difference
     (over ``units``, :func:`paired_se`) lies below the choice's estimate (:func:`challenge`), and
-    at least ``min_units`` units are held out. Returns the choice (``K`` where it was taken),
+    at least ``min_units`` units are held out; on images with fewer than ``sparse_below`` units,
+    only where its estimate is also below the choice's divided by ``ratio``. Returns the choice (``K`` where it was taken),
     ``est``, ``se`` and ``eligible`` with its row appended, and a record of its estimate, standard
     error, the units and where it was taken."""
     B = y.shape[0]
@@ -755,6 +778,7 @@ def _challenge_csgm(image: torch.Tensor, choice: torch.Tensor, cands_fit: torch.
     pair_est, pair_se = torch.stack([est[choice, rows], own]), torch.stack([torch.zeros_like(own), diff_se])
     n = (~errors[0].isnan()).sum(-1)  # [B] held-out units
     take = (challenge(pair_est, pair_se, None, torch.zeros_like(choice), 1, z) == 1) & (n >= min_units)
+    take &= (n >= sparse_below) | (own * ratio <= pair_est[0])
     K = est.shape[0]
     new = torch.where(take, torch.full_like(choice, K), choice)
     est = torch.cat([est, own[None]])
@@ -762,7 +786,8 @@ def _challenge_csgm(image: torch.Tensor, choice: torch.Tensor, cands_fit: torch.
     eligible = None if eligible is None else torch.cat([eligible, eligible.new_ones(1, B)])
     return new, est, se, eligible, {"estimated_mse": own.tolist(), "estimated_se": diff_se.tolist(),
                                     "choice_estimated_mse": pair_est[0].tolist(), "units": n.tolist(),
-                                    "taken": take.tolist(), "run": True}
+                                    "taken": take.tolist(), "run": True,
+                                    **({"sparse_below": sparse_below, "ratio": ratio} if sparse_below else {})}
 
 
 def _classical_sure(csgm: torch.Tensor, y: torch.Tensor, operator: Operator, dev: DeviationConfig | None,
@@ -886,17 +911,25 @@ def _held_out_candidates(y: torch.Tensor, operator: Operator, config: ILOConfig,
     units = held_out_units(y, patch)
     if box:
         sel = sel.next_to_box()  # the box's margin, blends and challenger settings
-    challenger = probe = None
-    if sel.csgm == "challenge":  # the runs keep their own stage; the CSGM method challenges the choice
+    challenge_it = method = False
+    if sel.csgm == "method" and sel.method_challenger:  # its challenger runs on all measurements, beside the stage
+        sel = replace(sel, csgm_basin="all")
+        method = True
+    if sel.csgm == "challenge" or method:  # the CSGM method challenges the choice
         blank = torch.zeros(1, B, *operator.input_shape, dtype=y.dtype, device=y.device)
         n = (~unit_errors(val, blank, y, units)[0].isnan()).sum(1)  # [B] held-out units
-        if first is not None and bool((n >= sel.csgm_min_units).any()):
-            challenger, probe = _run_challenger(first, y, operator, y_fit, fit, sel)
-        else:  # no image has enough held-out units for it to be taken: not run
+        challenge_it = first is not None and bool((n >= sel.csgm_min_units).any())
+        if not challenge_it:  # no image has enough held-out units for it to be taken: not run
             record["csgm_challenger"] = {"units": n.tolist(), "run": False}
-        start = None
-    else:
-        start = first(y_fit, fit) if first is not None else None  # the CSGM method on the fit part
+    challenger = probe = start = None  # under "challenge" the runs keep their own stage
+    if first is not None and method and challenge_it:  # one batch: the shared stage on the fit part, the challenger on all
+        both = first(*paired(y_fit, fit, y, operator), copies=2)
+        start, challenger = result_rows(both, B, 2, 0), result_rows(both, B, 2, 1)
+        probe = first(y_fit, fit, challenger, sel.csgm_probe)
+    elif first is not None and sel.csgm == "method":
+        start = first(y_fit, fit)  # the CSGM method on the fit part, the shared stage
+    elif first is not None and challenge_it:
+        challenger, probe = _run_challenger(first, y, operator, y_fit, fit, sel)
     (res_fit, st_fit), (res, stages) = fit_and_refit(run, y_fit, fit, y, operator, start)  # one batch of 2B
     plain = torch.stack([s[2] for s in stages]).argmin(0)  # the refit's best-fitting stage: ILO's own output
     auto = "estimate" if box else "measurement"
@@ -1001,11 +1034,14 @@ def _csgm_method(t: _Tuning, choice: torch.Tensor, pairs: torch.Tensor | None, K
         """:func:`_challenge_csgm` of the CSGM method's ``image`` against ``choice``."""
         assert t.units is not None and t.val is not None and t.cands_fit is not None
         fit_all = t.cands_fit if pairs is None else torch.cat([t.cands_fit, blend(t.cands_fit, pairs, sel.blend)])
+        method = t.start is not None and t.challenger is not None  # the challenger of "method"
         return _challenge_csgm(image, choice, fit_all, t.est, t.se, t.eligible, t.val, y, t.units,
-                               sel.z if sel.csgm_z is None else sel.csgm_z, sel.csgm_min_units)
+                               sel.z if sel.csgm_z is None else sel.csgm_z, sel.csgm_min_units,
+                               sel.method_challenger_units if method else 0, sel.method_challenger_ratio)
 
     if t.start is not None and sel.csgm_challenge:  # the shared stage's solution (row 0) challenges too
-        taken, _, _, _, t.record["csgm_challenger"] = against(t.start.image, choice)
+        taken, _, _, _, rec = against(t.start.image, choice)
+        t.record["csgm_stage_challenger" if t.challenger is not None else "csgm_challenger"] = rec
         choice = torch.where(taken == t.est.shape[0], torch.zeros_like(choice), choice)
     if t.start is not None and first is not None:
         redo = choice == 0 if pairs is None else made_of(choice, 0, pairs, K, len(sel.blend))
@@ -1023,8 +1059,11 @@ def _csgm_method(t: _Tuning, choice: torch.Tensor, pairs: torch.Tensor | None, K
         t.cands = torch.cat([t.cands, t.challenger.image[None]])
         taken = choice == len(t.names) - 1
         more = sel.csgm_continue if sel.csgm_basin == "all" else sel.csgm_refit
-        t.record["csgm_refit"] = _refit_csgm(t.cands, taken, y, operator, t.challenger, partial(first, fraction=more),
-                                             more, k=-1)
+        continued = _refit_csgm(t.cands, taken, y, operator, t.challenger, partial(first, fraction=more), more, k=-1)
+        if t.start is not None:  # "method" with its challenger: the shared stage's refit is recorded above
+            rec["continued"] = continued
+        else:
+            t.record["csgm_refit"] = continued
     return choice
 
 
@@ -1060,6 +1099,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     choice, pairs, K = _blend_choice(t, y, methods)
     choice = _csgm_method(t, choice, pairs, K, y, operator, first)
     record, names = t.record, t.names
+    record["settings"] = asdict(config.selection)  # the resolved selection config (its ``csgm`` no longer "auto")
     if t.se is not None:
         record["estimated_se"] = t.se.T.tolist()
     if t.eligible is not None:
@@ -1084,4 +1124,4 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
 __all__ = ["HeldOut", "extend", "paste_observed", "candidates", "candidate_names", "candidate_stages",
            "is_box", "classical_methods", "wants_prior", "residual_candidates", "split", "ring", "mean_candidate", "first_reference", "held_out_units", "unit_errors", "paired_se", "choose",
            "scores", "challenge", "blend_pairs", "blend_names", "blend", "usable_pairs", "with_blends", "made_of", "copy_rows",
-           "fit_and_refit", "self_tune", "csgm_sure_correction"]
+           "fit_and_refit", "paired", "result_rows", "self_tune", "csgm_sure_correction"]
