@@ -112,7 +112,8 @@ def test_self_tuned_inpainting_keeps_observed_pixels_and_refits(tiny_dcgan):
     x = _truth(tiny_dcgan)
     y = op(x)
     cfg = _cfg()
-    cfg = replace(cfg, selection=replace(cfg.selection, blend=()))  # the rule over the candidates (blends: test_selection_blend.py)
+    # the rule over the candidates (blends: test_selection_blend.py; the challenger: test_selection_method_challenger.py)
+    cfg = replace(cfg, selection=replace(cfg.selection, blend=(), method_challenger=False))
     res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=0)
     m = op.mask.bool().expand_as(x)
     assert torch.equal(res.image[m], y[m])
@@ -178,6 +179,7 @@ def test_the_csgm_methods_solution_on_the_fit_part_is_a_candidate(tiny_dcgan, op
 
     y = op(_truth(tiny_dcgan))
     cfg = _cfg()
+    cfg = replace(cfg, selection=replace(cfg.selection, method_challenger=False))  # the shared stage's candidate
     res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=[4, 9])
     stage = csgm_stage(cfg, tiny_dcgan)
     assert stage == csgm_preset(cfg.total_steps, cfg.csgm.restarts)  # a DCGAN: the CSGM method's preset, ILO's budget
@@ -221,7 +223,9 @@ def test_in_range_the_self_tuned_choice_is_not_worse_than_csgms_candidate(tiny_d
     cfg = self_tuned(base, weights=(0.01, 0.1), steps=10)
     blend = cfg.selection.blend if z else ()
     assert not z or blend  # the default checked with its blends
-    res = solve(y, op, tiny_dcgan, "ilo", replace(cfg, selection=replace(cfg.selection, z=z, blend=blend)), seeds=0)
+    # the shared stage's CSGM candidate (the challenger of all measurements: test_selection_method_challenger.py)
+    sel = replace(cfg.selection, z=z, blend=blend, method_challenger=False)
+    res = solve(y, op, tiny_dcgan, "ilo", replace(cfg, selection=sel), seeds=0)
     names = res.selection["candidates"]
     true = torch.stack([M.mse(c, x) for c in res.candidates]).nan_to_num(nan=1.0)  # [K, B]
     csgm_err = true[names.index(res.selection["csgm_candidate"])]

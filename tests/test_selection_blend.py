@@ -23,7 +23,8 @@ PAIRS = ("reference", "classical", "top")
 def _cfg(blend=(), pairs=("reference",), z=1.5):
     base = ILOConfig(csgm=CSGMConfig(steps=6, restarts=2, lr=0.05), rounds=(RoundConfig(1, 6, 0.05, 5.0),))
     cfg = self_tuned(base, weights=(0.01, 0.1), steps=10)
-    return replace(cfg, selection=replace(cfg.selection, z=z, blend=blend, blend_pairs=pairs))
+    # without the CSGM method's challenger (its own tests: test_selection_method_challenger.py)
+    return replace(cfg, selection=replace(cfg.selection, z=z, blend=blend, blend_pairs=pairs, method_challenger=False))
 
 
 def _rand(shape, seed):

@@ -109,6 +109,7 @@ def test_next_to_a_box_harmonic_inpainting_is_the_reference_without_blends(tiny_
     op = Inpainting.box(SHAPE, 5, 5, 11, 11)
     y = op(_rand((2, *SHAPE), 3))
     cfg = _cfg(reference="auto", patch=2, z=0.0, box_z=1e6, blend=(0.5,), box_csgm=None,  # no challenger
+               method_challenger=False,
                box_classical=("harmonic", "tv-inpaint"))
     res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=[4, 9])
     sel, names = res.selection, res.selection["candidates"]
@@ -167,7 +168,8 @@ def test_next_to_a_box_the_mean_reference_is_built_from_the_refit(tiny_dcgan):
     candidate equal to it on every held-out unit) is chosen."""
     op = Inpainting.box(SHAPE, 5, 5, 11, 11)
     y = op(_rand((2, *SHAPE), 3))
-    res = solve(y, op, tiny_dcgan, "ilo", _cfg(reference="mean", patch=2, z=0.0, box_z=1e6, blend=(), box_csgm=None), seeds=[4, 9])
+    res = solve(y, op, tiny_dcgan, "ilo", _cfg(reference="mean", patch=2, z=0.0, box_z=1e6, blend=(), box_csgm=None,
+                                               method_challenger=False), seeds=[4, 9])
     sel, names = res.selection, res.selection["candidates"]
     assert sel["reference"] == ["mean", "mean"] and names[-1] == "mean" and sel["z"] == 1e6  # the box's margin
     k = names.index("mean")

@@ -150,8 +150,8 @@ def test_csgm_challenge_under_method_only_moves_the_choice_to_the_csgm_candidate
     ``"method"``'s only where it was taken, and there it is the CSGM candidate."""
     op = SuperResolution(SHAPE, 2)
     y = op(_in_range(tiny_dcgan) if where == "in range" else _far())
-    plain = solve(y, op, tiny_dcgan, "ilo", _cfg("method"), seeds=SEEDS)
-    res = solve(y, op, tiny_dcgan, "ilo", _cfg("method", csgm_challenge=True), seeds=SEEDS)
+    plain = solve(y, op, tiny_dcgan, "ilo", _cfg("method", method_challenger=False), seeds=SEEDS)
+    res = solve(y, op, tiny_dcgan, "ilo", _cfg("method", csgm_challenge=True, method_challenger=False), seeds=SEEDS)
     ch = res.selection["csgm_challenger"]
     assert ch["run"] and "csgm_challenger" not in plain.selection
     assert res.selection["candidates"] == plain.selection["candidates"]

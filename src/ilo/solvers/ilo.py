@@ -86,12 +86,12 @@ def ilo(
         stage = csgm_stage(config, generator)
 
         def first(y_: torch.Tensor, op: Operator, start: Result | None = None, fraction: float | None = None,
-                  challenger: bool = False, copies: int = 1) -> Result:
+                  copies: int = 1) -> Result:
             """The CSGM method on ``y_ [B * copies, ...]`` (or ``init``, when given; rows as in
             ``run``); from ``start``: one restart continued for ``fraction`` of its steps (None:
-            ``sel.csgm_refit``, the refit on all measurements). ``challenger``: the run that
-            challenges the choice, kept out of the history (the shared stage under ``"method"``
-            is in it: with ``copies``, its first copy)."""
+            ``sel.csgm_refit``, the refit on all measurements). Only the shared stage under
+            ``"method"`` is in the history (with ``copies``, its first copy, the fit part); a
+            challenger is not."""
             if start is not None:
                 share = sel.csgm_refit if fraction is None else fraction
                 cfg = replace(stage, steps=max(1, round(stage.steps * share)), restarts=1)
@@ -100,7 +100,7 @@ def ilo(
                 rep = _repeat(init, copies)
                 assert rep is not None
                 return replace(rep, history=[])
-            cb = callback if sel.csgm == "method" and not challenger else None
+            cb = callback if sel.csgm == "method" else None
             if cb is not None and copies > 1:
                 cb = _on_copy(cb, B, copies, 0)
             return csgm(y_, op, generator, stage, seeds=[s for s in seeds_ for _ in range(copies)], progress=progress,

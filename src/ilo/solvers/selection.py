@@ -751,9 +751,9 @@ def _run_challenger(first: Callable[..., Result], y: torch.Tensor, operator: Ope
     method on all measurements (``y``, ``operator``: what the CSGM method alone returns) and,
     to score it, its continuation on the fit part for ``sel.csgm_probe`` of its steps (one restart)."""
     if sel.csgm_basin == "fit":
-        res = first(y_fit, fit, challenger=True)
+        res = first(y_fit, fit)
         return res, res
-    res = first(y, operator, challenger=True)
+    res = first(y, operator)
     return res, first(y_fit, fit, res, sel.csgm_probe)
 
 
