@@ -49,7 +49,7 @@ def test_the_challenger_adds_the_csgm_methods_own_solution_and_moves_only_its_ch
     steps_plain: list = []
     steps: list = []
     plain = solve(y, op, tiny_dcgan, "ilo", _cfg(method_challenger=False), seeds=SEEDS, callback=steps_plain.append)
-    cfg = _cfg(csgm_z=0.0)
+    cfg = _cfg(method_challenger_z=0.0)
     res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=SEEDS, callback=steps.append)
     sel, ch = res.selection, res.selection["csgm_challenger"]
     # one more candidate, the others those of plain "method" up to float rounding (its stage ran in
@@ -120,3 +120,14 @@ def test_below_the_units_threshold_only_a_clear_ratio_takes_it():
     assert taken(sparse_below=17, ratio=30.0)["taken"] == [False, False]
     with pytest.raises(ValueError):
         SelectionConfig(method_challenger_ratio=0.5)
+    with pytest.raises(ValueError):
+        SelectionConfig(method_challenger_z=-1.0)
+
+
+def test_its_margin_is_method_challenger_z_not_csgm_z(tiny_dcgan):
+    op = _op()
+    y = op(tiny_dcgan(tiny_dcgan.sample_latent(2, torch.Generator().manual_seed(7))).detach())
+    free = solve(y, op, tiny_dcgan, "ilo", _cfg(method_challenger_z=0.0, csgm_z=1e6), seeds=SEEDS)
+    held = solve(y, op, tiny_dcgan, "ilo", _cfg(method_challenger_z=1e6, csgm_z=0.0), seeds=SEEDS)
+    assert any(free.selection["csgm_challenger"]["taken"])
+    assert not any(held.selection["csgm_challenger"]["taken"]) and "csgm-method" not in held.selection["choice"]

@@ -336,7 +336,7 @@ class SelectionConfig:
             on all measurements (what the CSGM method alone returns, not the shared stage's run on
             the fit part) and challenges the choice as under ``"challenge"`` with ``csgm_basin``
             ``"all"`` (scored by its continuation on the fit part, :attr:`csgm_probe`; continued
-            where taken, :attr:`csgm_continue`; margin :attr:`csgm_z`): on generated faces the
+            where taken, :attr:`csgm_continue`; margin :attr:`method_challenger_z`): on generated faces the
             fit part's run can land in a worse basin than all measurements, and no candidate
             built on it then reaches the CSGM method (on by default since session 14: in range
             at 600 x 4, 10 % inpainting's worst tuning face went from 6.3 dB below CSGM to 5.3
@@ -352,6 +352,10 @@ class SelectionConfig:
             faces and lost 1.8-2.9 dB on each (their ratios 1.1-1.8; the generated face that
             needed it: 11.8; docs/BENCHMARKS.md).
         method_challenger_ratio: that ratio.
+        method_challenger_z: the margin of :attr:`method_challenger`, in standard errors (as
+            :attr:`csgm_z` for ``"challenge"``). 1: on every generated face where the challenger
+            was needed (the choice below CSGM) it won by at least 1.59; at 0 it was also taken on
+            a demo face (200 steps) where it won by 0.98 and was 0.5 dB worse than the choice.
         csgm_basin: the measurements the ``"challenge"`` CSGM method runs on. ``"all"``
             (default): all of them, so its solution is the CSGM method's own (what a user running
             CSGM gets, not a worse basin found on the fit part); its held-out estimate is that of
@@ -400,6 +404,7 @@ class SelectionConfig:
     method_challenger: bool = True
     method_challenger_units: int = 40
     method_challenger_ratio: float = 4.0
+    method_challenger_z: float = 1.0
     csgm_basin: str = "all"
     csgm_probe: float = 0.25
     csgm_continue: float = 1.0
@@ -426,7 +431,7 @@ class SelectionConfig:
                 or not 0 <= self.gaussian_max_observed <= 1
                 or (self.csgm_restarts is not None and self.csgm_restarts < 1)
                 or not (self.csgm_z is None or self.csgm_z >= 0) or self.csgm_min_units < 1 or self.method_challenger_units < 0
-                or not self.method_challenger_ratio >= 1
+                or not self.method_challenger_ratio >= 1 or not self.method_challenger_z >= 0
                 or not 0 < self.csgm_share <= 1 or not 0 < self.csgm_probe <= 1 or not 0 <= self.csgm_continue <= 1):
             raise ValueError(f"invalid selection config: holdout={self.holdout}, patch={self.patch}, ring={self.ring}, "
                              f"probes={self.probes}, csgm_refit={self.csgm_refit}, z={self.z}, box_z={self.box_z}, "

@@ -64,7 +64,7 @@ or the observation, under SURE). The choice per image:
   ``SelectionConfig.method_challenger`` (the default; random inpainting, CS) the CSGM method also
   runs on all measurements, in one batch with the shared stage on the fit part (:func:`paired`,
   :func:`result_rows`), and challenges the choice as under ``"challenge"`` with ``csgm_basin ==
-  "all"`` (on images with fewer than ``method_challenger_units`` held-out units only where its
+  "all"``, at its own margin ``method_challenger_z`` (on images with fewer than ``method_challenger_units`` held-out units only where its
   estimate is below the choice's over ``method_challenger_ratio``): the fit part's run can land
   in a worse basin than the CSGM method on all measurements.
 * **SURE** (denoising with known sigma; Ramani, Blu & Unser 2008): the Monte-Carlo estimate
@@ -1035,9 +1035,10 @@ def _csgm_method(t: _Tuning, choice: torch.Tensor, pairs: torch.Tensor | None, K
         assert t.units is not None and t.val is not None and t.cands_fit is not None
         fit_all = t.cands_fit if pairs is None else torch.cat([t.cands_fit, blend(t.cands_fit, pairs, sel.blend)])
         method = t.start is not None and t.challenger is not None  # the challenger of "method"
-        return _challenge_csgm(image, choice, fit_all, t.est, t.se, t.eligible, t.val, y, t.units,
-                               sel.z if sel.csgm_z is None else sel.csgm_z, sel.csgm_min_units,
-                               sel.method_challenger_units if method else 0, sel.method_challenger_ratio)
+        z = sel.method_challenger_z if method else sel.z if sel.csgm_z is None else sel.csgm_z
+        return _challenge_csgm(image, choice, fit_all, t.est, t.se, t.eligible, t.val, y, t.units, z,
+                               sel.csgm_min_units, sel.method_challenger_units if method else 0,
+                               sel.method_challenger_ratio)
 
     if t.start is not None and sel.csgm_challenge:  # the shared stage's solution (row 0) challenges too
         taken, _, _, _, rec = against(t.start.image, choice)
