@@ -900,7 +900,9 @@ def _held_out_candidates(y: torch.Tensor, operator: Operator, config: ILOConfig,
                          first: Callable[..., Result] | None, methods: tuple[str, ...],
                          prior: GaussianPrior | None = None) -> _Tuning:
     """Inpainting, super-resolution, CS: the split, the CSGM method on the fit part as the shared
-    stage (or under ``"challenge"`` the challenger, :func:`_run_challenger`), the fit and refit runs, every candidate of
+    stage (with ``method_challenger`` in one batch with the CSGM method on all measurements, the
+    challenger, and its probe; under ``"challenge"`` the challenger alone, :func:`_run_challenger`),
+    the fit and refit runs, every candidate of
     both and its held-out estimate, then the margin's reference (:func:`_reference`)."""
     sel, dev = config.selection, config.deviation
     assert sel is not None
