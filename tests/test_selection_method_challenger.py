@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ilo.operators import Inpainting
 from ilo.solvers import CSGMConfig, ILOConfig, RoundConfig, solve
@@ -15,6 +14,7 @@ from ilo.solvers.config import SelectionConfig, self_tuned
 from ilo.solvers.csgm import csgm
 from ilo.solvers.ilo import csgm_stage
 from ilo.solvers.selection import paste_observed
+from _images import far, in_range
 
 SHAPE = (3, 16, 16)
 SEEDS = [4, 9]
@@ -34,17 +34,12 @@ def _op() -> Inpainting:
     return Inpainting.random(SHAPE, 0.4, torch.Generator().manual_seed(0))
 
 
-def _far() -> torch.Tensor:
-    """Smooth random images: out of reach of the tiny generator's 8 latent entries."""
-    u = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    return F.interpolate(u, size=SHAPE[-1], mode="bicubic", align_corners=False).clamp(-1, 1)
-
 
 @pytest.mark.parametrize("where", ["in range", "far"])
 def test_the_challenger_adds_the_csgm_methods_own_solution_and_moves_only_its_choices(tiny_dcgan, where):
     op = _op()
-    x = (tiny_dcgan(tiny_dcgan.sample_latent(2, torch.Generator().manual_seed(7))).detach()
-         if where == "in range" else _far())
+    x = (in_range(tiny_dcgan)
+         if where == "in range" else far())
     y = op(x)
     steps_plain: list = []
     steps: list = []
@@ -87,7 +82,7 @@ def test_on_too_few_held_out_units_it_is_not_run_and_it_is_recorded(tiny_dcgan):
     result is plain ``"method"``'s bit for bit."""
     assert SelectionConfig().method_challenger and SelectionConfig().csgm_min_units == 20
     op = _op()
-    y = op(tiny_dcgan(tiny_dcgan.sample_latent(2, torch.Generator().manual_seed(7))).detach())
+    y = op(in_range(tiny_dcgan))
     res = solve(y, op, tiny_dcgan, "ilo", _cfg(csgm_min_units=20), seeds=SEEDS)
     plain = solve(y, op, tiny_dcgan, "ilo", _cfg(method_challenger=False), seeds=SEEDS)
     ch = res.config["selection"]["csgm_challenger"]
@@ -126,7 +121,7 @@ def test_below_the_units_threshold_only_a_clear_ratio_takes_it():
 
 def test_its_margin_is_method_challenger_z_not_csgm_z(tiny_dcgan):
     op = _op()
-    y = op(tiny_dcgan(tiny_dcgan.sample_latent(2, torch.Generator().manual_seed(7))).detach())
+    y = op(in_range(tiny_dcgan))
     free = solve(y, op, tiny_dcgan, "ilo", _cfg(method_challenger_z=0.0, csgm_z=1e6), seeds=SEEDS)
     held = solve(y, op, tiny_dcgan, "ilo", _cfg(method_challenger_z=1e6, csgm_z=0.0), seeds=SEEDS)
     assert any(free.selection["csgm_challenger"]["taken"])

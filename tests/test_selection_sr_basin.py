@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import ilo.solvers.selection as S
 from ilo.operators import SuperResolution
 from ilo.solvers import CSGMConfig, ILOConfig, RoundConfig, solve
 from ilo.solvers.config import SelectionConfig, self_tuned
+from _images import far, in_range
 
 SHAPE = (3, 16, 16)
 SEEDS = [4, 9]
@@ -27,14 +27,6 @@ def _cfg(**selection) -> ILOConfig:
     return replace(cfg, selection=replace(cfg.selection, **{"csgm": "challenge", "csgm_min_units": 5, **selection}))
 
 
-def _in_range(G) -> torch.Tensor:
-    return G(G.sample_latent(2, torch.Generator().manual_seed(7))).detach()
-
-
-def _far() -> torch.Tensor:
-    """Smooth random images, out of reach of the tiny generator's 8 latent entries."""
-    u = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    return F.interpolate(u, size=SHAPE[-1], mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
 def _method(y, op, G, cfg):
@@ -54,7 +46,7 @@ def test_in_range_the_csgm_method_on_all_measurements_is_output_where_taken(tiny
     """With ``csgm_continue = 0`` the image output where the challenger is taken is the CSGM
     method's solution on all measurements, bit for bit (no refit on the fit part's basin)."""
     op = SuperResolution(SHAPE, 2)
-    y = op(_in_range(tiny_dcgan))
+    y = op(in_range(tiny_dcgan))
     cfg = _cfg(csgm_continue=0.0)
     res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=SEEDS)
     _, method = _method(y, op, tiny_dcgan, cfg)
@@ -74,7 +66,7 @@ def test_the_held_out_estimate_is_that_of_the_continuation_on_the_fit_part(tiny_
     from ilo.solvers.csgm import csgm
 
     op = SuperResolution(SHAPE, 2)
-    y = op(_in_range(tiny_dcgan))
+    y = op(in_range(tiny_dcgan))
     cfg = _cfg(csgm_probe=0.5)
     res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=SEEDS)
     stage, method = _method(y, op, tiny_dcgan, cfg)
@@ -94,7 +86,7 @@ def test_where_taken_it_continues_on_all_measurements_only_if_that_fits_them_bet
     from ilo.solvers.csgm import csgm
 
     op = SuperResolution(SHAPE, 2)
-    y = op(_in_range(tiny_dcgan))
+    y = op(in_range(tiny_dcgan))
     cfg = _cfg()  # csgm_continue = 1: the whole budget again, one restart
     res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=SEEDS)
     stage, method = _method(y, op, tiny_dcgan, cfg)
@@ -114,7 +106,7 @@ def test_not_taken_or_not_run_the_output_is_unchanged_bit_for_bit(tiny_dcgan, wh
     ``csgm_min_units`` it is not run. Either way the image is that of ILO's own candidates
     (``csgm = "own"``) and of session 8's fit-part challenger, bit for bit."""
     op = SuperResolution(SHAPE, 2)
-    y = op(_far() if where == "far" else _in_range(tiny_dcgan))
+    y = op(far() if where == "far" else in_range(tiny_dcgan))
     few = {} if where == "far" else {"csgm_min_units": 20}
     res = solve(y, op, tiny_dcgan, "ilo", _cfg(**few), seeds=SEEDS)
     own = solve(y, op, tiny_dcgan, "ilo", _cfg(csgm="own"), seeds=SEEDS)

@@ -6,13 +6,13 @@ from dataclasses import replace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import ilo.solvers.selection as S
 from ilo import metrics as M
 from ilo.operators import Denoising, SuperResolution
 from ilo.solvers import CSGMConfig, ILOConfig, RoundConfig, solve
 from ilo.solvers.config import SelectionConfig, self_tuned
+from _images import far, in_range
 
 SHAPE = (3, 16, 16)
 SEEDS = [4, 9]
@@ -28,15 +28,6 @@ def _cfg(csgm: str, **selection) -> ILOConfig:
     return replace(cfg, selection=replace(cfg.selection, csgm=csgm, **{"csgm_min_units": 5, **selection}))
 
 
-def _in_range(G) -> torch.Tensor:
-    return G(G.sample_latent(2, torch.Generator().manual_seed(7))).detach()
-
-
-def _far() -> torch.Tensor:
-    """Smooth random images (bicubic upsampling of 4x4 noise): easy for TV super-resolution,
-    out of reach of the tiny generator's 8 latent entries."""
-    u = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    return F.interpolate(u, size=SHAPE[-1], mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
 def test_in_range_the_csgm_challenger_is_taken_and_refit(tiny_dcgan):
@@ -46,7 +37,7 @@ def test_in_range_the_csgm_challenger_is_taken_and_refit(tiny_dcgan):
     from ilo.solvers.ilo import csgm_stage
 
     op = SuperResolution(SHAPE, 2)
-    x = _in_range(tiny_dcgan)
+    x = in_range(tiny_dcgan)
     y = op(x)
     cfg = _cfg("challenge", csgm_basin="fit")
     res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=SEEDS)
@@ -77,7 +68,7 @@ def test_out_of_range_or_on_few_units_the_challenger_is_not_taken_and_changes_no
     fewer held-out units than ``csgm_min_units`` (the default's 20 here) on every image, the CSGM
     method is not even run."""
     op = SuperResolution(SHAPE, 2)
-    y = op(_far() if where == "far" else _in_range(tiny_dcgan))
+    y = op(far() if where == "far" else in_range(tiny_dcgan))
     res = solve(y, op, tiny_dcgan, "ilo", _cfg("challenge", **({} if where == "far" else {"csgm_min_units": 20})),
                 seeds=SEEDS)
     own = solve(y, op, tiny_dcgan, "ilo", _cfg("own"), seeds=SEEDS)
@@ -121,7 +112,7 @@ def test_the_challenger_must_beat_the_choice_by_its_margin():
 def test_challenge_config_validates(tiny_dcgan):
     dn = Denoising(SHAPE, sigma255=25)
     with pytest.raises(ValueError, match="SURE"):
-        solve(dn(_far()), dn, tiny_dcgan, "ilo", _cfg("challenge"), seeds=SEEDS)
+        solve(dn(far()), dn, tiny_dcgan, "ilo", _cfg("challenge"), seeds=SEEDS)
     assert SelectionConfig(csgm="challenge", csgm_z=0.5, csgm_restarts=2).csgm_z == 0.5
     for bad in ({"csgm_z": -1.0}, {"csgm_restarts": 0}, {"csgm_min_units": 0}, {"csgm": "both"},
                 {"csgm_share": 0.0}, {"csgm_share": 1.5}):
@@ -133,7 +124,7 @@ def test_csgm_share_shortens_only_the_challenger(tiny_dcgan):
     """``csgm_share`` gives the CSGM method's run that share of ILO's budget; ILO's own stage and
     rounds, and so the candidates before the challenger, are those of the whole-budget run."""
     op = SuperResolution(SHAPE, 2)
-    y = op(_in_range(tiny_dcgan))
+    y = op(in_range(tiny_dcgan))
     full = solve(y, op, tiny_dcgan, "ilo", _cfg("challenge"), seeds=SEEDS)
     half = solve(y, op, tiny_dcgan, "ilo", _cfg("challenge", csgm_share=0.5), seeds=SEEDS)
     total = _cfg("challenge").total_steps
@@ -149,7 +140,7 @@ def test_csgm_challenge_under_method_only_moves_the_choice_to_the_csgm_candidate
     choice at margin ``csgm_z``: the candidates are unchanged, and the choice differs from plain
     ``"method"``'s only where it was taken, and there it is the CSGM candidate."""
     op = SuperResolution(SHAPE, 2)
-    y = op(_in_range(tiny_dcgan) if where == "in range" else _far())
+    y = op(in_range(tiny_dcgan) if where == "in range" else far())
     plain = solve(y, op, tiny_dcgan, "ilo", _cfg("method", method_challenger=False), seeds=SEEDS)
     res = solve(y, op, tiny_dcgan, "ilo", _cfg("method", csgm_challenge=True, method_challenger=False), seeds=SEEDS)
     ch = res.selection["csgm_challenger"]

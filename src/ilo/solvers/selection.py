@@ -913,10 +913,8 @@ def _held_out_candidates(y: torch.Tensor, operator: Operator, config: ILOConfig,
     units = held_out_units(y, patch)
     if box:
         sel = sel.next_to_box()  # the box's margin, blends and challenger settings
-    challenge_it = method = False
-    if sel.csgm == "method" and sel.method_challenger:  # its challenger runs on all measurements, beside the stage
-        sel = replace(sel, csgm_basin="all")
-        method = True
+    challenge_it = False
+    method = sel.csgm == "method" and sel.method_challenger  # its challenger runs on all measurements, beside the stage
     if sel.csgm == "challenge" or method:  # the CSGM method challenges the choice
         blank = torch.zeros(1, B, *operator.input_shape, dtype=y.dtype, device=y.device)
         n = (~unit_errors(val, blank, y, units)[0].isnan()).sum(1)  # [B] held-out units
@@ -1054,14 +1052,15 @@ def _csgm_method(t: _Tuning, choice: torch.Tensor, pairs: torch.Tensor | None, K
     if t.challenger is not None and t.probe is not None and first is not None:
         challenged = [t.names[int(c)] for c in choice]
         choice, t.est, t.se, t.eligible, rec = against(t.probe.image, choice)
-        rec.update(basin=sel.csgm_basin, against=challenged)
-        if t.probe is not t.challenger:  # "all": scored by its continuation on the fit part
+        on_all = t.probe is not t.challenger  # run on all measurements, scored by its continuation on the fit part
+        rec.update(basin="all" if on_all else "fit", against=challenged)
+        if on_all:
             rec.update(probe_steps=t.probe.steps, probe_share=sel.csgm_probe, continue_share=sel.csgm_continue)
         t.record["csgm_challenger"] = rec
         t.names = t.names + ["csgm-method"]
         t.cands = torch.cat([t.cands, t.challenger.image[None]])
         taken = choice == len(t.names) - 1
-        more = sel.csgm_continue if sel.csgm_basin == "all" else sel.csgm_refit
+        more = sel.csgm_continue if on_all else sel.csgm_refit
         continued = _refit_csgm(t.cands, taken, y, operator, t.challenger, partial(first, fraction=more), more, k=-1)
         if t.start is not None:  # "method" with its challenger: the shared stage's refit is recorded above
             rec["continued"] = continued
