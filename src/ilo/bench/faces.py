@@ -61,11 +61,65 @@ def _photo(path: Path) -> Image.Image:
     return read_image(path).convert("RGB")
 
 
+def aligned_real_face(f, G) -> tuple[torch.Tensor, dict]:
+    """The registry face ``f`` (:class:`ilo.data.realfaces.Face`) aligned to ``G``'s template, as
+    ``ilo solve --image --align`` frames it: ``[1, 3, S, S]`` in [-1, 1] and a record (the
+    alignment's fit, its scale, and ``outside``: the fraction of the aligned frame that lies outside
+    the photo, filled with 0 there). Detection runs on the photo resized so that the registry box
+    is :data:`DETECT_BOX` px wide; the crop is taken from the full-resolution photo.
+
+    Raises:
+        ilo.faces.detect.NoFaceFound: no face inside the registry box.
+    """
+    from ..data.realfaces import locate
+    from ..faces.align import Similarity, aligned_crop, sampling_grid
+    from ..faces.crop import aligned_face
+    from ..images import pil_to_tensor
+
+    S = int(G.image_shape[-1])
+    im = _photo(locate(f))
+    r = min(1.0, DETECT_BOX / (f.box[2] - f.box[0]))
+    small = im.resize((max(1, round(im.width * r)), max(1, round(im.height * r))), Image.LANCZOS) if r < 1 else im
+    _, face, al = aligned_face(pil_to_tensor(small), G, near=tuple(v * r for v in f.box))
+    T = Similarity(al.transform.matrix @ np.diag([r, r, 1.0]))  # full photo -> aligned frame
+    grid = sampling_grid(T.inverse(), (im.height, im.width), (0, 0, S, S))  # [1, S, S, 2] in [-1, 1] inside
+    outside = float((grid.abs() > 1).any(-1).float().mean())
+    record = {"face": f.name, "found": True, "landmark_fit_rms_px": al.fit_rms, "angle_deg": al.transform.angle,
+              "face_px_per_aligned_px": 1.0 / T.scale, "outside": outside}
+    return aligned_crop(pil_to_tensor(im), T, S).clamp(-1, 1), record
+
+
+def aligned_real_faces(G, split: str = "eval", max_outside: float = 0.01) -> tuple[torch.Tensor, list[str], list[dict]]:
+    """The faces of ``split`` aligned to ``G``'s template (:func:`aligned_real_face`), keeping those
+    whose aligned frame lies inside the photo (at most ``max_outside`` of it outside: a tightly
+    cropped photo would leave a flat border that no method has to reconstruct):
+    ``[N, 3, S, S]``, their names, and a record per face of the split (kept or why not)."""
+    from ..data.realfaces import faces
+    from ..faces.detect import NoFaceFound
+
+    out, kept, records = [], [], []
+    for f in faces(split):
+        try:
+            crop, rec = aligned_real_face(f, G)
+        except NoFaceFound as e:
+            records.append({"face": f.name, "found": False, "kept": False, "why": str(e)})
+            continue
+        rec["kept"] = rec["outside"] <= max_outside
+        if not rec["kept"]:
+            rec["why"] = f"{rec['outside']:.1%} of the aligned frame lies outside the photo"
+        else:
+            out.append(crop)
+            kept.append(f.name)
+        records.append(rec)
+    if not out:
+        raise ValueError(f"no face of the {split!r} split aligns inside its photo")
+    return torch.cat(out), kept, records
+
+
 def crops(G, names: list[str] | None = None) -> tuple[dict[str, torch.Tensor], list[str], list[dict]]:
     """The three crops ``{kind: [N, 3, S, S]}`` of the eval faces the detector finds, their names, and
     a record per face (found or why not, the alignment's fit)."""
     from ..data.realfaces import faces, locate
-    from ..faces.crop import aligned_face
     from ..faces.detect import NoFaceFound
     from ..images import fit_to_size, pil_to_tensor
 
@@ -75,23 +129,17 @@ def crops(G, names: list[str] | None = None) -> tuple[dict[str, torch.Tensor], l
     for f in faces("eval"):
         if names and f.name not in names:
             continue
-        im = _photo(locate(f))
-        r = min(1.0, DETECT_BOX / (f.box[2] - f.box[0]))
-        small = im.resize((max(1, round(im.width * r)), max(1, round(im.height * r))), Image.LANCZOS) if r < 1 else im
         try:
-            _, face, al = aligned_face(pil_to_tensor(small), G, near=tuple(v * r for v in f.box))
+            crop, record = aligned_real_face(f, G)
         except NoFaceFound as e:
             records.append({"face": f.name, "found": False, "why": str(e)})
             continue
-        from ..faces.align import Similarity, aligned_crop
-
-        T = Similarity(al.transform.matrix @ np.diag([r, r, 1.0]))  # full photo -> aligned frame
-        out["aligned"].append(aligned_crop(pil_to_tensor(im), T, S).clamp(-1, 1))
+        im = _photo(locate(f))
+        out["aligned"].append(crop)
         out["centre"].append(pil_to_tensor(fit_to_size(im, S)))
         out["box"].append(pil_to_tensor(fit_to_size(im, S, f.box)))
         kept.append(f.name)
-        records.append({"face": f.name, "found": True, "landmark_fit_rms_px": al.fit_rms,
-                        "angle_deg": al.transform.angle, "face_px_per_aligned_px": 1.0 / T.scale})
+        records.append(record)
     return {k: torch.cat(v) for k, v in out.items()}, kept, records
 
 

@@ -266,6 +266,9 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--split", default="eval", choices=("eval", "tuning"))
     p.add_argument("--faces", type=int, default=None, help="the first N faces of the split (default: all)")
+    p.add_argument("--crops", default="box", choices=("box", "aligned"),
+                   help="box: the registry's boxes (default); aligned: each face aligned to the generator's "
+                        "template as `ilo solve --image --align` frames it, faces whose frame leaves the photo dropped")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--restarts", type=int, default=2)
     p.add_argument("--generator", default="digiface-dcgan")
@@ -309,7 +312,13 @@ def main(argv: list[str] | None = None) -> dict:
     from ..generators import load_generator
 
     G = load_generator(a.generator)
-    x, names = real_faces(a.split, size=64)
+    crop_records = None
+    if a.crops == "aligned":
+        from .faces import aligned_real_faces
+
+        x, names, crop_records = aligned_real_faces(G, a.split)
+    else:
+        x, names = real_faces(a.split, size=64)
     if a.faces is not None:
         x, names = x[: a.faces], names[: a.faces]
     results = json.loads(a.json.read_text())["results"] if a.json.exists() else {}
@@ -331,8 +340,10 @@ def main(argv: list[str] | None = None) -> dict:
         if a.grids is not None:
             a.grids.mkdir(parents=True, exist_ok=True)
             save_grid(x, images, results[key]["per_image"], names, a.grids / f"{name}-{level:g}.png")
-        meta = {"split": a.split, "faces": names, "steps": a.steps, "restarts": a.restarts, "generator": a.generator,
+        meta = {"split": a.split, "crops": a.crops, "faces": names, "steps": a.steps, "restarts": a.restarts, "generator": a.generator,
                 "threads": a.threads, "load": os.getloadavg(), **extra}
+        if crop_records is not None:
+            meta["crop_records"] = crop_records
         checkpoint(a.json, meta, results, key, time.time() - t)
     print(table(results))
     print(targets_table(results))

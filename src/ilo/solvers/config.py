@@ -264,6 +264,9 @@ class SelectionConfig:
             the generator's Gaussian prior (:mod:`ilo.solvers.gaussian`) is among the candidates
             (0: never). On the 15 real tuning faces at 100 x 2 it gained +0.41 / +0.24 dB at 5 /
             10 % and nothing at 30 % (−0.02; the 29 eval faces: −0.10 there), so 0.2.
+        gaussian_augment: the Gaussian prior fitted to augmented generated images
+            (:data:`ilo.solvers.gaussian.AUGMENT`: faces framed a little unlike the generator's),
+            or to the generator's images as they are (False: :data:`~ilo.solvers.gaussian.PLAIN`).
         blend: weights ``a`` of convex blends added to the held-out choice's candidates (not
             SURE's): per image and pair of :attr:`blend_pairs`, ``a * first + (1 - a) * second``
             is scored on the held-out part like every candidate and built from the refit
@@ -388,6 +391,7 @@ class SelectionConfig:
     reference: str = "auto"
     sparse_units: int = 45
     gaussian_max_observed: float = 0.2
+    gaussian_augment: bool = True
     blend: tuple[float, ...] = (0.25, 0.5, 0.75)
     blend_pairs: tuple[str, ...] = ("reference", "classical")
     blend_against: str = "choice"

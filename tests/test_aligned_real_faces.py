@@ -1,0 +1,109 @@
+"""Real faces aligned to the generator's template (``realfaces_eval --crops aligned``): which faces
+are kept, what the benchmark records, and the self-tuning's choice of Gaussian prior."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ilo.bench import faces as bf
+from ilo.bench import realfaces_eval as rfe
+from ilo.images import photo
+
+
+def test_faces_whose_frame_leaves_the_photo_are_dropped_and_recorded(monkeypatch):
+    from ilo.data.realfaces import faces
+
+    split = faces("tuning")
+    outside = {f.name: (0.2 if i % 3 == 1 else 0.004 * (i % 2)) for i, f in enumerate(split)}
+
+    def fake(f, G):
+        return torch.full((1, 3, 4, 4), float(len(f.name))), {"face": f.name, "outside": outside[f.name]}
+
+    monkeypatch.setattr(bf, "aligned_real_face", fake)
+    x, names, records = bf.aligned_real_faces(None, "tuning", max_outside=0.01)
+    expected = [f.name for f in split if outside[f.name] <= 0.01]
+    assert names == expected and 0 < len(names) < len(split)
+    assert x.shape == (len(names), 3, 4, 4) and x[:, 0, 0, 0].tolist() == [float(len(n)) for n in names]
+    assert [r["face"] for r in records] == [f.name for f in split]  # every face of the split has a record
+    dropped = [r for r in records if not r["kept"]]
+    assert all("20.0% of the aligned frame lies outside" in r["why"] for r in dropped)
+    monkeypatch.setattr(bf, "aligned_real_face", lambda f, G: (torch.zeros(1, 3, 4, 4), {"face": f.name, "outside": 0.5}))
+    with pytest.raises(ValueError, match="no face of the 'tuning' split aligns inside its photo"):
+        bf.aligned_real_faces(None, "tuning")
+
+
+def test_the_benchmark_on_aligned_crops_records_them(tiny_dcgan, one_thread, monkeypatch, tmp_path):
+    faces = torch.cat([photo("astronaut", 16), photo("grace_hopper", 16)])
+    records = [{"face": "astronaut", "kept": True, "outside": 0.0}, {"face": "x", "kept": False, "outside": 0.3}]
+    calls = []
+
+    def fake(G, split):
+        calls.append(split)
+        return faces, ["astronaut", "grace_hopper"], records
+
+    monkeypatch.setattr(bf, "aligned_real_faces", fake)
+    monkeypatch.setattr("ilo.data.realfaces.real_faces", lambda split, size: pytest.fail("the registry boxes were read"))
+    monkeypatch.setattr("ilo.generators.load_generator", lambda name: tiny_dcgan)
+    path = tmp_path / "r.json"
+    rfe.main(["--split", "tuning", "--crops", "aligned", "--steps", "4", "--restarts", "1", "--keys", "superres 4",
+              "--json", str(path)])
+    meta = json.loads(path.read_text())["meta"]
+    assert calls == ["tuning"] and meta["crops"] == "aligned" and meta["crop_records"] == records
+    assert meta["faces"] == ["astronaut", "grace_hopper"]
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_the_self_tuning_fits_the_prior_it_is_told_to(tiny_dcgan, one_thread, monkeypatch, augment):
+    from dataclasses import replace
+
+    import ilo.solvers.gaussian as gm
+    from ilo.operators import Inpainting
+    from ilo.solvers import preset_for, solve
+
+    asked = []
+    real = gm.prior_for
+
+    def spy(G, *a, augment=gm.AUGMENT, **k):
+        asked.append(augment)
+        return real(G, 256, 16, augment=augment)
+
+    monkeypatch.setattr(gm, "prior_for", spy)
+    op = Inpainting.random((3, 16, 16), observed=0.05, generator=torch.Generator().manual_seed(0))
+    y = op(photo("astronaut", 16))
+    cfg = preset_for("ilo", tiny_dcgan, op, total_steps=4, restarts=1)
+    cfg = replace(cfg, selection=replace(cfg.selection, gaussian_augment=augment))
+    res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=0)
+    assert asked == [gm.AUGMENT if augment else gm.PLAIN]
+    assert "gaussian" in res.selection["candidates"]
+
+
+def test_aligned_real_face_measures_the_frame_outside_the_photo(monkeypatch):
+    pytest.importorskip("dlib")
+    from dataclasses import replace
+
+    from ilo.data.realfaces import face, locate
+    from ilo.faces import detect as D
+    from ilo.generators import load_generator
+
+    try:
+        D.check_available("5")
+    except D.DetectorUnavailable:
+        pytest.skip("face-recognition-models is not installed")
+    G = load_generator("digiface-dcgan")
+    f = face("astronaut")
+    crop, rec = bf.aligned_real_face(f, G)
+    assert crop.shape == (1, 3, 64, 64) and float(crop.abs().max()) <= 1
+    assert rec["outside"] == 0.0 and rec["face"] == "astronaut" and rec["landmark_fit_rms_px"] < 3
+    # the same face in a photo cut tightly around its box: part of the aligned frame has no photo under it
+    im = bf._photo(locate(f))
+    x0, y0, x1, y1 = f.box
+    m = (x1 - x0) // 8
+    tight = im.crop((x0 + m, y0 + m, x1 - m, y1 - m))
+    monkeypatch.setattr(bf, "_photo", lambda path: tight)
+    crop2, rec2 = bf.aligned_real_face(replace(f, box=(0, 0, tight.width, tight.height)), G)
+    assert 0.05 < rec2["outside"] < 0.9
+    flat = (crop2 == 0).all(1)  # zeros where the frame leaves the photo
+    assert abs(float(flat.float().mean()) - rec2["outside"]) < 0.05
