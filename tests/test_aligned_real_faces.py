@@ -107,3 +107,32 @@ def test_aligned_real_face_measures_the_frame_outside_the_photo(monkeypatch):
     assert 0.05 < rec2["outside"] < 0.9
     flat = (crop2 == 0).all(1)  # zeros where the frame leaves the photo
     assert abs(float(flat.float().mean()) - rec2["outside"]) < 0.05
+
+
+def test_framing_follows_where_the_truth_came_from(tiny_dcgan):
+    from ilo.pipeline import ProblemSpec, build_problem
+
+    spec = ProblemSpec("inpaint", observed=0.1)
+    assert build_problem(spec, tiny_dcgan, truth_seed=3).framing == "generator"  # the generator's own sample
+    x = photo("astronaut", 16)
+    assert build_problem(spec, tiny_dcgan, truth=x).framing == "free"
+    prob = build_problem(spec, tiny_dcgan, truth=x, framing="generator")  # e.g. aligned to its template
+    assert prob.framing == "generator" and prob.describe()["framing"] == "generator"
+    with pytest.raises(ValueError, match="unknown framing 'centred'"):
+        build_problem(spec, tiny_dcgan, truth=x, framing="centred")
+
+
+def test_the_prior_fit_follows_the_framing(tiny_dcgan):
+    from ilo.pipeline import ProblemSpec, build_problem, for_framing, method_config
+    from ilo.solvers.gaussian import GaussianConfig
+
+    assert for_framing(GaussianConfig(), "generator").augment is False
+    assert for_framing(GaussianConfig(), "free").augment is True
+    spec = ProblemSpec("inpaint", observed=0.1)
+    x = photo("astronaut", 16)
+    for framing, augment in (("generator", False), ("free", True)):
+        prob = build_problem(spec, tiny_dcgan, truth=x, framing=framing)
+        assert method_config(prob, tiny_dcgan, "ilo").selection.gaussian_augment is augment
+        assert method_config(prob, tiny_dcgan, "csgm") == method_config(build_problem(spec, tiny_dcgan, truth=x), tiny_dcgan, "csgm")
+    assert method_config(build_problem(spec, tiny_dcgan, truth=x, framing="generator"), tiny_dcgan, "ilo",
+                         extend=False).selection is None  # nothing to fit without the self-tuning

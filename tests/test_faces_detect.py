@@ -274,6 +274,7 @@ def test_cli_solve_align(samples, tmp_path, capsys):
     assert code == 0, out.err
     cfg = json.loads((tmp_path / "o" / "config.json").read_text())
     assert cfg["alignment"]["landmark_fit_rms_px"] < 3 and abs(cfg["alignment"]["transform"]["angle_deg"] - 10.0) < 4
+    assert cfg["problem"]["framing"] == "generator"  # aligned to the template: the prior fitted to plain samples
     Image.fromarray(np.full((96, 128, 3), 120, np.uint8)).save(tmp_path / "flat.png")
     code, out = run_cli([*args[:-4], str(tmp_path / "flat.png"), "--align", "--out", str(tmp_path / "o2")], capsys)
     assert code == 2 and "no face found" in out.err and out.err.strip().count("\n") == 0

@@ -30,7 +30,11 @@ from .operators import Operator, operator_class
 from .rng import stream, streams
 from .losses.composite import LossConfig
 from .solvers import CLASSICAL_METHODS, GENERATIVE, METHODS, CSGMConfig, ILOConfig, Result, preset_for, solve
+from .solvers.gaussian import GaussianConfig
 from .solvers.presets import METHOD_LOSS
+
+#: how a problem's images are framed (:attr:`Problem.framing`, :func:`for_framing`)
+FRAMINGS = ("generator", "free")
 
 #: fields of :class:`ProblemSpec` that are operator options (each task reads some of them)
 OPTION_FIELDS = ("observed", "box", "mask", "factor", "sigma", "measurements")
@@ -105,6 +109,9 @@ class Problem:
     source: dict = field(default_factory=dict)
     #: solver seed of image 0 (image ``i``: ``seed + i``)
     seed: int = 0
+    #: how the images are framed (:data:`FRAMINGS`): ``"generator"`` as the generator frames its
+    #: own (its samples, a face aligned to its template), ``"free"`` any other crop
+    framing: str = "free"
 
     @property
     def task(self) -> str:
@@ -117,7 +124,7 @@ class Problem:
 
     def describe(self) -> dict:
         return {"task": self.task, "description": self.operator.describe(), "operator": self.operator.config(),
-                "source": self.source, "observation_shape": list(self.y.shape)}
+                "source": self.source, "framing": self.framing, "observation_shape": list(self.y.shape)}
 
 
 def truth_from_seeds(G: LayeredGenerator, seeds: Sequence[int]) -> torch.Tensor:
@@ -135,14 +142,20 @@ def simulate(operator: Operator, x: torch.Tensor, seeds: Sequence[int]) -> torch
 
 
 def build_problem(spec: ProblemSpec, G: LayeredGenerator, *, seed: int = 0, start: int = 0, truth_seed: int | None = None,
-                  image: str | None = None, observation: str | None = None, truth: torch.Tensor | None = None) -> Problem:
+                  image: str | None = None, observation: str | None = None, truth: torch.Tensor | None = None,
+                  framing: str | None = None) -> Problem:
     """The operator and the observation for one of: a generated face (``truth_seed``), a photo
     (``image``), given images (``truth [B, C, H, W]``), or an observation file (``observation``).
 
     Image ``i`` has the seed ``seed + start + i`` (``start``: its index in a larger set, so an
     image's problem does not depend on the batch it is in); see the module docstring.
+    ``framing`` (:data:`FRAMINGS`): ``"generator"`` for a generated face, else ``"free"`` unless given
+    (``ilo solve --align`` gives ``"generator"``: the face aligned to the generator's template).
     """
     spec.validate()
+    if framing is not None and framing not in FRAMINGS:
+        raise ValueError(f"unknown framing {framing!r}; choose from {', '.join(FRAMINGS)}")
+    framing = framing or ("generator" if truth is None and truth_seed is not None else "free")
     shape = tuple(G.image_shape)
     source: dict = {}
     if truth is None and truth_seed is not None:
@@ -156,12 +169,12 @@ def build_problem(spec: ProblemSpec, G: LayeredGenerator, *, seed: int = 0, star
         seeds = [seed + start + i for i in range(truth.shape[0])]
         op = make_operator(spec, shape, seed, seeds).to(G.device)
         y = simulate(op, truth, seeds)
-        return Problem(spec, op, y, truth, source or {"tensor": list(truth.shape), "start": start}, seed + start)
+        return Problem(spec, op, y, truth, source or {"tensor": list(truth.shape), "start": start}, seed + start, framing)
     if observation is None:
         raise ValueError("need a truth (seed, image or tensor) or an observation")
     op = make_operator(spec, shape, seed, [seed + start]).to(G.device)
     y = op.read_observation(observation).to(G.device)
-    return Problem(spec, op, y, None, {"observation": str(observation)}, seed + start)
+    return Problem(spec, op, y, None, {"observation": str(observation)}, seed + start, framing)
 
 
 def perceptual_scores(x: torch.Tensor, truth: torch.Tensor, lpips_backbone: str | None = None) -> dict[str, torch.Tensor]:
@@ -260,6 +273,22 @@ def with_loss(config, loss):
     raise ValueError(f"{type(config).__name__} has no loss to set")
 
 
+def for_framing(config, framing: str):
+    """``config`` with the generator's Gaussian prior (:mod:`ilo.solvers.gaussian`) fitted for images
+    framed as ``framing``: the generator's images as they are for ``"generator"``, augmented ones
+    (shifted, zoomed, flipped: a free crop is not framed like them) for ``"free"``. The plain fit
+    describes such images better: +0.5 to +1.0 dB for the self-tuned ILO on real faces aligned to
+    the template at 5 % / 10 % inpainting, a box and x4 super-resolution (docs/BENCHMARKS.md,
+    "Real faces aligned to the generator's template (session 15)"); 0.35-1.6 dB for the prior alone
+    on generated faces (session 13). Other configs are returned as they are."""
+    augment = framing != "generator"
+    if isinstance(config, GaussianConfig):
+        return replace(config, augment=augment)
+    if isinstance(config, ILOConfig) and config.selection is not None:
+        return replace(config, selection=replace(config.selection, gaussian_augment=augment))
+    return config
+
+
 def method_config(problem: Problem, G: LayeredGenerator, method: str, *, total_steps: int = 600, restarts: int = 4,
                   loss=None, sna: bool | None = None, extend: bool = True):
     """The preset of ``method`` for the problem's operator (task and level) and the budget, with
@@ -267,7 +296,8 @@ def method_config(problem: Problem, G: LayeredGenerator, method: str, *, total_s
     ``extend=False``: ILO without its range extension and self-tuning (:func:`~ilo.solvers.preset_for`)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    config = preset_for(method, G, problem.operator, total_steps=total_steps, restarts=restarts, extend=extend)
+    config = for_framing(preset_for(method, G, problem.operator, total_steps=total_steps, restarts=restarts, extend=extend),
+                         problem.framing)
     if loss is not None:
         config = with_loss(config, loss)
     if sna is not None and isinstance(config, (CSGMConfig, ILOConfig)):

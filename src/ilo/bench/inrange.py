@@ -58,7 +58,7 @@ def run_task(G, truth: torch.Tensor, task: str, *, steps: int, restarts: int, le
     from ..solvers.selection import paste_observed
 
     spec = problem_spec(task, tuple(truth.shape[1:]), level)
-    prob = build_problem(spec, G, seed=0, truth=truth)
+    prob = build_problem(spec, G, seed=0, truth=truth, framing="generator")
     out: dict = {"description": prob.operator.describe(), "level": prob.level, "per_image": {}, "seconds": {}}
     for label, method, extend in METHODS:
         result, sc = run_method(prob, G, method, total_steps=steps, restarts=restarts, extend=extend)

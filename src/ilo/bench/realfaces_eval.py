@@ -50,13 +50,15 @@ def scores(image: torch.Tensor, truth: torch.Tensor) -> dict:
     return out
 
 
-def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: int, **selection
+def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: int, framing: str = "free", **selection
              ) -> tuple[dict, dict]:
     """Every method on one (task, level): ``({method: per-image scores}, {method: images})``
     plus the selection record under ``"selection"``. ``selection``: fields of the self-tuned
-    ILO's :class:`~ilo.solvers.config.SelectionConfig` other than the default's."""
+    ILO's :class:`~ilo.solvers.config.SelectionConfig` other than the default's; ``framing``:
+    how ``x`` is framed (:func:`ilo.pipeline.for_framing`: the Gaussian prior's fit)."""
+    from ..pipeline import for_framing
     from ..solvers import default_config, preset_for, solve
-    from ..solvers.gaussian import solves, supports
+    from ..solvers.gaussian import GaussianConfig, solves, supports
     from ..solvers.selection import paste_observed
 
     op, y = make_problem(task, level, x)
@@ -76,10 +78,10 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
         seconds[method] = time.time() - t
     if supports(G) and solves(op):  # the generator's Gaussian prior alone
         t = time.time()
-        images["gaussian"] = solve(y, op, G, "gaussian").image
+        images["gaussian"] = solve(y, op, G, "gaussian", for_framing(GaussianConfig(), framing)).image
         seconds["gaussian"] = time.time() - t
     t = time.time()
-    cfg = preset_for("ilo", G, op, total_steps=steps, restarts=restarts)  # the library's default: self-tuned
+    cfg = for_framing(preset_for("ilo", G, op, total_steps=steps, restarts=restarts), framing)  # the default: self-tuned
     selection = {k: None if v == "inherit" else v for k, v in selection.items()}  # --box-* "same" / "class"
     cfg = replace(cfg, selection=replace(cfg.selection, every_candidate=True, **selection))  # the oracle looks at all
     res = solve(y, op, G, "ilo", cfg, seeds=0)
@@ -335,12 +337,13 @@ def main(argv: list[str] | None = None) -> dict:
         box = {"box_blend": _box_option(a.box_blend, "same", float), "box_classical": _box_option(a.box_classical, "class", str)}
         methods = {"classical": tuple(v for v in a.classical.split(",") if v) if a.classical is not None else None}
         extra = {k: v for k, v in (("holdout", a.holdout), ("patch", a.patch), ("ring", a.ring), ("box_z", a.box_z), ("reference", a.reference), *blends.items(), *box.items(), *methods.items()) if v is not None}
-        results[key], images = run_spec(G, x, name, level, a.steps, a.restarts, **extra)
+        framing = "generator" if a.crops == "aligned" else "free"
+        results[key], images = run_spec(G, x, name, level, a.steps, a.restarts, framing, **extra)
         results[key]["seconds"] = time.time() - t
         if a.grids is not None:
             a.grids.mkdir(parents=True, exist_ok=True)
             save_grid(x, images, results[key]["per_image"], names, a.grids / f"{name}-{level:g}.png")
-        meta = {"split": a.split, "crops": a.crops, "faces": names, "steps": a.steps, "restarts": a.restarts, "generator": a.generator,
+        meta = {"split": a.split, "crops": a.crops, "framing": framing, "faces": names, "steps": a.steps, "restarts": a.restarts, "generator": a.generator,
                 "threads": a.threads, "load": os.getloadavg(), **extra}
         if crop_records is not None:
             meta["crop_records"] = crop_records

@@ -148,7 +148,7 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
     G = load_generator(generator_name, dev)
     aligned, alignment = (_aligned_image(image, G) if align else (None, None))
     prob = build_problem(spec, G, seed=seed, truth_seed=truth_seed, image=None if align else image,
-                         observation=observation, truth=aligned)
+                         observation=observation, truth=aligned, framing="generator" if align else None)
     if observation is not None and not bool(prob.y.isfinite().all()):
         fail(f"--observation {observation} holds NaN or infinite values")
     from ..io import environment
