@@ -33,7 +33,11 @@ central box (+0.56 over harmonic), super-resolution x4 / x8 / x16 (+0.22 / +0.42
 or bicubic), the isotropic remainder by 0.2-0.3 dB at 5-10 % and the fit to the images as
 they are by 0.1-0.4 dB (docs/BENCHMARKS.md "The Gaussian prior with a smooth remainder (session
 12)", "The prior from augmented images (session 13)"); at 30 % it is level with biharmonic.
-On faces the generator drew, the augmented fit is 0.35-1.6 dB below the plain one. It is a linear
+On faces the generator drew, the augmented fit is 0.35-1.6 dB below the plain one, and on real
+faces aligned to the generator's template the plain fit gains 0.1-1.0 dB over it: the pipeline
+fits the plain one where a problem is framed like the generator's images
+(:func:`ilo.pipeline.for_framing`; docs/BENCHMARKS.md, "Real faces aligned to the generator's
+template (session 15)"). It is a linear
 estimator of the generator's second-order statistics, no more: +1 dB over the classical
 methods it is not. The self-tuning uses it for sparse random masks, boxes and
 super-resolution (:func:`~ilo.solvers.selection.wants_prior`), alone and on each stage's residual.
