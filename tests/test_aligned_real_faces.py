@@ -136,3 +136,44 @@ def test_the_prior_fit_follows_the_framing(tiny_dcgan):
         assert method_config(prob, tiny_dcgan, "csgm") == method_config(build_problem(spec, tiny_dcgan, truth=x), tiny_dcgan, "csgm")
     assert method_config(build_problem(spec, tiny_dcgan, truth=x, framing="generator"), tiny_dcgan, "ilo",
                          extend=False).selection is None  # nothing to fit without the self-tuning
+
+
+def test_a_batch_keeps_its_items_framing_and_refuses_a_mix(tiny_dcgan, tmp_path):
+    from ilo.images import save_image
+    from ilo.pipeline import ProblemSpec
+    from ilo.runs.pipeline_job import image_item, item_problem, stack_problems, truth_item
+
+    spec = ProblemSpec("inpaint", observed=0.1)
+    spec.validate()
+    save_image(photo("astronaut", 16), tmp_path / "a.png")
+    seeds = [truth_item(5, 0), truth_item(6, 1)]
+    # generated truths are framed as the generator's, alone and stacked (as `ilo solve --truth-seed` frames them)
+    assert stack_problems([item_problem(spec, tiny_dcgan, it, 0) for it in seeds]).framing == "generator"
+    photo_item = image_item("a.png", tmp_path / "a.png", 2)
+    assert item_problem(spec, tiny_dcgan, photo_item, 0).framing == "free"
+    assert item_problem(spec, tiny_dcgan, photo_item, 0, "generator").framing == "generator"  # batch --framing generator
+    mixed = [item_problem(spec, tiny_dcgan, seeds[0], 0), item_problem(spec, tiny_dcgan, seeds[1], 0, "free")]
+    with pytest.raises(ValueError, match="a batch mixes framings"):
+        stack_problems(mixed)
+
+
+@pytest.mark.parametrize("source,framing,expected", [
+    (["--truth-seed", "3"], [], "generator"),
+    (["--image", "PHOTO"], [], "free"),
+    (["--image", "PHOTO"], ["--framing", "generator"], "generator"),
+    (["--truth-seed", "3"], ["--framing", "free"], "free"),
+])
+def test_solve_records_the_framing_it_solved_with(tmp_path, capsys, source, framing, expected):
+    from ilo.cli import main
+    from ilo.images import save_image
+
+    save_image(photo("astronaut", 64), tmp_path / "p.png")
+    source = [str(tmp_path / "p.png") if v == "PHOTO" else v for v in source]
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as e:
+        main(["solve", "--task", "inpaint", "--observed", "0.1", "--method", "gaussian", "--quiet", *source, *framing,
+              "--out", str(out)])
+    assert e.value.code == 0, capsys.readouterr().err
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["problem"]["framing"] == expected
+    assert cfg["solver"]["augment"]["flip"] is (expected == "free")  # the prior's fit: augmented for a free crop only

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import click
 
-from .common import Seed, device_option, fail, first_line, generator_option, pick_device, prepare_out, quiet_option, threads_option
+from .common import (Seed, device_option, fail, first_line, framing_option, generator_option, pick_device, prepare_out,
+                     quiet_option, threads_option)
 from .solve import check_task, loss_weights, task_options
 
 #: files read as photos from ``--images``
@@ -59,6 +60,7 @@ def ray_option(f):
               help="Truths = the photos of this folder (sorted by name; image j gets seed SEED + j).")
 @click.option("--truth-seeds", type=str, default=None, help="Truths = faces drawn from the generator with seeds A-B.")
 @click.option("--seed", type=Seed(), default=0, help="Base seed: image j of the set gets mask/noise/solver seed SEED + j.")
+@framing_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Run folder (rerun the same command to resume or extend it).")
 @ray_option
@@ -68,7 +70,7 @@ def ray_option(f):
 @threads_option
 @quiet_option
 def batch(generator_name, task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma,
-          measurements, steps, restarts, images, truth_seeds, seed, out_dir, ray_address, batch_size, device, quiet):
+          measurements, steps, restarts, images, truth_seeds, seed, framing, out_dir, ray_address, batch_size, device, quiet):
     """Restore many images as one resumable run; writes results.jsonl, summary.csv and index.html."""
     from ..io import environment
     from ..runs import Job, LocalExecutor, RayExecutor, StoreBusy, run_jobs
@@ -86,6 +88,8 @@ def batch(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
         problem["mask"] = str(Path(problem["mask"]).resolve())
     config = {"generator": generator_name, "steps": steps, "restarts": restarts, "seed": seed,
               "loss": loss_weights(loss_terms, weights), "sna": sna, "lpips_backbone": lpips_backbone}
+    if framing != "auto":  # absent when auto: folders of earlier runs resume with the same settings
+        config["framing"] = framing
     job = Job(problem, method, config, items, label=f"{method} {task}")
     settings = {"command": "batch", **job.spec()}  # other task options or budget: another folder
     dev = pick_device(device)

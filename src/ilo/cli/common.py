@@ -121,6 +121,14 @@ def generator_option(f):
                         help="Registered generator name or checkpoint path.")(f)
 
 
+def framing_option(f):
+    return click.option("--framing", type=click.Choice(["auto", "generator", "free"]), default="auto",
+                        help="How the images are framed, which decides the fit of the generator's Gaussian prior: "
+                             "'generator' for faces framed like the generator's own (aligned to its template), "
+                             "'free' for any other crop; auto: 'generator' for generated truths and --align, "
+                             "'free' otherwise.")(f)
+
+
 def quiet_option(f):
     return click.option("--quiet", is_flag=True, help="No progress bar.")(f)
 

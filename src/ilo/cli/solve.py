@@ -12,6 +12,7 @@ from .common import (
     device_option,
     fail,
     first_line,
+    framing_option,
     generator_option,
     load_generator,
     new_out,
@@ -116,13 +117,15 @@ def check_task(task, method, loss_terms, weights, sna, lpips_backbone, observed,
               help="Observed data only, no truth: an image (same rules as --image) or, for cs, a .npy of finite "
                    "measurements [m] or [1, m].")
 @click.option("--seed", type=Seed(), default=0, help="Seed of the operator, the noise and the solver.")
+@framing_option
 @device_option
 @threads_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Output folder (created once the inputs are valid; never overwrites an input file).")
 @quiet_option
 def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma,
-          measurements, truth_seed, image, extend, align, observation, steps, restarts, seed, device, out_dir, quiet):
+          measurements, truth_seed, image, extend, align, observation, steps, restarts, seed, framing, device, out_dir,
+          quiet):
     """Reconstruct one image and write reconstruction.png, observation.png, config.json, metrics.json."""
     from ..pipeline import build_problem, run_method
 
@@ -148,7 +151,8 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
     G = load_generator(generator_name, dev)
     aligned, alignment = (_aligned_image(image, G) if align else (None, None))
     prob = build_problem(spec, G, seed=seed, truth_seed=truth_seed, image=None if align else image,
-                         observation=observation, truth=aligned, framing="generator" if align else None)
+                         observation=observation, truth=aligned,
+                         framing="generator" if align and framing == "auto" else None if framing == "auto" else framing)
     if observation is not None and not bool(prob.y.isfinite().all()):
         fail(f"--observation {observation} holds NaN or infinite values")
     from ..io import environment

@@ -7,7 +7,8 @@
 - ``config``: :data:`DEFAULTS` overridden: ``generator`` (name or checkpoint), ``steps`` (total),
   ``restarts``, ``seed`` (the base seed: an operator without per-image parts, e.g. the
   compressed-sensing matrix, is drawn from it and shared by the job's images), ``loss``
-  (term -> weight replacing the preset's loss, or None), ``sna`` and ``lpips_backbone``;
+  (term -> weight replacing the preset's loss, or None), ``sna``, ``lpips_backbone`` and ``framing``
+  (:data:`ilo.pipeline.FRAMINGS`, None: each item's own, see :func:`ilo.pipeline.build_problem`);
 
 and an item's ``data`` is one of (:func:`truth_item`, :func:`image_item`, :func:`observation_item`)
 
@@ -38,7 +39,7 @@ from .jobs import Item, Job, png_bytes
 
 #: the config of a job, over which a job's ``config`` is merged
 DEFAULTS = {"generator": "digiface-dcgan", "steps": 600, "restarts": 4, "seed": 0, "loss": None, "sna": None,
-            "lpips_backbone": None}
+            "lpips_backbone": None, "framing": None}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -80,8 +81,9 @@ def _checked_path(data: dict, key: str) -> str:
     return path
 
 
-def item_problem(spec, G, item: Item, base_seed: int):
-    """The one-image :class:`~ilo.pipeline.Problem` of an item (see the module docstring)."""
+def item_problem(spec, G, item: Item, base_seed: int, framing: str | None = None):
+    """The one-image :class:`~ilo.pipeline.Problem` of an item (see the module docstring);
+    ``framing``: see :func:`ilo.pipeline.build_problem`."""
     from ..pipeline import build_problem
 
     d = item.data
@@ -89,11 +91,11 @@ def item_problem(spec, G, item: Item, base_seed: int):
     if start < 0:
         raise ValueError(f"item {item.id}: its seed {d['seed']} is below the job's base seed {base_seed}")
     if "truth_seed" in d:
-        return build_problem(spec, G, seed=base_seed, start=start, truth_seed=int(d["truth_seed"]))
+        return build_problem(spec, G, seed=base_seed, start=start, truth_seed=int(d["truth_seed"]), framing=framing)
     if "image" in d:
-        return build_problem(spec, G, seed=base_seed, start=start, image=_checked_path(d, "image"))
+        return build_problem(spec, G, seed=base_seed, start=start, image=_checked_path(d, "image"), framing=framing)
     if "observation" in d:
-        return build_problem(spec, G, seed=base_seed, start=start, observation=_checked_path(d, "observation"))
+        return build_problem(spec, G, seed=base_seed, start=start, observation=_checked_path(d, "observation"), framing=framing)
     raise ValueError(f"item {item.id}: data needs 'truth_seed', 'image' or 'observation', got {sorted(d)}")
 
 
@@ -109,7 +111,9 @@ def stack_problems(problems: list):
     if any(has_truth) and not all(has_truth):
         raise ValueError("a batch mixes images with and without a truth; give them separate jobs")
     truth = torch.cat([p.truth for p in problems]) if all(has_truth) else None
-    return Problem(first.spec, op, y, truth, {"batch": [p.source for p in problems]}, first.seed)
+    if any(p.framing != first.framing for p in problems):
+        raise ValueError("a batch mixes framings; give them separate jobs")
+    return Problem(first.spec, op, y, truth, {"batch": [p.source for p in problems]}, first.seed, first.framing)
 
 
 def solve_batch(job: Job, items: list[Item], device: str = "cpu") -> list[dict]:
@@ -121,7 +125,7 @@ def solve_batch(job: Job, items: list[Item], device: str = "cpu") -> list[dict]:
     spec.validate()
     G = cached_generator(cfg["generator"], str(device))
     base = int(cfg["seed"])
-    problems = [item_problem(spec, G, it, base) for it in items]
+    problems = [item_problem(spec, G, it, base, cfg["framing"]) for it in items]
     problem = stack_problems(problems)
     seeds = [int(it.data["seed"]) for it in items]
     loss = custom_loss(spec.task, job.method, cfg["loss"], sna=cfg["sna"], lpips_backbone=cfg["lpips_backbone"])
