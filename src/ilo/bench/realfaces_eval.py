@@ -22,6 +22,10 @@ The self-tuned ILO's candidates include the convex blends of
 and ``--blend-pairs`` change them, ``--blend ""`` turns them off), and so does the oracle's;
 ``--rescore JSON --exclude blend`` recomputes the choice and the oracle without them (blends
 add candidates only, so this is the run without blends).
+``--crops aligned`` measures the same faces aligned to the generator's template, as ``ilo solve
+--align`` frames them (:func:`ilo.bench.faces.aligned_real_faces`: faces whose aligned frame leaves
+their photo are dropped and listed in the JSON's ``meta.crop_records``), with the framing
+``"generator"`` (:func:`ilo.pipeline.for_framing`: the Gaussian prior fitted to plain samples).
 """
 
 from __future__ import annotations
