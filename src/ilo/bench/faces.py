@@ -61,12 +61,13 @@ def _photo(path: Path) -> Image.Image:
     return read_image(path).convert("RGB")
 
 
-def aligned_real_face(f, G) -> tuple[torch.Tensor, dict]:
+def aligned_real_face(f, G, im: Image.Image | None = None) -> tuple[torch.Tensor, dict]:
     """The registry face ``f`` (:class:`ilo.data.realfaces.Face`) aligned to ``G``'s template, as
     ``ilo solve --image --align`` frames it: ``[1, 3, S, S]`` in [-1, 1] and a record (the
     alignment's fit, its scale, and ``outside``: the fraction of the aligned frame that lies outside
     the photo, filled with 0 there). Detection runs on the photo resized so that the registry box
-    is :data:`DETECT_BOX` px wide; the crop is taken from the full-resolution photo.
+    is :data:`DETECT_BOX` px wide; the crop is taken from the full-resolution photo (``im``, read
+    from the registry when not given).
 
     Raises:
         ilo.faces.detect.NoFaceFound: no face inside the registry box.
@@ -77,7 +78,7 @@ def aligned_real_face(f, G) -> tuple[torch.Tensor, dict]:
     from ..images import pil_to_tensor
 
     S = int(G.image_shape[-1])
-    im = _photo(locate(f))
+    im = _photo(locate(f)) if im is None else im
     r = min(1.0, DETECT_BOX / (f.box[2] - f.box[0]))
     small = im.resize((max(1, round(im.width * r)), max(1, round(im.height * r))), Image.LANCZOS) if r < 1 else im
     _, face, al = aligned_face(pil_to_tensor(small), G, near=tuple(v * r for v in f.box))
@@ -129,12 +130,12 @@ def crops(G, names: list[str] | None = None) -> tuple[dict[str, torch.Tensor], l
     for f in faces("eval"):
         if names and f.name not in names:
             continue
+        im = _photo(locate(f))
         try:
-            crop, record = aligned_real_face(f, G)
+            crop, record = aligned_real_face(f, G, im)
         except NoFaceFound as e:
             records.append({"face": f.name, "found": False, "why": str(e)})
             continue
-        im = _photo(locate(f))
         out["aligned"].append(crop)
         out["centre"].append(pil_to_tensor(fit_to_size(im, S)))
         out["box"].append(pil_to_tensor(fit_to_size(im, S, f.box)))

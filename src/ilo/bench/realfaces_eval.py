@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
     from ..generators import load_generator
 
     G = load_generator(a.generator)
-    crop_records = None
+    crop_records, framing = None, "generator" if a.crops == "aligned" else "free"
     if a.crops == "aligned":
         from .faces import aligned_real_faces
 
@@ -341,7 +341,6 @@ def main(argv: list[str] | None = None) -> dict:
         box = {"box_blend": _box_option(a.box_blend, "same", float), "box_classical": _box_option(a.box_classical, "class", str)}
         methods = {"classical": tuple(v for v in a.classical.split(",") if v) if a.classical is not None else None}
         extra = {k: v for k, v in (("holdout", a.holdout), ("patch", a.patch), ("ring", a.ring), ("box_z", a.box_z), ("reference", a.reference), *blends.items(), *box.items(), *methods.items()) if v is not None}
-        framing = "generator" if a.crops == "aligned" else "free"
         results[key], images = run_spec(G, x, name, level, a.steps, a.restarts, framing, **extra)
         results[key]["seconds"] = time.time() - t
         if a.grids is not None:

@@ -150,9 +150,10 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
     dev = pick_device(device)
     G = load_generator(generator_name, dev)
     aligned, alignment = (_aligned_image(image, G) if align else (None, None))
+    if framing == "auto":  # build_problem's own rule; an aligned face is framed as the generator's
+        framing = "generator" if align else None
     prob = build_problem(spec, G, seed=seed, truth_seed=truth_seed, image=None if align else image,
-                         observation=observation, truth=aligned,
-                         framing="generator" if align and framing == "auto" else None if framing == "auto" else framing)
+                         observation=observation, truth=aligned, framing=framing)
     if observation is not None and not bool(prob.y.isfinite().all()):
         fail(f"--observation {observation} holds NaN or infinite values")
     from ..io import environment

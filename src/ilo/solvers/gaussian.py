@@ -148,6 +148,11 @@ AUGMENT = Augment()
 PLAIN = Augment(flip=False, shift=0.0, zoom=(1.0, 1.0))
 
 
+def augmentation(augment: bool) -> Augment:
+    """The fit's augmentation: :data:`AUGMENT` or, for ``False``, :data:`PLAIN`."""
+    return AUGMENT if augment else PLAIN
+
+
 @dataclass(frozen=True)
 class GaussianPrior:
     """``mean [D]``, ``basis [D, k]`` (orthonormal columns), ``variances [k]`` (descending),
@@ -471,7 +476,7 @@ class GaussianConfig:
 
     def to_dict(self) -> dict:
         return {"samples": self.samples or SAMPLES, "components": self.components or COMPONENTS,
-                "augment": (AUGMENT if self.augment else PLAIN).to_dict(), "remainder": self.remainder,
+                "augment": augmentation(self.augment).to_dict(), "remainder": self.remainder,
                 "residual_scale": self.scale}
 
 
@@ -505,7 +510,7 @@ def gaussian_solve(y: torch.Tensor, operator: Operator, G: LayeredGenerator, con
                          f"{G.name} makes {tuple(G.image_shape)}")
     timer = Timer()
     prior = prior_for(G, config.samples, config.components, progress=progress,
-                      augment=AUGMENT if config.augment else PLAIN)
+                      augment=augmentation(config.augment))
     with torch.no_grad():
         image = posterior_mean(y, operator, prior, remainder=config.remainder, scale=config.scale)
         if isinstance(operator, Inpainting) and operator.noise.sigma == 0:
@@ -590,6 +595,6 @@ def prior_for(G: LayeredGenerator, samples: int | None = None, components: int |
     return prior
 
 
-__all__ = ["GaussianPrior", "Augment", "AUGMENT", "PLAIN", "GaussianConfig", "gaussian_solve", "fit_prior", "supports", "solves", "MAX_VALUES",
+__all__ = ["GaussianPrior", "Augment", "AUGMENT", "PLAIN", "augmentation", "GaussianConfig", "gaussian_solve", "fit_prior", "supports", "solves", "MAX_VALUES",
            "MAX_MEASUREMENTS", "gaussian_inpaint", "posterior_mean", "prior_for", "fingerprint",
            "cache_path", "SAMPLES", "COMPONENTS", "RESIDUAL_SCALE", "HARMONIC_SCALE", "REMAINDERS"]

@@ -111,8 +111,7 @@ def ilo(
         dof = sum(math.prod(shapes[k]) for k in (stage.keys or generator.trainable_keys(0)))
         prior = None
         if gaussian.supports(generator) and wants_prior(operator, sel):
-            prior = gaussian.prior_for(generator, progress=progress,
-                                       augment=gaussian.AUGMENT if sel.gaussian_augment else gaussian.PLAIN)
+            prior = gaussian.prior_for(generator, progress=progress, augment=gaussian.augmentation(sel.gaussian_augment))
         return self_tune(y, operator, config, run, seeds_, first if sel.csgm in ("method", "challenge") else None,
                          stage, dof, prior)
     res, _ = run(y, operator)
