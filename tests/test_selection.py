@@ -253,12 +253,12 @@ def _sequential(run, y_fit, fit, y, operator, start=None):
                                 CompressedSensing(SHAPE, 0.3, torch.Generator().manual_seed(0))],
                          ids=["inpaint", "superres", "cs"])
 def test_fit_and_refit_in_one_batch_equal_the_two_runs(tiny_dcgan, op, monkeypatch):
-    from ilo.solvers import selection
+    from ilo.solvers.selection import tuning
 
     y = op(_truth(tiny_dcgan))
     steps = []
     stacked = solve(y, op, tiny_dcgan, "ilo", _cfg(), seeds=[4, 9], callback=steps.append)
-    monkeypatch.setattr(selection, "fit_and_refit", _sequential)
+    monkeypatch.setattr(tuning, "fit_and_refit", _sequential)
     alone = solve(y, op, tiny_dcgan, "ilo", _cfg(), seeds=[4, 9])
     for key in ("choice", "ilo_choice", "candidates", "fit_run_steps"):
         assert stacked.selection[key] == alone.selection[key]
@@ -298,7 +298,7 @@ def test_skipping_the_excluded_stages_changes_nothing_chosen(tiny_dcgan, op):
 def test_csgm_refit_replaces_the_chosen_csgm_candidate_only_where_it_fits_better():
     from ilo.operators import Denoising as _D  # an operator with a plain measurement loss
     from ilo.solvers.result import Result
-    from ilo.solvers.selection import _refit_csgm
+    from ilo.solvers.selection import refit_csgm
 
     op = _D((1, 2, 2), sigma255=10)
     y = torch.zeros(3, 1, 2, 2)
@@ -312,8 +312,8 @@ def test_csgm_refit_replaces_the_chosen_csgm_candidate_only_where_it_fits_better
                       method="csgm", config={}, seconds=0.0)
 
     start = object()
-    changed = _refit_csgm(cands, torch.tensor([0, 0, 1]) == 0, y, op, start, first, 0.25)
+    changed = refit_csgm(cands, torch.tensor([0, 0, 1]) == 0, y, op, start, first, 0.25)
     assert changed == [True, False, False] and calls == [start]  # image 2 did not choose CSGM
     assert bool((cands[0, 0] == 0.5).all()) and bool((cands[0, 1:] == 1).all()) and bool((cands[1] == 1).all())
-    assert _refit_csgm(cands, torch.tensor([0, 0, 0]) == 0, y, op, start, first, 0.0) == [False] * 3 and len(calls) == 1
-    assert _refit_csgm(cands, torch.tensor([1, 1, 1]) == 0, y, op, start, first, 0.25) == [False] * 3 and len(calls) == 1
+    assert refit_csgm(cands, torch.tensor([0, 0, 0]) == 0, y, op, start, first, 0.0) == [False] * 3 and len(calls) == 1
+    assert refit_csgm(cands, torch.tensor([1, 1, 1]) == 0, y, op, start, first, 0.25) == [False] * 3 and len(calls) == 1

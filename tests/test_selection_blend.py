@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import ilo.solvers.selection as S
+from ilo.solvers.selection import challenger as S_challenger, choice as S_choice, tuning as S_tuning
 from ilo.bench import realfaces_eval as rfe
 from ilo.operators import CompressedSensing, Inpainting
 from ilo.solvers import CSGMConfig, ILOConfig, RoundConfig, solve
@@ -71,7 +72,8 @@ def test_blends_are_scored_from_the_fit_part_and_built_from_the_refit(tiny_dcgan
         return out
 
     blend = S.blend
-    monkeypatch.setattr(S, "blend", spy)
+    monkeypatch.setattr(S_choice, "blend", spy)  # the fit part's blends (with_blends)
+    monkeypatch.setattr(S_tuning, "blend", spy)  # the refit's
     y = op(_rand((2, *SHAPE), 3))
     cfg = _cfg(WEIGHTS, PAIRS)
     res = solve(y, op, tiny_dcgan, "ilo", cfg, seeds=[4, 9])
@@ -124,7 +126,7 @@ def test_a_chosen_blend_of_the_csgm_candidate_refits_it_first(tiny_dcgan, monkey
     """Where the choice is a blend containing the CSGM candidate (row 0), CSGM's refit on all
     measurements runs for that image, and the blend is built from the refit candidate."""
     seen = []
-    refit = S._refit_csgm
+    refit = S.refit_csgm
 
     def spy_refit(cands, redo, *args):
         seen.append(redo.clone())
@@ -133,9 +135,11 @@ def test_a_chosen_blend_of_the_csgm_candidate_refits_it_first(tiny_dcgan, monkey
     def csgm_and_ref(score, est, alone, ref, pairs):
         return torch.stack([torch.zeros_like(ref), ref])[None]  # [1, 2, B]: csgm with the reference
 
-    monkeypatch.setattr(S, "_refit_csgm", spy_refit)
-    monkeypatch.setattr(S, "blend_pairs", csgm_and_ref)
-    monkeypatch.setattr(S, "challenge", lambda est, se, eligible, base, K, z: torch.full((est.shape[1],), K))
+    always = lambda est, se, eligible, base, K, z: torch.full((est.shape[1],), K)
+    monkeypatch.setattr(S_tuning, "refit_csgm", spy_refit)
+    monkeypatch.setattr(S_choice, "blend_pairs", csgm_and_ref)
+    monkeypatch.setattr(S_tuning, "challenge", always)  # the blend's
+    monkeypatch.setattr(S_challenger, "challenge", always)  # the CSGM method's
     op = Inpainting.random(SHAPE, 0.4, torch.Generator().manual_seed(0))
     y = op(_rand((2, *SHAPE), 3))
     res = solve(y, op, tiny_dcgan, "ilo", _cfg((0.25, 0.5)), seeds=[4, 9])

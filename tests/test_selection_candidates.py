@@ -11,7 +11,7 @@ from ilo.solvers.classical import RESIDUAL_METHODS, ClassicalConfig, classical, 
 from ilo.solvers.config import DeviationConfig, ILOConfig, SelectionConfig
 from ilo.solvers.result import Result
 from ilo.solvers.risk import sure
-from ilo.solvers.selection import (HeldOut, _rowwise, candidate_names, candidate_stages, candidates,
+from ilo.solvers.selection import (HeldOut, row_candidates, candidate_names, candidate_stages, candidates,
                                    classical_methods, residual_candidates, self_tune, split)
 
 from test_classical import smooth_images as smooth  # smooth random images in [-0.8, 0.8]
@@ -142,7 +142,7 @@ def test_sure_of_a_classical_candidate_tracks_its_true_error():
     stages = torch.stack([smooth(1, shape, seed=10)[0]])
     names = candidate_names(["s0"], None, identity=True, methods=["tv-denoise"])
     k = names.index("tv-denoise")
-    est = sure(lambda v: _rowwise(stages, v, op, None, ["tv-denoise"]), y.expand(len(names), *shape),
+    est = sure(lambda v: row_candidates(stages, v, op, None, ["tv-denoise"]), y.expand(len(names), *shape),
                op.noise.sigma, probes=2)
     true = float(M.mse(on_residual(y, op, "tv-denoise", torch.zeros_like(y)), x)) * 4  # [-1, 1] units
     fit_only = float((y - on_residual(y, op, "tv-denoise", torch.zeros_like(y))).pow(2).mean()) - op.noise.sigma ** 2

@@ -107,7 +107,7 @@ def test_below_the_units_threshold_only_a_clear_ratio_takes_it():
     chall = torch.stack([torch.full((1, 16, 16), 0.02), torch.full((1, 16, 16), 0.08)])
     est = torch.stack([val.measurement_loss(c, y) for c in cands_fit])
     choice = torch.zeros(2, dtype=torch.long)
-    taken = lambda **kw: S._challenge_csgm(chall, choice, cands_fit, est, None, None, val, y, units, 0.0, **kw)[4]
+    taken = lambda **kw: S.challenge_csgm(chall, choice, cands_fit, est, None, None, val, y, units, 0.0, **kw)[4]
     assert taken()["taken"] == [True, True]
     assert taken(sparse_below=16, ratio=4.0)["taken"] == [True, True]  # 16 units: not below
     rec = taken(sparse_below=17, ratio=4.0)

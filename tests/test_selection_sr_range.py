@@ -100,10 +100,10 @@ def test_the_challenger_must_beat_the_choice_by_its_margin():
     est = torch.stack([val.measurement_loss(c, y) for c in cands_fit])
     choice = torch.zeros(2, dtype=torch.long)
     for z, taken in ((1.5, [True, False]), (0.0, [True, True])):
-        new, est2, se2, ok2, rec = S._challenge_csgm(chall, choice, cands_fit, est, None, None, val, y, units, z)
+        new, est2, se2, ok2, rec = S.challenge_csgm(chall, choice, cands_fit, est, None, None, val, y, units, z)
         assert rec["taken"] == taken and new.tolist() == [1 if t else 0 for t in taken]
         assert rec["units"] == [16, 16]
-        assert S._challenge_csgm(chall, choice, cands_fit, est, None, None, val, y, units, z, 17)[4]["taken"] == [
+        assert S.challenge_csgm(chall, choice, cands_fit, est, None, None, val, y, units, z, 17)[4]["taken"] == [
             False, False]  # too few held-out units
         assert est2.shape == (2, 2) and se2 is None and ok2 is None
         assert rec["estimated_mse"][1] < rec["choice_estimated_mse"][1]  # lower on the mean, image 1 too
