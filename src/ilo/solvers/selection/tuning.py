@@ -104,7 +104,7 @@ def _sure_candidates(y: torch.Tensor, operator: Operator, config: ILOConfig, run
                      seeds: Sequence[int], first: Callable[..., Result] | None, csgm_dof: int,
                      methods: tuple[str, ...]) -> _Tuning:
     """Denoising: ILO's run (or, under the ``"classical"`` stage rule with the CSGM method as the
-    stage, the CSGM stage alone), every candidate on ``y`` and its SURE (module docstring)."""
+    stage, the CSGM stage alone), every candidate on ``y`` and its SURE (the package docstring, :mod:`ilo.solvers.selection`)."""
     sel, dev = config.selection, config.deviation
     assert sel is not None
     if sel.csgm == "challenge":
@@ -322,7 +322,7 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
               run: Callable[..., tuple[Result, list[Stage]]], seeds: Sequence[int],
               first: Callable[..., Result] | None = None, csgm_config: CSGMConfig | None = None,
               csgm_dof: int = 0, prior: GaussianPrior | None = None) -> Result:
-    """ILO with the candidates chosen per image (module docstring). ``run(y, operator, copies=1,
+    """ILO with the candidates chosen per image (the package docstring, :mod:`ilo.solvers.selection`). ``run(y, operator, copies=1,
     start=None)`` runs ILO's rounds, ``copies`` rows per image, from ``start`` (a CSGM result)
     or its own CSGM stage, and returns ``(result, stages)``. ``first(y, operator, start=None, fraction=None)``:
     the CSGM method (its config ``csgm_config``, recorded), run once (on the fit part for
