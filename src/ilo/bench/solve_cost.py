@@ -120,13 +120,14 @@ def variant(name: str) -> tuple[Callable, Callable]:
 
 class CPUSplit:
     """Process-time counters around the solvers' parts (outer calls only), installed by patching
-    the module attributes the solvers look up; :meth:`take` returns and resets them."""
+    the module attributes the solvers look up (the self-tuning's in :mod:`ilo.solvers.selection.tuning`);
+    :meth:`take` returns and resets them."""
 
     #: part -> the (module, function) pairs it counts (``_classical_sure``: denoising's
     #: candidates and their SURE without the excluded ones, counted as candidates)
     PARTS = {"csgm": (("ilo.solvers.ilo", "csgm"),),
-             "candidates": (("ilo.solvers.selection", "candidates"), ("ilo.solvers.selection", "_classical_sure")),
-             "sure": (("ilo.solvers.selection", "sure"),)}
+             "candidates": (("ilo.solvers.selection.tuning", "candidates"), ("ilo.solvers.selection.tuning", "_classical_sure")),
+             "sure": (("ilo.solvers.selection.tuning", "sure"),)}
 
     def __init__(self) -> None:
         import importlib
