@@ -163,3 +163,19 @@ def test_the_library_never_imports_the_cli():
 def test_no_task_switch_outside_operators_and_presets():
     hits = _switches(lambda m: not _under(m, TASK_HOMES))
     assert hits == [], "\n".join(hits)
+
+
+def test_the_self_tunings_modules_are_not_hidden_by_its_names():
+    """``ilo.solvers.selection.<part>`` is the module ``selection/<part>.py`` (tests and
+    ``ilo.bench.solve_cost`` patch names there): the package re-exports its modules' names, and a
+    function named like a module (``candidates`` once) would hide it, so ``import
+    ilo.solvers.selection.<part> as m`` returned the function. (``ilo.solvers.csgm`` and
+    ``ilo.solvers.ilo`` are such functions by design: the package's API.)"""
+    import importlib
+    import types
+
+    pkg = importlib.import_module("ilo.solvers.selection")
+    parts = sorted(p.stem for p in (PACKAGE / "solvers" / "selection").glob("*.py") if p.stem != "__init__")
+    assert len(parts) >= 5
+    hidden = [p for p in parts if not isinstance(getattr(pkg, p, None), types.ModuleType)]
+    assert not hidden, f"names of ilo.solvers.selection hide its modules: {hidden}"

@@ -84,7 +84,7 @@ Where each part lives (every name is also importable from this package):
 
 * :mod:`.heldout`: the split into fit and validation parts, :class:`HeldOut`, the held-out units,
   per-unit errors and paired standard errors;
-* :mod:`.candidates`: the candidates, their names and stages, the Gaussian prior's and the
+* :mod:`.pool`: the candidates, their names and stages, the Gaussian prior's and the
   classical methods' part, the observed pixels kept;
 * :mod:`.choice`: the margin's reference, the scores, the blends and their challenge;
 * :mod:`.batches`: the fit part's and the whole problem as one batch, ILO's fit and refit;
@@ -95,8 +95,8 @@ Where each part lives (every name is also importable from this package):
 from __future__ import annotations
 
 from .heldout import HeldOut, is_box, split, ring, held_out_units, unit_errors, paired_se
-from .candidates import (Stage, paste_observed, extend, candidate_names, candidate_stages, classical_methods, wants_prior,
-                         residual_candidates, candidates, row_candidates, mean_candidate)
+from .pool import (Stage, paste_observed, extend, candidate_names, candidate_stages, classical_methods, wants_prior,
+                   residual_candidates, candidates, row_candidates, mean_candidate)
 from .choice import first_reference, choose, scores, blend_pairs, usable_pairs, blend_names, blend, with_blends, challenge, made_of
 from .batches import copy_rows, fit_and_refit, paired, result_rows
 from .challenger import refit_csgm, run_challenger, challenge_csgm

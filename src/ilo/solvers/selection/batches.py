@@ -11,7 +11,7 @@ import torch
 
 from ...operators.base import Operator
 from ..result import Result
-from .candidates import Stage
+from .pool import Stage
 from .heldout import HeldOut
 
 

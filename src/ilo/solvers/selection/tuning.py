@@ -20,8 +20,8 @@ from ..config import CSGMConfig, DeviationConfig, ILOConfig, SelectionConfig
 from ..result import Result
 from ..risk import sure
 from .batches import fit_and_refit, paired, result_rows
-from .candidates import (Stage, candidate_names, candidate_stages, candidates, classical_methods, mean_candidate,
-                         paste_observed, residual_candidates, row_candidates)
+from .pool import (Stage, candidate_names, candidate_stages, candidates, classical_methods, mean_candidate,
+                   paste_observed, residual_candidates, row_candidates)
 from .challenger import challenge_csgm, refit_csgm, run_challenger
 from .choice import blend, blend_names, challenge, choose, first_reference, made_of, usable_pairs, with_blends
 from .heldout import held_out_units, paired_se, split, unit_errors

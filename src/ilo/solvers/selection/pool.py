@@ -1,4 +1,4 @@
-"""The self-tuning's candidates per image: every ILO stage, each plus a sparse deviation at every
+"""The pool of the self-tuning's candidates per image: every ILO stage, each plus a sparse deviation at every
 weight and plus a classical method on its residual, the classical methods alone (the generator's
 Gaussian prior first where it applies), and, for denoising, the observation itself; their names
 and the stage each comes from; the observed pixels kept (:func:`paste_observed`)."""
