@@ -28,6 +28,12 @@ class Result:
         candidates: for a self-tuned ILO, every candidate on all measurements,
             ``[K, B, C, H, W]`` in the order of ``selection["candidates"]``, before the
             observed pixels are pasted back; else None.
+        csgm_method: for a self-tuned ILO, the CSGM method's own run on all measurements that
+            the self-tuning made (the challenger of the choice, or denoising's CSGM stage; or the
+            ``init`` it was given),
+            before any continuation: what ``solve(..., "csgm", <its config>)`` returns up to
+            float rounding where it ran in a batch with other rows (its ``config`` says which);
+            None where the self-tuning ran none (e.g. a box, or ILO's own CSGM stage).
     """
 
     image: torch.Tensor
@@ -40,6 +46,7 @@ class Result:
     seconds: float = 0.0
     selection: dict | None = None
     candidates: torch.Tensor | None = None
+    csgm_method: Result | None = None
 
     @property
     def steps(self) -> int:

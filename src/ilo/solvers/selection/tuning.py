@@ -367,6 +367,8 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     with torch.no_grad():
         meas = operator.measurement_loss(image, y)
     history = (t.start.history if t.start is not None else []) + t.res.history  # the shared CSGM stage's steps first
+    on_all = t.challenger if t.challenger is not None else t.start if t.val is None else None  # SURE: the stage is on y
     return Result(image=image, latents=t.res.latents, layer=t.res.layer, measurement_loss=meas, history=history,
                   method="ilo", config={**config.to_dict(), "selection": record},
-                  seconds=time.perf_counter() - t0, selection=record, candidates=t.cands)
+                  seconds=time.perf_counter() - t0, selection=record, candidates=t.cands,
+                  csgm_method=None if on_all is None else replace(on_all, method="csgm", history=list(on_all.history)))
