@@ -30,10 +30,11 @@ class Result:
             observed pixels are pasted back; else None.
         csgm_method: for a self-tuned ILO, the CSGM method's own run on all measurements that
             the self-tuning made (the challenger of the choice, or denoising's CSGM stage; or the
-            ``init`` it was given),
-            before any continuation: what ``solve(..., "csgm", <its config>)`` returns up to
-            float rounding where it ran in a batch with other rows (its ``config`` says which);
-            None where the self-tuning ran none (e.g. a box, or ILO's own CSGM stage).
+            ``init`` it was given), before any continuation: what ``solve(..., "csgm", <its
+            config>)`` returns, up to float rounding where it ran in a batch with other rows (its
+            ``config`` says which configuration). None where the self-tuning ran none: ILO's own
+            CSGM stage (``SelectionConfig.csgm == "own"``), or a challenger not run because no
+            image holds out ``csgm_min_units`` units; and for every other method.
     """
 
     image: torch.Tensor
