@@ -89,7 +89,8 @@ Where each part lives (every name is also importable from this package):
 * :mod:`.choice`: the margin's reference, the scores, the blends and their challenge;
 * :mod:`.batches`: the fit part's and the whole problem as one batch, ILO's fit and refit;
 * :mod:`.challenger`: the CSGM method's challenge and its continuation on all measurements;
-* :mod:`.tuning`: :func:`self_tune` and its steps.
+* :mod:`.tuning`: :func:`self_tune` and its steps; its result carries the CSGM method's run on all
+  measurements, where one was made, as ``Result.csgm_method`` (``ilo demo`` shows it as its CSGM row).
 """
 
 from __future__ import annotations
