@@ -371,4 +371,4 @@ def self_tune(y: torch.Tensor, operator: Operator, config: ILOConfig,
     return Result(image=image, latents=t.res.latents, layer=t.res.layer, measurement_loss=meas, history=history,
                   method="ilo", config={**config.to_dict(), "selection": record},
                   seconds=time.perf_counter() - t0, selection=record, candidates=t.cands,
-                  csgm_method=None if on_all is None else replace(on_all, method="csgm", history=list(on_all.history)))
+                  csgm_method=on_all)
