@@ -79,6 +79,70 @@ def test_an_augmented_prior_is_mirror_symmetric_and_cached_apart(tiny_dcgan, tmp
     assert GaussianConfig(augment=False).to_dict()["augment"]["flip"] is False
 
 
+@pytest.mark.parametrize("width", [6, 5])
+def test_mirror_pca_is_the_pca_of_the_images_and_their_mirrors(width):
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(30, 2, 3, width, generator=g) * torch.linspace(0.2, 2.0, width)
+    X -= X.mean(0)
+    both = torch.cat([X, X.flip(-1)]).flatten(1)  # the 2n rows the split never forms
+    D = both.shape[1]
+    torch.manual_seed(0)
+    V, S2, norm = gaussian.mirror_pca(X, D)
+    k = V.shape[1]
+    assert norm == pytest.approx(float(both.square().sum()), rel=1e-5)
+    torch.testing.assert_close(V.T @ V, torch.eye(k), atol=1e-4, rtol=0)
+    assert bool((S2[:-1] >= S2[1:]).all())
+    # the same spectrum and covariance as an exact eigendecomposition of all 2n rows
+    exact = torch.linalg.eigvalsh(both.T.double() @ both.double()).flip(0)[:k].float()
+    torch.testing.assert_close(S2, exact, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close((V * S2) @ V.T, both.T @ both, atol=2e-3, rtol=1e-3)
+    # each component mirror-symmetric or antisymmetric
+    img = V.T.reshape(k, 2, 3, width)
+    sym = (img - img.flip(-1)).flatten(1).abs().amax(1) < 1e-5
+    anti = (img + img.flip(-1)).flatten(1).abs().amax(1) < 1e-5
+    assert bool((sym ^ anti).all()) and int(sym.sum()) > 0 and int(anti.sum()) > 0
+
+
+def test_a_flipping_fit_draws_half_the_images_and_is_exactly_mirror_symmetric(tiny_dcgan, monkeypatch):
+    drawn = []
+    sample = tiny_dcgan.sample_latent
+    monkeypatch.setattr(tiny_dcgan, "sample_latent", lambda n, gen: drawn.append(n) or sample(n, gen))
+    prior = fit_prior(tiny_dcgan, samples=512, components=24, batch=100)
+    assert sum(drawn) == 256 and max(drawn) == 100
+    mean = prior.mean.view(prior.shape)
+    torch.testing.assert_close(mean, mean.flip(-1), atol=0, rtol=0)
+    img = prior.basis.T.reshape(-1, *prior.shape)
+    mirrored = (img - img.flip(-1)).flatten(1).abs().amax(1) < 1e-5
+    assert bool((mirrored | ((img + img.flip(-1)).flatten(1).abs().amax(1) < 1e-5)).all())
+    drawn.clear()
+    fit_prior(tiny_dcgan, samples=512, components=24, batch=100, augment=PLAIN)  # the plain fit: every image drawn
+    assert sum(drawn) == 512
+    assert gaussian.FIT_VERSION in gaussian.cache_path(tiny_dcgan, 512, 24).name
+
+
+def test_the_fit_runs_on_every_core_only_where_the_threads_were_chosen_automatically(tiny_dcgan, monkeypatch):
+    from ilo import runtime
+
+    seen = []
+    svd = torch.svd_lowrank
+    monkeypatch.setattr(torch, "svd_lowrank", lambda *a, **k: seen.append(torch.get_num_threads()) or svd(*a, **k))
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 3)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        for source, expected in (("auto", 3), ("--threads", 1), ("environment", 1)):
+            seen.clear()
+            monkeypatch.setattr(runtime, "_current", runtime.Runtime(1, "PASSIVE", 4.0, 3, source, True))
+            fit_prior(tiny_dcgan, samples=64, components=4)
+            assert seen and set(seen) == {expected} and torch.get_num_threads() == 1, source
+        seen.clear()
+        monkeypatch.setattr(runtime, "_current", None)  # a host program's own threads
+        fit_prior(tiny_dcgan, samples=64, components=4)
+        assert set(seen) == {1}
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_an_image_in_the_span_is_recovered_from_part_of_its_pixels():
     prior = _low_rank_prior()
     c = torch.tensor([1.0, -0.5, 0.8, 0.3, -1.2])

@@ -1,7 +1,7 @@
 """A Gaussian prior fitted to a generator's outputs, and its linear MMSE inpainting and super-resolution.
 
-The generator's images, each flipped, shifted and zoomed a little at random (:data:`AUGMENT`: a
-real photograph's crop is not framed like the generator's images) and flattened to
+The generator's images, each shifted and zoomed a little at random and taken with its mirror
+image (:data:`AUGMENT`: a real photograph's crop is not framed like the generator's images) and flattened to
 ``D = C * H * W`` values, are modelled as
 ``x = mean + V c + r`` with ``c ~ N(0, diag(variances))`` over the ``k`` leading principal
 components ``V [D, k]`` of ``samples`` generated images (a randomised SVD) and a remainder
@@ -42,8 +42,10 @@ estimator of the generator's second-order statistics, no more: +1 dB over the cl
 methods it is not. The self-tuning uses it for sparse random masks, boxes and
 super-resolution (:func:`~ilo.solvers.selection.wants_prior`), alone and on each stage's residual.
 
-Fitting costs ``samples`` generator forwards and one randomised SVD (about 1 min and 1 GB for
-the digiface DCGAN at 16 384 samples on 2 cores), once per generator: :func:`prior_for` keeps it in
+Fitting costs ``samples / 2`` generator forwards and two randomised SVDs of half the values
+(mirror pairs; about 30 s and 0.5 GB for the digiface DCGAN at 16 384 samples on 2 cores; the
+plain fit of the images as they are: ``samples`` forwards and one SVD, about 1 min and 1 GB),
+once per generator: :func:`prior_for` keeps it in
 memory and under :func:`ilo.generators.hub.cache_dir` (``gaussian/``), keyed by a hash of the
 generator's weights, loaded with ``weights_only=True`` and checked; a bad file is refitted.
 
@@ -66,7 +68,8 @@ import hashlib
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import cast
 from pathlib import Path
 
@@ -90,6 +93,12 @@ def _env_count(name: str, default: int) -> int:
 
 SAMPLES = _env_count("ILO_GAUSSIAN_SAMPLES", 16384)
 COMPONENTS = _env_count("ILO_GAUSSIAN_COMPONENTS", 1024)
+#: the randomised SVD's power iterations: 1 and 3 give the prior alone the same PSNR to 0.015 dB on
+#: the real tuning faces and the generated ones (docs/PERFORMANCE.md §19), 1 is 7-8 s cheaper
+POWER_ITERATIONS = 1
+#: the fit's procedure, in the cache files' names: "v2" since session 17 (mirror pairs,
+#: :data:`POWER_ITERATIONS`); a file of another procedure is not read
+FIT_VERSION = "v2"
 #: γ, the remainder's variance scale (module docstring)
 RESIDUAL_SCALE = 4.0
 
@@ -177,39 +186,132 @@ class GaussianPrior:
         return self
 
 
+def _generated(G: LayeredGenerator, count: int, gen: torch.Generator, batch: int, augment: Augment,
+               bar) -> torch.Tensor:
+    """``count`` images of ``G`` (latents drawn from ``gen``), each batch changed by ``augment``:
+    ``[count, C, H, W]`` float32 on the CPU."""
+    parts = []
+    with torch.no_grad():
+        for i in range(0, count, batch):
+            images = G(G.sample_latent(min(batch, count - i), gen)).float().cpu()
+            parts.append(augment(images, gen))
+            bar.update(parts[-1].shape[0])
+    return torch.cat(parts)
+
+
+def _pca(X: torch.Tensor, components: int, power_iterations: int = POWER_ITERATIONS
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``components`` leading right singular vectors ``[D, k]`` and squared singular values of
+    the centred rows ``X [N, D]`` (a randomised SVD; seeded by the caller)."""
+    k = min(components, X.shape[0] - 1, X.shape[1])
+    _, S, V = torch.svd_lowrank(X, q=k, niter=power_iterations)
+    return V, S.square()
+
+
+def mirror_pca(X: torch.Tensor, components: int, power_iterations: int = POWER_ITERATIONS
+               ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The principal components of the centred images ``X [n, C, H, W]`` together with their mirror
+    images (``2n`` rows, never formed): ``(basis [D, k], squared singular values [k], squared
+    norm of all 2n rows)``, the values descending.
+
+    Such a set's covariance commutes with the mirror, so each component is either mirror-symmetric
+    or antisymmetric. Both kinds live in half the values (a symmetric image is fixed by its left
+    half and its middle column, an antisymmetric one by its left half), and the two SVDs of
+    ``n x D/2`` cost half the one of ``2n x D``: with ``l``, ``r`` the left half and the mirrored
+    right half and ``c`` the middle column (odd widths), the symmetric coordinates are
+    ``((l + r)/√2, c)`` and the antisymmetric ones ``(l - r)/√2``; the squared singular values
+    of the ``2n`` rows are twice theirs."""
+    n, C, H, W = X.shape
+    w = W // 2
+    left, right, mid = X[..., :w], X[..., W - w:].flip(-1), X[..., w:W - w]
+    sym = torch.cat([((left + right) / math.sqrt(2)).flatten(1), mid.flatten(1)], 1)  # [n, C*H*w + C*H*(W-2w)]
+    anti = ((left - right) / math.sqrt(2)).flatten(1)  # [n, C*H*w]
+    norm = 2 * float(sym.square().sum() + anti.square().sum())
+    bases, values = [], []
+    for coords, sign in ((sym, 1.0), (anti, -1.0)):
+        if coords.shape[1] == 0:  # a width of 1: nothing antisymmetric
+            continue
+        V, S2 = _pca(coords, components, power_iterations)
+        k = V.shape[1]
+        half = V[:C * H * w].T.reshape(k, C, H, w) / math.sqrt(2)
+        centre = V[C * H * w:].T.reshape(k, C, H, W - 2 * w) if sign > 0 else torch.zeros(k, C, H, W - 2 * w)
+        bases.append(torch.cat([half, centre, sign * half.flip(-1)], -1).flatten(1).T)  # [D, k]
+        values.append(2 * S2)
+    value = torch.cat(values)
+    order = value.argsort(descending=True)[:components]
+    return torch.cat(bases, 1)[:, order], value[order], norm
+
+
+@contextmanager
+def _all_cores():
+    """Torch's threads raised to the usable cores while inside, where :mod:`ilo.runtime` chose them
+    automatically (a busy machine gets one thread per free core: right for a solve's many small
+    operations, but the fit's few large ones use every core they get, and get a larger share of a
+    busy machine with more threads, under the passive wait policy ilo.runtime then sets). An explicit
+    ``--threads`` or ``OMP_NUM_THREADS``, or a host program's own count, is kept."""
+    from ..runtime import current, usable_cpus
+
+    rt = current()
+    before = torch.get_num_threads()
+    raise_to = rt is not None and rt.source == "auto" and usable_cpus() > before
+    if raise_to:
+        torch.set_num_threads(usable_cpus())
+    try:
+        yield
+    finally:
+        if raise_to:
+            torch.set_num_threads(before)
+
+
 def fit_prior(G: LayeredGenerator, samples: int = SAMPLES, components: int = COMPONENTS, seed: int = 0,
-              batch: int = 256, progress: bool = False, augment: Augment = AUGMENT) -> GaussianPrior:
+              batch: int = 256, progress: bool = False, augment: Augment = AUGMENT, pairs: bool | None = None,
+              power_iterations: int = POWER_ITERATIONS) -> GaussianPrior:
     """The Gaussian prior of ``samples`` images of ``G`` (latents, then each batch's ``augment``,
     drawn from ``torch.Generator`` seed ``seed``): their mean, the ``components`` leading principal
-    directions and variances (a randomised SVD, 3 power iterations, its projections seeded by
+    directions and variances (a randomised SVD with ``power_iterations``, its projections seeded by
     ``seed`` too) and the remainder's variance per value. The same arguments give the same
-    prior. ``progress``: a bar over the samples, then the SVD."""
+    prior on a machine. ``progress``: a bar over the samples, then the SVD.
+
+    ``pairs`` (None: where ``augment`` flips): the fit generates half the samples, shifted and
+    zoomed, and takes each with its mirror image (an odd ``samples`` loses one), so the set is
+    exactly mirror-symmetric, as random flips make it on average, for half the generator's work
+    and half the SVD's (:func:`mirror_pca`). ``pairs=False`` flips a random half of all
+    ``samples`` images instead (the fit of sessions 13-16). The prior alone's PSNR on the real
+    tuning faces and on generated ones moves by as much as a change of seed of either fit
+    (``python -m ilo.bench.prior_fit``, docs/PERFORMANCE.md §19). The fit runs on every usable
+    core (:func:`_all_cores`)."""
     from tqdm.auto import tqdm
 
     if samples < 2 or components < 1:
         raise ValueError(f"need samples >= 2 and components >= 1, got {samples} and {components}")
     gen = torch.Generator().manual_seed(seed)
-    bar = tqdm(total=samples + samples // 2, desc=f"Gaussian prior of {G.name} (once, then cached)", unit="img",
+    pairs = augment.flip if pairs is None else pairs and augment.flip
+    count = samples // 2 if pairs else samples
+    bar = tqdm(total=count + count // 2, desc=f"Gaussian prior of {G.name} (once, then cached)", unit="img",
                disable=not progress, leave=False, dynamic_ncols=True)
-    parts = []
-    with torch.no_grad():
-        for i in range(0, samples, batch):
-            images = G(G.sample_latent(min(batch, samples - i), gen)).float().cpu()
-            parts.append(augment(images, gen).flatten(1))
-            bar.update(parts[-1].shape[0])
-    X = torch.cat(parts)  # [N, D]
-    del parts
-    N, D = X.shape
-    k = min(components, N - 1, D)
-    mean = X.mean(0)
-    X -= mean
-    total = float(X.square().sum()) / (N - 1)
-    with torch.random.fork_rng(devices=[]):  # the SVD's random projections: reproducible, the caller's RNG untouched
+    with _all_cores(), torch.random.fork_rng(devices=[]):  # the SVD's projections: reproducible, the caller's RNG untouched
         torch.manual_seed(seed)
-        _, S, V = torch.svd_lowrank(X, q=k, niter=3)
-    bar.update(samples // 2)  # the SVD: about as long as half the samples
+        X = _generated(G, count, gen, batch, replace(augment, flip=False) if pairs else augment, bar)
+        N = 2 * count if pairs else count
+        C, H, W = X.shape[1:]
+        D = C * H * W
+        if pairs:
+            m = X.mean(0)
+            mean = (m + m.flip(-1)) / 2  # [C, H, W]
+            X -= mean
+            V, S2, norm = mirror_pca(X, min(components, N - 1, D), power_iterations)
+            mean = mean.flatten()
+        else:
+            X = X.flatten(1)
+            mean = X.mean(0)
+            X -= mean
+            norm = float(X.square().sum())
+            V, S2 = _pca(X, components, power_iterations)
+        del X
+    bar.update(count // 2)  # the SVD: about as long as half the samples
     bar.close()
-    variances = S.square() / (N - 1)
+    total = norm / (N - 1)
+    variances = S2 / (N - 1)
     keep = variances > variances[0] * 1e-9  # a rank-deficient sample: drop the null directions
     variances, V = variances[keep], V[:, keep]
     residual = max((total - float(variances.sum())) / max(D - len(variances), 1), total / D * 1e-3)
@@ -548,8 +650,8 @@ def cache_folder() -> Path:
 def cache_path(G: LayeredGenerator, samples: int, components: int, fp: str | None = None,
                augment: Augment = AUGMENT) -> Path:
     """The file of ``G``'s prior: its name, weights' :func:`fingerprint` (``fp`` when already
-    known), samples, components and the augmentation's :attr:`Augment.tag`."""
-    return cache_folder() / f"{G.name}-{fp or fingerprint(G)}-{samples}-{components}-{augment.tag}.pt"
+    known), samples, components, the augmentation's :attr:`Augment.tag` and :data:`FIT_VERSION`."""
+    return cache_folder() / f"{G.name}-{fp or fingerprint(G)}-{samples}-{components}-{augment.tag}-{FIT_VERSION}.pt"
 
 
 def _load(path: Path) -> GaussianPrior | None:
