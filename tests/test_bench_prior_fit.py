@@ -9,9 +9,10 @@ from ilo.bench import prior_fit
 
 
 def test_variants_parse_and_refuse_what_is_not_one():
-    assert prior_fit.parse_variant(" pairs:1") == ("pairs", 1)
-    assert prior_fit.parse_variant("flips:3") == ("flips", 3)
-    for bad in ("pairs", "mirror:1", "plain:x", "flips:-1"):
+    assert prior_fit.parse_variant(" pairs:1") == ("pairs", 1, None)
+    assert prior_fit.parse_variant("pairs:1:4") == ("pairs", 1, 4)
+    assert prior_fit.parse_variant("flips:3") == ("flips", 3, None)
+    for bad in ("pairs", "mirror:1", "plain:x", "flips:-1", "flips:1:2", "pairs:1:0", "pairs:1:2:3"):
         with pytest.raises(ValueError, match="KIND:POWER_ITERATIONS"):
             prior_fit.parse_variant(bad)
 

@@ -103,20 +103,51 @@ def test_mirror_pca_is_the_pca_of_the_images_and_their_mirrors(width):
     assert bool((sym ^ anti).all()) and int(sym.sum()) > 0 and int(anti.sum()) > 0
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_mirror_pca_computes_a_half_again_where_it_holds_more_than_its_share(symmetric, monkeypatch):
+    g = torch.Generator().manual_seed(4)
+    P = torch.randn(20, 2, 3, 6, generator=g)
+    sign = 1.0 if symmetric else -1.0  # 14 strong patterns of one kind, 6 weak ones of the other
+    P = torch.cat([P[:14] + sign * P[:14].flip(-1), P[14:] - sign * P[14:].flip(-1)])
+    weight = torch.tensor([3.0] * 14 + [0.3] * 6)
+    X = torch.einsum("nr,r,rchw->nchw", torch.randn(40, 20, generator=g), weight, P)  # each half's rank at most 16
+    X -= X.mean(0)
+    sizes = []
+    pca = gaussian._pca
+    monkeypatch.setattr(gaussian, "_pca", lambda c, k, its: sizes.append(k) or pca(c, k, its))
+    both = torch.cat([X, X.flip(-1)]).flatten(1)
+    values, vectors = torch.linalg.eigh(both.T.double() @ both.double())
+    values, vectors = values.flip(0)[:16], vectors.flip(1)[:, :16]  # the exact leading 16
+    torch.manual_seed(0)
+    V, S2, _ = gaussian.mirror_pca(X, 16, share=0.75)
+    assert sizes == [12, 12, 16]  # 12 of each, then the strong half (all its 12 kept) again in full
+    torch.testing.assert_close(S2.double(), values, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(((V * S2) @ V.T).double(), (vectors * values) @ vectors.T, atol=1e-2, rtol=1e-3)
+    sizes.clear()
+    gaussian.mirror_pca(torch.randn(40, 2, 3, 6, generator=g), 16, share=0.75)  # a balanced split: no second run
+    assert sizes == [12, 12]
+
+
 def test_a_flipping_fit_draws_half_the_images_and_is_exactly_mirror_symmetric(tiny_dcgan, monkeypatch):
     drawn = []
     sample = tiny_dcgan.sample_latent
     monkeypatch.setattr(tiny_dcgan, "sample_latent", lambda n, gen: drawn.append(n) or sample(n, gen))
     prior = fit_prior(tiny_dcgan, samples=512, components=24, batch=100)
-    assert sum(drawn) == 256 and max(drawn) == 100
+    assert sum(drawn) == 512 // (2 * gaussian.VIEWS) and max(drawn) == 100 and gaussian.VIEWS > 1
     mean = prior.mean.view(prior.shape)
     torch.testing.assert_close(mean, mean.flip(-1), atol=0, rtol=0)
     img = prior.basis.T.reshape(-1, *prior.shape)
     mirrored = (img - img.flip(-1)).flatten(1).abs().amax(1) < 1e-5
     assert bool((mirrored | ((img + img.flip(-1)).flatten(1).abs().amax(1) < 1e-5)).all())
     drawn.clear()
+    fit_prior(tiny_dcgan, samples=512, components=24, batch=100, views=1)
+    assert sum(drawn) == 256
+    drawn.clear()
     fit_prior(tiny_dcgan, samples=512, components=24, batch=100, augment=PLAIN)  # the plain fit: every image drawn
     assert sum(drawn) == 512
+    drawn.clear()
+    fit_prior(tiny_dcgan, samples=2, components=24, augment=PLAIN, views=3)  # nothing to view twice
+    assert sum(drawn) == 2
     assert gaussian.FIT_VERSION in gaussian.cache_path(tiny_dcgan, 512, 24).name
 
 

@@ -2,10 +2,11 @@
 
     python -m ilo.bench.prior_fit --variants "pairs:1,flips:3" --seeds 0,1 --json prior-fit.json
 
-Each variant ``kind:power_iterations`` fits the digiface DCGAN's augmented prior
+Each variant ``kind:power_iterations[:views]`` fits the digiface DCGAN's augmented prior
 (:func:`ilo.solvers.gaussian.fit_prior` at its default samples and components): ``pairs`` takes
 half the images with their mirror images (the default since session 17), ``flips`` flips a random
-half of all images (sessions 13-16), ``plain`` takes the images as they are. For each fit: its
+half of all images (sessions 13-16), ``plain`` takes the images as they are; ``views``: each
+generated image's shifts and zooms (pairs only; default :data:`~ilo.solvers.gaussian.VIEWS`). For each fit: its
 wall seconds and the mean PSNR of the prior alone (:func:`~ilo.solvers.gaussian.posterior_mean`,
 the harmonic remainder) on the real tuning faces and on generated faces (latents from seed
 :data:`GENERATED_SEED`), at random inpainting 5 / 10 %, the central box and super-resolution
@@ -34,20 +35,24 @@ GENERATED_SEED = 10_000
 KINDS = ("pairs", "flips", "plain")
 
 
-def parse_variant(text: str) -> tuple[str, int]:
-    """``"pairs:1"`` -> ``("pairs", 1)``; ValueError naming the problem otherwise."""
-    kind, _, its = text.strip().partition(":")
-    if kind not in KINDS or not its.isdigit():
-        raise ValueError(f"variant {text!r}: expected KIND:POWER_ITERATIONS with KIND one of {', '.join(KINDS)}")
-    return kind, int(its)
+def parse_variant(text: str) -> tuple[str, int, int | None]:
+    """``"pairs:1:2"`` -> ``("pairs", 1, 2)``, ``"flips:3"`` -> ``("flips", 3, None)``; ValueError
+    naming the problem otherwise."""
+    parts = text.strip().split(":")
+    if len(parts) not in (2, 3) or parts[0] not in KINDS or not all(p.isdigit() and int(p) > 0 for p in parts[1:]) \
+            or (len(parts) == 3 and parts[0] != "pairs"):
+        raise ValueError(f"variant {text!r}: expected KIND:POWER_ITERATIONS[:VIEWS] with KIND one of "
+                         f"{', '.join(KINDS)} (VIEWS for pairs only)")
+    return parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else None
 
 
-def fit(G, kind: str, power_iterations: int, seed: int, samples: int | None = None, components: int | None = None):
+def fit(G, kind: str, power_iterations: int, seed: int, samples: int | None = None, components: int | None = None,
+        views: int | None = None):
     """``(prior, seconds)`` of one fit."""
     from ..solvers import gaussian as g
 
     kwargs = {"samples": samples or g.SAMPLES, "components": components or g.COMPONENTS, "seed": seed,
-              "power_iterations": power_iterations}
+              "power_iterations": power_iterations, "views": views}
     t = time.perf_counter()
     if kind == "plain":
         prior = g.fit_prior(G, augment=g.PLAIN, **kwargs)
@@ -100,11 +105,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         generated = G(G.sample_latent(args.generated, torch.Generator().manual_seed(GENERATED_SEED)))
     faces = {"real": real_faces("tuning", 64)[0], "generated": generated}
     rows = []
-    for kind, its in variants:
+    for kind, its, views in variants:
         for seed in seeds:
             load = os.getloadavg()[0]
-            prior, secs = fit(G, kind, its, seed)
-            rows.append({"variant": f"{kind}:{its}", "seed": seed, "seconds": secs, "load": load,
+            prior, secs = fit(G, kind, its, seed, views=views)
+            name = f"{kind}:{its}" + (f":{views}" if views else "")
+            rows.append({"variant": name, "seed": seed, "seconds": secs, "load": load,
                          "psnr": quality(prior, faces)})
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))

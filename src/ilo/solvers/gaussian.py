@@ -96,8 +96,16 @@ COMPONENTS = _env_count("ILO_GAUSSIAN_COMPONENTS", 1024)
 #: the randomised SVD's power iterations: 1 and 3 give the prior alone the same PSNR to 0.015 dB on
 #: the real tuning faces and the generated ones (docs/PERFORMANCE.md §19), 1 is 7-8 s cheaper
 POWER_ITERATIONS = 1
+#: each half of :func:`mirror_pca` is computed to this share of the components first (about half
+#: of generated faces' leading components are mirror-symmetric): the same prior to 0.002 dB on the
+#: tuning faces as computing both to all of them, for half the SVD's time (docs/PERFORMANCE.md §19)
+SKETCH_SHARE = 0.65
+#: an augmented fit takes each generated image in this many random shifts and zooms (each with its
+#: mirror image): 4 096 faces in 16 384 samples give the prior alone the PSNR of 8 192 or 16 384
+#: faces on the tuning faces, for half or a quarter of the generator's work (docs/PERFORMANCE.md §19)
+VIEWS = 2
 #: the fit's procedure, in the cache files' names: "v2" since session 17 (mirror pairs,
-#: :data:`POWER_ITERATIONS`); a file of another procedure is not read
+#: :data:`VIEWS`, :data:`SKETCH_SHARE`, :data:`POWER_ITERATIONS`); a file of another procedure is not read
 FIT_VERSION = "v2"
 #: γ, the remainder's variance scale (module docstring)
 RESIDUAL_SCALE = 4.0
@@ -187,15 +195,15 @@ class GaussianPrior:
 
 
 def _generated(G: LayeredGenerator, count: int, gen: torch.Generator, batch: int, augment: Augment,
-               bar) -> torch.Tensor:
-    """``count`` images of ``G`` (latents drawn from ``gen``), each batch changed by ``augment``:
-    ``[count, C, H, W]`` float32 on the CPU."""
-    parts = []
+               bar, views: int = 1) -> torch.Tensor:
+    """``count`` images of ``G`` (latents drawn from ``gen``), each batch changed by ``augment``
+    ``views`` times: ``[count * views, C, H, W]`` float32 on the CPU."""
+    parts: list[torch.Tensor] = []
     with torch.no_grad():
         for i in range(0, count, batch):
             images = G(G.sample_latent(min(batch, count - i), gen)).float().cpu()
-            parts.append(augment(images, gen))
-            bar.update(parts[-1].shape[0])
+            parts.extend(augment(images, gen) for _ in range(views))
+            bar.update(images.shape[0])
     return torch.cat(parts)
 
 
@@ -208,8 +216,8 @@ def _pca(X: torch.Tensor, components: int, power_iterations: int = POWER_ITERATI
     return V, S.square()
 
 
-def mirror_pca(X: torch.Tensor, components: int, power_iterations: int = POWER_ITERATIONS
-               ) -> tuple[torch.Tensor, torch.Tensor, float]:
+def mirror_pca(X: torch.Tensor, components: int, power_iterations: int = POWER_ITERATIONS,
+               share: float = SKETCH_SHARE) -> tuple[torch.Tensor, torch.Tensor, float]:
     """The principal components of the centred images ``X [n, C, H, W]`` together with their mirror
     images (``2n`` rows, never formed): ``(basis [D, k], squared singular values [k], squared
     norm of all 2n rows)``, the values descending.
@@ -220,18 +228,27 @@ def mirror_pca(X: torch.Tensor, components: int, power_iterations: int = POWER_I
     ``n x D/2`` cost half the one of ``2n x D``: with ``l``, ``r`` the left half and the mirrored
     right half and ``c`` the middle column (odd widths), the symmetric coordinates are
     ``((l + r)/√2, c)`` and the antisymmetric ones ``(l - r)/√2``; the squared singular values
-    of the ``2n`` rows are twice theirs."""
+    of the ``2n`` rows are twice theirs. Each half is computed to ``share`` of ``components``
+    (rounded up); a half whose every computed component is among the ``components`` kept is
+    computed again to ``components``, so the result is the leading ``components`` of both
+    whatever their split (on generated faces about half and half)."""
     n, C, H, W = X.shape
     w = W // 2
     left, right, mid = X[..., :w], X[..., W - w:].flip(-1), X[..., w:W - w]
     sym = torch.cat([((left + right) / math.sqrt(2)).flatten(1), mid.flatten(1)], 1)  # [n, C*H*w + C*H*(W-2w)]
     anti = ((left - right) / math.sqrt(2)).flatten(1)  # [n, C*H*w]
     norm = 2 * float(sym.square().sum() + anti.square().sum())
+    halves = [(c, sign) for c, sign in ((sym, 1.0), (anti, -1.0)) if c.shape[1] > 0]  # a width of 1: no anti
+    most = [min(components, c.shape[0] - 1, c.shape[1]) for c, _ in halves]
+    pcs = [_pca(c, min(k, math.ceil(share * components)), power_iterations) for (c, _), k in zip(halves, most)]
+    value = torch.cat([2 * S2 for _, S2 in pcs])
+    cut = value.sort(descending=True).values[min(components, len(value)) - 1]
+    for i, ((c, _), k) in enumerate(zip(halves, most)):
+        V, S2 = pcs[i]
+        if V.shape[1] < k and bool(2 * S2[-1] >= cut):  # all of this half kept: it may hold more
+            pcs[i] = _pca(c, k, power_iterations)
     bases, values = [], []
-    for coords, sign in ((sym, 1.0), (anti, -1.0)):
-        if coords.shape[1] == 0:  # a width of 1: nothing antisymmetric
-            continue
-        V, S2 = _pca(coords, components, power_iterations)
+    for (_, sign), (V, S2) in zip(halves, pcs):
         k = V.shape[1]
         half = V[:C * H * w].T.reshape(k, C, H, w) / math.sqrt(2)
         centre = V[C * H * w:].T.reshape(k, C, H, W - 2 * w) if sign > 0 else torch.zeros(k, C, H, W - 2 * w)
@@ -265,18 +282,20 @@ def _all_cores():
 
 def fit_prior(G: LayeredGenerator, samples: int = SAMPLES, components: int = COMPONENTS, seed: int = 0,
               batch: int = 256, progress: bool = False, augment: Augment = AUGMENT, pairs: bool | None = None,
-              power_iterations: int = POWER_ITERATIONS) -> GaussianPrior:
+              power_iterations: int = POWER_ITERATIONS, views: int | None = None) -> GaussianPrior:
     """The Gaussian prior of ``samples`` images of ``G`` (latents, then each batch's ``augment``,
     drawn from ``torch.Generator`` seed ``seed``): their mean, the ``components`` leading principal
     directions and variances (a randomised SVD with ``power_iterations``, its projections seeded by
     ``seed`` too) and the remainder's variance per value. The same arguments give the same
     prior on a machine. ``progress``: a bar over the samples, then the SVD.
 
-    ``pairs`` (None: where ``augment`` flips): the fit generates half the samples, shifted and
-    zoomed, and takes each with its mirror image (an odd ``samples`` loses one), so the set is
-    exactly mirror-symmetric, as random flips make it on average, for half the generator's work
-    and half the SVD's (:func:`mirror_pca`). ``pairs=False`` flips a random half of all
-    ``samples`` images instead (the fit of sessions 13-16). The prior alone's PSNR on the real
+    ``pairs`` (None: where ``augment`` flips): each sample is taken with its mirror image, so the
+    set is exactly mirror-symmetric, as random flips make it on average, for half the generator's
+    work and half the SVD's (:func:`mirror_pca`). ``views`` (None: :data:`VIEWS` for mirror
+    pairs, else 1; always 1 for an augmentation that changes nothing): each generated image is
+    shifted and zoomed that many times. So ``samples / (2 * views)`` images are generated
+    (``samples`` rounded down to a multiple of ``2 * views``). ``pairs=False`` (``views`` 1)
+    flips a random half of all ``samples`` images instead: the fit of sessions 13-16, exactly. The prior alone's PSNR on the real
     tuning faces and on generated ones moves by as much as a change of seed of either fit
     (``python -m ilo.bench.prior_fit``, docs/PERFORMANCE.md §19). The fit runs on every usable
     core (:func:`_all_cores`)."""
@@ -286,13 +305,14 @@ def fit_prior(G: LayeredGenerator, samples: int = SAMPLES, components: int = COM
         raise ValueError(f"need samples >= 2 and components >= 1, got {samples} and {components}")
     gen = torch.Generator().manual_seed(seed)
     pairs = augment.flip if pairs is None else pairs and augment.flip
-    count = samples // 2 if pairs else samples
+    views = 1 if augment.identity else views or (VIEWS if pairs else 1)
+    count = max(1 if views > 1 else 2, samples // (views * (2 if pairs else 1)))  # at least 2 rows
     bar = tqdm(total=count + count // 2, desc=f"Gaussian prior of {G.name} (once, then cached)", unit="img",
                disable=not progress, leave=False, dynamic_ncols=True)
     with _all_cores(), torch.random.fork_rng(devices=[]):  # the SVD's projections: reproducible, the caller's RNG untouched
         torch.manual_seed(seed)
-        X = _generated(G, count, gen, batch, replace(augment, flip=False) if pairs else augment, bar)
-        N = 2 * count if pairs else count
+        X = _generated(G, count, gen, batch, replace(augment, flip=False) if pairs else augment, bar, views)
+        N = 2 * len(X) if pairs else len(X)
         C, H, W = X.shape[1:]
         D = C * H * W
         if pairs:
