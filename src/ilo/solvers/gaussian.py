@@ -42,10 +42,10 @@ estimator of the generator's second-order statistics, no more: +1 dB over the cl
 methods it is not. The self-tuning uses it for sparse random masks, boxes and
 super-resolution (:func:`~ilo.solvers.selection.wants_prior`), alone and on each stage's residual.
 
-Fitting costs ``samples / 2`` generator forwards and two randomised SVDs of half the values
-(mirror pairs; about 30 s and 0.5 GB for the digiface DCGAN at 16 384 samples on 2 cores; the
-plain fit of the images as they are: ``samples`` forwards and one SVD, about 1 min and 1 GB),
-once per generator: :func:`prior_for` keeps it in
+Fitting costs ``samples / 4`` generator forwards (each image in :data:`VIEWS` shifts and zooms,
+each with its mirror image) and two randomised SVDs of half the values (about 15 s and 0.8 GB for
+the digiface DCGAN at 16 384 samples on 2 idle cores; the plain fit of the images as they are:
+``samples`` forwards and one SVD, about 1 min and 1 GB), once per generator: :func:`prior_for` keeps it in
 memory and under :func:`ilo.generators.hub.cache_dir` (``gaussian/``), keyed by a hash of the
 generator's weights, loaded with ``weights_only=True`` and checked; a bad file is refitted.
 
