@@ -4,7 +4,7 @@
 
 Each variant ``kind:power_iterations[:views]`` fits the digiface DCGAN's augmented prior
 (:func:`ilo.solvers.gaussian.fit_prior` at its default samples and components): ``pairs`` takes
-half the images with their mirror images (the default since session 17), ``flips`` flips a random
+each image with its mirror image (the default since session 17), ``flips`` flips a random
 half of all images (sessions 13-16), ``plain`` takes the images as they are; ``views``: each
 generated image's shifts and zooms (pairs only; default :data:`~ilo.solvers.gaussian.VIEWS`). For each fit: its
 wall seconds and the mean PSNR of the prior alone (:func:`~ilo.solvers.gaussian.posterior_mean`,
@@ -86,7 +86,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(prog="python -m ilo.bench.prior_fit", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", default="pairs:1,flips:3", help="KIND:POWER_ITERATIONS, comma-separated")
+    ap.add_argument("--variants", default="pairs:1,flips:3", help="KIND:POWER_ITERATIONS[:VIEWS], comma-separated")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--generated", type=int, default=8, help="generated faces besides the real tuning faces")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: ilo.runtime's choice)")

@@ -294,11 +294,11 @@ def fit_prior(G: LayeredGenerator, samples: int = SAMPLES, components: int = COM
     work and half the SVD's (:func:`mirror_pca`). ``views`` (None: :data:`VIEWS` for mirror
     pairs, else 1; always 1 for an augmentation that changes nothing): each generated image is
     shifted and zoomed that many times. So ``samples / (2 * views)`` images are generated
-    (``samples`` rounded down to a multiple of ``2 * views``). ``pairs=False`` (``views`` 1)
-    flips a random half of all ``samples`` images instead: the fit of sessions 13-16, exactly. The prior alone's PSNR on the real
-    tuning faces and on generated ones moves by as much as a change of seed of either fit
-    (``python -m ilo.bench.prior_fit``, docs/PERFORMANCE.md §19). The fit runs on every usable
-    core (:func:`_all_cores`)."""
+    (``samples`` rounded down to a multiple of ``2 * views``). ``pairs=False`` with
+    ``power_iterations=3`` flips a random half of all ``samples`` images instead: the fit of
+    sessions 13-16, exactly. The prior alone's PSNR on the real tuning faces and on generated ones
+    moves by about as much as a change of seed of either fit (``python -m ilo.bench.prior_fit``,
+    docs/PERFORMANCE.md §19). The fit runs on every usable core (:func:`_all_cores`)."""
     from tqdm.auto import tqdm
 
     if samples < 2 or components < 1:
