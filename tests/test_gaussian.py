@@ -128,7 +128,7 @@ def test_mirror_pca_computes_a_half_again_where_it_holds_more_than_its_share(sym
     assert sizes == [12, 12]
 
 
-def test_a_flipping_fit_draws_half_the_images_and_is_exactly_mirror_symmetric(tiny_dcgan, monkeypatch):
+def test_a_flipping_fit_draws_one_image_per_two_views_and_is_exactly_mirror_symmetric(tiny_dcgan, monkeypatch):
     drawn = []
     sample = tiny_dcgan.sample_latent
     monkeypatch.setattr(tiny_dcgan, "sample_latent", lambda n, gen: drawn.append(n) or sample(n, gen))
