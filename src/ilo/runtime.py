@@ -31,6 +31,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 #: below this load (cores taken by other programs) a machine counts as idle
@@ -206,3 +208,25 @@ def configure(threads: int | None = None) -> Runtime:
 def current() -> Runtime | None:
     """The choice made by :func:`configure` in this process, if any."""
     return _current
+
+
+@contextmanager
+def all_cores() -> Iterator[None]:
+    """Torch's threads raised to the usable cores while inside, where :func:`configure` chose them
+    automatically. A busy machine gets one thread per free core: right for a solve's many small
+    operations. Work of few large operations (the Gaussian prior's fit: convolutions of 256
+    images, products with hundreds of columns) uses every core it gets and gets a larger share of
+    a busy machine with more threads, under the passive wait policy chosen then. An explicit
+    ``--threads`` or ``OMP_NUM_THREADS``, or a host program's own count, is kept; the count is
+    restored on leaving."""
+    import torch
+
+    before = torch.get_num_threads()
+    raise_to = _current is not None and _current.source == "auto" and usable_cpus() > before
+    if raise_to:
+        torch.set_num_threads(usable_cpus())
+    try:
+        yield
+    finally:
+        if raise_to:
+            torch.set_num_threads(before)

@@ -68,7 +68,6 @@ import hashlib
 import math
 import os
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import cast
 from pathlib import Path
@@ -79,6 +78,7 @@ import torch.nn.functional as F
 from ..generators.base import LayeredGenerator
 from ..operators import Inpainting, SuperResolution
 from ..operators.base import Operator
+from ..runtime import all_cores
 from .classical import grid_laplacian
 from .optim import Timer
 from .result import Result
@@ -232,7 +232,7 @@ def mirror_pca(X: torch.Tensor, components: int, power_iterations: int = POWER_I
     (rounded up); a half whose every computed component is among the ``components`` kept is
     computed again to ``components``, so the result is the leading ``components`` of both
     whatever their split (on generated faces about half and half)."""
-    n, C, H, W = X.shape
+    C, H, W = X.shape[1:]
     w = W // 2
     left, right, mid = X[..., :w], X[..., W - w:].flip(-1), X[..., w:W - w]
     sym = torch.cat([((left + right) / math.sqrt(2)).flatten(1), mid.flatten(1)], 1)  # [n, C*H*w + C*H*(W-2w)]
@@ -259,27 +259,6 @@ def mirror_pca(X: torch.Tensor, components: int, power_iterations: int = POWER_I
     return torch.cat(bases, 1)[:, order], value[order], norm
 
 
-@contextmanager
-def _all_cores():
-    """Torch's threads raised to the usable cores while inside, where :mod:`ilo.runtime` chose them
-    automatically (a busy machine gets one thread per free core: right for a solve's many small
-    operations, but the fit's few large ones use every core they get, and get a larger share of a
-    busy machine with more threads, under the passive wait policy ilo.runtime then sets). An explicit
-    ``--threads`` or ``OMP_NUM_THREADS``, or a host program's own count, is kept."""
-    from ..runtime import current, usable_cpus
-
-    rt = current()
-    before = torch.get_num_threads()
-    raise_to = rt is not None and rt.source == "auto" and usable_cpus() > before
-    if raise_to:
-        torch.set_num_threads(usable_cpus())
-    try:
-        yield
-    finally:
-        if raise_to:
-            torch.set_num_threads(before)
-
-
 def fit_prior(G: LayeredGenerator, samples: int = SAMPLES, components: int = COMPONENTS, seed: int = 0,
               batch: int = 256, progress: bool = False, augment: Augment = AUGMENT, pairs: bool | None = None,
               power_iterations: int = POWER_ITERATIONS, views: int | None = None) -> GaussianPrior:
@@ -298,7 +277,7 @@ def fit_prior(G: LayeredGenerator, samples: int = SAMPLES, components: int = COM
     ``power_iterations=3`` flips a random half of all ``samples`` images instead: the fit of
     sessions 13-16, exactly. The prior alone's PSNR on the real tuning faces and on generated ones
     moves by about as much as a change of seed of either fit (``python -m ilo.bench.prior_fit``,
-    docs/PERFORMANCE.md §19). The fit runs on every usable core (:func:`_all_cores`)."""
+    docs/PERFORMANCE.md §19). The fit runs on every usable core (:func:`ilo.runtime.all_cores`)."""
     from tqdm.auto import tqdm
 
     if samples < 2 or components < 1:
@@ -309,7 +288,7 @@ def fit_prior(G: LayeredGenerator, samples: int = SAMPLES, components: int = COM
     count = max(1 if views > 1 else 2, samples // (views * (2 if pairs else 1)))  # at least 2 rows
     bar = tqdm(total=count + count // 2, desc=f"Gaussian prior of {G.name} (once, then cached)", unit="img",
                disable=not progress, leave=False, dynamic_ncols=True)
-    with _all_cores(), torch.random.fork_rng(devices=[]):  # the SVD's projections: reproducible, the caller's RNG untouched
+    with all_cores(), torch.random.fork_rng(devices=[]):  # the SVD's projections: reproducible, the caller's RNG untouched
         torch.manual_seed(seed)
         X = _generated(G, count, gen, batch, replace(augment, flip=False) if pairs else augment, bar, views)
         N = 2 * len(X) if pairs else len(X)
