@@ -1,6 +1,7 @@
 """The ``ilo`` command: outputs, metrics, and one-line errors with exit code 2."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -164,6 +165,9 @@ def test_demo_quick(tmp_path, capsys):
     methods = {(r["task"], r["method"]) for r in summary["rows"]}  # the classical ones, CSGM and ILO per task
     assert len(summary["rows"]) == len(methods) * 3 and len(methods) > 4 * 2  # (1 face + 2 photos) each
     assert "| inpaint | ilo |" in out and "| inpaint | biharmonic |" in out
+    assert summary["jobs"] >= 1 and set(summary["task_runtimes"]) == {"inpaint", "superres", "denoise", "cs"}
+    processes = {w["process"] for w in summary["task_runtimes"].values()}
+    assert (processes == {os.getpid()}) == (summary["jobs"] == 1) and len(processes) <= summary["jobs"]
 
 
 def test_solver_seed_may_equal_the_truth_seed(tmp_path, capsys):

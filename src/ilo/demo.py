@@ -17,13 +17,18 @@ run it alone.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 
 import torch
 
+from . import runtime
 from .generators.base import LayeredGenerator
 from .images import grid, photo
 from .operators import TASKS
@@ -35,6 +40,9 @@ from .solvers import CLASSICAL_METHODS, BM3DUnavailable, Result
 DEMO_SEED0 = 900_000
 #: the generative methods, after the classical ones
 METHODS = ("csgm", "ilo")
+#: a task's seconds in the demo relative to the others (one thread, idle: inpainting 43, CS 34,
+#: super-resolution 31, denoising 22 s): the workers take the longest first
+COST = {"inpaint": 43.0, "cs": 34.0, "superres": 31.0, "denoise": 22.0}
 #: the column labels of the generative methods in the grids
 LABELS = {"csgm": "CSGM", "ilo": "ILO"}
 
@@ -77,60 +85,196 @@ def demo_images(G: LayeredGenerator, faces: int) -> tuple[torch.Tensor, list[str
     return torch.cat(parts).to(G.device), names
 
 
-def run_demo(G: LayeredGenerator, out: Path, *, steps: int, faces: int, progress: bool, writer_cls, env: dict,
-             restarts: int = 2, echo: Callable[[str], None] = print) -> list[dict]:
-    """Solve every task with its classical methods, CSGM and ILO; write ``<task>.png`` (truth,
-    observation, the best classical method, CSGM, ILO), ``<task>.json`` and a summary with
-    ``writer_cls(out)`` (an atomic writer); print the summary table with ``echo``."""
-    truth, names = demo_images(G, faces)
-    rows_summary: list[dict] = []
-    for task in TASKS:
-        prob = build_problem(ProblemSpec(task), G, seed=0, truth=truth)
-        title = prob.operator.describe()
-        results, scores, walls, shared = {}, {}, {}, set()
-        shown_order = classical_methods(prob.operator) + list(METHODS)
-        for method in [m for m in shown_order if m != "csgm"] + ["csgm"]:  # ILO first: CSGM may be its run
-            reuse = shared_csgm(results.get("ilo"), prob, G, steps, restarts) if method == "csgm" else None
-            if reuse is not None:
-                results[method], scores[method], walls[method] = reuse, score(reuse, prob, method), reuse.seconds
-                shared.add(method)
-                continue
-            if progress:
-                print(f"{title}: {method}", file=sys.stderr)
-            start = time.perf_counter()
-            try:
-                results[method], scores[method] = run_method(prob, G, method, total_steps=steps, restarts=restarts,
-                                                             progress=progress)
-            except BM3DUnavailable as e:  # an optional extra: the other classical methods stand in
-                echo(f"{task}: {method} skipped ({e})")
-                continue
-            walls[method] = time.perf_counter() - start  # the whole call: a self-tuned ILO's candidates and scoring included
-        for method in [m for m in shown_order if m in results]:
-            for i, name in enumerate(names):
-                per = scores[method]["per_image"]
-                rows_summary.append({"task": task, "method": method, "image": name, "true_mse": per["true_mse"][i],
-                                     "psnr": per["psnr"][i], "ssim": per["ssim"][i],
-                                     "seconds": walls[method], "inside_ilo": method in shared})
-        classical = [m for m in results if m not in METHODS]
-        best = max(classical, key=lambda m: scores[m]["psnr"])
-        shown = [best, *METHODS]
-        obs = prob.operator.observation_image(prob.y).clamp(-1, 1)
-        rows, caps = [], []
-        for i in range(len(names)):
-            rows.append([truth[i], obs[i]] + [results[m].image[i].clamp(-1, 1) for m in shown])
-            caps.append(["", ""] + [f"{scores[m]['per_image']['psnr'][i]:.1f} dB / {scores[m]['per_image']['ssim'][i]:.2f}"
-                                    for m in shown])
-        w = writer_cls(out)
-        labels = ["truth", "observation", best, *(LABELS[m] for m in METHODS)]
-        grid(rows, col_labels=labels, row_labels=names, captions=caps, cell=128).save(w.path(f"{task}.png"))
-        w.json(f"{task}.json", {"task": task, "title": title, "operator": prob.operator.config(), "metrics": scores,
-                                "best_classical": best,
+@dataclass
+class TaskRun:
+    """One task of the demo solved by every method: its problem, each method's result, scores
+    (:func:`~ilo.pipeline.score`) and wall seconds, the methods whose run was ILO's own
+    (:func:`shared_csgm`), a line per method skipped, and the process that solved it (its id,
+    threads and :mod:`ilo.runtime` record)."""
+
+    task: str
+    problem: Problem
+    results: dict[str, Result] = field(default_factory=dict)
+    scores: dict[str, dict] = field(default_factory=dict)
+    walls: dict[str, float] = field(default_factory=dict)
+    shared: set[str] = field(default_factory=set)
+    skipped: list[str] = field(default_factory=list)
+    runtime: dict = field(default_factory=dict)
+
+
+def solve_task(task: str, G: LayeredGenerator, truth: torch.Tensor, *, steps: int, restarts: int, progress: bool
+               ) -> TaskRun:
+    """Solve ``task`` (at its default level) on ``truth [B, C, H, W]`` with its classical methods,
+    ILO and CSGM (ILO first: the CSGM row may be its run)."""
+    prob = build_problem(ProblemSpec(task), G, seed=0, truth=truth)
+    title = prob.operator.describe()
+    rt = runtime.current()
+    run = TaskRun(task, prob, runtime={"process": os.getpid(), "threads": torch.get_num_threads(),
+                                       **(rt.to_dict() if rt is not None else {})})
+    shown_order = classical_methods(prob.operator) + list(METHODS)
+    for method in [m for m in shown_order if m != "csgm"] + ["csgm"]:
+        reuse = shared_csgm(run.results.get("ilo"), prob, G, steps, restarts) if method == "csgm" else None
+        if reuse is not None:
+            run.results[method], run.scores[method], run.walls[method] = reuse, score(reuse, prob, method), reuse.seconds
+            run.shared.add(method)
+            continue
+        if progress:
+            print(f"{title}: {method}", file=sys.stderr)
+        start = time.perf_counter()
+        try:
+            run.results[method], run.scores[method] = run_method(prob, G, method, total_steps=steps, restarts=restarts,
+                                                                 progress=progress)
+        except BM3DUnavailable as e:  # an optional extra: the other classical methods stand in
+            run.skipped.append(f"{task}: {method} skipped ({e})")
+            continue
+        run.walls[method] = time.perf_counter() - start  # the whole call: a self-tuned ILO's candidates and scoring included
+    return run
+
+
+def task_rows(run: TaskRun, names: list[str]) -> list[dict]:
+    """The summary's rows of one task: one per method shown and image."""
+    rows = []
+    for method in [m for m in classical_methods(run.problem.operator) + list(METHODS) if m in run.results]:
+        per = run.scores[method]["per_image"]
+        for i, name in enumerate(names):
+            rows.append({"task": run.task, "method": method, "image": name, "true_mse": per["true_mse"][i],
+                         "psnr": per["psnr"][i], "ssim": per["ssim"][i], "seconds": run.walls[method],
+                         "inside_ilo": method in run.shared})
+    return rows
+
+
+def write_task(run: TaskRun, truth: torch.Tensor, names: list[str], out: Path, writer_cls) -> None:
+    """``<task>.png`` (truth, observation, the best classical method, CSGM, ILO) and ``<task>.json``."""
+    prob, results, scores = run.problem, run.results, run.scores
+    classical = [m for m in results if m not in METHODS]
+    best = max(classical, key=lambda m: scores[m]["psnr"])
+    shown = [best, *METHODS]
+    obs = prob.operator.observation_image(prob.y).clamp(-1, 1)
+    rows, caps = [], []
+    for i in range(len(names)):
+        rows.append([truth[i], obs[i]] + [results[m].image[i].clamp(-1, 1) for m in shown])
+        caps.append(["", ""] + [f"{scores[m]['per_image']['psnr'][i]:.1f} dB / {scores[m]['per_image']['ssim'][i]:.2f}"
+                                for m in shown])
+    w = writer_cls(out)
+    labels = ["truth", "observation", best, *(LABELS[m] for m in METHODS)]
+    grid(rows, col_labels=labels, row_labels=names, captions=caps, cell=128).save(w.path(f"{run.task}.png"))
+    w.json(f"{run.task}.json", {"task": run.task, "title": prob.operator.describe(), "operator": prob.operator.config(),
+                                "metrics": scores, "best_classical": best, "runtime": run.runtime,
                                 "records": {m: record(prob, results[m], scores[m]) for m in results},
                                 "configs": {m: results[m].config for m in results}})
-        w.commit()
+    w.commit()
+
+
+def default_jobs(device: torch.device | str = "cpu", tasks: int = len(TASKS)) -> int:
+    """Processes for the demo's tasks: one per usable core on the CPU (an explicit thread count:
+    at most that many), at most one per task; one on a GPU (the tasks would share it).
+
+    Separate processes, unlike threads of one, never wait for each other, so on a busy machine two
+    one-thread processes lose nothing to the barrier that makes more threads than free cores slow
+    (:mod:`ilo.runtime`); they take two shares of the machine where one process takes one."""
+    if torch.device(device).type != "cpu":
+        return 1
+    rt = runtime.current()
+    budget = rt.threads if rt is not None and rt.source != "auto" else runtime.usable_cpus()
+    return max(1, min(tasks, budget))
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Environment variables set while inside (for the processes started there), then restored."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _solve_in_worker(task: str, G: LayeredGenerator, truth: torch.Tensor, priors: dict, steps: int, restarts: int
+                     ) -> TaskRun:
+    """:func:`solve_task` in a worker process, with the parent's Gaussian priors."""
+    from .solvers import gaussian
+
+    gaussian.remember(priors)
+    return solve_task(task, G, truth, steps=steps, restarts=restarts, progress=False)
+
+
+def solve_tasks(G: LayeredGenerator, truth: torch.Tensor, tasks: list[str], *, steps: int, restarts: int,
+                progress: bool, jobs: int = 1) -> Iterator[TaskRun]:
+    """:func:`solve_task` for every task, as each finishes: one after another in this process
+    (``jobs`` 1), or in ``jobs`` worker processes (started fresh: ``spawn``), each with this
+    process's threads shared out (at least one) and its wait policy. The Gaussian priors the
+    tasks' ILO uses are fitted (or loaded) here first and handed to the workers, so none fits
+    one of its own. The results are those of a sequential run with the workers' thread count
+    (the same seeds; float rounding may differ with the thread count)."""
+    if jobs <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield solve_task(task, G, truth, steps=steps, restarts=restarts, progress=progress)
+        return
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from tqdm.auto import tqdm
+
+    from .solvers import gaussian
+    from .solvers.ilo import gaussian_prior
+
+    for task in tasks:
+        prob = build_problem(ProblemSpec(task), G, seed=0, truth=truth)
+        gaussian_prior(G, prob.operator, method_config(prob, G, "ilo", total_steps=steps, restarts=restarts),
+                       progress=progress)
+    rt = runtime.current()  # None: a host program's own threads and environment
+    jobs = min(jobs, len(tasks))
+    threads = rt.threads if rt is not None else torch.get_num_threads()
+    policy = rt.wait_policy if rt is not None else os.environ.get("OMP_WAIT_POLICY", "default")
+    child = {"OMP_NUM_THREADS": str(max(1, threads // jobs))} | ({} if policy == "default" else {"OMP_WAIT_POLICY": policy})
+    # each worker chooses its threads and wait policy (those of ``child``) before it loads torch
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=runtime.configure)
+    priors = gaussian.remembered()
+    queue = sorted(tasks, key=lambda t: -COST.get(t, 0.0))  # the longest first
+    bar = tqdm(total=len(tasks), desc=f"demo tasks ({jobs} processes)", unit="task", disable=not progress)
+    try:
+        # one task per worker at a time: after an error or Ctrl-C no other task starts
+        with _environment(**child):  # the workers start in these submits (spawn starts them on demand)
+            running = {pool.submit(_solve_in_worker, queue.pop(0), G, truth, priors, steps, restarts)
+                       for _ in range(jobs)}
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                run = f.result()
+                if queue:
+                    running.add(pool.submit(_solve_in_worker, queue.pop(0), G, truth, priors, steps, restarts))
+                bar.update()
+                bar.set_postfix_str(run.task)
+                yield run
+    finally:
+        bar.close()
+        pool.shutdown(cancel_futures=True)
+
+
+def run_demo(G: LayeredGenerator, out: Path, *, steps: int, faces: int, progress: bool, writer_cls, env: dict,
+             restarts: int = 2, echo: Callable[[str], None] = print, jobs: int = 1) -> list[dict]:
+    """Solve every task with its classical methods, CSGM and ILO (in ``jobs`` processes:
+    :func:`solve_tasks`); write ``<task>.png`` and ``<task>.json`` as each task finishes and a
+    summary with ``writer_cls(out)`` (an atomic writer); print the summary table with ``echo``."""
+    truth, names = demo_images(G, faces)
+    rows_by_task: dict[str, list[dict]] = {}
+    runtimes: dict[str, dict] = {}
+    skipped: dict[str, list[str]] = {}
+    for run in solve_tasks(G, truth, list(TASKS), steps=steps, restarts=restarts, progress=progress, jobs=jobs):
+        write_task(run, truth, names, out, writer_cls)
+        rows_by_task[run.task], runtimes[run.task], skipped[run.task] = task_rows(run, names), run.runtime, run.skipped
+    for task in TASKS:
+        for line in skipped[task]:
+            echo(line)
+    rows_summary = [r for task in TASKS for r in rows_by_task[task]]
     table = summary_table(rows_summary)
     w = writer_cls(out)
-    w.json("summary.json", {"rows": rows_summary, "steps": steps, "restarts": restarts, "environment": env})
+    w.json("summary.json", {"rows": rows_summary, "steps": steps, "restarts": restarts, "environment": env,
+                            "jobs": jobs, "task_runtimes": runtimes})
     w.path("summary.md").write_text(table + "\n")
     w.commit()
     echo(table)

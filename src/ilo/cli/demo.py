@@ -23,14 +23,17 @@ from .common import (
 @click.option("--faces", type=click.IntRange(min=0), default=2, help="Held-out generated faces (seeds 900000, 900001, ...).")
 @device_option
 @threads_option
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Processes that solve the tasks side by side (default: one per usable core on the CPU, at most "
+                   "--threads when given; one on a GPU). Each gets its share of the threads, at least one.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo(out_dir, generator_name, steps, restarts, faces, device, quiet):
+def demo(out_dir, generator_name, steps, restarts, faces, device, jobs, quiet):
     """Solve the four inverse problems with the classical methods, CSGM and ILO; write one grid per task and a summary."""
-    from ..demo import run_demo
+    from ..demo import default_jobs, run_demo
     from ..io import OutputFolder, environment
 
     dev = pick_device(device)
     G = load_generator(generator_name, dev)
     with new_out(out_dir) as out:
         run_demo(G, out, steps=steps, restarts=restarts, faces=faces, progress=not quiet, writer_cls=OutputFolder,
-                 env={**environment(), "runtime": runtime_record()})
+                 env={**environment(), "runtime": runtime_record()}, jobs=jobs or default_jobs(dev))

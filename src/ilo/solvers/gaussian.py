@@ -677,6 +677,17 @@ def _save(prior: GaussianPrior, path: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def remembered() -> dict:
+    """The priors this process holds in memory (:func:`prior_for`'s), to hand to another process
+    of the same generator (:func:`remember`), e.g. workers that would each load or fit them."""
+    return dict(_MEMORY)
+
+
+def remember(priors: dict) -> None:
+    """Hold ``priors`` (from :func:`remembered` in another process) in this process's memory."""
+    _MEMORY.update(priors)
+
+
 def prior_for(G: LayeredGenerator, samples: int | None = None, components: int | None = None,
               progress: bool = False, augment: Augment = AUGMENT) -> GaussianPrior:
     """The Gaussian prior of ``G`` (``samples``, ``components``; None: :data:`SAMPLES`,
@@ -698,4 +709,4 @@ def prior_for(G: LayeredGenerator, samples: int | None = None, components: int |
 
 __all__ = ["GaussianPrior", "Augment", "AUGMENT", "PLAIN", "augmentation", "GaussianConfig", "gaussian_solve", "fit_prior", "supports", "solves", "MAX_VALUES",
            "MAX_MEASUREMENTS", "gaussian_inpaint", "posterior_mean", "prior_for", "fingerprint",
-           "cache_path", "SAMPLES", "COMPONENTS", "RESIDUAL_SCALE", "HARMONIC_SCALE", "REMAINDERS"]
+           "cache_path", "remembered", "remember", "SAMPLES", "COMPONENTS", "RESIDUAL_SCALE", "HARMONIC_SCALE", "REMAINDERS"]

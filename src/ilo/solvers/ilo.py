@@ -109,9 +109,7 @@ def ilo(
 
         shapes = generator.layer_shapes()[0]
         dof = sum(math.prod(shapes[k]) for k in (stage.keys or generator.trainable_keys(0)))
-        prior = None
-        if gaussian.supports(generator) and wants_prior(operator, sel):
-            prior = gaussian.prior_for(generator, progress=progress, augment=gaussian.augmentation(sel.gaussian_augment))
+        prior = gaussian_prior(generator, operator, config, progress=progress)
         return self_tune(y, operator, config, run, seeds_, first if sel.csgm in ("method", "challenge") else None,
                          stage, dof, prior)
     res, _ = run(y, operator)
@@ -119,6 +117,18 @@ def ilo(
         res.image = extend(res.image, y, operator, config.deviation, config.deviation.weights[0])
         res.measurement_loss = operator.measurement_loss(res.image, y)
     return res
+
+
+def gaussian_prior(generator: LayeredGenerator, operator: Operator, config: ILOConfig, progress: bool = False
+                   ) -> gaussian.GaussianPrior | None:
+    """The generator's Gaussian prior that ILO with ``config`` uses on ``operator`` (its
+    self-tuning's candidate; :func:`~ilo.solvers.gaussian.prior_for`: from memory, the disk cache
+    or fitted once), None where it uses none. A caller that solves in several processes fits it
+    here first (:mod:`ilo.demo`)."""
+    sel = config.selection
+    if sel is None or not gaussian.supports(generator) or not wants_prior(operator, sel):
+        return None
+    return gaussian.prior_for(generator, progress=progress, augment=gaussian.augmentation(sel.gaussian_augment))
 
 
 def csgm_stage(config: ILOConfig, generator: LayeredGenerator) -> CSGMConfig:
