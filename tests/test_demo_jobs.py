@@ -1,5 +1,5 @@
-"""The demo's tasks in worker processes (``ilo demo --jobs N``): the sequential results, the
-threads shared out, the parent's Gaussian priors handed over, the number of processes chosen."""
+"""The demo's tasks in worker processes (``ilo demo --jobs N``, :mod:`ilo.workers`): the
+sequential results, the threads shared out, the parent's Gaussian priors handed over."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ilo import demo, runtime
-from ilo.demo import default_jobs, run_demo, solve_task
+from ilo import demo, workers
+from ilo.demo import run_demo, solve_task
 from ilo.io import OutputFolder
 from ilo.operators import TASKS
 from ilo.solvers import gaussian
@@ -87,34 +87,8 @@ def test_a_process_reads_the_cache_unless_handed_the_prior(tiny_dcgan, tmp_path,
     monkeypatch.setenv("ILO_GAUSSIAN_CACHE", str(tmp_path))
     _tampered_cache(tiny_dcgan, tmp_path)
     monkeypatch.setattr(gaussian, "_MEMORY", {})  # a fresh process: nothing in memory
-    again = demo._solve_in_worker("superres", tiny_dcgan, truth, priors, 6, 1)
+    again = workers._call(demo._solve_in_worker, ("superres", tiny_dcgan, truth, 6, 1), priors)
     torch.testing.assert_close(again.results["ilo"].image, handed.results["ilo"].image, rtol=0, atol=0)
     monkeypatch.setattr(gaussian, "_MEMORY", {})
-    own = demo._solve_in_worker("superres", tiny_dcgan, truth, {}, 6, 1)
+    own = workers._call(demo._solve_in_worker, ("superres", tiny_dcgan, truth, 6, 1), {})
     assert not torch.equal(own.results["ilo"].image, handed.results["ilo"].image)
-
-
-def test_the_workers_environment_is_restored():
-    before = os.environ.get("OMP_NUM_THREADS")
-    with demo._environment(OMP_NUM_THREADS="3", ILO_TEST_ONLY="x"):
-        assert os.environ["OMP_NUM_THREADS"] == "3" and os.environ["ILO_TEST_ONLY"] == "x"
-    assert os.environ.get("OMP_NUM_THREADS") == before and "ILO_TEST_ONLY" not in os.environ
-
-
-def test_default_jobs_one_per_usable_core_at_most_the_tasks_and_an_explicit_thread_count(monkeypatch):
-    def chosen(source: str, threads: int):
-        return runtime.Runtime(threads=threads, wait_policy="PASSIVE", load=4.0, cpus=2, source=source,
-                               applied_before_torch=True)
-
-    monkeypatch.setattr(runtime, "usable_cpus", lambda: 2)
-    monkeypatch.setattr(runtime, "current", lambda: chosen("auto", 1))  # busy: one thread chosen for a solve
-    assert default_jobs("cpu") == 2  # processes do not wait for each other: one per core
-    monkeypatch.setattr(runtime, "usable_cpus", lambda: 16)
-    assert default_jobs("cpu") == len(TASKS) and default_jobs("cpu", tasks=2) == 2
-    monkeypatch.setattr(runtime, "current", lambda: chosen("--threads", 1))
-    assert default_jobs("cpu") == 1  # --threads 1: one process
-    monkeypatch.setattr(runtime, "current", lambda: chosen("environment", 3))
-    assert default_jobs("cpu") == 3
-    monkeypatch.setattr(runtime, "current", lambda: None)
-    assert default_jobs("cpu") == len(TASKS)
-    assert default_jobs("cuda") == 1 and default_jobs(torch.device("cuda", 1)) == 1

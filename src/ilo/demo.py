@@ -17,24 +17,22 @@ run it alone.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import runtime
+from . import runtime, workers
 from .generators.base import LayeredGenerator
 from .images import grid, photo
 from .operators import TASKS
 from .operators.base import Operator
 from .pipeline import Problem, ProblemSpec, build_problem, method_config, record, run_method, score, truth_from_seeds
-from .solvers import CLASSICAL_METHODS, BM3DUnavailable, Result
+from .solvers import CLASSICAL_METHODS, BM3DUnavailable, Result, prepare
 
 #: held-out seeds of the demo's generated faces (tests use seeds < 1000, tuning 10_000-10_999)
 DEMO_SEED0 = 900_000
@@ -165,94 +163,28 @@ def write_task(run: TaskRun, truth: torch.Tensor, names: list[str], out: Path, w
     w.commit()
 
 
-def default_jobs(device: torch.device | str = "cpu", tasks: int = len(TASKS)) -> int:
-    """Processes for the demo's tasks: one per usable core on the CPU (an explicit thread count:
-    at most that many), at most one per task; one on a GPU (the tasks would share it).
-
-    Separate processes, unlike threads of one, never wait for each other, so on a busy machine two
-    one-thread processes lose nothing to the barrier that makes more threads than free cores slow
-    (:mod:`ilo.runtime`); they take two shares of the machine where one process takes one."""
-    if torch.device(device).type != "cpu":
-        return 1
-    rt = runtime.current()
-    budget = rt.threads if rt is not None and rt.source != "auto" else runtime.usable_cpus()
-    return max(1, min(tasks, budget))
-
-
-@contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """Environment variables set while inside (for the processes started there), then restored."""
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _solve_in_worker(task: str, G: LayeredGenerator, truth: torch.Tensor, priors: dict, steps: int, restarts: int
-                     ) -> TaskRun:
-    """:func:`solve_task` in a worker process, with the parent's Gaussian priors."""
-    from .solvers import gaussian
-
-    gaussian.remember(priors)
+def _solve_in_worker(task: str, G: LayeredGenerator, truth: torch.Tensor, steps: int, restarts: int) -> TaskRun:
     return solve_task(task, G, truth, steps=steps, restarts=restarts, progress=False)
 
 
 def solve_tasks(G: LayeredGenerator, truth: torch.Tensor, tasks: list[str], *, steps: int, restarts: int,
                 progress: bool, jobs: int = 1) -> Iterator[TaskRun]:
     """:func:`solve_task` for every task, as each finishes: one after another in this process
-    (``jobs`` 1), or in ``jobs`` worker processes (started fresh: ``spawn``), each with this
-    process's threads shared out (at least one) and its wait policy. The Gaussian priors the
-    tasks' ILO uses are fitted (or loaded) here first and handed to the workers, so none fits
-    one of its own. The results are those of a sequential run with the workers' thread count
-    (the same seeds; float rounding may differ with the thread count)."""
+    (``jobs`` 1), or in ``jobs`` worker processes (:func:`ilo.workers.imap`: the threads shared
+    out, the Gaussian priors the tasks' ILO uses fitted or loaded here first and handed over), the
+    longest task first (:data:`COST`)."""
     if jobs <= 1 or len(tasks) <= 1:
         for task in tasks:
             yield solve_task(task, G, truth, steps=steps, restarts=restarts, progress=progress)
         return
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    from tqdm.auto import tqdm
-
-    from .solvers import gaussian
-    from .solvers.ilo import gaussian_prior
-
     for task in tasks:
         prob = build_problem(ProblemSpec(task), G, seed=0, truth=truth)
-        gaussian_prior(G, prob.operator, method_config(prob, G, "ilo", total_steps=steps, restarts=restarts),
-                       progress=progress)
-    rt = runtime.current()  # None: a host program's own threads and environment
-    jobs = min(jobs, len(tasks))
-    threads = rt.threads if rt is not None else torch.get_num_threads()
-    policy = rt.wait_policy if rt is not None else os.environ.get("OMP_WAIT_POLICY", "default")
-    child = {"OMP_NUM_THREADS": str(max(1, threads // jobs))} | ({} if policy == "default" else {"OMP_WAIT_POLICY": policy})
-    # each worker chooses its threads and wait policy (those of ``child``) before it loads torch
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=runtime.configure)
-    priors = gaussian.remembered()
-    queue = sorted(tasks, key=lambda t: -COST.get(t, 0.0))  # the longest first
-    bar = tqdm(total=len(tasks), desc=f"demo tasks ({jobs} processes)", unit="task", disable=not progress)
-    try:
-        # one task per worker at a time: after an error or Ctrl-C no other task starts
-        with _environment(**child):  # the workers start in these submits (spawn starts them on demand)
-            running = {pool.submit(_solve_in_worker, queue.pop(0), G, truth, priors, steps, restarts)
-                       for _ in range(jobs)}
-        while running:
-            done, running = wait(running, return_when=FIRST_COMPLETED)
-            for f in done:
-                run = f.result()
-                if queue:
-                    running.add(pool.submit(_solve_in_worker, queue.pop(0), G, truth, priors, steps, restarts))
-                bar.update()
-                bar.set_postfix_str(run.task)
-                yield run
-    finally:
-        bar.close()
-        pool.shutdown(cancel_futures=True)
+        prepare(prob.operator, G, "ilo", method_config(prob, G, "ilo", total_steps=steps, restarts=restarts),
+                progress=progress)
+    order = sorted(tasks, key=lambda t: -COST.get(t, 0.0))
+    for _, run in workers.imap(_solve_in_worker, [(t, G, truth, steps, restarts) for t in order], jobs,
+                               progress=progress, desc="demo tasks"):
+        yield run
 
 
 def run_demo(G: LayeredGenerator, out: Path, *, steps: int, faces: int, progress: bool, writer_cls, env: dict,

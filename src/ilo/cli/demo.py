@@ -29,11 +29,13 @@ from .common import (
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out_dir, generator_name, steps, restarts, faces, device, jobs, quiet):
     """Solve the four inverse problems with the classical methods, CSGM and ILO; write one grid per task and a summary."""
-    from ..demo import default_jobs, run_demo
+    from ..demo import run_demo
     from ..io import OutputFolder, environment
+    from ..operators import TASKS
+    from ..workers import default_jobs
 
     dev = pick_device(device)
     G = load_generator(generator_name, dev)
     with new_out(out_dir) as out:
         run_demo(G, out, steps=steps, restarts=restarts, faces=faces, progress=not quiet, writer_cls=OutputFolder,
-                 env={**environment(), "runtime": runtime_record()}, jobs=jobs or default_jobs(dev))
+                 env={**environment(), "runtime": runtime_record()}, jobs=jobs or default_jobs(dev, len(TASKS)))

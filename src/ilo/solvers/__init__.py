@@ -16,8 +16,9 @@ from .classical import CLASSICAL, ClassicalConfig, classical
 from .config import (CSGMConfig, DeviationConfig, ILOConfig, LossConfig, RoundConfig, Schedule, SelectionConfig,
                      self_tuned, with_budget)
 from .csgm import csgm
+from . import gaussian
 from .gaussian import GaussianConfig, gaussian_solve
-from .ilo import ilo
+from .ilo import gaussian_prior, ilo
 from .optim import StepInfo
 from .presets import PRESETS, TaskPreset, csgm_preset, default_config, pulse_preset, self_tuned_budget, self_tuned_own_stage
 from .result import Result
@@ -123,8 +124,25 @@ def solve(
     return res
 
 
+def prepare(operator: Operator, generator: LayeredGenerator, method: str = "ilo", config: SolverConfig | None = None,
+            progress: bool = False) -> None:
+    """Load or fit, once, what :func:`solve` with these arguments would load or fit itself (the
+    generator's Gaussian prior: the ``gaussian`` method's, or the one a self-tuned ILO's candidates
+    use), and keep it in this process's memory. For solving in several processes: they are handed
+    it (:mod:`ilo.workers`) instead of each fitting its own. Nothing for the other methods."""
+    if method in CLASSICAL and (config is None or isinstance(config, ClassicalConfig)):
+        return
+    if config is None:
+        config = preset_for(method, generator, operator)
+    if isinstance(config, GaussianConfig):
+        gaussian.prior_for(generator, config.samples, config.components, progress=progress,
+                           augment=gaussian.augmentation(config.augment))
+    elif isinstance(config, ILOConfig):
+        gaussian_prior(generator, operator, config, progress=progress)
+
+
 __all__ = [
-    "solve", "csgm", "ilo", "Result", "StepInfo", "METHODS", "default_config", "preset_for", "Round",
+    "solve", "prepare", "csgm", "ilo", "Result", "StepInfo", "METHODS", "default_config", "preset_for", "Round",
     "CSGMConfig", "ILOConfig", "RoundConfig", "LossConfig", "Schedule", "with_budget", "PRESETS", "TaskPreset",
     "BM3DConfig", "BM3DUnavailable", "pulse_preset", "csgm_preset", "CSGM_FAMILY", "GENERATIVE", "CLASSICAL_METHODS",
     "ClassicalConfig", "classical", "DeviationConfig", "SelectionConfig", "self_tuned", "SolverConfig",
