@@ -279,3 +279,31 @@ def test_cli_solve_align(samples, tmp_path, capsys):
     code, out = run_cli([*args[:-4], str(tmp_path / "flat.png"), "--align", "--out", str(tmp_path / "o2")], capsys)
     assert code == 2 and "no face found" in out.err and out.err.strip().count("\n") == 0
     assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_restore_solves_a_photos_faces_in_worker_processes_as_in_one(samples, digiface):
+    """Two faces of one photo solved in two worker processes (``jobs=2``) give the photo that one
+    process gives solving them one after another on one thread, bit for bit; the number of
+    processes is in the restoration's config."""
+    from ilo.faces.restore import RestoreConfig, degrade, restore_photo
+
+    tpl, faces = samples
+    spots, chosen = [(100, 120), (300, 120)], []
+    for x, _ in faces:
+        P = placement(150, 0.0, spots[len(chosen)])
+        if len(D.detect_faces(paste_into_photo([x], [P], hw=(240, 400)))) == 1:
+            chosen.append((x, P))
+        if len(chosen) == 2:
+            break
+    photo = paste_into_photo([c[0] for c in chosen], [c[1] for c in chosen], hw=(240, 400))
+    cfg = RestoreConfig(task="denoise", sigma255=10, steps=8, restarts=1)
+    noisy = degrade(photo, cfg, seed=0)
+    one = restore_photo(noisy, digiface, cfg, jobs=1)
+    two = restore_photo(noisy, digiface, cfg, jobs=2)
+    assert len(one.faces) == len(two.faces) == 2
+    assert torch.equal(one.image, two.image)
+    for a, b in zip(one.faces, two.faces):
+        assert torch.equal(a.restored, b.restored) and a.region == b.region and b.seconds > 0
+    assert (one.config["jobs"], two.config["jobs"]) == (1, 2)
+    assert restore_photo(noisy, digiface, cfg, jobs=5).config["jobs"] == 2  # at most one per face

@@ -27,9 +27,11 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from .. import workers
 from ..metrics import psnr
 from ..operators import TASKS, operator_class
 from ..operators.base import Operator
+from ..solvers.result import Result
 from .align import Alignment, Template, aligned_crop, align_face
 from .detect import Face, NoFaceFound, detect_faces
 from .paste import classical_restore, paste, scaled
@@ -191,18 +193,30 @@ def find_faces(observed: torch.Tensor, cfg: RestoreConfig, op: Operator) -> tupl
     return faces, classical
 
 
+def _solve_face(y: torch.Tensor, op: Operator, G, method: str, config, seed: int, progress: bool
+                ) -> tuple[Result, float]:
+    """One face's solve (in this process or a worker, :mod:`ilo.workers`) and its seconds."""
+    from ..solvers import solve
+
+    t0 = time.time()
+    res = solve(y, op, G, method, config, seeds=seed, progress=progress)
+    return res, time.time() - t0
+
+
 def restore_photo(observed: torch.Tensor, G, cfg: RestoreConfig, *, mask: torch.Tensor | None = None,
-                  progress: bool = False) -> Restoration:
+                  progress: bool = False, jobs: int | None = 1) -> Restoration:
     """Restore every face of ``observed [1, C, H, W]`` (in ``[-1, 1]``) with generator ``G``.
 
     ``mask [1, 1, H, W]`` (1 = observed) is required for inpainting. The output is
-    ``[1, C, scale * H, scale * W]``.
+    ``[1, C, scale * H, scale * W]``. ``jobs``: the faces are solved in that many worker
+    processes (:func:`ilo.workers.imap`; None: :func:`ilo.workers.default_jobs`), each face's
+    result the one of a sequential solve at the workers' thread count; 1: one after another here.
 
     Raises:
         NoFaceFound: no face in the photo. ValueError: inconsistent inputs.
         ilo.faces.detect.DetectorUnavailable: dlib or its models are missing.
     """
-    from ..solvers import solve
+    from ..solvers import prepare
 
     if observed.ndim != 4 or observed.shape[0] != 1:
         raise ValueError(f"expected one photo [1, C, H, W], got {list(observed.shape)}")
@@ -219,24 +233,29 @@ def restore_photo(observed: torch.Tensor, G, cfg: RestoreConfig, *, mask: torch.
         observed.repeat_interleave(f, -2).repeat_interleave(f, -1)
     canvas, results = background.clone(), []
     dev = next(G.parameters()).device
-    for i, face in enumerate(faces):
+    framed = []
+    for face in faces:
         al = align_face(face, template)
         box = face_region(al.transform, S, (h, w), cfg.margin)
         x0, y0, x1, y1 = box
-        y = observed[..., y0:y1, x0:x1]
-        wop = WarpedOperator(op.crop(box), al.transform, S, box, f)
-        t0 = time.time()
-        res = solve(y.to(dev), wop.to(dev), G, cfg.method, solver_config(cfg, G, wop.task), seeds=cfg.seed + i,
-                    progress=progress)
+        framed.append((al, box, observed[..., y0:y1, x0:x1], WarpedOperator(op.crop(box), al.transform, S, box, f)))
+    jobs = workers.default_jobs(dev, len(faces)) if jobs is None else min(jobs, len(faces))
+    if jobs > 1:  # what the solves would each fit (the Gaussian prior), fitted here once and handed over
+        for *_, wop in framed:
+            prepare(wop, G, cfg.method, solver_config(cfg, G, wop.task), progress=progress)
+    calls = [(y.to(dev), wop.to(dev), G, cfg.method, solver_config(cfg, G, wop.task), cfg.seed + i, progress and jobs == 1)
+             for i, (_, _, y, wop) in enumerate(framed)]
+    solved = dict(workers.imap(_solve_face, calls, jobs, progress=progress, desc="faces"))
+    for i, (face, (al, box, _, _)) in enumerate(zip(faces, framed)):
+        res, seconds = solved[i]
         restored = res.image.detach().cpu()
         canvas, alpha = paste(canvas, restored, al.transform, scale=f)
-        results.append(FaceResult(face, al, box, restored, float(res.measurement_loss[0]), time.time() - t0,
-                                  res.config, alpha))
+        results.append(FaceResult(face, al, box, restored, float(res.measurement_loss[0]), seconds, res.config, alpha))
     canvas = op.keep_observed(canvas, observed)
     config = {"restore": asdict(cfg), "operator": op.describe(), "classical": op.classical_method,
               "background": cfg.background,
               "template": {"name": template.name, "kind": template.kind, "size": template.size},
-              "loss": "weighted MSE in photo coordinates (no perceptual term, no SNA)"}
+              "loss": "weighted MSE in photo coordinates (no perceptual term, no SNA)", "jobs": jobs}
     return Restoration(canvas.clamp(-1, 1), background, results, template, f, config)
 
 
