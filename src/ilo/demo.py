@@ -38,9 +38,6 @@ from .solvers import CLASSICAL_METHODS, BM3DUnavailable, Result, prepare
 DEMO_SEED0 = 900_000
 #: the generative methods, after the classical ones
 METHODS = ("csgm", "ilo")
-#: a task's seconds in the demo relative to the others (one thread, idle: inpainting 43, CS 34,
-#: super-resolution 31, denoising 22 s): the workers take the longest first
-COST = {"inpaint": 43.0, "cs": 34.0, "superres": 31.0, "denoise": 22.0}
 #: the column labels of the generative methods in the grids
 LABELS = {"csgm": "CSGM", "ilo": "ILO"}
 
@@ -172,16 +169,18 @@ def solve_tasks(G: LayeredGenerator, truth: torch.Tensor, tasks: list[str], *, s
     """:func:`solve_task` for every task, as each finishes: one after another in this process
     (``jobs`` 1), or in ``jobs`` worker processes (:func:`ilo.workers.imap`: the threads shared
     out, the Gaussian priors the tasks' ILO uses fitted or loaded here first and handed over), the
-    longest task first (:data:`COST`)."""
+    longest task first (the operators' ``typical_seconds``)."""
     if jobs <= 1 or len(tasks) <= 1:
         for task in tasks:
             yield solve_task(task, G, truth, steps=steps, restarts=restarts, progress=progress)
         return
+    seconds = {}
     for task in tasks:
         prob = build_problem(ProblemSpec(task), G, seed=0, truth=truth)
         prepare(prob.operator, G, "ilo", method_config(prob, G, "ilo", total_steps=steps, restarts=restarts),
                 progress=progress)
-    order = sorted(tasks, key=lambda t: -COST.get(t, 0.0))
+        seconds[task] = prob.operator.typical_seconds
+    order = sorted(tasks, key=lambda t: -seconds[t])
     for _, run in workers.imap(_solve_in_worker, [(t, G, truth, steps, restarts) for t in order], jobs,
                                progress=progress, desc="demo tasks"):
         yield run

@@ -123,6 +123,10 @@ class Operator(nn.Module):
     #: ``"own"`` or ``"challenge"``; docs/BENCHMARKS.md, "All 29 eval faces", "In range" and
     #: "Super-resolution in range (session 8)")
     self_tuning_csgm: str = "method"
+    #: seconds of the default self-tuned ILO at its default level on the demo's four 64-px images
+    #: (200 steps × 2 restarts, one thread, idle; docs/PERFORMANCE.md §20): a hint to start the
+    #: longest solves first where several run side by side (:func:`ilo.demo.solve_tasks`)
+    typical_seconds: float = 30.0
     #: names of buffers that may hold one entry per sample (first dim = batch), e.g. a mask per image
     per_sample_buffers: tuple[str, ...] = ()
     #: the shape of one sample's measurement, set by each subclass's ``__init__``

@@ -56,6 +56,7 @@ class CompressedSensing(Operator):
     level_name = "measurements m/n"
     options = ("measurements",)
     default_level = 0.1
+    typical_seconds = 34.0
 
     signs: torch.Tensor  # buffer [n]
     g_spectrum: torch.Tensor  # buffer, real view of the complex spectrum

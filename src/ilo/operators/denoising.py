@@ -35,6 +35,7 @@ class Denoising(Identity):
     perceptual_target = "observation"
     options = ("sigma",)
     default_level = 25.0
+    typical_seconds = 22.0
     local = True
     classical_method = "nlmeans"
 

@@ -43,6 +43,7 @@ class Inpainting(Operator):
     perceptual_target = "candidate"
     options = ("observed", "box", "mask")
     default_level = 0.1
+    typical_seconds = 43.0
     local = True
     classical_method = "biharmonic"
     per_sample_buffers = ("mask",)

@@ -104,6 +104,7 @@ class SuperResolution(Operator):
     perceptual_target = "observation"
     options = ("factor",)
     default_level = 4
+    typical_seconds = 31.0
     local = True
     classical_method = "bicubic"
     #: ILO's own CSGM stage, with the CSGM method's solution only as a challenger of the choice
