@@ -52,3 +52,16 @@ def test_classical_flag_sets_the_candidates_methods(two_photos, one_thread, tmp_
                         "--json", str(tmp_path / "d.json")])
     assert "gaussian" in default["inpaint 0.1"]["selection"]["candidates"]  # the default's first method
     assert "gaussian" in default["inpaint 0.1"]["per_image"]  # and a column of its own, alone
+
+
+def test_cells_in_worker_processes_give_the_same_numbers(two_photos, one_thread, tmp_path):
+    """``--jobs 2``: the cells solved side by side in two processes, each on ``--threads`` (one),
+    give every method's per-face scores and the self-tuned choice of the run in one process."""
+    args = ["--split", "tuning", "--steps", "4", "--restarts", "1", "--keys", "box 0.333333,superres 4,cs 0.1"]
+    one = rfe.main([*args, "--json", str(tmp_path / "one.json")])
+    two = rfe.main([*args, "--jobs", "2", "--json", str(tmp_path / "two.json")])
+    assert set(one) == set(two) == {"box 0.333333", "superres 4", "cs 0.1"}
+    for key in one:
+        assert one[key]["per_image"] == two[key]["per_image"], key
+        assert one[key]["selection"]["choice"] == two[key]["selection"]["choice"]
+    assert json.loads((tmp_path / "two.json").read_text())["meta"]["jobs"] == 2

@@ -23,16 +23,18 @@ def _touch_and_square(folder: str, i: int, fail: bool = False, wait: float = 0.0
     return i * i, os.getpid(), os.environ.get("OMP_NUM_THREADS", "")
 
 
-def test_results_as_they_finish_with_their_index_from_other_processes(tmp_path):
+def test_results_as_they_finish_with_their_index_from_other_processes(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "current", lambda: _chosen("auto", 4, "default"))  # four threads here
+    threads_before = os.environ.get("OMP_NUM_THREADS")
     calls = [(str(tmp_path), i, False, 2.5 if i == 0 else 0.0) for i in range(4)]
     got = list(imap(_touch_and_square, calls, 2))
     assert sorted(i for i, _ in got) == [0, 1, 2, 3]
     assert all(result[0] == i * i for i, result in got)
     pids = {result[1] for _, result in got}
     assert os.getpid() not in pids and len(pids) <= 2
-    assert all(result[2] == "1" for _, result in got)  # two workers share this process's (at most 2) threads
+    assert all(result[2] == "2" for _, result in got)  # two workers share this process's four threads
     assert got[-1][0] == 0  # the slow first call finishes last: results come as they finish
-    assert "OMP_NUM_THREADS" not in os.environ or os.environ["OMP_NUM_THREADS"] != "1"
+    assert os.environ.get("OMP_NUM_THREADS") == threads_before  # set for the workers only
 
 
 def test_one_job_runs_in_this_process_in_order(tmp_path):

@@ -64,15 +64,15 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def child_environment(jobs: int) -> dict[str, str]:
-    """The environment of each of ``jobs`` workers: its share of this process's threads (at least
-    one) and this process's wait policy (none where OpenMP's own)."""
+def child_environment(jobs: int, threads: int | None = None) -> dict[str, str]:
+    """The environment of each of ``jobs`` workers: ``threads`` (None: its share of this process's
+    threads, at least one) and this process's wait policy (none where OpenMP's own)."""
     import torch
 
     rt = runtime.current()  # None: a host program's own threads and environment
-    threads = rt.threads if rt is not None else torch.get_num_threads()
+    own = rt.threads if rt is not None else torch.get_num_threads()
     policy = rt.wait_policy if rt is not None else os.environ.get("OMP_WAIT_POLICY", "default")
-    env = {"OMP_NUM_THREADS": str(max(1, threads // jobs))}
+    env = {"OMP_NUM_THREADS": str(threads if threads is not None else max(1, own // jobs))}
     if policy != "default":
         env["OMP_WAIT_POLICY"] = policy
     return env
@@ -86,17 +86,17 @@ def _call(fn: Callable, args: tuple, priors: dict) -> Any:
     return fn(*args)
 
 
-def imap(fn: Callable, calls: Sequence[tuple], jobs: int, *, progress: bool = False, desc: str = "solves"
-         ) -> Iterator[tuple[int, Any]]:
+def imap(fn: Callable, calls: Sequence[tuple], jobs: int, *, progress: bool = False, desc: str = "solves",
+         threads: int | None = None) -> Iterator[tuple[int, Any]]:
     """``(i, fn(*calls[i]))`` for every call, as each finishes, from ``jobs`` worker processes
     (the module docstring); ``fn`` and the arguments must pickle (``fn`` a module-level
     function). ``jobs`` 1 (or one call): in this process, in order. ``progress``: a bar over the
-    calls."""
+    calls in workers. ``threads``: each worker's (None: its share of this process's)."""
     from tqdm.auto import tqdm
 
     jobs = max(1, min(jobs, len(calls)))
-    bar = tqdm(total=len(calls), desc=desc if jobs == 1 else f"{desc} ({jobs} processes)", unit="call",
-               disable=not progress or len(calls) < 2)
+    bar = tqdm(total=len(calls), desc=f"{desc} ({jobs} processes)", unit="call",
+               disable=not progress or jobs == 1)  # in this process the calls show their own progress
     try:
         if jobs == 1:
             for i, args in enumerate(calls):
@@ -112,7 +112,7 @@ def imap(fn: Callable, calls: Sequence[tuple], jobs: int, *, progress: bool = Fa
         pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=runtime.configure)
         try:
             todo = list(enumerate(calls))
-            with _environment(**child_environment(jobs)):  # the workers start in these submits (spawn: on demand)
+            with _environment(**child_environment(jobs, threads)):  # the workers start in these submits (spawn: on demand)
                 running = {pool.submit(_call, fn, args, priors): i for i, args in (todo.pop(0) for _ in range(jobs))}
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)

@@ -108,6 +108,28 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
     return {"per_image": per, "selection": selection}, {"observation": op.observation_image(y), **images}
 
 
+def _cell(G, x: torch.Tensor, name: str, level: float, steps: int, restarts: int, framing: str, extra: dict
+          ) -> tuple[dict, dict, float]:
+    """One cell (:func:`run_spec` from the same seed), its images and seconds: in this process or a
+    worker (``--jobs``)."""
+    t = time.time()
+    torch.manual_seed(0)
+    result, images = run_spec(G, x, name, level, steps, restarts, framing, **extra)
+    return result, images, time.time() - t
+
+
+def _prepare(G, x: torch.Tensor, name: str, level: float, steps: int, restarts: int, framing: str) -> None:
+    """The Gaussian priors a cell's solves use, fitted or loaded here once (before ``--jobs`` workers)."""
+    from ..pipeline import for_framing
+    from ..solvers import preset_for, prepare
+    from ..solvers.gaussian import GaussianConfig, solves, supports
+
+    op, _ = make_problem(name, level, x[:1])
+    if supports(G) and solves(op):
+        prepare(op, G, "gaussian", for_framing(GaussianConfig(), framing))
+    prepare(op, G, "ilo", for_framing(preset_for("ilo", G, op, total_steps=steps, restarts=restarts), framing))
+
+
 def mean(v: list[float]) -> float:
     return sum(v) / len(v)
 
@@ -281,6 +303,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tasks", default=None, help="comma-separated tasks to keep (inpaint, box, superres, denoise, cs)")
     p.add_argument("--keys", default=None, help='comma-separated "task level" cells to keep, e.g. "box 0.333333,cs 0.1"')
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--jobs", type=int, default=1,
+                   help="cells solved side by side in worker processes, each on --threads threads (the same numbers)")
     p.add_argument("--json", type=Path, default=Path("realfaces-eval.json"))
     p.add_argument("--grids", type=Path, default=None, help="folder for one grid PNG per task")
     p.add_argument("--patch", type=int, default=None, help="side of the held-out patches next to a box (default: the config's)")
@@ -330,24 +354,30 @@ def main(argv: list[str] | None = None) -> dict:
     results = json.loads(a.json.read_text())["results"] if a.json.exists() else {}
     keep = set(a.tasks.split(",")) if a.tasks else None
     keys = set(a.keys.split(",")) if a.keys else None
-    for name, level in SPECS:  # spec names: the tasks and "box"
+    blends = {"blend": tuple(float(v) for v in a.blend.split(",") if v) if a.blend is not None else None,
+              "blend_pairs": tuple(a.blend_pairs.split(",")) if a.blend_pairs is not None else None}
+    box = {"box_blend": _box_option(a.box_blend, "same", float), "box_classical": _box_option(a.box_classical, "class", str)}
+    methods = {"classical": tuple(v for v in a.classical.split(",") if v) if a.classical is not None else None}
+    extra = {k: v for k, v in (("holdout", a.holdout), ("patch", a.patch), ("ring", a.ring), ("box_z", a.box_z), ("reference", a.reference), *blends.items(), *box.items(), *methods.items()) if v is not None}
+    cells = [(name, level) for name, level in SPECS  # spec names: the tasks and "box"
+             if not ((keep and name not in keep) or (keys and f"{name} {level:g}" not in keys) or f"{name} {level:g}" in results)]
+    if a.jobs > 1:
+        for name, level in cells:
+            _prepare(G, x, name, level, a.steps, a.restarts, framing)
+    from .. import workers
+
+    calls = [(G, x, name, level, a.steps, a.restarts, framing, extra) for name, level in cells]
+    for i, (result, images, seconds) in workers.imap(_cell, calls, a.jobs, threads=a.threads):
+        name, level = cells[i]
         key = f"{name} {level:g}"
-        if (keep and name not in keep) or (keys and key not in keys) or key in results:
-            continue
-        t = time.time()
-        torch.manual_seed(0)
-        blends = {"blend": tuple(float(v) for v in a.blend.split(",") if v) if a.blend is not None else None,
-                  "blend_pairs": tuple(a.blend_pairs.split(",")) if a.blend_pairs is not None else None}
-        box = {"box_blend": _box_option(a.box_blend, "same", float), "box_classical": _box_option(a.box_classical, "class", str)}
-        methods = {"classical": tuple(v for v in a.classical.split(",") if v) if a.classical is not None else None}
-        extra = {k: v for k, v in (("holdout", a.holdout), ("patch", a.patch), ("ring", a.ring), ("box_z", a.box_z), ("reference", a.reference), *blends.items(), *box.items(), *methods.items()) if v is not None}
-        results[key], images = run_spec(G, x, name, level, a.steps, a.restarts, framing, **extra)
-        results[key]["seconds"] = time.time() - t
+        t = time.time() - seconds
+        results[key] = result
+        results[key]["seconds"] = seconds
         if a.grids is not None:
             a.grids.mkdir(parents=True, exist_ok=True)
             save_grid(x, images, results[key]["per_image"], names, a.grids / f"{name}-{level:g}.png")
         meta = {"split": a.split, "crops": a.crops, "framing": framing, "faces": names, "steps": a.steps, "restarts": a.restarts, "generator": a.generator,
-                "threads": a.threads, "load": os.getloadavg(), **extra}
+                "threads": a.threads, "jobs": a.jobs, "load": os.getloadavg(), **extra}
         if crop_records is not None:
             meta["crop_records"] = crop_records
         checkpoint(a.json, meta, results, key, time.time() - t)
