@@ -7,9 +7,11 @@ Separate processes never wait for each other, so independent solves run best one
 core, each on its share of the threads. :func:`imap` runs calls so:
 
 * ``jobs`` workers, started fresh (``spawn``: no copy of this process's thread pools), each
-  with this process's threads shared out (at least one) and its OpenMP wait policy, through
-  ``OMP_NUM_THREADS`` / ``OMP_WAIT_POLICY`` in its environment; its first step is
-  :func:`ilo.runtime.configure`, before it loads torch;
+  with this process's threads shared out (at least one) and, where this process waits
+  passively, that wait policy, through ``OMP_NUM_THREADS`` / ``OMP_WAIT_POLICY`` in its
+  environment; its first step is :func:`ilo.runtime.configure`, before it loads torch (which
+  otherwise picks the policy from the load it sees, its sibling workers included: at one thread
+  the policy changes nothing);
 * every call gets the Gaussian priors this process holds (:func:`ilo.solvers.gaussian.remembered`;
   :func:`ilo.solvers.prepare` loads or fits them here first), so no worker fits its own;
 * one call per worker at a time, in the order given: after an error or Ctrl-C no further call
