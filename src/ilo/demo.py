@@ -13,6 +13,11 @@ one the CSGM row would use, the CSGM row is that run (:func:`shared_csgm`; the s
 seconds as inside ILO's). Random inpainting and CS run it in one batch with the self-tuning's
 stage, so it equals a CSGM run of its own up to float rounding; super-resolution and denoising
 run it alone.
+
+The tasks run side by side in worker processes (``ilo demo --jobs N``, by default one per usable
+core: :func:`solve_tasks` on :func:`ilo.workers.imap`), the longest first; ``jobs=1`` solves them
+one after another in this process. Each task's numbers are the sequential ones at the workers'
+thread count.
 """
 
 from __future__ import annotations

@@ -123,8 +123,8 @@ def gaussian_prior(generator: LayeredGenerator, operator: Operator, config: ILOC
                    ) -> gaussian.GaussianPrior | None:
     """The generator's Gaussian prior that ILO with ``config`` uses on ``operator`` (its
     self-tuning's candidate; :func:`~ilo.solvers.gaussian.prior_for`: from memory, the disk cache
-    or fitted once), None where it uses none. A caller that solves in several processes fits it
-    here first (:mod:`ilo.demo`)."""
+    or fitted once), None where it uses none. :func:`ilo.solvers.prepare` calls it before solves
+    in several processes (:mod:`ilo.workers`)."""
     sel = config.selection
     if sel is None or not gaussian.supports(generator) or not wants_prior(operator, sel):
         return None
