@@ -187,7 +187,7 @@ def solve_tasks(G: LayeredGenerator, truth: torch.Tensor, tasks: list[str], *, s
         seconds[task] = prob.operator.typical_seconds
     order = sorted(tasks, key=lambda t: -seconds[t])
     for _, run in workers.imap(_solve_in_worker, [(t, G, truth, steps, restarts) for t in order], jobs,
-                               progress=progress, desc="demo tasks"):
+                               progress=progress, desc="demo", unit="task"):
         yield run
 
 

@@ -89,15 +89,16 @@ def _call(fn: Callable, args: tuple, priors: dict) -> Any:
 
 
 def imap(fn: Callable, calls: Sequence[tuple], jobs: int, *, progress: bool = False, desc: str = "solves",
-         threads: int | None = None) -> Iterator[tuple[int, Any]]:
+         unit: str = "solve", threads: int | None = None) -> Iterator[tuple[int, Any]]:
     """``(i, fn(*calls[i]))`` for every call, as each finishes, from ``jobs`` worker processes
     (the module docstring); ``fn`` and the arguments must pickle (``fn`` a module-level
     function). ``jobs`` 1 (or one call): in this process, in order. ``progress``: a bar over the
-    calls in workers. ``threads``: each worker's (None: its share of this process's)."""
+    calls in workers (``desc``, counted in ``unit``). ``threads``: each worker's (None: its share
+    of this process's)."""
     from tqdm.auto import tqdm
 
     jobs = max(1, min(jobs, len(calls)))
-    bar = tqdm(total=len(calls), desc=f"{desc} ({jobs} processes)", unit="call",
+    bar = tqdm(total=len(calls), desc=f"{desc} ({jobs} processes)", unit=unit,
                disable=not progress or jobs == 1)  # in this process the calls show their own progress
     try:
         if jobs == 1:

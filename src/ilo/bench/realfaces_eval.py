@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
     from .. import workers
 
     calls = [(G, x, name, level, a.steps, a.restarts, framing, extra) for name, level in cells]
-    for i, (result, images, seconds) in workers.imap(_cell, calls, a.jobs, threads=a.threads):
+    for i, (result, images, seconds) in workers.imap(_cell, calls, a.jobs, unit="cell", threads=a.threads):
         name, level = cells[i]
         key = f"{name} {level:g}"
         t = time.time() - seconds

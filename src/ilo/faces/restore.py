@@ -245,7 +245,7 @@ def restore_photo(observed: torch.Tensor, G, cfg: RestoreConfig, *, mask: torch.
             prepare(wop, G, cfg.method, solver_config(cfg, G, wop.task), progress=progress)
     calls = [(y.to(dev), wop.to(dev), G, cfg.method, solver_config(cfg, G, wop.task), cfg.seed + i, progress and jobs == 1)
              for i, (_, _, y, wop) in enumerate(framed)]
-    solved = dict(workers.imap(_solve_face, calls, jobs, progress=progress, desc="faces"))
+    solved = dict(workers.imap(_solve_face, calls, jobs, progress=progress, desc="faces", unit="face"))
     for i, (face, (al, box, _, _)) in enumerate(zip(faces, framed)):
         res, seconds = solved[i]
         restored = res.image.detach().cpu()
