@@ -83,3 +83,25 @@ def test_default_jobs_one_per_usable_core_at_most_the_calls_and_an_explicit_thre
     monkeypatch.setattr(runtime, "current", lambda: None)
     assert default_jobs("cpu", 4) == 4
     assert default_jobs("cuda", 4) == 1 and default_jobs(torch.device("cuda", 1), 4) == 1
+
+
+def test_prepare_fits_what_a_solve_would_and_nothing_for_other_methods(tiny_dcgan, monkeypatch):
+    """``ilo.solvers.prepare``: the Gaussian prior of the ``gaussian`` method and of a self-tuned
+    ILO that uses it ends up in this process's memory (what the workers are handed); a classical
+    method, CSGM and an operator the prior does not solve leave it empty."""
+    from ilo.operators import Denoising, Inpainting
+    from ilo.solvers import GaussianConfig, gaussian, prepare, preset_for
+
+    shape = tiny_dcgan.image_shape
+    sparse = Inpainting.from_options(shape, torch.Generator().manual_seed(0), observed=0.05)
+    monkeypatch.setattr(gaussian, "_MEMORY", {})
+    for op, method in ((sparse, "biharmonic"), (sparse, "csgm"), (Denoising(shape, sigma255=25), "ilo")):
+        prepare(op, tiny_dcgan, method)
+        assert gaussian.remembered() == {}, method
+    prepare(sparse, tiny_dcgan, "ilo", preset_for("ilo", tiny_dcgan, sparse))
+    (key, prior), = gaussian.remembered().items()
+    assert prior.shape == tuple(shape) and key[3] == gaussian.AUGMENT.tag
+    monkeypatch.setattr(gaussian, "_MEMORY", {})
+    prepare(sparse, tiny_dcgan, "gaussian", GaussianConfig(augment=False))
+    (key, _), = gaussian.remembered().items()
+    assert key[3] == gaussian.PLAIN.tag
