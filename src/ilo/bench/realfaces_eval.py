@@ -54,15 +54,30 @@ def scores(image: torch.Tensor, truth: torch.Tensor) -> dict:
     return out
 
 
+def _gaussian_config(framing: str):
+    """The ``gaussian`` method's config for images framed so (:func:`ilo.pipeline.for_framing`)."""
+    from ..pipeline import for_framing
+    from ..solvers.gaussian import GaussianConfig
+
+    return for_framing(GaussianConfig(), framing)
+
+
+def _ilo_config(G, op, steps: int, restarts: int, framing: str):
+    """The default (self-tuned) ILO's config for ``op`` at the budget, for images framed so."""
+    from ..pipeline import for_framing
+    from ..solvers import preset_for
+
+    return for_framing(preset_for("ilo", G, op, total_steps=steps, restarts=restarts), framing)
+
+
 def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: int, framing: str = "free", **selection
              ) -> tuple[dict, dict]:
     """Every method on one (task, level): ``({method: per-image scores}, {method: images})``
     plus the selection record under ``"selection"``. ``selection``: fields of the self-tuned
     ILO's :class:`~ilo.solvers.config.SelectionConfig` other than the default's; ``framing``:
     how ``x`` is framed (:func:`ilo.pipeline.for_framing`: the Gaussian prior's fit)."""
-    from ..pipeline import for_framing
-    from ..solvers import default_config, preset_for, solve
-    from ..solvers.gaussian import GaussianConfig, solves, supports
+    from ..solvers import default_config, solve
+    from ..solvers.gaussian import solves, supports
     from ..solvers.selection import paste_observed
 
     op, y = make_problem(task, level, x)
@@ -82,10 +97,10 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
         seconds[method] = time.time() - t
     if supports(G) and solves(op):  # the generator's Gaussian prior alone
         t = time.time()
-        images["gaussian"] = solve(y, op, G, "gaussian", for_framing(GaussianConfig(), framing)).image
+        images["gaussian"] = solve(y, op, G, "gaussian", _gaussian_config(framing)).image
         seconds["gaussian"] = time.time() - t
     t = time.time()
-    cfg = for_framing(preset_for("ilo", G, op, total_steps=steps, restarts=restarts), framing)  # the default: self-tuned
+    cfg = _ilo_config(G, op, steps, restarts, framing)  # the default: self-tuned
     selection = {k: None if v == "inherit" else v for k, v in selection.items()}  # --box-* "same" / "class"
     cfg = replace(cfg, selection=replace(cfg.selection, every_candidate=True, **selection))  # the oracle looks at all
     res = solve(y, op, G, "ilo", cfg, seeds=0)
@@ -120,14 +135,13 @@ def _cell(G, x: torch.Tensor, name: str, level: float, steps: int, restarts: int
 
 def _prepare(G, x: torch.Tensor, name: str, level: float, steps: int, restarts: int, framing: str) -> None:
     """The Gaussian priors a cell's solves use, fitted or loaded here once (before ``--jobs`` workers)."""
-    from ..pipeline import for_framing
-    from ..solvers import preset_for, prepare
-    from ..solvers.gaussian import GaussianConfig, solves, supports
+    from ..solvers import prepare
+    from ..solvers.gaussian import solves, supports
 
     op, _ = make_problem(name, level, x[:1])
     if supports(G) and solves(op):
-        prepare(op, G, "gaussian", for_framing(GaussianConfig(), framing))
-    prepare(op, G, "ilo", for_framing(preset_for("ilo", G, op, total_steps=steps, restarts=restarts), framing))
+        prepare(op, G, "gaussian", _gaussian_config(framing))
+    prepare(op, G, "ilo", _ilo_config(G, op, steps, restarts, framing))
 
 
 def mean(v: list[float]) -> float:
@@ -338,6 +352,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(rescore_table(results, [float(v) for v in a.margins.split(",")], exclude=exclude))
         return results
     torch.set_num_threads(a.threads)
+    from .. import workers
     from ..data.realfaces import real_faces
     from ..generators import load_generator
 
@@ -364,13 +379,10 @@ def main(argv: list[str] | None = None) -> dict:
     if a.jobs > 1:
         for name, level in cells:
             _prepare(G, x, name, level, a.steps, a.restarts, framing)
-    from .. import workers
-
     calls = [(G, x, name, level, a.steps, a.restarts, framing, extra) for name, level in cells]
     for i, (result, images, seconds) in workers.imap(_cell, calls, a.jobs, unit="cell", threads=a.threads):
         name, level = cells[i]
         key = f"{name} {level:g}"
-        t = time.time() - seconds
         results[key] = result
         results[key]["seconds"] = seconds
         if a.grids is not None:
@@ -380,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "threads": a.threads, "jobs": a.jobs, "load": os.getloadavg(), **extra}
         if crop_records is not None:
             meta["crop_records"] = crop_records
-        checkpoint(a.json, meta, results, key, time.time() - t)
+        checkpoint(a.json, meta, results, key, seconds)
     print(table(results))
     print(targets_table(results))
     return results

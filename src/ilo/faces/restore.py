@@ -240,11 +240,12 @@ def restore_photo(observed: torch.Tensor, G, cfg: RestoreConfig, *, mask: torch.
         x0, y0, x1, y1 = box
         framed.append((al, box, observed[..., y0:y1, x0:x1], WarpedOperator(op.crop(box), al.transform, S, box, f)))
     jobs = workers.default_jobs(dev, len(faces)) if jobs is None else min(jobs, len(faces))
+    configs = [solver_config(cfg, G, wop.task) for *_, wop in framed]
     if jobs > 1:  # what the solves would each fit (the Gaussian prior), fitted here once and handed over
-        for *_, wop in framed:
-            prepare(wop, G, cfg.method, solver_config(cfg, G, wop.task), progress=progress)
-    calls = [(y.to(dev), wop.to(dev), G, cfg.method, solver_config(cfg, G, wop.task), cfg.seed + i, progress and jobs == 1)
-             for i, (_, _, y, wop) in enumerate(framed)]
+        for (*_, wop), config in zip(framed, configs):
+            prepare(wop, G, cfg.method, config, progress=progress)
+    calls = [(y.to(dev), wop.to(dev), G, cfg.method, config, cfg.seed + i, progress and jobs == 1)
+             for i, ((_, _, y, wop), config) in enumerate(zip(framed, configs))]
     solved = dict(workers.imap(_solve_face, calls, jobs, progress=progress, desc="faces", unit="face"))
     for i, (face, (al, box, _, _)) in enumerate(zip(faces, framed)):
         res, seconds = solved[i]
