@@ -3,6 +3,8 @@ paste-back, and what restore_photo hands to the solver (a fake solver captures i
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -173,8 +175,9 @@ def test_paste_blends_inside_the_face_only():
 
 # --- restore_photo with a fake solver ---------------------------------------------------------
 class FakeResult:
-    def __init__(self, image):
-        self.image, self.measurement_loss, self.config = image, torch.zeros(1), {"method": "fake"}
+    def __init__(self, image, rows=1):
+        self.image = image.expand(rows, *image.shape[1:])
+        self.measurement_loss, self.config = torch.zeros(rows), {"method": "fake"}
 
 
 @pytest.fixture
@@ -189,7 +192,7 @@ def fake_restore(monkeypatch, tiny_dcgan):
     tpl = Template("tiny", "landmarks", size, {"5": ref})
     P = Similarity.from_params(2.5, 12.0, (30.0, 20.0))  # aligned -> photo
     truth_face = smooth_face(4, size)
-    calls = []
+    calls, state = [], {"face": truth_face}
 
     def fake_detect(image, **kw):
         h = image.shape[-2]  # detection runs on the classical restoration (x factor for superres)
@@ -201,8 +204,8 @@ def fake_restore(monkeypatch, tiny_dcgan):
     def fake_solve(y, op, G_, method, config=None, **kw):
         if method in ilo.solvers.CLASSICAL_METHODS:  # the background
             return real_solve(y, op, G_, method, config, **kw)
-        calls.append((y.clone(), op))
-        return FakeResult(truth_face)
+        calls.append((y.clone(), op, kw.get("seeds")))
+        return FakeResult(state["face"], y.shape[0])
 
     monkeypatch.setattr(R, "detect_faces", fake_detect)
     monkeypatch.setattr(R, "template_for", lambda *a, **k: tpl)
@@ -211,18 +214,29 @@ def fake_restore(monkeypatch, tiny_dcgan):
     box = face_region(P.inverse(), size, (96, 100), margin=0)
     photo[..., box[1]:box[3], box[0]:box[2]] = WarpedOperator(
         Denoising((3, box[3] - box[1], box[2] - box[0]), 1.0), P.inverse(), size, box).warp(truth_face)
-    return R, G, photo, P, calls
+    return R, G, photo, P, calls, state
 
 
 def test_restore_hands_the_photo_region_and_mask_to_the_operator(fake_restore):
-    R, G, photo, P, calls = fake_restore
+    """The solver gets the face's region twice (one batch, the same seed): the first row without
+    the held-out pixels of the weight's choice, the second with every measurement the face
+    determines; the solver's face is the truth, so the choice pastes it whole."""
+    R, G, photo, P, calls, _ = fake_restore
     mask = torch.ones(1, 1, 96, 100)
     mask[..., 40:60, 30:70] = 0
     rest = R.restore_photo(photo, G, R.RestoreConfig(task="inpaint"), mask=mask)
-    (y, op), = calls
+    (y, op, seeds), = calls
     x0, y0, x1, y1 = rest.faces[0].region
-    assert torch.equal(y, photo[..., y0:y1, x0:x1])  # hidden pixels: whatever the photo holds there
+    assert y.shape[0] == 2 and seeds == [0, 0]
+    assert torch.equal(y[1:], photo[..., y0:y1, x0:x1]) and torch.equal(y[0], y[1])  # hidden pixels: as the photo
     assert torch.equal(op.inner.mask, mask[..., y0:y1, x0:x1])
+    fit, full = op.weight[0], op.weight[1]
+    held = full - fit  # [C, h, w]
+    assert bool((fit <= full).all()) and held.sum() > 0 and bool((held == held[:1]).all())  # whole pixels
+    assert bool((held * (1 - mask[0, 0, y0:y1, x0:x1])).eq(0).all())  # only observed pixels are held out
+    choice = rest.faces[0].choice
+    assert choice.held_out == int(held[0].sum()) and rest.faces[0].weight == 1.0 == choice.weight
+    assert choice.estimates[-1] < choice.estimates[0]  # the face (= the truth) beats biharmonic interpolation
     assert np.allclose(op.transform.matrix, P.inverse().matrix, atol=1e-6)
     # the observed pixels are kept; the solver's face (= the truth) fills the hole
     assert torch.equal(rest.image * mask, photo * mask)
@@ -231,19 +245,20 @@ def test_restore_hands_the_photo_region_and_mask_to_the_operator(fake_restore):
 
 
 def test_restore_superres_works_at_the_photo_resolution(fake_restore):
-    R, G, photo, P, calls = fake_restore
+    R, G, photo, P, calls, _ = fake_restore
     f = 2
     small = R.degrade(photo, R.RestoreConfig(task="superres", factor=f))  # [1, 3, 48, 50]
-    rest = R.restore_photo(small, G, R.RestoreConfig(task="superres", factor=f))
-    (y, op), = calls
+    rest = R.restore_photo(small, G, R.RestoreConfig(task="superres", factor=f, weight=1.0))
+    (y, op, seeds), = calls
     x0, y0, x1, y1 = rest.faces[0].region
     assert rest.image.shape == (1, 3, 96, 100) and torch.equal(y, small[..., y0:y1, x0:x1])
+    assert seeds == 0 and rest.faces[0].choice is None  # a given weight: one row, nothing held out
     assert op.inner.factor == f and op.task == "superres"
     assert op.transform.scale == pytest.approx(f * P.inverse().scale)  # the face is smaller in the small photo
 
 
 def test_restore_denoise_noise_level_and_no_face(fake_restore, monkeypatch):
-    R, G, photo, P, calls = fake_restore
+    R, G, photo, P, calls, _ = fake_restore
     R.restore_photo(photo, G, R.RestoreConfig(task="denoise", sigma255=30))
     assert calls[0][1].noise.sigma == pytest.approx(30 * 2 / 255)
     monkeypatch.setattr(R, "detect_faces", lambda *a, **k: [])
@@ -251,7 +266,27 @@ def test_restore_denoise_noise_level_and_no_face(fake_restore, monkeypatch):
         R.restore_photo(photo, G, R.RestoreConfig(task="denoise", sigma255=30))
 
 
+@pytest.mark.parametrize("task", ["denoise", "superres"])
+def test_restore_keeps_the_background_where_the_face_is_wrong(fake_restore, task):
+    """A solver whose face is not the photo's (its negative): the held-out measurements say so,
+    the weight is 0 and the restored photo is the classical restoration itself; with the weight
+    given as 1 the wrong face is pasted."""
+    R, G, photo, P, calls, state = fake_restore
+    state["face"] = -state["face"]
+    cfg = R.RestoreConfig(task=task, sigma255=10 if task == "denoise" else None, factor=2 if task == "superres" else None)
+    y = R.degrade(photo, cfg, seed=1)
+    rest = R.restore_photo(y, G, cfg)
+    fr = rest.faces[0]
+    assert fr.weight == 0.0 and fr.choice.estimates[0] < min(fr.choice.estimates[1:])
+    assert torch.equal(rest.image, rest.background)
+    forced = R.restore_photo(y, G, replace(cfg, weight=1.0))
+    inside = forced.faces[0].alpha.expand_as(forced.image) > 0.99
+    assert (forced.image - rest.image).abs()[inside].mean() > 0.5
+
+
 @pytest.mark.parametrize("kw,match", [
+    (dict(task="denoise", sigma255=5, weight=1.5), "weight"),
+    (dict(task="denoise", sigma255=5, background="input"), "background .input."),
     (dict(task="cs"), "restore handles"), (dict(task="blur"), "unknown task"), (dict(task="denoise"), "sigma255"), (dict(task="superres", factor=1.5), "factor"),
     (dict(task="denoise", sigma255=5, method="bm3d"), "bm3d"), (dict(task="denoise", sigma255=5, faces="two"), "faces"),
 ])
@@ -292,7 +327,7 @@ def test_template_for_ffhq_and_cache_keyed_by_weights(monkeypatch, tmp_path):
         template_for(G, "mean")
 
 
-@pytest.mark.parametrize("module", ["align", "warp", "paste"])
+@pytest.mark.parametrize("module", ["align", "warp", "paste", "choice"])
 def test_docstring_examples(module):
     import doctest
     import importlib

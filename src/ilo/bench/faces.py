@@ -183,7 +183,8 @@ def crop_summary(rows: list[dict]) -> list[dict]:
     return out
 
 
-def run_restore(G, steps: int, restarts: int, face_box: int, names: list[str] | None, log) -> dict:
+def run_restore(G, steps: int, restarts: int, face_box: int, names: list[str] | None, log,
+                weight: float | None = None) -> dict:
     from ..data.realfaces import faces, locate
     from ..faces.detect import NoFaceFound
     from ..faces.restore import RestoreConfig, degrade, restoration_metrics, restore_photo
@@ -203,7 +204,7 @@ def run_restore(G, steps: int, restarts: int, face_box: int, names: list[str] | 
         for i, kw in enumerate(RESTORE_PROBLEMS):
             kw = dict(kw)
             observed = kw.pop("observed", None)
-            cfg = RestoreConfig(**kw, steps=steps, restarts=restarts, seed=0)
+            cfg = RestoreConfig(**kw, steps=steps, restarts=restarts, seed=0, weight=weight)
             mask = None
             if observed is not None:
                 mask = Inpainting.random(tuple(photo.shape[1:]), observed, torch.Generator().manual_seed(i)).mask
@@ -222,12 +223,14 @@ def run_restore(G, steps: int, restarts: int, face_box: int, names: list[str] | 
             row.update(faces_found=len(rest.faces), classical=rest.config["classical"],
                        psnr_photo=m["psnr"], psnr_photo_classical=m["psnr_background"],
                        psnr_faces=m["faces_region"]["psnr"], psnr_faces_classical=m["faces_region"]["psnr_background"],
-                       face_pixels=m["faces_region"]["pixels"], seconds=round(time.time() - t0, 1))
+                       face_pixels=m["faces_region"]["pixels"], seconds=round(time.time() - t0, 1),
+                       weights=[fr.weight for fr in rest.faces])
             rows.append(row)
             log(f"{path.name:24s} {cfg.task:8s} {len(rest.faces)} face(s): photo {row['psnr_photo']:.2f} "
                 f"(classical {row['psnr_photo_classical']:.2f}), faces {row['psnr_faces']:.2f} "
-                f"(classical {row['psnr_faces_classical']:.2f}) dB, {row['seconds']:.0f} s")
-    return {"face_box": face_box, "rows": rows, "summary": restore_summary(rows)}
+                f"(classical {row['psnr_faces_classical']:.2f}) dB, weights {row['weights']}, {row['seconds']:.0f} s")
+    return {"face_box": face_box, "face_weight": "chosen per face" if weight is None else weight, "rows": rows,
+            "summary": restore_summary(rows)}
 
 
 def restore_summary(rows: list[dict]) -> list[dict]:
@@ -288,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--restarts", type=int, default=2)
     p.add_argument("--face-box", type=int, default=96, help="restore: mean registry-box width the photos are resized to (px)")
+    p.add_argument("--face-weight", default="auto",
+                   help="restore: the weight of the generator's face (auto: chosen per face; 1: pasted as drawn)")
     p.add_argument("--faces", default=None, help="comma-separated eval face names (default: all)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True, help="JSON file to write")
@@ -311,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.part in ("crops", "all"):
         result["crops"] = run_crops(G, a.steps, a.restarts, names, log)
     if a.part in ("restore", "all"):
-        result["restore"] = run_restore(G, a.steps, a.restarts, a.face_box, names, log)
+        result["restore"] = run_restore(G, a.steps, a.restarts, a.face_box, names, log,
+                                        None if a.face_weight == "auto" else float(a.face_weight))
     result["seconds"] = round(time.time() - t0, 1)
     result["load_average_at_end"] = os.getloadavg()[0]
     out = Path(a.out)

@@ -60,6 +60,9 @@ def _companion(folder_or_file: str | None, photo: Path, many: bool, what: str) -
               help="auto: FFHQ recipe for FFHQ generators, else the generator's landmark template.")
 @click.option("--background", type=click.Choice(["classical", "input"]), default="classical",
               help="Outside the faces: the task's classical restoration, or the input as it is.")
+@click.option("--face-weight", "face_weight", default="auto",
+              help="How much of the generator's face is pasted over the background, 0 (the classical restoration) to "
+                   "1 (the face as drawn); auto: chosen per face on held-out measurements (with --background input: 1).")
 @click.option("--device", default="auto", help="auto | cpu | cuda[:N].")
 @click.option("--jobs", "processes", type=click.IntRange(min=1), default=1,
               help="Processes that solve a photo's faces side by side, each on its share of the threads (default 1: "
@@ -68,7 +71,7 @@ def _companion(folder_or_file: str | None, photo: Path, many: bool, what: str) -
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @threads_option
 def restore(photo, task, mask, sigma, factor, truth, simulate, out_dir, generator_name, method, seed, which, steps,
-            restarts, landmarks, detector, template, background, device, processes, quiet):
+            restarts, landmarks, detector, template, background, face_weight, device, processes, quiet):
     """Find the faces in PHOTO (a file or a folder), restore them with a generator in the photo's own
     coordinates, and paste them back: writes restored.png, faces.json, face-N.png (one comparison per
     face), config.json and metrics.json (one folder per photo for a folder)."""
@@ -76,10 +79,11 @@ def restore(photo, task, mask, sigma, factor, truth, simulate, out_dir, generato
     from ..faces.restore import RestoreConfig
     from ..images import ImageError, read_image
 
+    weight = _face_weight(face_weight, background)
     try:
         cfg = RestoreConfig(task=task, sigma255=sigma, factor=factor, method=method, steps=steps,
                             restarts=restarts, seed=seed, faces=which, landmarks=landmarks, detector=detector,
-                            template=template, background=background)
+                            template=template, background=background, weight=weight)
     except ValueError as e:
         fail(str(e))
     from ..solvers import METHODS
@@ -137,6 +141,22 @@ def restore(photo, task, mask, sigma, factor, truth, simulate, out_dir, generato
         fail(f"no face found in any photo of {src}")
 
 
+def _face_weight(text: str, background: str) -> float | None:
+    """``--face-weight``: None (chosen per face) for ``auto`` on the classical background, 1 on the
+    input (nothing to compare the face with), else a number in [0, 1]."""
+    import math
+
+    if text.strip().lower() == "auto":
+        return None if background == "classical" else 1.0
+    try:
+        w = float(text)
+    except ValueError:
+        w = math.nan
+    if not 0 <= w <= 1:
+        fail(f"--face-weight must be auto or a number in [0, 1], got {text!r}")
+    return w
+
+
 def _restore_one(path: Path, im, mask_im, truth_im, cfg, G, simulate: bool, target: Path, env: dict, quiet: bool,
                  processes: int = 1) -> str:
     """Restore one photo and write its outputs atomically into ``target``; returns a summary line."""
@@ -163,8 +183,8 @@ def _restore_one(path: Path, im, mask_im, truth_im, cfg, G, simulate: bool, targ
         raise ValueError(f"the truth must be {expect[1]}x{expect[0]} pixels (W x H), got {truth.shape[-1]}x{truth.shape[-2]}")
     rest = restore_photo(observed, G, cfg, mask=mask, progress=not quiet, jobs=processes)
     metrics = {"photo": path.name, "task": cfg.task, "method": cfg.method,
-               "faces": [{"index": i, "measurement_mse": fr.measurement_loss, "seconds": round(fr.seconds, 2)}
-                         for i, fr in enumerate(rest.faces)]}
+               "faces": [{"index": i, "measurement_mse": fr.measurement_loss, "seconds": round(fr.seconds, 2),
+                          "weight": fr.weight} for i, fr in enumerate(rest.faces)]}
     if truth is not None:
         scores = restoration_metrics(rest, truth)
         for d, s in zip(metrics["faces"], scores.pop("faces")):
@@ -184,7 +204,8 @@ def _restore_one(path: Path, im, mask_im, truth_im, cfg, G, simulate: bool, targ
             grid([row], col_labels=labels, cell=160).save(w.path(f"face-{i}.png"))
         for name, obj in (("faces.json", faces), ("config.json", config), ("metrics.json", metrics)):
             w.json(name, obj)
-    line = f"{path.name}: {len(rest.faces)} face(s) restored ({cfg.task} {cfg.method})"
+    line = (f"{path.name}: {len(rest.faces)} face(s) restored ({cfg.task} {cfg.method}, face weight "
+            f"{', '.join(f'{fr.weight:g}' for fr in rest.faces)})")
     if truth is not None:
         fr = metrics["faces_region"]
         line += (f"; PSNR photo {metrics['psnr']:.2f} dB (background {metrics['psnr_background']:.2f}), "

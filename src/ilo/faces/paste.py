@@ -34,11 +34,13 @@ def scaled(T: Similarity, factor: int) -> Similarity:
 
 
 def paste(canvas: torch.Tensor, face: torch.Tensor, T: Similarity, *, scale: int = 1,
-          window: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blend the aligned ``face [1, C, S, S]`` into ``canvas [1, C, scale * H, scale * W]``.
+          window: torch.Tensor | None = None, weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend the aligned ``face [1, C, S, S]`` into ``canvas [1, C, scale * H, scale * W]``:
+    ``canvas + weight * alpha * (face - canvas)``.
 
     ``T`` maps photo coordinates (``H x W``) to the aligned frame. Returns the new canvas and the
-    blending weight ``alpha [1, 1, scale * H, scale * W]`` (the warped :func:`feather_window`).
+    window ``alpha [1, 1, scale * H, scale * W]`` (the warped :func:`feather_window`, not scaled
+    by ``weight``: where the face is).
     """
     size = face.shape[-1]
     window = feather_window(size) if window is None else window
@@ -50,7 +52,8 @@ def paste(canvas: torch.Tensor, face: torch.Tensor, T: Similarity, *, scale: int
     alpha[..., y0:y1, x0:x1] = warp(window.to(canvas.dtype), grid)
     out = canvas.clone()
     a = alpha[..., y0:y1, x0:x1]
-    out[..., y0:y1, x0:x1] = a * warp(face.to(canvas.dtype), grid) + (1 - a) * canvas[..., y0:y1, x0:x1]
+    b = weight * a
+    out[..., y0:y1, x0:x1] = b * warp(face.to(canvas.dtype), grid) + (1 - b) * canvas[..., y0:y1, x0:x1]
     return out, alpha
 
 

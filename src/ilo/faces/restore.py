@@ -11,7 +11,9 @@ photo (filled holes, smoothed noise, bicubic enlargement: what a detector sees b
 to the generator's template; the task's operator is built on the photo region under the face
 (the mask's pixels there, the photo's noise level, the photo's own resolution) and composed with
 the warp (:class:`~ilo.faces.warp.WarpedOperator`); the solver reconstructs the aligned face from
-the region's pixels; the result is warped back and blended in with a feathered window. Outside
+the region's pixels; the result is warped back and blended in with a feathered window, at a
+weight chosen per face on held-out measurements between the classical restoration (0) and the
+generator's face (1) (:mod:`ilo.faces.choice`; ``RestoreConfig.weight`` fixes it instead). Outside
 the faces the output is the classical restoration (or the input as it is). For inpainting the
 observed pixels are kept as observed everywhere.
 
@@ -32,7 +34,9 @@ from ..metrics import psnr
 from ..operators import TASKS, operator_class
 from ..operators.base import Operator
 from ..solvers.result import Result
+from . import choice
 from .align import Alignment, Template, aligned_crop, align_face
+from .choice import WeightChoice
 from .detect import Face, NoFaceFound, detect_faces
 from .paste import classical_restore, paste, scaled
 from .template import template_for
@@ -58,6 +62,10 @@ class RestoreConfig:
         landmarks, detector: see :func:`ilo.faces.detect.detect_faces`; template: see :func:`ilo.faces.align.template_for`.
         background: ``classical`` or ``input`` (super-resolution: nearest-neighbour enlargement).
         margin: photo pixels added around each face's region.
+        weight: how much of the generator's face is pasted over the background, in ``[0, 1]``
+            (0: the classical restoration, 1: the face as the generator drew it); None: chosen per
+            face on held-out measurements (:mod:`ilo.faces.choice`; it needs ``background ==
+            "classical"``, and costs a second row in the face's solve).
     """
 
     task: str
@@ -73,6 +81,7 @@ class RestoreConfig:
     template: str = "auto"
     background: str = "classical"
     margin: int = 2
+    weight: float | None = None
 
     def __post_init__(self) -> None:
         cls = operator_class(self.task)
@@ -91,6 +100,11 @@ class RestoreConfig:
             raise ValueError(f"faces must be 'all' or 'largest', got {self.faces!r}")
         if self.background not in BACKGROUNDS:
             raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}")
+        if self.weight is not None and not 0 <= self.weight <= 1:
+            raise ValueError(f"the face weight must lie in [0, 1], got {self.weight}")
+        if self.weight is None and self.background != "classical":
+            raise ValueError("choosing the face weight compares the face with the classical background: "
+                             "give a weight with background 'input'")
         if self.steps < 1 or self.restarts < 1:
             raise ValueError(f"steps and restarts must be >= 1, got {self.steps} and {self.restarts}")
 
@@ -119,11 +133,14 @@ class FaceResult:
     measurement_loss: float
     seconds: float
     solver: dict = field(default_factory=dict)
-    alpha: torch.Tensor | None = None  # [1, 1, H', W'] blending weight on the output
+    alpha: torch.Tensor | None = None  # [1, 1, H', W'] the window on the output (where the face is)
+    weight: float = 1.0  #: how much of the face was pasted (``alpha`` times this)
+    choice: WeightChoice | None = None  #: how the weight was chosen (None: given)
 
     def to_dict(self) -> dict:
         return {**self.face.to_dict(), **self.alignment.to_dict(), "region": list(self.region),
-                "measurement_mse": self.measurement_loss, "seconds": round(self.seconds, 2)}
+                "measurement_mse": self.measurement_loss, "seconds": round(self.seconds, 2), "weight": self.weight,
+                "weight_choice": self.choice.to_dict() if self.choice is not None else "given"}
 
 
 @dataclass
@@ -193,13 +210,17 @@ def find_faces(observed: torch.Tensor, cfg: RestoreConfig, op: Operator) -> tupl
     return faces, classical
 
 
-def _solve_face(y: torch.Tensor, op: Operator, G, method: str, config, seed: int, progress: bool
-                ) -> tuple[Result, float]:
-    """One face's solve (in this process or a worker, :mod:`ilo.workers`) and its seconds."""
+def _solve_face(y: torch.Tensor, op: WarpedOperator, G, method: str, config, seed: int, progress: bool,
+                held: torch.Tensor | None = None) -> tuple[Result, float]:
+    """One face's solve (in this process or a worker, :mod:`ilo.workers`) and its seconds; with
+    ``held``, a batch of two rows with the same seed, the first without those measurements
+    (:func:`ilo.faces.choice.fit_and_all`)."""
     from ..solvers import solve
 
     t0 = time.time()
-    res = solve(y, op, G, method, config, seeds=seed, progress=progress)
+    if held is not None:
+        y, op, seeds = y.expand(2, *y.shape[1:]).contiguous(), choice.fit_and_all(op, held), [seed, seed]
+    res = solve(y, op, G, method, config, seeds=seed if held is None else seeds, progress=progress)
     return res, time.time() - t0
 
 
@@ -244,19 +265,29 @@ def restore_photo(observed: torch.Tensor, G, cfg: RestoreConfig, *, mask: torch.
     if jobs > 1:  # what the solves would each fit (the Gaussian prior), fitted here once and handed over
         for (*_, wop), config in zip(framed, configs):
             prepare(wop, G, cfg.method, config, progress=progress)
-    calls = [(y.to(dev), wop.to(dev), G, cfg.method, config, cfg.seed + i, progress and jobs == 1)
-             for i, ((_, _, y, wop), config) in enumerate(zip(framed, configs))]
+    # choosing the weight: each face's solve has a second row first, without its held-out measurements
+    held = [choice.held_out(wop, cfg.seed + i) if cfg.weight is None else None for i, (*_, wop) in enumerate(framed)]
+    calls = [(y.to(dev), wop.to(dev), G, cfg.method, config, cfg.seed + i, progress and jobs == 1,
+              None if h is None else h.to(dev))
+             for i, ((_, _, y, wop), config, h) in enumerate(zip(framed, configs, held))]
     solved = dict(workers.imap(_solve_face, calls, jobs, progress=progress, desc="faces", unit="face"))
-    for i, (face, (al, box, _, _)) in enumerate(zip(faces, framed)):
+    for i, (face, (al, box, _, wop), h) in enumerate(zip(faces, framed, held)):
         res, seconds = solved[i]
-        restored = res.image.detach().cpu()
-        canvas, alpha = paste(canvas, restored, al.transform, scale=f)
-        results.append(FaceResult(face, al, box, restored, float(res.measurement_loss[0]), seconds, res.config, alpha))
+        image = res.image.detach().cpu()
+        restored = image[-1:]  # the face solved on all measurements
+        chosen = None if h is None else choice.choose(observed, op, wop, image[:1], h, cfg.seed + i)
+        weight = cfg.weight if chosen is None else chosen.weight
+        canvas, alpha = paste(canvas, restored, al.transform, scale=f, weight=weight)
+        results.append(FaceResult(face, al, box, restored, float(res.measurement_loss[-1]), seconds, res.config, alpha,
+                                  weight, chosen))
     canvas = op.keep_observed(canvas, observed)
     config = {"restore": asdict(cfg), "operator": op.describe(), "classical": op.classical_method,
               "background": cfg.background,
               "template": {"name": template.name, "kind": template.kind, "size": template.size},
-              "loss": "weighted MSE in photo coordinates (no perceptual term, no SNA)", "jobs": jobs}
+              "loss": "weighted MSE in photo coordinates (no perceptual term, no SNA)", "jobs": jobs,
+              "face_weight": "given" if cfg.weight is not None else
+              {"rule": "held-out measurements (ilo.faces.choice)", "weights": list(choice.WEIGHTS),
+               "fraction": choice.HOLDOUT, "z": choice.Z}}
     return Restoration(canvas.clamp(-1, 1), background, results, template, f, config)
 
 
@@ -288,7 +319,7 @@ def comparison_row(rest: Restoration, i: int, observed: torch.Tensor, truth: tor
     fr, S = rest.faces[i], rest.template.size
     T, Tf = fr.alignment.transform, scaled(fr.alignment.transform, rest.scale)
     row = [aligned_crop(observed, T, S), aligned_crop(rest.background, Tf, S), fr.restored, aligned_crop(rest.image, Tf, S)]
-    labels = ["observed", rest.config["background"], "generator", "pasted"]
+    labels = ["observed", rest.config["background"], "generator", f"pasted (weight {fr.weight:g})"]
     if truth is not None:
         row.append(aligned_crop(truth, Tf, S))
         labels.append("truth")

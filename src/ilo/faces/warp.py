@@ -73,6 +73,10 @@ class WarpedOperator(Operator):
         ((3, 8, 8), 'denoise', 64)
     """
 
+    #: ``weight [1 or B, *output_shape]``: one per row for a batch that measures less in some rows
+    #: (:func:`ilo.faces.choice.fit_and_all`)
+    per_sample_buffers = ("weight",)
+
     def __init__(self, inner: Operator, transform: Similarity, size: int, box: tuple[int, int, int, int],
                  scale: int = 1, tol: float = 1e-3):
         c = inner.input_shape[0]
@@ -125,4 +129,4 @@ class WarpedOperator(Operator):
     def config(self) -> dict:
         return {"task": self.task, "input_shape": list(self.input_shape), "noise_sigma": self.noise.sigma,
                 "inner": self.inner.config(), "region": list(self.box), "scale": self.scale,
-                "transform": self.transform.to_dict(), "measurements_used": int(self.weight.sum())}
+                "transform": self.transform.to_dict(), "measurements_used": int(self.weight[-1].sum())}

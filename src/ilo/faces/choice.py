@@ -1,0 +1,163 @@
+"""How much of the generator's face to paste, chosen per face on held-out measurements (no truth).
+
+A 64-px generator of synthetic faces caps what it can draw of a real face in a photo; where the
+task's classical restoration is better (non-local means at sigma 25, biharmonic interpolation
+from 30 % of the pixels), pasting the generator's face over it loses (docs/FACES.md). So every
+face's output inside its region is a blend of the two,
+
+.. math::
+    x_a = C + a \\, \\alpha \\, (W P - C), \\qquad a \\in \\{0, 1/4, 1/2, 3/4, 1\\},
+
+``C`` the classical restoration (the background), ``W P`` the generator's face warped into the
+photo, ``alpha`` the feathered window (:func:`~ilo.faces.paste.feather_window`); ``a = 0`` is the
+classical restoration alone, ``a = 1`` the pasted face as it was before this choice.
+
+The weight is chosen as the self-tuned ILO chooses (:mod:`ilo.solvers.selection`): a random
+``fraction`` of the measurements the face determines (pixels, all channels together; the
+face's :class:`~ilo.faces.warp.WarpedOperator` weight) is held out (:func:`held_out`, from the
+stream ``(seed, "holdout")``); the solve runs on the rest (``P_fit``: the same solve as the face's
+own, one batch of two rows, :func:`fit_and_all`) and the classical method restores the photo
+without them (``C_fit``, :func:`classical_without`: inpainting leaves them unobserved, the other
+tasks fill them by biharmonic interpolation of the observation first); each ``x_a`` built from
+``P_fit`` and ``C_fit`` is scored by its squared error on the held-out measurements
+(:func:`estimates`), and the weight with the lowest estimate plus ``z`` standard errors of its
+paired difference to ``a = 0`` (the classical restoration, the reference) is taken
+(:func:`choose_weight`). The output pastes the face solved on all measurements with that weight.
+The held-out fraction (0.15) and the margin (``z`` = 1.5) are the self-tuning's defaults, not
+tuned here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..operators import Inpainting
+from ..operators.base import Operator
+from ..rng import stream
+from ..solvers.selection.heldout import paired_se
+from .paste import classical_restore, feather_window
+from .warp import WarpedOperator, warp
+
+#: the blending weights tried per face (0: the classical restoration, 1: the generator's face)
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: the fraction of a face's measurements held out, and the margin in standard errors
+HOLDOUT, Z = 0.15, 1.5
+#: observation pixels of context around a face's region for the classical restoration without the held-out part
+PAD = 8
+
+
+@dataclass(frozen=True)
+class WeightChoice:
+    """The choice of one face's weight: the weights tried, their held-out estimates (mean
+    squared error over the held-out pixels, channels summed) and standard errors against
+    ``a = 0``, the chosen weight, and how many pixels were held out with which seed."""
+
+    weights: tuple[float, ...]
+    estimates: list[float]
+    se: list[float]
+    weight: float
+    held_out: int
+    seed: int
+    z: float = Z
+    fraction: float = HOLDOUT
+
+    def to_dict(self) -> dict:
+        return {"rule": "holdout", "weights": list(self.weights), "estimated_mse": self.estimates,
+                "estimated_se": self.se, "weight": self.weight, "held_out_pixels": self.held_out,
+                "seed": self.seed, "stream": "holdout", "z": self.z, "fraction": self.fraction}
+
+
+def held_out(wop: WarpedOperator, seed: int, fraction: float = HOLDOUT) -> torch.Tensor:
+    """``[1, 1, h, w]`` (the measurement grid of ``wop``'s inner operator) of zeros and ones: a
+    random ``fraction`` of the pixels the face determines (``wop.weight`` nonzero in any channel),
+    at least one, from the stream ``(seed, "holdout")``."""
+    used = (wop.weight.amax(1, keepdim=True) > 0).to(wop.weight.dtype)
+    u = torch.rand(used.shape[1:], generator=stream(seed, "holdout"))[None].to(used)
+    held = used * (u < fraction).to(used)
+    if not bool(held.any()):
+        held.view(-1)[int(used.flatten().nonzero()[0])] = 1
+    return held
+
+
+def fit_and_all(wop: WarpedOperator, held: torch.Tensor) -> WarpedOperator:
+    """``wop`` for a batch of two rows: the first measures everything but ``held``, the second
+    everything (its own weight)."""
+    w = wop.weight
+    out = wop.with_buffers(weight=torch.cat([w * (1 - held.to(w)), w]))
+    assert isinstance(out, WarpedOperator)
+    return out
+
+
+def classical_without(observed: torch.Tensor, op: Operator, box: tuple[int, int, int, int], held: torch.Tensor,
+                      pad: int = PAD) -> torch.Tensor:
+    """The classical restoration (``op.classical_method``) of the photo region ``box`` (observation
+    pixels) from ``observed [1, C, H, W]`` without the ``held [1, 1, h, w]`` pixels of that region:
+    ``[1, C, scale * h, scale * w]``. It is computed on the region widened by ``pad`` pixels, so the
+    method sees the context it sees on the whole photo. Inpainting leaves the held pixels
+    unobserved; the other tasks' observations get them by biharmonic interpolation first."""
+    from ..solvers import solve
+
+    H, W = observed.shape[-2:]
+    x0, y0, x1, y1 = box
+    bx0, by0, bx1, by1 = max(0, x0 - pad), max(0, y0 - pad), min(W, x1 + pad), min(H, y1 + pad)
+    big = op.crop((bx0, by0, bx1, by1))
+    y = observed[..., by0:by1, bx0:bx1]
+    h = torch.zeros_like(y[:, :1])
+    h[..., y0 - by0:y1 - by0, x0 - bx0:x1 - bx0] = held.to(y)
+    if isinstance(big, Inpainting):
+        out = classical_restore(y * (1 - h), Inpainting(big.input_shape, big.mask * (1 - h), big.noise))
+    else:
+        filled = solve(y, Inpainting(tuple(y.shape[1:]), 1 - h), None, "biharmonic").image
+        out = classical_restore(torch.where(h.bool(), filled, y), big)
+    s = out.shape[-1] // y.shape[-1]
+    return out[..., (y0 - by0) * s:(y1 - by0) * s, (x0 - bx0) * s:(x1 - bx0) * s]
+
+
+def blends(classical: torch.Tensor, face: torch.Tensor, wop: WarpedOperator,
+           weights: tuple[float, ...] = WEIGHTS) -> torch.Tensor:
+    """``[K, 1, C, h', w']``: ``C + a * alpha * (W face - C)`` on the region for every weight ``a``
+    (module docstring), from the region's classical restoration ``classical [1, C, h', w']`` and
+    the aligned ``face [1, C, S, S]``."""
+    alpha = warp(feather_window(wop.input_shape[-1]).to(face), wop.grid)
+    pasted = wop.warp(face.clamp(-1, 1))
+    return torch.stack([classical + a * alpha * (pasted - classical) for a in weights])
+
+
+def estimates(cands: torch.Tensor, wop: WarpedOperator, y: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+    """Each candidate's squared error per held-out pixel (channels summed): ``[K, 1, U]`` for
+    ``cands [K, 1, C, h', w']``, the region's observation ``y [1, C, h, w]`` and ``held``."""
+    sel = held[0, 0].bool()
+    return torch.stack([(wop.inner.A(c) - y).pow(2).sum(1)[0][sel][None] for c in cands])
+
+
+def choose_weight(errors: torch.Tensor, weights: tuple[float, ...] = WEIGHTS, z: float = Z) -> tuple[int, torch.Tensor,
+                                                                                                      torch.Tensor]:
+    """``(index of the chosen weight, estimates [K], standard errors [K])`` from the per-pixel
+    errors ``[K, 1, U]`` (:func:`estimates`): the lowest estimate plus ``z`` standard errors of
+    its paired difference to the weight 0 (which must be among ``weights``; its own margin is 0).
+
+    >>> e = torch.tensor([[[1.0, 1.0, 1.0]], [[0.5, 0.6, 0.4]], [[0.9, 0.0, 1.9]]])
+    >>> choose_weight(e, (0.0, 0.5, 1.0))[0]
+    1
+    """
+    ref = weights.index(0.0)
+    est = errors.mean(-1)[:, 0]
+    se = paired_se(errors, torch.tensor([ref]))[:, 0]
+    return int((est + z * se).argmin()), est, se
+
+
+def choose(observed: torch.Tensor, op: Operator, wop: WarpedOperator, face_fit: torch.Tensor, held: torch.Tensor,
+           seed: int) -> WeightChoice:
+    """One face's weight (module docstring): ``face_fit [1, C, S, S]`` solved without the
+    ``held`` measurements of ``wop``'s region of ``observed``."""
+    box = wop.box
+    y = observed[..., box[1]:box[3], box[0]:box[2]]
+    cands = blends(classical_without(observed, op, box, held), face_fit, wop)
+    k, est, se = choose_weight(estimates(cands, wop, y, held))
+    return WeightChoice(WEIGHTS, est.tolist(), se.tolist(), WEIGHTS[k], int(held.sum()), seed)
+
+
+__all__ = ["WEIGHTS", "HOLDOUT", "Z", "WeightChoice", "held_out", "fit_and_all", "classical_without", "blends",
+           "estimates", "choose_weight", "choose"]
