@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ilo.faces.align import Similarity
-from ilo.faces.choice import WEIGHTS, blends, choose_weight, classical_without, estimates, fit_and_all, held_out
+from ilo.faces.choice import (WEIGHTS, blends, choose_weight, classical_without, estimates, fit_and_all, held_out,
+                             paste_region)
 from ilo.faces.restore import RestoreConfig, photo_operator
 from ilo.faces.warp import WarpedOperator, face_region
 
@@ -89,8 +90,52 @@ def test_the_choice_needs_a_margin_over_the_classical_restoration():
     base = torch.rand(1, 1, 400, generator=g) + 1
     noisy = base - 0.02 + torch.randn(1, 1, 400, generator=g)  # 0.02 lower on average, spread 1
     tight = base - 0.02 + 0.01 * torch.randn(1, 1, 400, generator=g)
-    weights = (0.0, 1.0)
-    assert choose_weight(torch.cat([base, noisy]), weights)[0] == 0
-    assert choose_weight(torch.cat([base, tight]), weights)[0] == 1
-    k, est, se = choose_weight(torch.cat([base, noisy]), weights, z=0.0)
+    assert choose_weight(torch.cat([base, noisy]))[0] == 0
+    assert choose_weight(torch.cat([base, tight]))[0] == 1
+    k, est, se = choose_weight(torch.cat([base, noisy]), z=0.0)
     assert (k == 1) == bool(est[1] < est[0]) and se[0] == 0 and se[1] > 0.03
+
+
+@pytest.mark.parametrize("task,opts", [("inpaint", {}), ("superres", {"factor": 2})])
+def test_the_residual_candidate_is_the_face_where_it_explains_the_measurements(task, opts):
+    """A photo that is exactly the warped face (noiseless): its residual is zero, so the face plus
+    the classical restoration of its residual is the warped face itself; a wrong face is
+    corrected towards the photo; neither reads the held-out pixels."""
+    from ilo.faces.align import sampling_grid
+    from ilo.faces.warp import warp
+
+    y0_, op, wop, box = _setup(task, **opts)
+    f = wop.scale
+    g = torch.Generator().manual_seed(7)
+    face = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4, generator=g) * 2 - 1, size=(S, S), mode="bicubic")
+    face = face.clamp(-1, 1)
+    H, W = y0_.shape[-2:]
+    photo = warp(face, sampling_grid(wop.transform, (S, S), (0, 0, W, H), f))
+    y = op.A(photo)
+    h = held_out(wop, 0, 0.2)
+    x0, y0, x1, y1 = box
+    region = photo[..., y0 * f:y1 * f, x0 * f:x1 * f]
+    same = classical_without(y, op, box, h, base=(face, wop))
+    assert torch.allclose(same, region, atol=1e-5)
+    wrong = classical_without(y, op, box, h, base=(-face, wop))
+    assert (wrong - region).abs().mean() < 0.5 * (wop.warp(-face) - region).abs().mean()
+    changed = y.clone()
+    changed[..., y0:y1, x0:x1] += 5 * h
+    assert torch.allclose(classical_without(changed, op, box, h, base=(-face, wop)), wrong, atol=1e-5)
+
+
+def test_paste_region_blends_the_faces_window_only():
+    y, op, wop, box = _setup("denoise", sigma255=20)
+    canvas = torch.zeros(1, 3, *y.shape[-2:])
+    x0, y0, x1, y1 = box
+    image = torch.ones(1, 3, y1 - y0, x1 - x0)
+    assert torch.equal(paste_region(canvas, image, wop, 0.0), canvas)
+    out = paste_region(canvas, image, wop, 1.0)
+    from ilo.faces.paste import feather_window
+    from ilo.faces.warp import warp
+
+    alpha = warp(feather_window(S), wop.grid)
+    assert torch.allclose(out[..., y0:y1, x0:x1], alpha.expand(1, 3, -1, -1))
+    assert out[..., :y0, :].abs().sum() == 0 and out[..., y1:, :].abs().sum() == 0
+    half = paste_region(canvas, image, wop, 0.5)
+    assert torch.allclose(half, out / 2)

@@ -184,7 +184,7 @@ def crop_summary(rows: list[dict]) -> list[dict]:
 
 
 def run_restore(G, steps: int, restarts: int, face_box: int, names: list[str] | None, log,
-                weight: float | None = None) -> dict:
+                weight: float | None = None, split: str = "eval", residual: bool = True) -> dict:
     from ..data.realfaces import faces, locate
     from ..faces.detect import NoFaceFound
     from ..faces.restore import RestoreConfig, degrade, restoration_metrics, restore_photo
@@ -192,7 +192,7 @@ def run_restore(G, steps: int, restarts: int, face_box: int, names: list[str] | 
     from ..operators import Inpainting
 
     photos: dict[Path, list] = {}
-    for f in faces("eval"):
+    for f in faces(split):
         if not names or f.name in names:
             photos.setdefault(locate(f), []).append(f)
     rows = []
@@ -204,7 +204,7 @@ def run_restore(G, steps: int, restarts: int, face_box: int, names: list[str] | 
         for i, kw in enumerate(RESTORE_PROBLEMS):
             kw = dict(kw)
             observed = kw.pop("observed", None)
-            cfg = RestoreConfig(**kw, steps=steps, restarts=restarts, seed=0, weight=weight)
+            cfg = RestoreConfig(**kw, steps=steps, restarts=restarts, seed=0, weight=weight, residual=residual)
             mask = None
             if observed is not None:
                 mask = Inpainting.random(tuple(photo.shape[1:]), observed, torch.Generator().manual_seed(i)).mask
@@ -224,12 +224,14 @@ def run_restore(G, steps: int, restarts: int, face_box: int, names: list[str] | 
                        psnr_photo=m["psnr"], psnr_photo_classical=m["psnr_background"],
                        psnr_faces=m["faces_region"]["psnr"], psnr_faces_classical=m["faces_region"]["psnr_background"],
                        face_pixels=m["faces_region"]["pixels"], seconds=round(time.time() - t0, 1),
-                       weights=[fr.weight for fr in rest.faces])
+                       weights=[fr.weight for fr in rest.faces],
+                       choices=[fr.choice.choice if fr.choice is not None else "given" for fr in rest.faces])
             rows.append(row)
             log(f"{path.name:24s} {cfg.task:8s} {len(rest.faces)} face(s): photo {row['psnr_photo']:.2f} "
                 f"(classical {row['psnr_photo_classical']:.2f}), faces {row['psnr_faces']:.2f} "
-                f"(classical {row['psnr_faces_classical']:.2f}) dB, weights {row['weights']}, {row['seconds']:.0f} s")
-    return {"face_box": face_box, "face_weight": "chosen per face" if weight is None else weight, "rows": rows,
+                f"(classical {row['psnr_faces_classical']:.2f}) dB, {' '.join(row['choices'])}, {row['seconds']:.0f} s")
+    return {"face_box": face_box, "split": split, "face_weight": "chosen per face" if weight is None else weight,
+            "residual_candidates": residual, "rows": rows,
             "summary": restore_summary(rows)}
 
 
@@ -294,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--face-weight", default="auto",
                    help="restore: the weight of the generator's face (auto: chosen per face; 1: pasted as drawn)")
     p.add_argument("--faces", default=None, help="comma-separated eval face names (default: all)")
+    p.add_argument("--no-residual", action="store_true",
+                   help="restore: the weight's choice without the face-plus-classical-residual candidates")
+    p.add_argument("--split", default="eval", choices=("eval", "tuning"),
+                   help="restore: the photos of these real faces (decide on tuning, report eval)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True, help="JSON file to write")
     a = p.parse_args(argv)
@@ -317,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         result["crops"] = run_crops(G, a.steps, a.restarts, names, log)
     if a.part in ("restore", "all"):
         result["restore"] = run_restore(G, a.steps, a.restarts, a.face_box, names, log,
-                                        None if a.face_weight == "auto" else float(a.face_weight))
+                                        None if a.face_weight == "auto" else float(a.face_weight), a.split,
+                                        not a.no_residual)
     result["seconds"] = round(time.time() - t0, 1)
     result["load_average_at_end"] = os.getloadavg()[0]
     out = Path(a.out)

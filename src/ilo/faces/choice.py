@@ -3,28 +3,33 @@
 A 64-px generator of synthetic faces caps what it can draw of a real face in a photo; where the
 task's classical restoration is better (non-local means at sigma 25, biharmonic interpolation
 from 30 % of the pixels), pasting the generator's face over it loses (docs/FACES.md). So every
-face's output inside its region is a blend of the two,
+face's output inside its region is a blend,
 
 .. math::
-    x_a = C + a \\, \\alpha \\, (W P - C), \\qquad a \\in \\{0, 1/4, 1/2, 3/4, 1\\},
+    x = C + a \\, \\alpha \\, (X - C), \\qquad a \\in \\{1/4, 1/2, 3/4, 1\\},
+    \\quad X \\in \\{W P,\\; W P + C(y - A W P)\\},
 
-``C`` the classical restoration (the background), ``W P`` the generator's face warped into the
-photo, ``alpha`` the feathered window (:func:`~ilo.faces.paste.feather_window`); ``a = 0`` is the
-classical restoration alone, ``a = 1`` the pasted face as it was before this choice.
+or the classical restoration ``C`` (the background) alone; ``W P`` is the generator's face warped
+into the photo, ``W P + C(y - A W P)`` the same face plus the classical restoration of its
+residual observation (``"residual"``: what the measurements say the face lacks, restored by the
+task's classical method; :func:`classical_without` with ``base``), ``alpha`` the feathered window
+(:func:`~ilo.faces.paste.feather_window`). ``"face@1"`` is the pasted face as it was before this
+choice.
 
-The weight is chosen as the self-tuned ILO chooses (:mod:`ilo.solvers.selection`): a random
+The candidate is chosen as the self-tuned ILO chooses (:mod:`ilo.solvers.selection`): a random
 ``fraction`` of the measurements the face determines (pixels, all channels together; the
 face's :class:`~ilo.faces.warp.WarpedOperator` weight) is held out (:func:`held_out`, from the
 stream ``(seed, "holdout")``); the solve runs on the rest (``P_fit``: the same solve as the face's
 own, one batch of two rows, :func:`fit_and_all`) and the classical method restores the photo
-without them (``C_fit``, :func:`classical_without`: inpainting leaves them unobserved, the other
-tasks fill them by biharmonic interpolation of the observation first); each ``x_a`` built from
-``P_fit`` and ``C_fit`` is scored by its squared error on the held-out measurements
-(:func:`estimates`), and the weight with the lowest estimate plus ``z`` standard errors of its
-paired difference to ``a = 0`` (the classical restoration, the reference) is taken
-(:func:`choose_weight`). The output pastes the face solved on all measurements with that weight.
-The held-out fraction (0.15) and the margin (``z`` = 1.5) are the self-tuning's defaults, not
-tuned here.
+(and the residual) without them (``C_fit``, :func:`classical_without`: inpainting leaves them
+unobserved, the other tasks fill them by biharmonic interpolation of the observation first);
+each candidate built from ``P_fit`` and ``C_fit`` is scored by its squared error on the held-out
+measurements (:func:`estimates`), and the one with the lowest estimate plus ``z`` standard
+errors of its paired difference to ``C`` alone (the reference) is taken (:func:`choose_weight`).
+The output pastes the candidate of that kind and weight built from the face solved on all
+measurements (:func:`residual_image`, :func:`paste_region`). The held-out fraction (0.15) and the
+margin (``z`` = 1.5) are the self-tuning's defaults, not tuned here; the residual candidates
+were kept because they did better on the tuning photos (docs/FACES.md).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from ..operators.base import Operator
 from ..rng import stream
 from ..solvers.selection.heldout import paired_se
 from .paste import classical_restore, feather_window
+from .align import sampling_grid
 from .warp import WarpedOperator, warp
 
 #: the blending weights tried per face (0: the classical restoration, 1: the generator's face)
@@ -50,23 +56,28 @@ PAD = 8
 
 @dataclass(frozen=True)
 class WeightChoice:
-    """The choice of one face's weight: the weights tried, their held-out estimates (mean
-    squared error over the held-out pixels, channels summed) and standard errors against
-    ``a = 0``, the chosen weight, and how many pixels were held out with which seed."""
+    """The choice of one face's paste: the candidates tried (``"classical"``, ``"face@<a>"``,
+    ``"residual@<a>"``), their held-out estimates (mean squared error over the held-out pixels,
+    channels summed) and standard errors against ``"classical"``, the chosen one, its weight and
+    kind (``"face"``: the generator's face, ``"residual"``: the face plus the classical
+    restoration of its residual), and how many pixels were held out with which seed."""
 
-    weights: tuple[float, ...]
+    candidates: list[str]
     estimates: list[float]
     se: list[float]
+    choice: str
     weight: float
+    kind: str
     held_out: int
     seed: int
     z: float = Z
     fraction: float = HOLDOUT
 
     def to_dict(self) -> dict:
-        return {"rule": "holdout", "weights": list(self.weights), "estimated_mse": self.estimates,
-                "estimated_se": self.se, "weight": self.weight, "held_out_pixels": self.held_out,
-                "seed": self.seed, "stream": "holdout", "z": self.z, "fraction": self.fraction}
+        return {"rule": "holdout", "candidates": self.candidates, "estimated_mse": self.estimates,
+                "estimated_se": self.se, "choice": self.choice, "weight": self.weight, "kind": self.kind,
+                "held_out_pixels": self.held_out, "seed": self.seed, "stream": "holdout", "z": self.z,
+                "fraction": self.fraction}
 
 
 def held_out(wop: WarpedOperator, seed: int, fraction: float = HOLDOUT) -> torch.Tensor:
@@ -91,12 +102,15 @@ def fit_and_all(wop: WarpedOperator, held: torch.Tensor) -> WarpedOperator:
 
 
 def classical_without(observed: torch.Tensor, op: Operator, box: tuple[int, int, int, int], held: torch.Tensor,
-                      pad: int = PAD) -> torch.Tensor:
+                      pad: int = PAD, base: tuple[torch.Tensor, WarpedOperator] | None = None) -> torch.Tensor:
     """The classical restoration (``op.classical_method``) of the photo region ``box`` (observation
     pixels) from ``observed [1, C, H, W]`` without the ``held [1, 1, h, w]`` pixels of that region:
     ``[1, C, scale * h, scale * w]``. It is computed on the region widened by ``pad`` pixels, so the
     method sees the context it sees on the whole photo. Inpainting leaves the held pixels
-    unobserved; the other tasks' observations get them by biharmonic interpolation first."""
+    unobserved; the other tasks' observations get them by biharmonic interpolation first.
+    With ``base = (face [1, C, S, S], wop)`` the method restores the residual observation of the
+    face warped into the photo (``y - A(W face)``) and the warped face is added back: the
+    generator's face corrected by what the measurements say it lacks."""
     from ..solvers import solve
 
     H, W = observed.shape[-2:]
@@ -106,23 +120,45 @@ def classical_without(observed: torch.Tensor, op: Operator, box: tuple[int, int,
     y = observed[..., by0:by1, bx0:bx1]
     h = torch.zeros_like(y[:, :1])
     h[..., y0 - by0:y1 - by0, x0 - bx0:x1 - bx0] = held.to(y)
+    added = torch.zeros(1, *big.input_shape, dtype=y.dtype)
+    if base is not None:
+        face, wop = base
+        added = warp(face.clamp(-1, 1).to(y), sampling_grid(wop.transform, tuple(face.shape[-2:]), (bx0, by0, bx1, by1),
+                                                              wop.scale))
+        y = y - big.A(added)
+    def restore(obs: torch.Tensor, on: Operator) -> torch.Tensor:  # a residual is not clamped to the images' range
+        return classical_restore(obs, on) if base is None else solve(obs, on, None, big.classical_method).image
+
     if isinstance(big, Inpainting):
-        out = classical_restore(y * (1 - h), Inpainting(big.input_shape, big.mask * (1 - h), big.noise))
-    else:
+        out = restore(y * (1 - h), Inpainting(big.input_shape, big.mask * (1 - h), big.noise))
+    elif bool(h.any()):
         filled = solve(y, Inpainting(tuple(y.shape[1:]), 1 - h), None, "biharmonic").image
-        out = classical_restore(torch.where(h.bool(), filled, y), big)
+        out = restore(torch.where(h.bool(), filled, y), big)
+    else:
+        out = restore(y, big)
+    out = out + added if base is not None else out
     s = out.shape[-1] // y.shape[-1]
     return out[..., (y0 - by0) * s:(y1 - by0) * s, (x0 - bx0) * s:(x1 - bx0) * s]
 
 
-def blends(classical: torch.Tensor, face: torch.Tensor, wop: WarpedOperator,
+def blends(classical: torch.Tensor, image: torch.Tensor, wop: WarpedOperator,
            weights: tuple[float, ...] = WEIGHTS) -> torch.Tensor:
-    """``[K, 1, C, h', w']``: ``C + a * alpha * (W face - C)`` on the region for every weight ``a``
+    """``[K, 1, C, h', w']``: ``C + a * alpha * (image - C)`` on the region for every weight ``a``
     (module docstring), from the region's classical restoration ``classical [1, C, h', w']`` and
-    the aligned ``face [1, C, S, S]``."""
-    alpha = warp(feather_window(wop.input_shape[-1]).to(face), wop.grid)
-    pasted = wop.warp(face.clamp(-1, 1))
+    ``image``: the aligned face ``[1, C, S, S]`` (warped into the region here) or an image of the
+    region ``[1, C, h', w']``."""
+    alpha = warp(feather_window(wop.input_shape[-1]).to(image), wop.grid)
+    pasted = wop.warp(image.clamp(-1, 1)) if tuple(image.shape[-2:]) == tuple(wop.input_shape[-2:]) else image
     return torch.stack([classical + a * alpha * (pasted - classical) for a in weights])
+
+
+def paste_region(canvas: torch.Tensor, image: torch.Tensor, wop: WarpedOperator, weight: float) -> torch.Tensor:
+    """``canvas [1, C, H', W']`` with ``wop``'s region (at the output's scale) blended towards
+    ``image [1, C, h', w']`` by ``weight`` times the face's window, as :func:`blends` builds it."""
+    x0, y0, x1, y1 = (v * wop.scale for v in wop.box)
+    out = canvas.clone()
+    out[..., y0:y1, x0:x1] = blends(canvas[..., y0:y1, x0:x1], image.to(canvas), wop, (weight,))[0]
+    return out
 
 
 def estimates(cands: torch.Tensor, wop: WarpedOperator, y: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
@@ -132,32 +168,44 @@ def estimates(cands: torch.Tensor, wop: WarpedOperator, y: torch.Tensor, held: t
     return torch.stack([(wop.inner.A(c) - y).pow(2).sum(1)[0][sel][None] for c in cands])
 
 
-def choose_weight(errors: torch.Tensor, weights: tuple[float, ...] = WEIGHTS, z: float = Z) -> tuple[int, torch.Tensor,
-                                                                                                      torch.Tensor]:
-    """``(index of the chosen weight, estimates [K], standard errors [K])`` from the per-pixel
+def choose_weight(errors: torch.Tensor, z: float = Z) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """``(index of the chosen candidate, estimates [K], standard errors [K])`` from the per-pixel
     errors ``[K, 1, U]`` (:func:`estimates`): the lowest estimate plus ``z`` standard errors of
-    its paired difference to the weight 0 (which must be among ``weights``; its own margin is 0).
+    its paired difference to the first candidate (the classical restoration, whose margin is 0).
 
     >>> e = torch.tensor([[[1.0, 1.0, 1.0]], [[0.5, 0.6, 0.4]], [[0.9, 0.0, 1.9]]])
-    >>> choose_weight(e, (0.0, 0.5, 1.0))[0]
+    >>> choose_weight(e)[0]
     1
     """
-    ref = weights.index(0.0)
     est = errors.mean(-1)[:, 0]
-    se = paired_se(errors, torch.tensor([ref]))[:, 0]
+    se = paired_se(errors, torch.tensor([0]))[:, 0]
     return int((est + z * se).argmin()), est, se
 
 
 def choose(observed: torch.Tensor, op: Operator, wop: WarpedOperator, face_fit: torch.Tensor, held: torch.Tensor,
-           seed: int) -> WeightChoice:
-    """One face's weight (module docstring): ``face_fit [1, C, S, S]`` solved without the
-    ``held`` measurements of ``wop``'s region of ``observed``."""
+           seed: int, residual: bool = True) -> WeightChoice:
+    """One face's paste (module docstring): ``face_fit [1, C, S, S]`` solved without the
+    ``held`` measurements of ``wop``'s region of ``observed``; with ``residual`` also the blends
+    towards the face plus the classical restoration of its residual."""
     box = wop.box
     y = observed[..., box[1]:box[3], box[0]:box[2]]
-    cands = blends(classical_without(observed, op, box, held), face_fit, wop)
-    k, est, se = choose_weight(estimates(cands, wop, y, held))
-    return WeightChoice(WEIGHTS, est.tolist(), se.tolist(), WEIGHTS[k], int(held.sum()), seed)
+    classical = classical_without(observed, op, box, held)
+    cands, names = [blends(classical, face_fit, wop)], ["classical"] + [f"face@{a:g}" for a in WEIGHTS[1:]]
+    if residual:
+        corrected = classical_without(observed, op, box, held, base=(face_fit, wop))
+        cands.append(blends(classical, corrected, wop, WEIGHTS[1:]))
+        names += [f"residual@{a:g}" for a in WEIGHTS[1:]]
+    k, est, se = choose_weight(estimates(torch.cat(cands), wop, y, held))
+    kind, _, a = names[k].partition("@")
+    return WeightChoice(names, est.tolist(), se.tolist(), names[k], float(a or 0), kind if a else "face",
+                        int(held.sum()), seed)
 
 
-__all__ = ["WEIGHTS", "HOLDOUT", "Z", "WeightChoice", "held_out", "fit_and_all", "classical_without", "blends",
-           "estimates", "choose_weight", "choose"]
+def residual_image(observed: torch.Tensor, op: Operator, wop: WarpedOperator, face: torch.Tensor) -> torch.Tensor:
+    """The face warped into its region plus the classical restoration of its residual, from every
+    measurement: ``[1, C, h', w']`` (what ``"residual@<a>"`` pastes)."""
+    return classical_without(observed, op, wop.box, torch.zeros(1, 1, *wop.weight.shape[-2:]), base=(face, wop))
+
+
+__all__ = ["WEIGHTS", "HOLDOUT", "Z", "WeightChoice", "held_out", "fit_and_all", "classical_without",
+           "blends", "paste_region", "estimates", "choose_weight", "choose", "residual_image"]

@@ -66,6 +66,8 @@ class RestoreConfig:
             (0: the classical restoration, 1: the face as the generator drew it); None: chosen per
             face on held-out measurements (:mod:`ilo.faces.choice`; it needs ``background ==
             "classical"``, and costs a second row in the face's solve).
+        residual: whether that choice also tries the face plus the classical restoration of its
+            residual (:func:`ilo.faces.choice.choose`; better on the tuning photos, docs/FACES.md).
     """
 
     task: str
@@ -82,6 +84,7 @@ class RestoreConfig:
     background: str = "classical"
     margin: int = 2
     weight: float | None = None
+    residual: bool = True
 
     def __post_init__(self) -> None:
         cls = operator_class(self.task)
@@ -275,9 +278,14 @@ def restore_photo(observed: torch.Tensor, G, cfg: RestoreConfig, *, mask: torch.
         res, seconds = solved[i]
         image = res.image.detach().cpu()
         restored = image[-1:]  # the face solved on all measurements
-        chosen = None if h is None else choice.choose(observed, op, wop, image[:1], h, cfg.seed + i)
+        chosen = None if h is None else choice.choose(observed, op, wop, image[:1], h, cfg.seed + i,
+                                                        cfg.residual)
         weight = cfg.weight if chosen is None else chosen.weight
-        canvas, alpha = paste(canvas, restored, al.transform, scale=f, weight=weight)
+        if chosen is not None and chosen.kind == "residual":  # the face corrected by the classical method
+            _, alpha = paste(canvas, restored, al.transform, scale=f, weight=0.0)
+            canvas = choice.paste_region(canvas, choice.residual_image(observed, op, wop, restored), wop, weight)
+        else:
+            canvas, alpha = paste(canvas, restored, al.transform, scale=f, weight=weight)
         results.append(FaceResult(face, al, box, restored, float(res.measurement_loss[-1]), seconds, res.config, alpha,
                                   weight, chosen))
     canvas = op.keep_observed(canvas, observed)
@@ -287,7 +295,7 @@ def restore_photo(observed: torch.Tensor, G, cfg: RestoreConfig, *, mask: torch.
               "loss": "weighted MSE in photo coordinates (no perceptual term, no SNA)", "jobs": jobs,
               "face_weight": "given" if cfg.weight is not None else
               {"rule": "held-out measurements (ilo.faces.choice)", "weights": list(choice.WEIGHTS),
-               "fraction": choice.HOLDOUT, "z": choice.Z}}
+               "residual": cfg.residual, "fraction": choice.HOLDOUT, "z": choice.Z}}
     return Restoration(canvas.clamp(-1, 1), background, results, template, f, config)
 
 
