@@ -378,3 +378,41 @@ def test_bench_summaries_compare_like_with_like():
                "psnr_faces": f, "psnr_faces_classical": 28.0} for f in (27.0, 31.0)]
     (d,) = restore_summary(photos + [{"task": "denoise", "faces_found": 0}])
     assert (d["photos"], d["photos_without_face"], d["faces_wins"], d["faces_gain_db"]) == (2, 1, 1, 1.0)
+
+
+def test_bench_replays_the_choice_at_other_margins():
+    """The replay of the paste's choice: per margin the candidate with the lowest estimate plus z
+    standard errors, scored by its recorded PSNR; the oracle takes each face's best."""
+    from ilo.bench.faces import replay
+
+    names = ["classical", "face@0.5", "face@1"]
+    faces = [{"candidates": names, "psnr": [28.0, 29.0, 25.0], "estimates": [1.0, 0.9, 0.8], "se": [0.0, 0.05, 0.3]},
+             {"candidates": names, "psnr": [30.0, 29.0, 31.0], "estimates": [1.0, 1.1, 0.5], "se": [0.0, 0.1, 0.2]}]
+    rows = [{"task": "denoise", "candidates": faces[:1]}, {"task": "denoise", "candidates": faces[1:]},
+            {"task": "inpaint"}]
+    (d,) = replay(rows, zs=(0.0, 1.0))
+    # z=0: face@1 on both (25, 31); z=1: face 1 -> face@0.5 (0.95 < 1.0, 1.1), face 2 -> face@1 (0.7)
+    assert (d["faces"], d["oracle"], d["classical"], d["face@1"]) == (2, 30.0, 29.0, 28.0)
+    assert (d["z=0"], d["z=1"]) == (28.0, 30.0)
+
+
+@pytest.mark.parametrize("task", ["inpaint", "denoise", "superres"])
+def test_bench_candidates_are_what_the_restore_pastes(fake_restore, task):
+    """The benchmark rebuilds every candidate of a face's choice from all measurements; the chosen
+    one scores what the restored photo scores inside that face (the paste and the candidates agree)."""
+    from ilo.bench.faces import candidate_scores
+    from ilo.metrics import psnr
+
+    R, G, photo, P, calls, state = fake_restore
+    state["face"] = (state["face"] * 0.7).clamp(-1, 1)  # a face that is not quite the photo's
+    cfg = R.RestoreConfig(task=task, sigma255=15 if task == "denoise" else None, factor=2 if task == "superres" else None)
+    mask = (torch.rand(1, 1, 96, 100, generator=torch.Generator().manual_seed(3)) < 0.5).float() if task == "inpaint" else None
+    y = R.degrade(photo, cfg, mask=mask, seed=2)
+    truth = photo[..., :y.shape[-2] * cfg.scale, :y.shape[-1] * cfg.scale]
+    rest = R.restore_photo(y, G, cfg, mask=mask)
+    (face,) = candidate_scores(rest, y, R.photo_operator(cfg, tuple(y.shape), mask), truth)
+    fr = rest.faces[0]
+    assert face["candidates"] == fr.choice.candidates and len(face["psnr"]) == 9
+    inside = (fr.alpha > 0.5).expand_as(truth)
+    got = psnr(rest.image[inside][None], truth[inside][None]).item()
+    assert face["psnr"][face["candidates"].index(face["chosen"])] == pytest.approx(got, abs=1e-3)

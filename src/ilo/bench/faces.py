@@ -187,7 +187,7 @@ def run_restore(G, steps: int, restarts: int, face_box: int, names: list[str] | 
                 weight: float | None = None, split: str = "eval", residual: bool = True) -> dict:
     from ..data.realfaces import faces, locate
     from ..faces.detect import NoFaceFound
-    from ..faces.restore import RestoreConfig, degrade, restoration_metrics, restore_photo
+    from ..faces.restore import RestoreConfig, degrade, photo_operator, restoration_metrics, restore_photo
     from ..images import pil_to_tensor
     from ..operators import Inpainting
 
@@ -226,13 +226,62 @@ def run_restore(G, steps: int, restarts: int, face_box: int, names: list[str] | 
                        face_pixels=m["faces_region"]["pixels"], seconds=round(time.time() - t0, 1),
                        weights=[fr.weight for fr in rest.faces],
                        choices=[fr.choice.choice if fr.choice is not None else "given" for fr in rest.faces])
+            if weight is None:
+                row["candidates"] = candidate_scores(rest, y, photo_operator(cfg, tuple(y.shape), mask), truth)
             rows.append(row)
             log(f"{path.name:24s} {cfg.task:8s} {len(rest.faces)} face(s): photo {row['psnr_photo']:.2f} "
                 f"(classical {row['psnr_photo_classical']:.2f}), faces {row['psnr_faces']:.2f} "
                 f"(classical {row['psnr_faces_classical']:.2f}) dB, {' '.join(row['choices'])}, {row['seconds']:.0f} s")
     return {"face_box": face_box, "split": split, "face_weight": "chosen per face" if weight is None else weight,
             "residual_candidates": residual, "rows": rows,
-            "summary": restore_summary(rows)}
+            "summary": restore_summary(rows), "choice_replay": replay(rows)}
+
+
+def candidate_scores(rest, y: torch.Tensor, op, truth: torch.Tensor) -> list[dict]:
+    """Per face whose paste was chosen: every candidate of the choice built from all measurements
+    (as the output pastes them; inpainting keeps the observed pixels) and its PSNR against the
+    truth inside the face (window > 0.5), beside the choice's estimates: what an oracle would
+    have taken, and what another margin would take (:func:`replay`)."""
+    from ..faces import choice as fc
+    from ..metrics import psnr
+
+    out = []
+    for fr in rest.faces:
+        if fr.choice is None or fr.operator is None:
+            continue
+        wop = fr.operator
+        x0, y0, x1, y1 = (v * wop.scale for v in wop.box)
+        bg, t = rest.background[..., y0:y1, x0:x1], truth[..., y0:y1, x0:x1]
+        y_reg = y[..., wop.box[1]:wop.box[3], wop.box[0]:wop.box[2]]
+        cands = [fc.blends(bg, fr.restored, wop)]
+        if any(n.startswith("residual") for n in fr.choice.candidates):
+            cands.append(fc.blends(bg, fc.residual_image(y, op, wop, fr.restored), wop, fc.WEIGHTS[1:]))
+        inside = (fr.alpha[..., y0:y1, x0:x1] > 0.5).expand_as(t)
+        scores = [psnr(wop.inner.keep_observed(c.clamp(-1, 1), y_reg)[inside][None], t[inside][None]).item()
+                  for c in torch.cat(cands)]
+        out.append({"candidates": fr.choice.candidates, "psnr": scores, "chosen": fr.choice.choice,
+                    "estimates": fr.choice.estimates, "se": fr.choice.se})
+    return out
+
+
+def replay(rows: list[dict], zs: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)) -> list[dict]:
+    """Per task, the mean PSNR inside the faces (per face) of the candidate each margin ``z``
+    would choose from the recorded estimates, of the oracle's, of the classical restoration and of
+    the face pasted as drawn."""
+    out = []
+    for kw in RESTORE_PROBLEMS:
+        faces = [f for r in rows if r["task"] == kw["task"] for f in r.get("candidates", [])]
+        if not faces:
+            continue
+        d = {"task": kw["task"], "faces": len(faces),
+             "oracle": float(np.mean([max(f["psnr"]) for f in faces])),
+             "classical": float(np.mean([f["psnr"][0] for f in faces])),
+             "face@1": float(np.mean([f["psnr"][f["candidates"].index("face@1")] for f in faces]))}
+        for z in zs:
+            picks = [int(np.argmin(np.array(f["estimates"]) + z * np.array(f["se"]))) for f in faces]
+            d[f"z={z:g}"] = float(np.mean([f["psnr"][k] for f, k in zip(faces, picks)]))
+        out.append(d)
+    return out
 
 
 def restore_summary(rows: list[dict]) -> list[dict]:
@@ -264,6 +313,15 @@ def print_tables(result: dict) -> None:
         for d in result["restore"]["summary"]:
             print(f"{d['task']:9s} {d['photos']:6d} {d['psnr_photo']:7.2f} {d['psnr_photo_classical']:9.2f} "
                   f"{d['psnr_faces']:7.2f} {d['psnr_faces_classical']:9.2f} {d['faces_gain_db']:+6.2f} {d['faces_wins']:5d}")
+        if result["restore"].get("choice_replay"):
+            rep = result["restore"]["choice_replay"]
+            zs = [k for k in rep[0] if k.startswith("z=")]
+            print("\nthe face's paste per face (mean PSNR inside each face, dB): classical, as drawn, each margin z, oracle")
+            print(f"{'task':9s} {'faces':>5s} {'classical':>9s} {'face@1':>7s} " + " ".join(f"{z:>7s}" for z in zs)
+                  + f" {'oracle':>7s}")
+            for d in rep:
+                print(f"{d['task']:9s} {d['faces']:5d} {d['classical']:9.2f} {d['face@1']:7.2f} "
+                      + " ".join(f"{d[z]:7.2f}" for z in zs) + f" {d['oracle']:7.2f}")
 
 
 def figure(restored: Path, photo: Path, out: Path, box: tuple[int, int, int, int]) -> None:

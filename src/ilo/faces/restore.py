@@ -139,6 +139,7 @@ class FaceResult:
     alpha: torch.Tensor | None = None  # [1, 1, H', W'] the window on the output (where the face is)
     weight: float = 1.0  #: how much of the face was pasted (``alpha`` times this)
     choice: WeightChoice | None = None  #: how the weight was chosen (None: given)
+    operator: WarpedOperator | None = None  #: the face's operator on its region (the solve's, one row)
 
     def to_dict(self) -> dict:
         return {**self.face.to_dict(), **self.alignment.to_dict(), "region": list(self.region),
@@ -287,7 +288,7 @@ def restore_photo(observed: torch.Tensor, G, cfg: RestoreConfig, *, mask: torch.
         else:
             canvas, alpha = paste(canvas, restored, al.transform, scale=f, weight=weight)
         results.append(FaceResult(face, al, box, restored, float(res.measurement_loss[-1]), seconds, res.config, alpha,
-                                  weight, chosen))
+                                  weight, chosen, wop))
     canvas = op.keep_observed(canvas, observed)
     config = {"restore": asdict(cfg), "operator": op.describe(), "classical": op.classical_method,
               "background": cfg.background,
