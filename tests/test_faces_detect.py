@@ -239,10 +239,10 @@ def test_cli_restores_a_real_photo(tmp_path, capsys):
     assert m["psnr"] > 20 and m["faces_region"]["pixels"] > 1000
     # the face's weight was chosen on held-out pixels; the result is never worse than the background there
     chosen = faces[0]["weight_choice"]
-    assert chosen["weight"] == faces[0]["weight"] == m["faces"][0]["weight"] and len(chosen["estimated_mse"]) == 5
+    assert chosen["weight"] == faces[0]["weight"] == m["faces"][0]["weight"] and len(chosen["estimated_mse"]) == 9
     assert chosen["held_out_pixels"] > 100
     assert m["faces_region"]["psnr"] > m["faces_region"]["psnr_background"] - 0.3
-    assert json.loads((o / "config.json").read_text())["face_weight"]["z"] == 1.5
+    assert json.loads((o / "config.json").read_text())["face_weight"]["z"] == 0.0
     code, out = run_cli(["restore", str(tmp_path / "astro.png"), "--task", "denoise", "--simulate", "--face-weight", "2",
                          "--quiet", "--out", str(tmp_path / "o2")], capsys)
     assert code == 2 and "--face-weight" in out.err and out.err.strip().count("\n") == 0
