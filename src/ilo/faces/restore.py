@@ -11,9 +11,10 @@ photo (filled holes, smoothed noise, bicubic enlargement: what a detector sees b
 to the generator's template; the task's operator is built on the photo region under the face
 (the mask's pixels there, the photo's noise level, the photo's own resolution) and composed with
 the warp (:class:`~ilo.faces.warp.WarpedOperator`); the solver reconstructs the aligned face from
-the region's pixels; the result is warped back and blended in with a feathered window, at a
-weight chosen per face on held-out measurements between the classical restoration (0) and the
-generator's face (1) (:mod:`ilo.faces.choice`; ``RestoreConfig.weight`` fixes it instead). Outside
+the region's pixels; the result is warped back and blended in with a feathered window over the
+classical restoration, the face itself or the face plus the classical restoration of its residual,
+at a weight chosen per face on held-out measurements (0: the classical restoration alone, 1: the
+face's window whole; :mod:`ilo.faces.choice`; ``RestoreConfig.weight`` fixes the weight instead). Outside
 the faces the output is the classical restoration (or the input as it is). For inpainting the
 observed pixels are kept as observed everywhere.
 
