@@ -140,3 +140,12 @@ def test_paste_region_blends_the_faces_window_only():
     assert out[..., :y0, :].abs().sum() == 0 and out[..., y1:, :].abs().sum() == 0
     half = paste_region(canvas, image, wop, 0.5)
     assert torch.allclose(half, out / 2)
+
+
+def test_one_held_out_pixel_still_chooses_by_the_estimate():
+    """A tiny face with one held-out pixel: no spread, so every standard error but the reference's
+    is infinite; without a margin the lowest estimate is taken, with one the reference is kept."""
+    e = torch.tensor([[[2.0]], [[0.5]], [[0.1]]])
+    k, est, se = choose_weight(e)
+    assert k == 2 and torch.isinf(se[1:]).all()
+    assert choose_weight(e, z=1.5)[0] == 0

@@ -180,7 +180,8 @@ def choose_weight(errors: torch.Tensor, z: float = Z) -> tuple[int, torch.Tensor
     """
     est = errors.mean(-1)[:, 0]
     se = paired_se(errors, torch.tensor([0]))[:, 0]
-    return int((est + z * se).argmin()), est, se
+    score = est if z == 0 else est + z * se  # (0 * an infinite se, one held-out pixel, is not a score)
+    return int(torch.nan_to_num(score, nan=float("inf")).argmin()), est, se
 
 
 def choose(observed: torch.Tensor, op: Operator, wop: WarpedOperator, face_fit: torch.Tensor, held: torch.Tensor,
