@@ -149,3 +149,25 @@ def test_one_held_out_pixel_still_chooses_by_the_estimate():
     k, est, se = choose_weight(e)
     assert k == 2 and torch.isinf(se[1:]).all()
     assert choose_weight(e, z=1.5)[0] == 0
+
+
+@pytest.mark.parametrize("observed,held,left", [(1, 0, 1), (2, 1, 1)])
+def test_a_face_with_almost_no_observed_pixel(observed, held, left):
+    """Inpainting that observes one or two pixels of the face: with one nothing can be held out
+    and the choice keeps the classical restoration; with two one is held out and one fitted."""
+    from ilo.faces.choice import choose
+
+    T = Similarity.from_params(1.0, 0.0, (-10.0, -10.0))  # the face at (10, 10), side S
+    mask = torch.zeros(1, 1, 40, 40)
+    for k in range(observed):
+        mask[..., 15 + k, 15] = 1
+    op = photo_operator(RestoreConfig(task="inpaint"), (1, 3, 40, 40), mask)
+    box = face_region(T, S, (40, 40), margin=2)
+    wop = WarpedOperator(op.crop(box), T, S, box)
+    h = held_out(wop, 0, 0.5)
+    used = wop.weight.amax(1, keepdim=True) > 0
+    assert int(used.sum()) == observed and int(h.sum()) == held and int((used.float() - h).sum()) == left
+    if held == 0:
+        y = op(torch.zeros(1, 3, 40, 40))
+        c = choose(y, op, wop, torch.zeros(1, 3, S, S), h, 0)
+        assert (c.choice, c.weight, c.held_out) == ("classical", 0.0, 0)

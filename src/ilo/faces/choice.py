@@ -84,12 +84,19 @@ class WeightChoice:
 def held_out(wop: WarpedOperator, seed: int, fraction: float = HOLDOUT) -> torch.Tensor:
     """``[1, 1, h, w]`` (the measurement grid of ``wop``'s inner operator) of zeros and ones: a
     random ``fraction`` of the pixels the face determines (``wop.weight`` nonzero in any channel),
-    at least one, from the stream ``(seed, "holdout")``."""
+    from the stream ``(seed, "holdout")``: at least one, and at least one left to fit; none where
+    the face determines fewer than two pixels (nothing to choose by: :func:`choose` keeps the
+    classical restoration)."""
     used = (wop.weight.amax(1, keepdim=True) > 0).to(wop.weight.dtype)
     u = torch.rand(used.shape[1:], generator=stream(seed, "holdout"))[None].to(used)
     held = used * (u < fraction).to(used)
+    where = used.flatten().nonzero().flatten()
+    if len(where) < 2:
+        return torch.zeros_like(used)
     if not bool(held.any()):
-        held.view(-1)[int(used.flatten().nonzero()[0])] = 1
+        held.view(-1)[int(where[0])] = 1
+    if bool(held.sum() == used.sum()):
+        held.view(-1)[int(where[-1])] = 0
     return held
 
 
@@ -188,7 +195,10 @@ def choose(observed: torch.Tensor, op: Operator, wop: WarpedOperator, face_fit: 
            seed: int, residual: bool = True) -> WeightChoice:
     """One face's paste (module docstring): ``face_fit [1, C, S, S]`` solved without the
     ``held`` measurements of ``wop``'s region of ``observed``; with ``residual`` also the blends
-    towards the face plus the classical restoration of its residual."""
+    towards the face plus the classical restoration of its residual. Nothing held out (a face
+    that determines fewer than two pixels, :func:`held_out`): the classical restoration."""
+    if not bool(held.any()):
+        return WeightChoice(["classical"], [], [], "classical", 0.0, "face", 0, seed)
     box = wop.box
     y = observed[..., box[1]:box[3], box[0]:box[2]]
     classical = classical_without(observed, op, box, held)

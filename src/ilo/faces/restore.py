@@ -273,7 +273,7 @@ def restore_photo(observed: torch.Tensor, G, cfg: RestoreConfig, *, mask: torch.
     # choosing the weight: each face's solve has a second row first, without its held-out measurements
     held = [choice.held_out(wop, cfg.seed + i) if cfg.weight is None else None for i, (*_, wop) in enumerate(framed)]
     calls = [(y.to(dev), wop.to(dev), G, cfg.method, config, cfg.seed + i, progress and jobs == 1,
-              None if h is None else h.to(dev))
+              None if h is None or not bool(h.any()) else h.to(dev))
              for i, ((_, _, y, wop), config, h) in enumerate(zip(framed, configs, held))]
     solved = dict(workers.imap(_solve_face, calls, jobs, progress=progress, desc="faces", unit="face"))
     for i, (face, (al, box, _, wop), h) in enumerate(zip(faces, framed, held)):
