@@ -282,6 +282,9 @@ def test_restore_keeps_the_background_where_the_face_is_wrong(fake_restore, task
     forced = R.restore_photo(y, G, replace(cfg, weight=1.0))
     inside = forced.faces[0].alpha.expand_as(forced.image) > 0.99
     assert (forced.image - rest.image).abs()[inside].mean() > 0.5
+    # the comparison picture says what was pasted
+    assert R.comparison_row(rest, 0, y)[1][3] == "pasted (classical)"
+    assert R.comparison_row(forced, 0, y)[1][3] == "pasted (weight 1)"
 
 
 @pytest.mark.parametrize("kw,match", [

@@ -329,7 +329,8 @@ def comparison_row(rest: Restoration, i: int, observed: torch.Tensor, truth: tor
     fr, S = rest.faces[i], rest.template.size
     T, Tf = fr.alignment.transform, scaled(fr.alignment.transform, rest.scale)
     row = [aligned_crop(observed, T, S), aligned_crop(rest.background, Tf, S), fr.restored, aligned_crop(rest.image, Tf, S)]
-    labels = ["observed", rest.config["background"], "generator", f"pasted (weight {fr.weight:g})"]
+    how = fr.choice.choice if fr.choice is not None else f"weight {fr.weight:g}"  # e.g. "residual@0.75"
+    labels = ["observed", rest.config["background"], "generator", f"pasted ({how})"]
     if truth is not None:
         row.append(aligned_crop(truth, Tf, S))
         labels.append("truth")
