@@ -43,8 +43,8 @@ from ..operators import Inpainting
 from ..operators.base import Operator
 from ..rng import stream
 from ..solvers.selection.heldout import paired_se
-from .paste import classical_restore, feather_window
 from .align import sampling_grid
+from .paste import classical_restore, feather_window
 from .warp import WarpedOperator, warp
 
 #: the blending weights tried per face (0: the classical restoration, 1: the generator's face)
@@ -134,6 +134,7 @@ def classical_without(observed: torch.Tensor, op: Operator, box: tuple[int, int,
         added = warp(face.clamp(-1, 1).to(y), sampling_grid(wop.transform, tuple(face.shape[-2:]), (bx0, by0, bx1, by1),
                                                               wop.scale))
         y = y - big.A(added)
+
     def restore(obs: torch.Tensor, on: Operator) -> torch.Tensor:  # a residual is not clamped to the images' range
         return classical_restore(obs, on) if base is None else solve(obs, on, None, big.classical_method).image
 
