@@ -49,6 +49,8 @@ CROP_PROBLEMS = ({"task": "inpaint", "observed": 0.3}, {"task": "superres", "fac
 #: ilo restore's tasks (RestoreConfig fields); ``observed``: the random mask's observed fraction
 RESTORE_PROBLEMS = ({"task": "inpaint", "observed": 0.3}, {"task": "superres", "factor": 4},
                     {"task": "denoise", "sigma255": 25.0})
+#: the summaries' order (one level per task in a run)
+TASK_ORDER = tuple({"task": t} for t in ("inpaint", "superres", "denoise"))
 CROPS = ("centre", "box", "aligned")
 METHODS = ("ilo", "csgm")
 #: registry box width (px) the photo is resized to for detection
@@ -184,7 +186,8 @@ def crop_summary(rows: list[dict]) -> list[dict]:
 
 
 def run_restore(G, steps: int, restarts: int, face_box: int, names: list[str] | None, log,
-                weight: float | None = None, split: str = "eval", residual: bool = True) -> dict:
+                weight: float | None = None, split: str = "eval", residual: bool = True,
+                problems: tuple[dict, ...] = RESTORE_PROBLEMS) -> dict:
     from ..data.realfaces import faces, locate
     from ..faces.detect import NoFaceFound
     from ..faces.restore import RestoreConfig, degrade, photo_operator, restoration_metrics, restore_photo
@@ -201,7 +204,7 @@ def run_restore(G, steps: int, restarts: int, face_box: int, names: list[str] | 
         r = min(1.0, face_box / float(np.mean([f.box[2] - f.box[0] for f in fs])))
         im = im.resize((round(im.width * r), round(im.height * r)), Image.LANCZOS) if r < 1 else im
         photo = pil_to_tensor(im)  # [1, 3, H, W]
-        for i, kw in enumerate(RESTORE_PROBLEMS):
+        for i, kw in enumerate(problems):
             kw = dict(kw)
             observed = kw.pop("observed", None)
             cfg = RestoreConfig(**kw, steps=steps, restarts=restarts, seed=0, weight=weight, residual=residual)
@@ -233,7 +236,7 @@ def run_restore(G, steps: int, restarts: int, face_box: int, names: list[str] | 
                 f"(classical {row['psnr_photo_classical']:.2f}), faces {row['psnr_faces']:.2f} "
                 f"(classical {row['psnr_faces_classical']:.2f}) dB, {' '.join(row['choices'])}, {row['seconds']:.0f} s")
     return {"face_box": face_box, "split": split, "face_weight": "chosen per face" if weight is None else weight,
-            "residual_candidates": residual, "rows": rows,
+            "residual_candidates": residual, "problems": list(problems), "rows": rows,
             "summary": restore_summary(rows), "choice_replay": replay(rows)}
 
 
@@ -269,7 +272,7 @@ def replay(rows: list[dict], zs: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3
     would choose from the recorded estimates, of the oracle's, of the classical restoration and of
     the face pasted as drawn."""
     out = []
-    for kw in RESTORE_PROBLEMS:
+    for kw in TASK_ORDER:
         faces = [f for r in rows if r["task"] == kw["task"] for f in r.get("candidates", [])]
         if not faces:
             continue
@@ -284,10 +287,27 @@ def replay(rows: list[dict], zs: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3
     return out
 
 
+def restore_problems(levels: str | None) -> tuple[dict, ...]:
+    """``--levels`` (``"inpaint=0.1,superres=2,denoise=50"``) as restore problems; None: the defaults.
+
+    >>> restore_problems("superres=2,denoise=50")
+    ({'task': 'superres', 'factor': 2}, {'task': 'denoise', 'sigma255': 50.0})
+    """
+    if not levels:
+        return RESTORE_PROBLEMS
+    field = {"inpaint": ("observed", float), "superres": ("factor", int), "denoise": ("sigma255", float)}
+    out = []
+    for part in levels.split(","):
+        task, _, value = part.partition("=")
+        name, kind = field[task.strip()]
+        out.append({"task": task.strip(), name: kind(value)})
+    return tuple(out)
+
+
 def restore_summary(rows: list[dict]) -> list[dict]:
     """Per task: mean PSNRs over the photos with a face found, and how many photos restore wins inside the faces."""
     out = []
-    for kw in RESTORE_PROBLEMS:
+    for kw in TASK_ORDER:
         sel = [r for r in rows if r["task"] == kw["task"] and r.get("faces_found")]
         if not sel:
             continue
@@ -356,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faces", default=None, help="comma-separated eval face names (default: all)")
     p.add_argument("--no-residual", action="store_true",
                    help="restore: the weight's choice without the face-plus-classical-residual candidates")
+    p.add_argument("--levels", default=None,
+                   help='restore: one level per task instead of the defaults, e.g. "inpaint=0.1,superres=2,denoise=50" '
+                        "(inpaint: observed fraction, superres: factor, denoise: sigma on 0-255)")
     p.add_argument("--split", default="eval", choices=("eval", "tuning"),
                    help="restore: the photos of these real faces (decide on tuning, report eval)")
     p.add_argument("--threads", type=int, default=None)
@@ -382,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.part in ("restore", "all"):
         result["restore"] = run_restore(G, a.steps, a.restarts, a.face_box, names, log,
                                         None if a.face_weight == "auto" else float(a.face_weight), a.split,
-                                        not a.no_residual)
+                                        not a.no_residual, restore_problems(a.levels))
     result["seconds"] = round(time.time() - t0, 1)
     result["load_average_at_end"] = os.getloadavg()[0]
     out = Path(a.out)
