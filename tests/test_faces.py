@@ -394,6 +394,10 @@ def test_bench_replays_the_choice_at_other_margins():
     rows = [{"task": "denoise", "candidates": faces[:1]}, {"task": "denoise", "candidates": faces[1:]},
             {"task": "inpaint"}]
     (d,) = replay(rows, zs=(0.0, 1.0))
+    lone = [{"candidates": names, "psnr": [28.0, 29.0, 25.0], "estimates": [1.0, 0.95, 0.9],
+             "se": [0.0, float("inf"), float("inf")]}]  # one held-out pixel: no spread
+    again = replay([{"task": "denoise", "candidates": lone}], zs=(0.0, 1.0))[0]
+    assert (again["z=0"], again["z=1"]) == (25.0, 28.0)  # the estimate alone; with a margin the reference
     # z=0: face@1 on both (25, 31); z=1: face 1 -> face@0.5 (0.95 < 1.0, 1.1), face 2 -> face@1 (0.7)
     assert (d["faces"], d["oracle"], d["classical"], d["face@1"]) == (2, 30.0, 29.0, 28.0)
     assert (d["z=0"], d["z=1"]) == (28.0, 30.0)

@@ -280,8 +280,9 @@ def replay(rows: list[dict], zs: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3
              "oracle": float(np.mean([max(f["psnr"]) for f in faces])),
              "classical": float(np.mean([f["psnr"][0] for f in faces])),
              "face@1": float(np.mean([f["psnr"][f["candidates"].index("face@1")] for f in faces]))}
-        for z in zs:
-            picks = [int(np.argmin(np.array(f["estimates"]) + z * np.array(f["se"]))) for f in faces]
+        for z in zs:  # as ilo.faces.choice.choose_weight: no margin, the estimate alone (0 x an infinite se is no score)
+            picks = [int(np.argmin(np.nan_to_num(np.array(f["estimates"]) + (z * np.array(f["se"]) if z else 0),
+                                                 nan=np.inf))) for f in faces]
             d[f"z={z:g}"] = float(np.mean([f["psnr"][k] for f, k in zip(faces, picks)]))
         out.append(d)
     return out
@@ -299,6 +300,8 @@ def restore_problems(levels: str | None) -> tuple[dict, ...]:
     out = []
     for part in levels.split(","):
         task, _, value = part.partition("=")
+        if task.strip() not in field:
+            raise ValueError(f"--levels: unknown task {task.strip()!r}; choose from {', '.join(field)}")
         name, kind = field[task.strip()]
         out.append({"task": task.strip(), name: kind(value)})
     return tuple(out)
