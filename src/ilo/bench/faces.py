@@ -50,7 +50,7 @@ CROP_PROBLEMS = ({"task": "inpaint", "observed": 0.3}, {"task": "superres", "fac
 RESTORE_PROBLEMS = ({"task": "inpaint", "observed": 0.3}, {"task": "superres", "factor": 4},
                     {"task": "denoise", "sigma255": 25.0})
 #: the summaries' order (one level per task in a run)
-TASK_ORDER = tuple({"task": t} for t in ("inpaint", "superres", "denoise"))
+TASK_ORDER = tuple({"task": p["task"]} for p in RESTORE_PROBLEMS)
 CROPS = ("centre", "box", "aligned")
 METHODS = ("ilo", "csgm")
 #: registry box width (px) the photo is resized to for detection
@@ -289,21 +289,24 @@ def replay(rows: list[dict], zs: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3
 
 
 def restore_problems(levels: str | None) -> tuple[dict, ...]:
-    """``--levels`` (``"inpaint=0.1,superres=2,denoise=50"``) as restore problems; None: the defaults.
+    """``--levels`` as restore problems, one ``task:field=value`` per task with the fields of
+    :data:`RESTORE_PROBLEMS` (``"inpaint:observed=0.1,superres:factor=2,denoise:sigma255=50"``);
+    None: the defaults.
 
-    >>> restore_problems("superres=2,denoise=50")
-    ({'task': 'superres', 'factor': 2}, {'task': 'denoise', 'sigma255': 50.0})
+    >>> restore_problems("superres:factor=2,denoise:sigma255=50.5")
+    ({'task': 'superres', 'factor': 2}, {'task': 'denoise', 'sigma255': 50.5})
     """
     if not levels:
         return RESTORE_PROBLEMS
-    field = {"inpaint": ("observed", float), "superres": ("factor", int), "denoise": ("sigma255", float)}
     out = []
     for part in levels.split(","):
-        task, _, value = part.partition("=")
-        if task.strip() not in field:
-            raise ValueError(f"--levels: unknown task {task.strip()!r}; choose from {', '.join(field)}")
-        name, kind = field[task.strip()]
-        out.append({"task": task.strip(), name: kind(value)})
+        task, _, setting = part.strip().partition(":")
+        name, _, value = setting.partition("=")
+        known = {p["task"]: set(p) - {"task"} for p in RESTORE_PROBLEMS}
+        if name not in known.get(task, ()):
+            raise ValueError(f"--levels: {part.strip()!r} is not task:field=value with the fields of "
+                             + ", ".join(f"{t}:{'/'.join(sorted(f))}" for t, f in known.items()))
+        out.append({"task": task, name: int(value) if value.strip().isdigit() else float(value)})
     return tuple(out)
 
 
@@ -380,8 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-residual", action="store_true",
                    help="restore: the weight's choice without the face-plus-classical-residual candidates")
     p.add_argument("--levels", default=None,
-                   help='restore: one level per task instead of the defaults, e.g. "inpaint=0.1,superres=2,denoise=50" '
-                        "(inpaint: observed fraction, superres: factor, denoise: sigma on 0-255)")
+                   help='restore: one level per task instead of the defaults, e.g. '
+                        '"inpaint:observed=0.1,superres:factor=2,denoise:sigma255=50"')
     p.add_argument("--split", default="eval", choices=("eval", "tuning"),
                    help="restore: the photos of these real faces (decide on tuning, report eval)")
     p.add_argument("--threads", type=int, default=None)
