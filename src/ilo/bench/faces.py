@@ -258,7 +258,7 @@ def candidate_scores(rest, y: torch.Tensor, op, truth: torch.Tensor) -> list[dic
         y_reg = y[..., wop.box[1]:wop.box[3], wop.box[0]:wop.box[2]]
         cands = [fc.blends(bg, fr.restored, wop)]
         if any(n.startswith("residual") for n in fr.choice.candidates):
-            cands.append(fc.blends(bg, fc.residual_image(y, op, wop, fr.restored), wop, fc.WEIGHTS[1:]))
+            cands.append(fc.region_blends(bg, fc.residual_image(y, op, wop, fr.restored), wop, fc.WEIGHTS[1:]))
         inside = (fr.alpha[..., y0:y1, x0:x1] > 0.5).expand_as(t)
         scores = [psnr(wop.inner.keep_observed(c.clamp(-1, 1), y_reg)[inside][None], t[inside][None]).item()
                   for c in torch.cat(cands)]
@@ -271,6 +271,8 @@ def replay(rows: list[dict], zs: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3
     """Per task, the mean PSNR inside the faces (per face) of the candidate each margin ``z``
     would choose from the recorded estimates, of the oracle's, of the classical restoration and of
     the face pasted as drawn."""
+    from ..solvers.selection import choose
+
     out = []
     for kw in TASK_ORDER:
         faces = [f for r in rows if r["task"] == kw["task"] for f in r.get("candidates", [])]
@@ -280,9 +282,9 @@ def replay(rows: list[dict], zs: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3
              "oracle": float(np.mean([max(f["psnr"]) for f in faces])),
              "classical": float(np.mean([f["psnr"][0] for f in faces])),
              "face@1": float(np.mean([f["psnr"][f["candidates"].index("face@1")] for f in faces]))}
-        for z in zs:  # as ilo.faces.choice.choose_weight: no margin, the estimate alone (0 x an infinite se is no score)
-            picks = [int(np.argmin(np.nan_to_num(np.array(f["estimates"]) + (z * np.array(f["se"]) if z else 0),
-                                                 nan=np.inf))) for f in faces]
+        for z in zs:  # the choice's own rule (ilo.solvers.selection.choose)
+            picks = [int(choose(torch.tensor(f["estimates"])[:, None], se=torch.tensor(f["se"])[:, None], z=z)[0])
+                     for f in faces]
             d[f"z={z:g}"] = float(np.mean([f["psnr"][k] for f, k in zip(faces, picks)]))
         out.append(d)
     return out
@@ -298,11 +300,11 @@ def restore_problems(levels: str | None) -> tuple[dict, ...]:
     """
     if not levels:
         return RESTORE_PROBLEMS
+    known = {p["task"]: set(p) - {"task"} for p in RESTORE_PROBLEMS}
     out = []
     for part in levels.split(","):
         task, _, setting = part.strip().partition(":")
         name, _, value = setting.partition("=")
-        known = {p["task"]: set(p) - {"task"} for p in RESTORE_PROBLEMS}
         if name not in known.get(task, ()):
             raise ValueError(f"--levels: {part.strip()!r} is not task:field=value with the fields of "
                              + ", ".join(f"{t}:{'/'.join(sorted(f))}" for t, f in known.items()))

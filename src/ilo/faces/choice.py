@@ -42,6 +42,7 @@ import torch
 from ..operators import Inpainting
 from ..operators.base import Operator
 from ..rng import stream
+from ..solvers.selection.choice import choose as choose_candidate
 from ..solvers.selection.heldout import paired_se
 from .align import sampling_grid
 from .paste import classical_restore, feather_window
@@ -150,23 +151,27 @@ def classical_without(observed: torch.Tensor, op: Operator, box: tuple[int, int,
     return out[..., (y0 - by0) * s:(y1 - by0) * s, (x0 - bx0) * s:(x1 - bx0) * s]
 
 
-def blends(classical: torch.Tensor, image: torch.Tensor, wop: WarpedOperator,
+def blends(classical: torch.Tensor, face: torch.Tensor, wop: WarpedOperator,
            weights: tuple[float, ...] = WEIGHTS) -> torch.Tensor:
+    """:func:`region_blends` towards the aligned ``face [1, C, S, S]`` warped into the region."""
+    return region_blends(classical, wop.warp(face.clamp(-1, 1)), wop, weights)
+
+
+def region_blends(classical: torch.Tensor, image: torch.Tensor, wop: WarpedOperator,
+                  weights: tuple[float, ...] = WEIGHTS) -> torch.Tensor:
     """``[K, 1, C, h', w']``: ``C + a * alpha * (image - C)`` on the region for every weight ``a``
     (module docstring), from the region's classical restoration ``classical [1, C, h', w']`` and
-    ``image``: the aligned face ``[1, C, S, S]`` (warped into the region here) or an image of the
-    region ``[1, C, h', w']``."""
+    an image of the region ``image [1, C, h', w']``."""
     alpha = warp(feather_window(wop.input_shape[-1]).to(image), wop.grid)
-    pasted = wop.warp(image.clamp(-1, 1)) if tuple(image.shape[-2:]) == tuple(wop.input_shape[-2:]) else image
-    return torch.stack([classical + a * alpha * (pasted - classical) for a in weights])
+    return torch.stack([classical + a * alpha * (image - classical) for a in weights])
 
 
 def paste_region(canvas: torch.Tensor, image: torch.Tensor, wop: WarpedOperator, weight: float) -> torch.Tensor:
     """``canvas [1, C, H', W']`` with ``wop``'s region (at the output's scale) blended towards
-    ``image [1, C, h', w']`` by ``weight`` times the face's window, as :func:`blends` builds it."""
+    ``image [1, C, h', w']`` by ``weight`` times the face's window, as :func:`region_blends` builds it."""
     x0, y0, x1, y1 = (v * wop.scale for v in wop.box)
     out = canvas.clone()
-    out[..., y0:y1, x0:x1] = blends(canvas[..., y0:y1, x0:x1], image.to(canvas), wop, (weight,))[0]
+    out[..., y0:y1, x0:x1] = region_blends(canvas[..., y0:y1, x0:x1], image.to(canvas), wop, (weight,))[0]
     return out
 
 
@@ -186,10 +191,10 @@ def choose_weight(errors: torch.Tensor, z: float = Z) -> tuple[int, torch.Tensor
     >>> choose_weight(e)[0]
     1
     """
-    est = errors.mean(-1)[:, 0]
-    se = paired_se(errors, torch.tensor([0]))[:, 0]
-    score = est if z == 0 else est + z * se  # (0 * an infinite se, one held-out pixel, is not a score)
-    return int(torch.nan_to_num(score, nan=float("inf")).argmin()), est, se
+    est = errors.mean(-1)  # [K, 1]
+    se = paired_se(errors, torch.tensor([0]))
+    # the self-tuning's rule (without a margin the estimate alone: 0 x an infinite se is no score)
+    return int(choose_candidate(est, se=se, z=z)[0]), est[:, 0], se[:, 0]
 
 
 def choose(observed: torch.Tensor, op: Operator, wop: WarpedOperator, face_fit: torch.Tensor, held: torch.Tensor,
@@ -206,7 +211,7 @@ def choose(observed: torch.Tensor, op: Operator, wop: WarpedOperator, face_fit: 
     cands, names = [blends(classical, face_fit, wop)], ["classical"] + [f"face@{a:g}" for a in WEIGHTS[1:]]
     if residual:
         corrected = classical_without(observed, op, box, held, base=(face_fit, wop))
-        cands.append(blends(classical, corrected, wop, WEIGHTS[1:]))
+        cands.append(region_blends(classical, corrected, wop, WEIGHTS[1:]))
         names += [f"residual@{a:g}" for a in WEIGHTS[1:]]
     k, est, se = choose_weight(estimates(torch.cat(cands), wop, y, held))
     kind, _, a = names[k].partition("@")
@@ -221,4 +226,4 @@ def residual_image(observed: torch.Tensor, op: Operator, wop: WarpedOperator, fa
 
 
 __all__ = ["WEIGHTS", "HOLDOUT", "Z", "WeightChoice", "held_out", "fit_and_all", "classical_without",
-           "blends", "paste_region", "estimates", "choose_weight", "choose", "residual_image"]
+           "blends", "region_blends", "paste_region", "estimates", "choose_weight", "choose", "residual_image"]
