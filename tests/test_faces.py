@@ -292,6 +292,7 @@ def test_restore_keeps_the_background_where_the_face_is_wrong(fake_restore, task
     (dict(task="denoise", sigma255=5, background="input"), "background .input."),
     (dict(task="cs"), "restore handles"), (dict(task="blur"), "unknown task"), (dict(task="denoise"), "sigma255"), (dict(task="superres", factor=1.5), "factor"),
     (dict(task="denoise", sigma255=5, method="bm3d"), "bm3d"), (dict(task="denoise", sigma255=5, faces="two"), "faces"),
+    (dict(task="denoise", sigma255=5, min_score=float("nan")), "min_score"),
 ])
 def test_restore_config_exception(kw, match):
     from ilo.faces.restore import RestoreConfig
@@ -423,3 +424,76 @@ def test_bench_candidates_are_what_the_restore_pastes(fake_restore, task):
     inside = (fr.alpha > 0.5).expand_as(truth)
     got = psnr(rest.image[inside][None], truth[inside][None]).item()
     assert face["psnr"][face["candidates"].index(face["chosen"])] == pytest.approx(got, abs=1e-3)
+
+
+# --- `ilo restore --simulate --observed`: a random mask drawn from the seed, saved, replayable --------
+def test_restore_simulate_draws_saves_and_replays_a_random_mask(fake_restore, tmp_path):
+    """With --observed the command draws the mask as `ilo solve --observed` does (from the seed),
+    writes it as mask.png, records it in config.json, and the saved mask given back as --mask
+    reproduces the same observation; another seed draws another mask."""
+    import json
+
+    from PIL import Image
+
+    from ilo.cli.restore import _restore_one
+    from ilo.images import tensor_to_pil
+
+    R, G, photo, *_ = fake_restore
+    im = tensor_to_pil(photo)
+    cfg = R.RestoreConfig(task="inpaint", weight=1.0, seed=3)
+    runs = {}
+    for name, seed, mask_im in (("drawn", 3, None), ("other", 4, None)):
+        out = tmp_path / name
+        _restore_one(tmp_path / "p.png", im, mask_im, None, replace(cfg, seed=seed), G, True, out, {}, True, 1, 0.3)
+        runs[name] = out
+    out = runs["drawn"]
+    assert {p.name for p in out.iterdir()} >= {"mask.png", "observation.png", "restored.png", "config.json"}
+    m = np.asarray(Image.open(out / "mask.png").convert("L")) > 127
+    assert m.shape == (96, 100) and abs(m.mean() - 0.3) < 0.02
+    expect = Inpainting.random((3, 96, 100), 0.3, torch.Generator().manual_seed(3)).mask[0, 0].numpy() > 0.5
+    assert np.array_equal(m, expect)
+    obs = np.asarray(Image.open(out / "observation.png"), dtype=float)
+    truth = np.asarray(im, dtype=float)
+    assert np.array_equal(obs[m], truth[m]) and not np.array_equal(obs[~m], truth[~m])
+    config = json.loads((out / "config.json").read_text())
+    assert config["observed"] == 0.3 and config["mask_seed"] == 3 and config["simulate"] is True
+    other = np.asarray(Image.open(runs["other"] / "mask.png").convert("L")) > 127
+    assert not np.array_equal(m, other)
+    # the saved mask, given back as --mask, reproduces the observation; no mask.png is written then
+    again = tmp_path / "again"
+    _restore_one(tmp_path / "p.png", im, Image.open(out / "mask.png"), None, cfg, G, True, again, {}, True, 1, None)
+    assert np.array_equal(np.asarray(Image.open(again / "observation.png")), obs.astype(np.uint8))
+    assert not (again / "mask.png").exists() and "observed" not in json.loads((again / "config.json").read_text())
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--task", "inpaint", "--observed", "0.3"], "--simulate only"),
+    (["--task", "denoise", "--simulate", "--observed", "0.3"], "--simulate only"),
+    (["--task", "inpaint", "--simulate", "--observed", "0.3", "--mask", "MASK"], "give one"),
+    (["--task", "inpaint", "--simulate", "--observed", "1.5"], "fraction in (0, 1]"),
+    (["--task", "inpaint", "--simulate", "--observed", "0"], "fraction in (0, 1]"),
+    (["--task", "inpaint", "--simulate"], "--simulate --observed"),
+])
+def test_cli_restore_observed_errors(tmp_path, capsys, extra, match):
+    from PIL import Image
+
+    from ilo.cli import main
+
+    Image.fromarray(np.full((96, 128, 3), 120, np.uint8)).save(tmp_path / "p.png")
+    Image.fromarray(np.full((96, 128), 255, np.uint8)).save(tmp_path / "m.png")
+    extra = [str(tmp_path / "m.png") if a == "MASK" else a for a in extra]
+    with pytest.raises(SystemExit) as e:
+        main(["restore", str(tmp_path / "p.png"), *extra, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and match in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "o").exists()
+
+
+def test_restore_drops_detections_below_min_score(fake_restore):
+    """The fake detector scores its face 1.0: a threshold at or under it keeps the face, above it
+    the photo has no face (the message names the threshold); the score is recorded per face."""
+    R, G, photo, *_ = fake_restore
+    rest = R.restore_photo(photo, G, R.RestoreConfig(task="denoise", sigma255=10, weight=1.0, min_score=1.0))
+    assert len(rest.faces) == 1 and rest.faces[0].to_dict()["score"] == 1.0
+    with pytest.raises(R.NoFaceFound, match="scoring at least 1.5"):
+        R.restore_photo(photo, G, R.RestoreConfig(task="denoise", sigma255=10, weight=1.0, min_score=1.5))

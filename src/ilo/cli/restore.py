@@ -15,7 +15,7 @@ from ..io import OutputFolder, environment
 from .common import FiniteFloat, Seed, fail, load_generator, pick_device, prepare_out, runtime_record, threads_option
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-OUTPUTS = ("restored.png", "observation.png", "faces.json", "config.json", "metrics.json")
+OUTPUTS = ("restored.png", "observation.png", "mask.png", "faces.json", "config.json", "metrics.json")
 
 
 def _photos(path: Path) -> list[Path]:
@@ -42,6 +42,9 @@ def _companion(folder_or_file: str | None, photo: Path, many: bool, what: str) -
 @click.argument("photo", type=click.Path(exists=True))
 @click.option("--task", type=click.Choice(["inpaint", "superres", "denoise"]), required=True)
 @click.option("--mask", type=click.Path(), default=None, help="inpaint: mask of the photo's size, white = observed (or a folder).")
+@click.option("--observed", type=FiniteFloat(), default=None,
+              help="inpaint with --simulate: keep this fraction of the pixels, drawn at random from --seed "
+                   "(instead of --mask; the mask is saved as mask.png).")
 @click.option("--sigma", type=FiniteFloat(), default=25.0, help="denoise: the photo's noise std on the 0-255 scale.")
 @click.option("--factor", type=int, default=4, help="superres: enlargement factor (the photo is the low-resolution one).")
 @click.option("--truth", type=click.Path(), default=None, help="Clean photo (or folder) for PSNR, of the output's size.")
@@ -51,6 +54,9 @@ def _companion(folder_or_file: str | None, photo: Path, many: bool, what: str) -
 @click.option("--method", default="ilo", help="ilo | csgm | csgm-perceptual | csgm-mse-perceptual | pulse.")
 @click.option("--seed", type=Seed(), default=0, help="Seed of the solver (face i uses SEED + i) and of --simulate's noise.")
 @click.option("--faces", "which", type=click.Choice(["all", "largest"]), default="all")
+@click.option("--min-score", "min_score", type=FiniteFloat(), default=0.0,
+              help="Drop detections scoring below this (faces.json records each face's score; hog: the "
+                   "detector's margin, cnn: its confidence).")
 @click.option("--steps", type=click.IntRange(min=1), default=300, help="Optimisation steps per face.")
 @click.option("--restarts", type=click.IntRange(min=1), default=2, help="Random restarts per face.")
 @click.option("--landmarks", type=click.Choice(["5", "68"]), default="5",
@@ -70,8 +76,8 @@ def _companion(folder_or_file: str | None, photo: Path, many: bool, what: str) -
                    "for many faces on many cores).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @threads_option
-def restore(photo, task, mask, sigma, factor, truth, simulate, out_dir, generator_name, method, seed, which, steps,
-            restarts, landmarks, detector, template, background, face_weight, device, processes, quiet):
+def restore(photo, task, mask, observed, sigma, factor, truth, simulate, out_dir, generator_name, method, seed, which,
+            min_score, steps, restarts, landmarks, detector, template, background, face_weight, device, processes, quiet):
     """Find the faces in PHOTO (a file or a folder), restore them with a generator in the photo's own
     coordinates, and paste them back: writes restored.png, faces.json, face-N.png (one comparison per
     face), config.json and metrics.json (one folder per photo for a folder)."""
@@ -82,7 +88,7 @@ def restore(photo, task, mask, sigma, factor, truth, simulate, out_dir, generato
     weight = _face_weight(face_weight, background)
     try:
         cfg = RestoreConfig(task=task, sigma255=sigma, factor=factor, method=method, steps=steps,
-                            restarts=restarts, seed=seed, faces=which, landmarks=landmarks, detector=detector,
+                            restarts=restarts, seed=seed, faces=which, min_score=min_score, landmarks=landmarks, detector=detector,
                             template=template, background=background, weight=weight)
     except ValueError as e:
         fail(str(e))
@@ -90,8 +96,15 @@ def restore(photo, task, mask, sigma, factor, truth, simulate, out_dir, generato
 
     if method not in METHODS:
         fail(f"unknown method {method!r}; choose from {', '.join(m for m in METHODS if m != 'bm3d')}")
-    if "mask" in cfg.options() and mask is None:
-        fail(f"--task {task} needs --mask (white = observed)")
+    if observed is not None:
+        if task != "inpaint" or not simulate:
+            fail("--observed draws a random mask for --task inpaint --simulate only")
+        if mask is not None:
+            fail("--observed and --mask are two masks; give one")
+        if not 0 < observed <= 1:
+            fail(f"--observed must be a fraction in (0, 1], got {observed:g}")
+    if "mask" in cfg.options() and mask is None and observed is None:
+        fail(f"--task {task} needs --mask (white = observed), or --simulate --observed FRACTION")
     if simulate and truth is not None:
         fail("--simulate scores against PHOTO itself; drop --truth")
     src = Path(photo)
@@ -127,7 +140,7 @@ def restore(photo, task, mask, sigma, factor, truth, simulate, out_dir, generato
     for p, im, m, t in jobs:
         try:
             target = out / p.stem if many else out
-            summary = _restore_one(p, im, m, t, cfg, G, simulate, target, env, quiet, processes)
+            summary = _restore_one(p, im, m, t, cfg, G, simulate, target, env, quiet, processes, observed)
         except ValueError as e:
             from ..faces.restore import NoFaceFound
 
@@ -158,8 +171,11 @@ def _face_weight(text: str, background: str) -> float | None:
 
 
 def _restore_one(path: Path, im, mask_im, truth_im, cfg, G, simulate: bool, target: Path, env: dict, quiet: bool,
-                 processes: int = 1) -> str:
-    """Restore one photo and write its outputs atomically into ``target``; returns a summary line."""
+                 processes: int = 1, observed: float | None = None) -> str:
+    """Restore one photo and write its outputs atomically into ``target``; returns a summary line.
+    ``observed``: with ``simulate``, the fraction of pixels a random mask keeps (drawn from the seed)."""
+    import torch
+
     from ..faces.restore import comparison_row, degrade, restoration_metrics, restore_photo
     from ..images import grid, pil_to_tensor, save_image
     from ..operators import Inpainting
@@ -173,15 +189,18 @@ def _restore_one(path: Path, im, mask_im, truth_im, cfg, G, simulate: bool, targ
         import numpy as np
 
         mask = Inpainting.from_image((c, h, w), np.asarray(mask_im), threshold=127).mask  # [1, 1, H, W]
+    drawn = simulate and observed is not None and mask is None
+    if drawn:  # the same draw as `ilo solve --observed`: pixels kept at random, all channels alike
+        mask = Inpainting.random((c, h, w), float(observed), torch.Generator().manual_seed(cfg.seed)).mask
     truth = pil_to_tensor(truth_im) if truth_im is not None else None
-    observed = photo
+    observation = photo
     if simulate:
-        observed = degrade(photo, cfg, mask=mask, seed=cfg.seed)
-        truth = photo[..., : observed.shape[-2] * cfg.scale, : observed.shape[-1] * cfg.scale]
-    expect = (observed.shape[-2] * cfg.scale, observed.shape[-1] * cfg.scale)
+        observation = degrade(photo, cfg, mask=mask, seed=cfg.seed)
+        truth = photo[..., : observation.shape[-2] * cfg.scale, : observation.shape[-1] * cfg.scale]
+    expect = (observation.shape[-2] * cfg.scale, observation.shape[-1] * cfg.scale)
     if truth is not None and tuple(truth.shape[-2:]) != expect:
         raise ValueError(f"the truth must be {expect[1]}x{expect[0]} pixels (W x H), got {truth.shape[-1]}x{truth.shape[-2]}")
-    rest = restore_photo(observed, G, cfg, mask=mask, progress=not quiet, jobs=processes)
+    rest = restore_photo(observation, G, cfg, mask=mask, progress=not quiet, jobs=processes)
     metrics = {"photo": path.name, "task": cfg.task, "method": cfg.method,
                "faces": [{"index": i, "measurement_mse": fr.measurement_loss, "seconds": round(fr.seconds, 2),
                           "weight": fr.weight} for i, fr in enumerate(rest.faces)]}
@@ -193,14 +212,17 @@ def _restore_one(path: Path, im, mask_im, truth_im, cfg, G, simulate: bool, targ
     faces = {"photo": str(path), "size": [w, h], "template": rest.config["template"],
              "faces": [{"index": i, **fr.to_dict()} for i, fr in enumerate(rest.faces)]}
     config = {**env, "photo": str(path), "simulate": simulate, **rest.config,
+              **({"observed": float(observed), "mask_seed": cfg.seed} if drawn else {}),
               "solver": rest.faces[0].solver if rest.faces else {}}
     target.mkdir(parents=True, exist_ok=True)
     with OutputFolder(target, protect=[path]) as w:
         save_image(rest.image, w.path("restored.png"))
         if simulate:
-            save_image(observed, w.path("observation.png"))
+            save_image(observation, w.path("observation.png"))
+        if drawn:
+            save_image(mask.expand(1, 3, -1, -1).float() * 2 - 1, w.path("mask.png"))  # white = observed
         for i in range(len(rest.faces)):
-            row, labels = comparison_row(rest, i, observed, truth)
+            row, labels = comparison_row(rest, i, observation, truth)
             grid([row], col_labels=labels, cell=160).save(w.path(f"face-{i}.png"))
         for name, obj in (("faces.json", faces), ("config.json", config), ("metrics.json", metrics)):
             w.json(name, obj)

@@ -25,6 +25,7 @@ generator's frame and are switched off.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -60,6 +61,8 @@ class RestoreConfig:
         factor: super-resolution factor; the photo is the low-resolution observation.
         method: solver (``ilo`` or a CSGM variant); steps, restarts: its budget per face; seed: first face's seed.
         faces: ``all`` or ``largest``.
+        min_score: detections scoring below it are dropped (the detector's own score, recorded per
+            face: HOG's margin or the CNN's confidence); 0 keeps every face dlib reports.
         landmarks, detector: see :func:`ilo.faces.detect.detect_faces`; template: see :func:`ilo.faces.align.template_for`.
         background: ``classical`` or ``input`` (super-resolution: nearest-neighbour enlargement).
         margin: photo pixels added around each face's region.
@@ -79,6 +82,7 @@ class RestoreConfig:
     restarts: int = 2
     seed: int = 0
     faces: str = "all"
+    min_score: float = 0.0
     landmarks: str = "5"
     detector: str = "hog"
     template: str = "auto"
@@ -100,6 +104,8 @@ class RestoreConfig:
         cls.check_options(self.options())
         if self.method == "bm3d":
             raise ValueError("restore needs a generator-based method (ilo or a csgm variant), not bm3d")
+        if not math.isfinite(self.min_score):
+            raise ValueError(f"min_score must be a finite number, got {self.min_score}")
         if self.faces not in ("all", "largest"):
             raise ValueError(f"faces must be 'all' or 'largest', got {self.faces!r}")
         if self.background not in BACKGROUNDS:
@@ -207,6 +213,7 @@ def find_faces(observed: torch.Tensor, cfg: RestoreConfig, op: Operator) -> tupl
     of the photo by ``op``'s task, which they were found on."""
     classical = classical_restore(observed, op)
     faces = detect_faces(classical, landmarks=cfg.landmarks, detector=cfg.detector, upsample=1)
+    faces = [f for f in faces if f.score >= cfg.min_score]
     for f in faces:
         f.landmarks = f.landmarks / cfg.scale
         f.box = tuple(int(round(v / cfg.scale)) for v in f.box)
@@ -252,7 +259,7 @@ def restore_photo(observed: torch.Tensor, G, cfg: RestoreConfig, *, mask: torch.
     op = photo_operator(cfg, tuple(observed.shape), None if mask is None else mask.to(observed.dtype))
     faces, classical = find_faces(observed, cfg, op)
     if not faces:
-        raise NoFaceFound("no face found in the photo")
+        raise NoFaceFound("no face found in the photo" + (f" scoring at least {cfg.min_score:g}" if cfg.min_score else ""))
     template = template_for(G, cfg.template, progress=progress)
     S, f = int(G.image_shape[-1]), cfg.scale
     background = classical if cfg.background == "classical" else \
