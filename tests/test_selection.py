@@ -82,6 +82,38 @@ def test_superres_split_holds_out_whole_low_res_pixels():
     assert torch.equal(val.keep, val.keep[:, :1].expand_as(val.keep))  # all channels together
 
 
+@pytest.mark.parametrize("holdout", [0.001, 0.999])
+def test_a_split_of_few_low_res_pixels_keeps_whole_pixels_on_both_sides(holdout):
+    """2 x 2 low-resolution pixels: whatever the draw, at least one whole pixel (all its channels) is
+    held out and one is left to fit (before, the split was made per channel, and a held-out channel
+    made the fit's interpolation of the residual see no pixel at all)."""
+    op = SuperResolution(SHAPE, 8)
+    y = op(_rand((3, *SHAPE), 0))
+    fit, _, val, _ = split(op, y, [0, 1, 2], SelectionConfig(holdout=holdout))
+    assert torch.equal(fit.keep + val.keep, torch.ones_like(y))
+    assert torch.equal(val.keep, val.keep[:, :1].expand_as(val.keep))
+    per_image = val.keep[:, 0].flatten(1).sum(1)
+    assert bool((per_image >= 1).all()) and bool((per_image <= 3).all())
+
+
+@pytest.mark.parametrize("op", [SuperResolution(SHAPE, 16), Inpainting.box(SHAPE, 0, 0, 16, 15),
+                                CompressedSensing(SHAPE, 1 / 768, torch.Generator().manual_seed(0))])
+def test_an_observation_too_small_to_split_is_refused_with_a_reason(op, tiny_dcgan):
+    """One observed pixel (x16 on 16 px; a mask with one pixel: the box leaves a row, so 16 pixels:
+    narrowed below) or one measurement: nothing to hold out, a ValueError that says so; the solve
+    that would split refuses before any work."""
+    if isinstance(op, Inpainting):
+        mask = torch.zeros(1, 1, *SHAPE[1:])
+        mask[..., 3, 4] = 1
+        op = Inpainting(SHAPE, mask)
+    y = op(_rand((1, *SHAPE), 0))
+    assert y.numel() // (3 if y.ndim == 4 else 1) == (1 if not isinstance(op, Inpainting) else SHAPE[1] * SHAPE[2])
+    with pytest.raises(ValueError, match="nothing to hold out"):
+        split(op, y, [0], SelectionConfig())
+    with pytest.raises(ValueError, match="nothing to hold out"):
+        solve(y, op, tiny_dcgan, "ilo", _cfg(), seeds=0)
+
+
 def test_self_tuned_denoising_is_never_estimated_worse_than_the_input(tiny_dcgan):
     op = Denoising(SHAPE, 50)
     y = op(_truth(tiny_dcgan), torch.Generator().manual_seed(1))

@@ -95,9 +95,9 @@ def split(operator: Operator, y: torch.Tensor, seeds: Sequence[int], config: Sel
     else:
         shape = (1, *y.shape[2:]) if y.ndim == 4 else tuple(y.shape[1:])  # pixels: all channels together
         u = torch.stack([torch.rand(shape, generator=g) for g in gens]).to(y)
-        keep = (u >= config.holdout).to(y).expand_as(y).contiguous()
-        held = _nonempty(1 - keep, torch.ones_like(keep))
-        keep = 1 - held
+        held = _nonempty((u < config.holdout).to(y), torch.ones_like(u))  # per pixel (image outputs)
+        keep = (1 - held).expand_as(y).contiguous()
+        held = 1 - keep
         fit, val = HeldOut(operator, keep), HeldOut(operator, held)
         kind = "random measurements" if y.ndim != 4 else "random low-resolution pixels"
     record = {"rule": "holdout", "kind": kind, "fraction": config.holdout, "seeds": [int(s) for s in seeds],
@@ -130,10 +130,16 @@ def ring(mask: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def _nonempty(held: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-    """``held`` with at least one entry per image, and at least one observed entry left out of it."""
+    """``held`` with at least one entry per image, and at least one observed entry left out of it.
+    ValueError where an image has fewer than two observed entries (nothing to hold out)."""
     held = held.clone()
     for i in range(held.shape[0]):
         obs = observed[i].flatten().nonzero().flatten()
+        if len(obs) < 2:
+            what = "pixel" if observed.ndim == 4 else "measurement"
+            raise ValueError(f"the self-tuned ILO chooses its output on held-out measurements, and with "
+                             f"{len(obs)} observed {what}{'s' * (len(obs) != 1)} there is nothing to hold out; "
+                             "use another method (csgm, pulse, a classical one) or the paper's ILO (extend=False)")
         h = held[i].view(-1)
         if h.sum() == 0:
             h[obs[0]] = 1
