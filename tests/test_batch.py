@@ -143,6 +143,26 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, args, message):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("bad,message", [(b"not an image", "cannot read image"), ("rgba", "transparent pixels")])
+def test_an_unreadable_image_in_the_folder_is_refused_before_anything_is_written(tmp_path, capsys, bad, message):
+    """Every image of --images is read before the run's folder is made (before, the run started,
+    wrote run.json, and failed at the bad image's batch)."""
+    import numpy as np
+    from PIL import Image
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(d / "a.png")
+    if bad == "rgba":
+        Image.fromarray(np.zeros((64, 64, 4), np.uint8)).save(d / "z.png")
+    else:
+        (d / "z.png").write_bytes(bad)
+    code, _, err = run(["batch", *TASK[:4], "--steps", "2", "--restarts", "1", "--images", str(d),
+                        "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 2 and err.count("\n") == 1 and message in err and "z.png" in err, err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow  # end to end with the 64-px generator: run by make test / CI
 def test_resume_after_the_driver_is_killed(tmp_path, capsys):
     """SIGKILL mid-run, then the same command: every image stored exactly once, as an uninterrupted run."""

@@ -41,6 +41,13 @@ def _image_items(folder: str, seed: int):
     files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         fail(f"--images folder {folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    from ..images import ImageError, read_image
+
+    for f in files:  # every image readable before the run's folder is made: nothing half-written
+        try:
+            read_image(f)
+        except ImageError as e:
+            fail(f"--images: {first_line(e)}")
     ids = [re.sub(r"[^A-Za-z0-9_.-]", "_", f.name).lstrip(".-_") or f"image{j}" for j, f in enumerate(files)]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
