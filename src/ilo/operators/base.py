@@ -188,7 +188,8 @@ class Operator(nn.Module):
         im = read_image(p).convert("RGB")
         _, h, w = self.output_shape
         if im.size != (w, h):
-            raise ValueError(f"observation {p.name} is {im.size[0]}x{im.size[1]}; this operator needs {w}x{h}")
+            raise ValueError(f"observation {p.name} is {im.size[0]}x{im.size[1]}; this operator needs {w}x{h} "
+                             "(the generator's frame; the faces of a photograph at its own size: ilo restore)")
         return pil_to_tensor(im)
 
     def crop(self, box: tuple[int, int, int, int]) -> Operator:
