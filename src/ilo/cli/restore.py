@@ -52,7 +52,7 @@ def _companion(folder_or_file: str | None, photo: Path, many: bool, what: str) -
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--generator", "generator_name", default="digiface-dcgan", help="Registered generator name or checkpoint path.")
 @click.option("--method", default="ilo", help="ilo | csgm | csgm-perceptual | csgm-mse-perceptual | pulse.")
-@click.option("--seed", type=Seed(), default=0, help="Seed of the solver (face i uses SEED + i) and of --simulate's noise.")
+@click.option("--seed", type=Seed(), default=0, help="Seed of the solver (face i uses SEED + i) and of --simulate's noise and --observed's mask.")
 @click.option("--faces", "which", type=click.Choice(["all", "largest"]), default="all")
 @click.option("--min-score", "min_score", type=FiniteFloat(), default=0.0,
               help="Drop detections scoring below this (faces.json records each face's score; hog: the "
