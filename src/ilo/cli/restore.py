@@ -97,7 +97,9 @@ def restore(photo, task, mask, observed, sigma, factor, truth, simulate, out_dir
     if method not in METHODS:
         fail(f"unknown method {method!r}; choose from {', '.join(m for m in METHODS if m != 'bm3d')}")
     if observed is not None:
-        if task != "inpaint" or not simulate:
+        from ..operators import operator_class
+
+        if "observed" not in operator_class(task).options or not simulate:
             fail("--observed draws a random mask for --task inpaint --simulate only")
         if mask is not None:
             fail("--observed and --mask are two masks; give one")
