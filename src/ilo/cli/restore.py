@@ -191,7 +191,7 @@ def _restore_one(path: Path, im, mask_im, truth_im, cfg, G, simulate: bool, targ
         import numpy as np
 
         mask = Inpainting.from_image((c, h, w), np.asarray(mask_im), threshold=127).mask  # [1, 1, H, W]
-    drawn = simulate and observed is not None and mask is None
+    drawn = observed is not None  # the command allows it with --simulate and without --mask only
     if drawn:  # the same draw as `ilo solve --observed`: pixels kept at random, all channels alike
         mask = Inpainting.random((c, h, w), float(observed), torch.Generator().manual_seed(cfg.seed)).mask
     truth = pil_to_tensor(truth_im) if truth_im is not None else None

@@ -95,9 +95,8 @@ def split(operator: Operator, y: torch.Tensor, seeds: Sequence[int], config: Sel
     else:
         shape = (1, *y.shape[2:]) if y.ndim == 4 else tuple(y.shape[1:])  # pixels: all channels together
         u = torch.stack([torch.rand(shape, generator=g) for g in gens]).to(y)
-        held = _nonempty((u < config.holdout).to(y), torch.ones_like(u))  # per pixel (image outputs)
-        keep = (1 - held).expand_as(y).contiguous()
-        held = 1 - keep
+        held = _nonempty((u < config.holdout).to(y), torch.ones_like(u)).expand_as(y).contiguous()  # per pixel
+        keep = 1 - held
         fit, val = HeldOut(operator, keep), HeldOut(operator, held)
         kind = "random measurements" if y.ndim != 4 else "random low-resolution pixels"
     record = {"rule": "holdout", "kind": kind, "fraction": config.holdout, "seeds": [int(s) for s in seeds],
