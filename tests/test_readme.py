@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 import pytest
+import torch
 
+from ilo import runtime
 from ilo.cli import command_group
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -43,6 +45,15 @@ def parse(cli: click.Group, args: list[str]) -> list[str]:
         path.append(name)
     cmd.make_context(path[-1], args, parent=ctx)
     return path
+
+
+@pytest.fixture(autouse=True)
+def keep_threads(monkeypatch):
+    """Parsing ``--threads N`` applies it (its callback): the test process keeps its own count."""
+    monkeypatch.setattr(runtime, "_current", runtime.current())
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_the_readme_shows_every_command():
