@@ -191,7 +191,7 @@ def test_cli_no_face_exits_2_with_one_line(tmp_path, capsys):
     Image.fromarray(np.full((96, 128, 3), 120, np.uint8)).save(tmp_path / "wall.png")
     code, out = run_cli(["restore", str(tmp_path / "wall.png"), "--task", "denoise", "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and out.err.strip().count("\n") == 0 and "no face" in out.err
-    assert not any((tmp_path / "o").iterdir())
+    assert not (tmp_path / "o").exists()  # nothing written, not even the folder
 
 
 def test_cli_folder_without_faces_and_overwrite_refused(tmp_path, capsys):
@@ -201,6 +201,7 @@ def test_cli_folder_without_faces_and_overwrite_refused(tmp_path, capsys):
         Image.fromarray(np.full((64, 80, 3), 90, np.uint8)).save(d / n)
     code, out = run_cli(["restore", str(d), "--task", "denoise", "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "no face found in any photo" in out.err and "a.png: no face found, skipped" in out.err
+    assert not (tmp_path / "o").exists()
     # an input named like an output, inside the output folder, is never overwritten
     Image.fromarray(np.full((64, 80, 3), 90, np.uint8)).save(tmp_path / "restored.png")
     code, out = run_cli(["restore", str(tmp_path / "restored.png"), "--task", "denoise", "--out", str(tmp_path)], capsys)

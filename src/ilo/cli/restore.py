@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ..io import OutputFolder, environment
-from .common import FiniteFloat, Seed, fail, load_generator, pick_device, prepare_out, runtime_record, threads_option
+from .common import FiniteFloat, Seed, fail, load_generator, new_out, pick_device, runtime_record, threads_option
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 OUTPUTS = ("restored.png", "observation.png", "mask.png", "faces.json", "config.json", "metrics.json")
@@ -127,33 +127,33 @@ def restore(photo, task, mask, observed, sigma, factor, truth, simulate, out_dir
         check_available(landmarks, detector)
     except DetectorUnavailable as e:
         fail(str(e))
-    out = prepare_out(out_dir)
-    inputs = [Path(q).resolve() for q in (photo, mask, truth) if q is not None]
-    inputs += [p.resolve() for p, *_ in jobs]
-    for p, *_ in jobs:
-        target = (out / p.stem if many else out).resolve()
-        if any(q.parent == target and (q.name in OUTPUTS or q.name.startswith("face-")) for q in inputs):
-            fail(f"--out {out} would overwrite an input file; choose another output directory")
-    dev = pick_device(device)
-    G = load_generator(generator_name, dev)
-    env = {"command": "restore", "generator": generator_name, "device": str(dev), "runtime": runtime_record(),
-           "environment": environment()}
-    done = 0
-    for p, im, m, t in jobs:
-        try:
-            target = out / p.stem if many else out
-            summary = _restore_one(p, im, m, t, cfg, G, simulate, target, env, quiet, processes, observed)
-        except ValueError as e:
-            from ..faces.restore import NoFaceFound
+    with new_out(out_dir) as out:  # removed again if nothing is written (no face found, a refused output)
+        inputs = [Path(q).resolve() for q in (photo, mask, truth) if q is not None]
+        inputs += [p.resolve() for p, *_ in jobs]
+        for p, *_ in jobs:
+            target = (out / p.stem if many else out).resolve()
+            if any(q.parent == target and (q.name in OUTPUTS or q.name.startswith("face-")) for q in inputs):
+                fail(f"--out {out} would overwrite an input file; choose another output directory")
+        dev = pick_device(device)
+        G = load_generator(generator_name, dev)
+        env = {"command": "restore", "generator": generator_name, "device": str(dev), "runtime": runtime_record(),
+               "environment": environment()}
+        done = 0
+        for p, im, m, t in jobs:
+            try:
+                target = out / p.stem if many else out
+                summary = _restore_one(p, im, m, t, cfg, G, simulate, target, env, quiet, processes, observed)
+            except ValueError as e:
+                from ..faces.restore import NoFaceFound
 
-            if many and isinstance(e, NoFaceFound):
-                click.echo(f"ilo: {p.name}: no face found, skipped", err=True)
-                continue
-            fail(f"{p.name}: {str(e).splitlines()[0]}" if many else str(e).splitlines()[0])
-        done += 1
-        click.echo(summary)
-    if not done:
-        fail(f"no face found in any photo of {src}")
+                if many and isinstance(e, NoFaceFound):
+                    click.echo(f"ilo: {p.name}: no face found, skipped", err=True)
+                    continue
+                fail(f"{p.name}: {str(e).splitlines()[0]}" if many else str(e).splitlines()[0])
+            done += 1
+            click.echo(summary)
+        if not done:
+            fail(f"no face found in any photo of {src}")
 
 
 def _face_weight(text: str, background: str) -> float | None:
