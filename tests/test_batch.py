@@ -136,8 +136,14 @@ def test_rerun_resumes_extends_and_refuses_other_settings(tmp_path, capsys):
     (["--images", "/nonexistent/folder"], "--images folder not found"),
     (["--truth-seeds", "1-2", "--method", "nope"], "unknown method"),
     (["--truth-seeds", "1-2", "--ray", "127.0.0.1:1"], "no Ray cluster answers"),
+    # the generator is loaded before the folder is made (before, an unknown name ended in a traceback
+    # and both left run.json behind)
+    (["--truth-seeds", "1-2", "--generator", "nonexistent"], "unknown generator 'nonexistent'"),
+    (["--truth-seeds", "1-2", "--generator", "{tmp}/not-a-checkpoint.pt"], "not a checkpoint this loader reads"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, capsys, args, message):
+    (tmp_path / "not-a-checkpoint.pt").write_bytes(b"plain text, not a checkpoint")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     code, _, err = run(["batch", *TASK[:4], "--steps", "2", "--restarts", "1", "--out", str(tmp_path / "o"), "--quiet", *args], capsys)
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "o").exists()

@@ -79,9 +79,10 @@ def ray_option(f):
 def batch(generator_name, task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma,
           measurements, steps, restarts, images, truth_seeds, seed, framing, out_dir, ray_address, batch_size, device, quiet):
     """Restore many images as one resumable run; writes results.jsonl, summary.csv and index.html."""
+    from ..generators import GeneratorUnavailable
     from ..io import environment
     from ..runs import Job, LocalExecutor, RayExecutor, StoreBusy, run_jobs
-    from ..runs.pipeline_job import solve_batch, truth_item
+    from ..runs.pipeline_job import cached_generator, solve_batch, truth_item
     from .common import runtime_record
 
     if (images is None) == (truth_seeds is None):
@@ -100,6 +101,10 @@ def batch(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
     job = Job(problem, method, config, items, label=f"{method} {task}")
     settings = {"command": "batch", **job.spec()}  # other task options or budget: another folder
     dev = pick_device(device)
+    try:  # a name or file that does not load is refused before the folder is made; the local run reuses it
+        cached_generator(generator_name, str(dev))
+    except GeneratorUnavailable as e:
+        fail(first_line(e))
     try:
         executor = RayExecutor(ray_address, cpus_per_task=threads_per_task()) if ray_address else LocalExecutor(str(dev))
         with executor:  # a Ray address that does not answer is refused before the folder is made
