@@ -79,3 +79,22 @@ def test_a_renamed_option_is_caught(tmp_path, monkeypatch):
         parse(command_group(), ["solve", "--task", "inpaint", "--observd", "0.1", "--out", "x"])
     with pytest.raises(click.UsageError):
         parse(command_group(), ["bench", "curves", "--no-such-flag"])
+
+
+def readme_python() -> str:
+    """The README's Python example (its one ``python`` block)."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 1
+    return blocks[0]
+
+
+@pytest.mark.slow  # the default self-tuned ILO at 600 x 4 on one 64-px face: about half a minute
+def test_the_readme_python_example_runs_as_written():
+    from ilo import metrics
+
+    ns: dict = {}
+    exec(compile(readme_python(), "README.md", "exec"), ns)
+    x, res = ns["x"], ns["res"]
+    assert res.image.shape == x.shape == (1, 3, 64, 64)
+    assert res.latents is not None and len(res.history) > 0
+    assert metrics.psnr(res.image, x).item() > 25  # 10 % of a generated face's pixels: ILO recovers it (about 44 dB)
