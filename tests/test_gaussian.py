@@ -396,8 +396,12 @@ def test_gaussian_method_behind_solve_and_the_command_line(tiny_dcgan, digiface,
     up = solve(sr(x), sr, tiny_dcgan, "gaussian", GaussianConfig(samples=512, components=32, augment=False))
     assert up.config["remainder"] == "harmonic" and float((sr(up.image) - sr(x)).abs().max()) < 1e-3
     assert bool((M.psnr(up.image, x) > M.psnr(sr.A_adjoint(sr(x)) * 16, x)).all())  # beats nearest-neighbour-like
-    with pytest.raises(ValueError, match="measurements"):
+    with pytest.raises(ValueError, match="the generator draws 3x16x16"):  # an operator for other images
         solve(torch.zeros(1, 3, 32, 32), SuperResolution((3, 64, 64), 2), tiny_dcgan, "gaussian")
+    from ilo.generators import load_generator
+
+    with pytest.raises(ValueError, match="measurements"):  # refused before any fit
+        solve(torch.zeros(1, 3, 32, 32), SuperResolution((3, 64, 64), 2), load_generator("digiface-dcgan"), "gaussian")
     with pytest.raises(ValueError, match="invalid Gaussian config"):
         GaussianConfig(samples=1)
 

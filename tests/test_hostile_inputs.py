@@ -332,6 +332,23 @@ def test_solve_refuses_unusable_observations(case):
         assert "y[None]" in msg
 
 
+@pytest.mark.parametrize("method", ["csgm", "ilo", "pulse"])
+def test_solve_refuses_an_operator_for_other_images_than_the_generator_draws(method):
+    """An operator built for 8 x 8 images with a 16-px generator used to fail at the first
+    step, inside the operator ("Denoising expects [B, 3, 8, 8], got [4, 3, 16, 16]")."""
+    import torch
+
+    from ilo.operators import Denoising
+    from ilo.solvers import solve
+
+    g, _, _ = _tiny_problem()
+    op = Denoising((3, 8, 8), 10)
+    with pytest.raises(ValueError) as e:
+        solve(op(torch.zeros(1, 3, 8, 8)), op, g, method)
+    assert str(e.value) == "the operator takes 3x8x8 images but the generator draws 3x16x16: build the operator for the generator's size"
+    assert solve(op(torch.zeros(1, 3, 8, 8)), op, g, "tv-denoise").image.shape == (1, 3, 8, 8)  # classical: no generator
+
+
 def test_solve_refuses_a_batch_that_cannot_fit_before_allocating(monkeypatch):
     """restarts=100000 used to grow to 23 GB until the kernel killed it: now one line, at once."""
     import time

@@ -11,7 +11,7 @@ from ..generators.base import LayeredGenerator
 from ..operators import Denoising, Inpainting, SuperResolution
 from ..operators.base import Operator
 from .bm3d import BM3DConfig, BM3DUnavailable, bm3d_denoise
-from .checks import check_memory, check_observations
+from .checks import check_frame, check_memory, check_observations
 from .classical import CLASSICAL, ClassicalConfig, classical
 from .config import (CSGMConfig, DeviationConfig, ILOConfig, LossConfig, RoundConfig, Schedule, SelectionConfig,
                      self_tuned, with_budget)
@@ -112,6 +112,7 @@ def solve(
         raise TypeError(f"method {method!r} needs a {CONFIG_TYPES[method].__name__}, got {type(config).__name__}")
     if isinstance(config, BM3DConfig):
         return bm3d_denoise(y, operator, config)
+    check_frame(operator, generator)  # the rest feed the operator the generator's images
     if isinstance(config, GaussianConfig):
         return gaussian_solve(y, operator, generator, config, progress=progress)
     restarts = config.csgm.restarts if isinstance(config, ILOConfig) else config.restarts if isinstance(config, CSGMConfig) else 1

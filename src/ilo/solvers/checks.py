@@ -1,5 +1,5 @@
-"""Checks :func:`ilo.solvers.solve` makes before any work: observations it can use, and memory
-for the batch it will run.
+"""Checks :func:`ilo.solvers.solve` makes before any work: observations it can use, an operator
+for the generator's images, and memory for the batch it will run.
 
 The memory bound is coarse on purpose: a solver holds, per image and restart, the generator's
 activations for the backward pass, their gradients, Adam's moments and the perceptual network's
@@ -39,6 +39,23 @@ def check_observations(y: torch.Tensor, operator: Operator) -> None:
         raise ValueError(f"observations are empty: {shape}")
     if y.is_floating_point() and not bool(torch.isfinite(y).all()):
         raise ValueError("observations hold NaN or infinite values")
+
+
+def check_frame(operator: Operator, generator) -> None:
+    """ValueError with one line unless ``operator`` takes images of the generator's
+    ``image_shape`` (a generative method feeds it the generator's images).
+
+    >>> from ilo.generators import DCGANGenerator
+    >>> from ilo.operators import Denoising
+    >>> check_frame(Denoising((3, 32, 32), 10), DCGANGenerator(nz=8, ngf=4, size=16))
+    Traceback (most recent call last):
+    ...
+    ValueError: the operator takes 3x32x32 images but the generator draws 3x16x16: build the operator for the generator's size
+    """
+    got, want = tuple(operator.input_shape), tuple(generator.image_shape)
+    if got != want:
+        raise ValueError(f"the operator takes {'x'.join(map(str, got))} images but the generator draws "
+                         f"{'x'.join(map(str, want))}: build the operator for the generator's size")
 
 
 def check_memory(batch: int, restarts: int, image_shape, device: torch.device | str) -> int:
