@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..generators import budget
+from ..generators.base import LayeredGenerator
 from ..operators.base import Operator
 
 #: bytes a solve holds per output value of one image and restart (see the module docstring)
@@ -41,7 +42,7 @@ def check_observations(y: torch.Tensor, operator: Operator) -> None:
         raise ValueError("observations hold NaN or infinite values")
 
 
-def check_frame(operator: Operator, generator) -> None:
+def check_frame(operator: Operator, generator: LayeredGenerator) -> None:
     """ValueError with one line unless ``operator`` takes images of the generator's
     ``image_shape`` (a generative method feeds it the generator's images).
 
