@@ -16,10 +16,15 @@ from ilo.cli import command_group
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+def blocks(lang: str) -> list[str]:
+    """The README's fenced code blocks of ``lang``."""
+    return re.findall(rf"```{lang}\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+
+
 def readme_commands() -> list[str]:
     """Every ``ilo ...`` line of the README's bash blocks, its trailing comment removed."""
     lines = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), re.S):
+    for block in blocks("bash"):
         for line in block.splitlines():
             line = re.split(r"\s+#", line)[0].strip()
             if line.startswith("ilo "):
@@ -83,9 +88,9 @@ def test_a_renamed_option_is_caught(tmp_path, monkeypatch):
 
 def readme_python() -> str:
     """The README's Python example (its one ``python`` block)."""
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-    assert len(blocks) == 1
-    return blocks[0]
+    python = blocks("python")
+    assert len(python) == 1
+    return python[0]
 
 
 @pytest.mark.slow  # the default self-tuned ILO at 600 x 4 on one 64-px face: about half a minute
