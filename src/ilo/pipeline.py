@@ -290,10 +290,12 @@ def for_framing(config, framing: str):
 
 
 def method_config(problem: Problem, G: LayeredGenerator, method: str, *, total_steps: int = 600, restarts: int = 4,
-                  loss=None, sna: bool | None = None, extend: bool = True):
+                  loss=None, sna: bool | None = None, extend: bool = True, screen: int | None = None):
     """The preset of ``method`` for the problem's operator (task and level) and the budget, with
     ``loss`` replacing the preset's loss and ``sna`` switching Stochastic Noise Addition when given;
-    ``extend=False``: ILO without its range extension and self-tuning (:func:`~ilo.solvers.preset_for`)."""
+    ``extend=False``: ILO without its range extension and self-tuning (:func:`~ilo.solvers.preset_for`);
+    ``screen``: the CSGM start screening (:attr:`~ilo.solvers.config.CSGMConfig.screen`) of a
+    CSGM-family method, or of ILO's CSGM stages (its own and the self-tuning's CSGM method run)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     config = for_framing(preset_for(method, G, problem.operator, total_steps=total_steps, restarts=restarts, extend=extend),
@@ -302,20 +304,28 @@ def method_config(problem: Problem, G: LayeredGenerator, method: str, *, total_s
         config = with_loss(config, loss)
     if sna is not None and isinstance(config, (CSGMConfig, ILOConfig)):
         config = with_loss(config, replace(config.loss, sna=sna))
+    if screen is not None:
+        if isinstance(config, CSGMConfig):
+            config = replace(config, screen=screen)
+        elif isinstance(config, ILOConfig):
+            config = replace(config, csgm=replace(config.csgm, screen=screen))
+        else:
+            raise ValueError(f"start screening applies to the generative methods ({', '.join(GENERATIVE)}), not {method!r}")
     return config
 
 
 def run_method(problem: Problem, G: LayeredGenerator, method: str, *, total_steps: int = 600, restarts: int = 4,
                seed: int | None = None, config=None, progress: bool = False, loss=None, sna: bool | None = None,
-               lpips_backbone: str | None = None, callback=None, extend: bool = True) -> tuple[Result, dict]:
+               lpips_backbone: str | None = None, callback=None, extend: bool = True, screen: int | None = None
+               ) -> tuple[Result, dict]:
     """Solve ``problem`` with ``method`` (:func:`method_config` unless ``config``) and score it.
 
     ``seed``: the solver seed of image 0 (image ``i``: ``seed + i``); None = the problem's own
-    image seeds. ``extend``: see :func:`method_config`. Returns the result and :func:`score`.
+    image seeds. ``extend``, ``screen``: see :func:`method_config`. Returns the result and :func:`score`.
     """
     if config is None:
         config = method_config(problem, G, method, total_steps=total_steps, restarts=restarts, loss=loss, sna=sna,
-                               extend=extend)
+                               extend=extend, screen=screen)
     seeds = problem.seed if seed is None else seed
     result = solve(problem.y, problem.operator, G, method, config, seeds=seeds, progress=progress, callback=callback)
     return result, score(result, problem, method, lpips_backbone)

@@ -117,6 +117,10 @@ def check_task(task, method, loss_terms, weights, sna, lpips_backbone, observed,
               help="Observed data only, no truth: an image (same rules as --image) or, for cs, a .npy of finite "
                    "measurements [m] or [1, m].")
 @click.option("--seed", type=Seed(), default=0, help="Seed of the operator, the noise and the solver.")
+@click.option("--screen", type=click.IntRange(min=0), default=None,
+              help="CSGM-family methods and ILO's CSGM stages: start Adam from the --restarts best of this many random "
+                   "starts by their measurement loss (default 0: off; 512 raised CSGM 1.3-4.9 dB on generated faces, "
+                   "not real ones: docs/BENCHMARKS.md).")
 @framing_option
 @device_option
 @threads_option
@@ -124,8 +128,8 @@ def check_task(task, method, loss_terms, weights, sna, lpips_backbone, observed,
               help="Output folder (created once the inputs are valid; never overwrites an input file).")
 @quiet_option
 def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma,
-          measurements, truth_seed, image, extend, align, observation, steps, restarts, seed, framing, device, out_dir,
-          quiet):
+          measurements, truth_seed, image, extend, align, observation, steps, restarts, seed, screen, framing, device,
+          out_dir, quiet):
     """Reconstruct one image and write reconstruction.png, observation.png, config.json, metrics.json."""
     from ..pipeline import build_problem, run_method
 
@@ -135,6 +139,10 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
                             measurements)
     if align and image is None:
         fail("--align aligns the face of --image; give --image PHOTO")
+    from ..solvers import GENERATIVE
+
+    if screen is not None and method not in GENERATIVE:
+        fail(f"--screen applies to the generative methods ({', '.join(GENERATIVE)}), not --method {method}")
     if align:
         from ..faces.detect import DetectorUnavailable, check_available
 
@@ -160,7 +168,8 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
 
     with new_out(out_dir):
         result, metrics = run_method(prob, G, method, total_steps=steps, restarts=restarts, seed=seed,
-                                     progress=not quiet, loss=loss, sna=sna, lpips_backbone=lpips_backbone, extend=extend)
+                                     progress=not quiet, loss=loss, sna=sna, lpips_backbone=lpips_backbone, extend=extend,
+                                     screen=screen)
         config = {
             "command": "solve",
             "generator": generator_name,

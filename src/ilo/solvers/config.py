@@ -57,6 +57,10 @@ class CSGMConfig:
             the learning-rate schedule stays that of ``steps``, the result's history holds the
             steps run.
         tolerance: the relative improvement that counts for ``patience``.
+        screen: start screening (0: off): draw this many starts per image (start ``r`` from the
+            stream of restart ``r``, so the first ``restarts`` are the unscreened starts), score each
+            by its measurement loss without gradient and run Adam from the ``restarts`` lowest
+            (:func:`ilo.solvers.csgm.screened_starts`); a value ``<= restarts`` is off.
     """
 
     steps: int = 300
@@ -69,8 +73,11 @@ class CSGMConfig:
     schedule: Schedule = field(default_factory=Schedule)
     patience: int = 0
     tolerance: float = 1e-3
+    screen: int = 0
 
     def __post_init__(self) -> None:
+        if self.screen < 0:
+            raise ValueError(f"invalid CSGM start screening: screen={self.screen} (0: off)")
         if self.steps < 0 or self.restarts < 1 or self.lr <= 0:
             raise ValueError(f"invalid CSGM config: steps={self.steps}, restarts={self.restarts}, lr={self.lr}")
         if self.patience < 0 or not 0 <= self.tolerance < 1:

@@ -33,6 +33,37 @@ def latent_constraints(config: CSGMConfig, keys: Sequence[str]) -> dict[str, lis
     return out
 
 
+#: rows of one scoring pass of :func:`screened_starts` (candidates of every image together)
+SCREEN_ROWS = 256
+
+
+@torch.no_grad()
+def screened_starts(generator: LayeredGenerator, y: torch.Tensor, operator: Operator, seeds: Sequence[int],
+                    restarts: int, screen: int, fidelity: DataFidelity | None = None) -> State:
+    """The ``restarts`` best of ``screen`` random starts per image: ``[B * restarts, ...]``.
+
+    Image ``i``'s candidates are the starts of :func:`~ilo.solvers.tracking.stack_latents`
+    (start ``r`` from the stream ``(seeds[i], "restart", r)``, ``r < screen``), each scored by its
+    measurement loss (or ``fidelity``) at ``G(z)`` without gradient; the ``restarts`` lowest are
+    returned, lowest first. Scored in passes of at most :data:`SCREEN_ROWS` rows, so the batch
+    never holds every candidate's image at once.
+    """
+    B = y.shape[0]
+    cands = stack_latents(generator, list(seeds), screen)  # [B * screen, ...], image i's at i * screen + j
+    per_pass = max(1, SCREEN_ROWS // B)
+    scores = []
+    for j0 in range(0, screen, per_pass):
+        c = min(per_pass, screen - j0)
+        idx = (torch.arange(B)[:, None] * screen + torch.arange(j0, j0 + c)[None]).flatten()
+        x = generator({k: v[idx] for k, v in cands.items()})
+        y_c, op_c = y.repeat_interleave(c, 0), operator.batch_repeat(c)
+        loss = fidelity.batch_repeat(c)(x, y_c, op_c) if fidelity is not None else op_c.measurement_loss(x, y_c)
+        scores.append(loss.view(B, c))
+    best = torch.cat(scores, 1).cpu().argsort(dim=1, stable=True)[:, :restarts]  # [B, restarts]
+    rows = (torch.arange(B)[:, None] * screen + best).flatten()
+    return {k: v[rows.to(v.device)] for k, v in cands.items()}
+
+
 def csgm(
     y: torch.Tensor,
     operator: Operator,
@@ -48,7 +79,8 @@ def csgm(
 ) -> Result:
     """CSGM (Bora et al. 2017): ``min_z ||A G(z) - y||^2`` by Adam from several random starts.
 
-    The ``restarts`` starts of every image run as one batch; per image the restart whose best
+    The ``restarts`` starts of every image run as one batch (with ``config.screen``, the best
+    of that many random starts by their measurement loss: :func:`screened_starts`); per image the restart whose best
     iterate has the lowest measurement loss is returned. With ``config.patience`` the run stops
     early once every image's best loss has stalled (:class:`CSGMConfig`); ``Result.steps`` is
     the number of steps run. Image ``i`` draws its starts from the
@@ -73,6 +105,8 @@ def csgm(
     objective = Objective(config.loss, op_rep, [stream(s, "sna", 0, r) for s in seeds_ for r in range(R)], fid)
     if init is not None:
         start = {k: v.detach().repeat_interleave(R, 0).clone() for k, v in init.items()}
+    elif config.screen > R:
+        start = screened_starts(generator, y, operator, seeds_, R, config.screen, fidelity)
     else:
         start = stack_latents(generator, seeds_, R)  # [B * R, ...]
     keys = config.keys if config.keys is not None else generator.trainable_keys(0)

@@ -135,7 +135,7 @@ def csgm_stage(config: ILOConfig, generator: LayeredGenerator) -> CSGMConfig:
     """The CSGM stage of self-tuning (``config.selection.csgm == "method"``, or the challenger
     under ``"challenge"``): the CSGM method's preset for the generator's family at ILO's whole
     budget (``SelectionConfig.csgm_share`` of it) and restarts (``SelectionConfig.csgm_restarts`` where set), with the early stopping
-    of ILO's own stage (``config.csgm.patience``, ``tolerance``); ILO's own stage with that
+    and the start screening of ILO's own stage (``config.csgm.patience``, ``tolerance``, ``screen``); ILO's own stage with that
     budget for a family without presets. (``"own"``: ``config.csgm``; :func:`ilo` resolves
     ``"auto"`` from the operator's ``self_tuning_csgm`` before calling this.)"""
     from .presets import LAYOUTS
@@ -149,7 +149,7 @@ def csgm_stage(config: ILOConfig, generator: LayeredGenerator) -> CSGMConfig:
         stage = replace(config.csgm, steps=steps)
     else:
         stage = replace(layout.csgm(config, "csgm", steps), patience=config.csgm.patience,
-                        tolerance=config.csgm.tolerance)
+                        tolerance=config.csgm.tolerance, screen=config.csgm.screen)
     restarts = config.selection.csgm_restarts if config.selection is not None else None
     return replace(stage, restarts=restarts or stage.restarts)
 
