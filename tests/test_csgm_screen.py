@@ -104,7 +104,7 @@ def test_cli_screen_is_recorded_and_refused_for_classical_methods(tmp_path, caps
             main(argv)
         return e.value.code, capsys.readouterr().err
 
-    base = ["solve", "--task", "inpaint", "--truth-seed", "1", "--quiet", "--threads", "1"]
+    base = ["solve", "--task", "inpaint", "--truth-seed", "1", "--quiet"]
     code, err = run(base + ["--method", "csgm", "--steps", "3", "--restarts", "2", "--screen", "8",
                             "--out", str(tmp_path / "a")])
     assert code == 0, err
@@ -112,3 +112,31 @@ def test_cli_screen_is_recorded_and_refused_for_classical_methods(tmp_path, caps
     code, err = run(base + ["--method", "biharmonic", "--screen", "8", "--out", str(tmp_path / "b")])
     assert code == 2 and "--screen applies to the generative methods" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+
+
+def test_batch_screen_equals_solve_and_is_refused_for_classical_methods(tmp_path, capsys):
+    import json
+
+    from ilo.cli import main
+
+    def run(argv):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        return e.value.code, capsys.readouterr().err
+
+    task = ["--task", "inpaint", "--observed", "0.2", "--method", "csgm", "--steps", "4", "--restarts", "2", "--quiet"]
+    code, err = run(["batch", *task, "--screen", "16", "--truth-seeds", "20-21", "--seed", "5",
+                     "--out", str(tmp_path / "run")])
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["settings"]["config"]["screen"] == 16
+    recs = {r["item"]: r for r in map(json.loads, (tmp_path / "run" / "results.jsonl").read_text().splitlines())}
+    for screen, name in ((16, "one"), (None, "plain")):
+        code, err = run(["solve", *task, *(["--screen", str(screen)] if screen else []), "--truth-seed", "21",
+                         "--seed", "6", "--out", str(tmp_path / name)])
+        assert code == 0, err
+    one, plain = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("one", "plain"))
+    assert recs["seed21"]["metrics"]["psnr"] == pytest.approx(one["psnr"], rel=1e-3)
+    assert abs(one["psnr"] - plain["psnr"]) > 1e-3  # the screened run is another run
+    code, err = run(["batch", "--task", "inpaint", "--method", "harmonic", "--screen", "16", "--truth-seeds", "1-2",
+                     "--quiet", "--out", str(tmp_path / "classical")])
+    assert code == 2 and "--screen applies" in err and not (tmp_path / "classical").exists()

@@ -17,7 +17,7 @@ import click
 
 from .common import (Seed, device_option, fail, first_line, framing_option, generator_option, pick_device, prepare_out,
                      quiet_option, threads_option)
-from .solve import check_task, loss_weights, task_options
+from .solve import check_screen, check_task, loss_weights, task_options
 
 #: files read as photos from ``--images``
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -77,7 +77,8 @@ def ray_option(f):
 @threads_option
 @quiet_option
 def batch(generator_name, task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma,
-          measurements, steps, restarts, images, truth_seeds, seed, framing, out_dir, ray_address, batch_size, device, quiet):
+          measurements, steps, restarts, screen, images, truth_seeds, seed, framing, out_dir, ray_address, batch_size, device,
+          quiet):
     """Restore many images as one resumable run; writes results.jsonl, summary.csv and index.html."""
     from ..generators import GeneratorUnavailable
     from ..io import environment
@@ -89,6 +90,7 @@ def batch(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
         fail("give exactly one of --images DIR or --truth-seeds A-B")
     spec, _ = check_task(task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma,
                          measurements)
+    check_screen(screen, method)
     items = (_image_items(images, seed) if images is not None
              else [truth_item(t, seed + j) for j, t in enumerate(_seed_range(truth_seeds))])
     problem = {k: v for k, v in {"task": spec.task, **spec.options()}.items() if v is not None}
@@ -98,6 +100,8 @@ def batch(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
               "loss": loss_weights(loss_terms, weights), "sna": sna, "lpips_backbone": lpips_backbone}
     if framing != "auto":  # absent when auto: folders of earlier runs resume with the same settings
         config["framing"] = framing
+    if screen is not None:  # likewise
+        config["screen"] = screen
     job = Job(problem, method, config, items, label=f"{method} {task}")
     settings = {"command": "batch", **job.spec()}  # other task options or budget: another folder
     dev = pick_device(device)

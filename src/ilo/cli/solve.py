@@ -72,6 +72,10 @@ def task_options(f):
         click.option("--steps", type=click.IntRange(min=1), default=600,
                      help="Total optimisation steps (ILO: including its CSGM stage)."),
         click.option("--restarts", type=click.IntRange(min=1), default=4, help="CSGM random restarts (run as one batch)."),
+        click.option("--screen", type=click.IntRange(min=0), default=None,
+                     help="CSGM-family methods and ILO's CSGM stages: start Adam from the --restarts best of this many "
+                          "random starts by their measurement loss (default 0: off; 512 raised CSGM 1.3-4.9 dB on "
+                          "generated faces, not real ones: docs/BENCHMARKS.md)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -102,6 +106,14 @@ def check_task(task, method, loss_terms, weights, sna, lpips_backbone, observed,
     return spec, _parse_loss(loss_terms, weights, sna, lpips_backbone, method, task)
 
 
+def check_screen(screen: int | None, method: str) -> None:
+    """``--screen`` only where there is a CSGM stage to screen (exit 2 otherwise)."""
+    from ..solvers import GENERATIVE
+
+    if screen is not None and method not in GENERATIVE:
+        fail(f"--screen applies to the generative methods ({', '.join(GENERATIVE)}), not --method {method}")
+
+
 @click.command()
 @generator_option
 @task_options
@@ -117,10 +129,6 @@ def check_task(task, method, loss_terms, weights, sna, lpips_backbone, observed,
               help="Observed data only, no truth: an image (same rules as --image) or, for cs, a .npy of finite "
                    "measurements [m] or [1, m].")
 @click.option("--seed", type=Seed(), default=0, help="Seed of the operator, the noise and the solver.")
-@click.option("--screen", type=click.IntRange(min=0), default=None,
-              help="CSGM-family methods and ILO's CSGM stages: start Adam from the --restarts best of this many random "
-                   "starts by their measurement loss (default 0: off; 512 raised CSGM 1.3-4.9 dB on generated faces, "
-                   "not real ones: docs/BENCHMARKS.md).")
 @framing_option
 @device_option
 @threads_option
@@ -128,7 +136,7 @@ def check_task(task, method, loss_terms, weights, sna, lpips_backbone, observed,
               help="Output folder (created once the inputs are valid; never overwrites an input file).")
 @quiet_option
 def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone, observed, box, mask, factor, sigma,
-          measurements, truth_seed, image, extend, align, observation, steps, restarts, seed, screen, framing, device,
+          measurements, steps, restarts, screen, truth_seed, image, extend, align, observation, seed, framing, device,
           out_dir, quiet):
     """Reconstruct one image and write reconstruction.png, observation.png, config.json, metrics.json."""
     from ..pipeline import build_problem, run_method
@@ -139,10 +147,7 @@ def solve(generator_name, task, method, loss_terms, weights, sna, lpips_backbone
                             measurements)
     if align and image is None:
         fail("--align aligns the face of --image; give --image PHOTO")
-    from ..solvers import GENERATIVE
-
-    if screen is not None and method not in GENERATIVE:
-        fail(f"--screen applies to the generative methods ({', '.join(GENERATIVE)}), not --method {method}")
+    check_screen(screen, method)
     if align:
         from ..faces.detect import DetectorUnavailable, check_available
 

@@ -7,8 +7,9 @@
 - ``config``: :data:`DEFAULTS` overridden: ``generator`` (name or checkpoint), ``steps`` (total),
   ``restarts``, ``seed`` (the base seed: an operator without per-image parts, e.g. the
   compressed-sensing matrix, is drawn from it and shared by the job's images), ``loss``
-  (term -> weight replacing the preset's loss, or None), ``sna``, ``lpips_backbone`` and ``framing``
-  (:data:`ilo.pipeline.FRAMINGS`, None: each item's own, see :func:`ilo.pipeline.build_problem`);
+  (term -> weight replacing the preset's loss, or None), ``sna``, ``lpips_backbone``, ``framing``
+  (:data:`ilo.pipeline.FRAMINGS`, None: each item's own, see :func:`ilo.pipeline.build_problem`),
+  ``screen`` (CSGM's start screening, :func:`ilo.pipeline.method_config`; None: the preset's);
 
 and an item's ``data`` is one of (:func:`truth_item`, :func:`image_item`, :func:`observation_item`)
 
@@ -39,7 +40,7 @@ from .jobs import Item, Job, png_bytes
 
 #: the config of a job, over which a job's ``config`` is merged
 DEFAULTS = {"generator": "digiface-dcgan", "steps": 600, "restarts": 4, "seed": 0, "loss": None, "sna": None,
-            "lpips_backbone": None, "framing": None}
+            "lpips_backbone": None, "framing": None, "screen": None}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -130,7 +131,7 @@ def solve_batch(job: Job, items: list[Item], device: str = "cpu") -> list[dict]:
     seeds = [int(it.data["seed"]) for it in items]
     loss = custom_loss(spec.task, job.method, cfg["loss"], sna=cfg["sna"], lpips_backbone=cfg["lpips_backbone"])
     config = method_config(problem, G, job.method, total_steps=cfg["steps"], restarts=cfg["restarts"], loss=loss,
-                           sna=cfg["sna"])
+                           sna=cfg["sna"], screen=cfg["screen"])
     result, scores = run_method(problem, G, job.method, config=config, seed=seeds, lpips_backbone=cfg["lpips_backbone"])
     per = scores["per_image"]
     obs = problem.operator.observation_image(problem.y).clamp(-1, 1)
