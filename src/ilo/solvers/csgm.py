@@ -16,7 +16,7 @@ from .config import CSGMConfig
 from .optim import Plateau, StepInfo
 from .result import Result
 from .rounds import Round
-from .tracking import BestTracker, Recorder, resolve_seeds, stack_latents
+from .tracking import BestTracker, Recorder, resolve_seeds, restart_latents, stack_latents
 
 #: state-0 entries that are latent vectors (PULSE's sphere applies to them, not to noise maps)
 LATENT_VECTOR_KEYS = ("z", "ws", "v")
@@ -45,23 +45,21 @@ def screened_starts(generator: LayeredGenerator, y: torch.Tensor, operator: Oper
     Image ``i``'s candidates are the starts of :func:`~ilo.solvers.tracking.stack_latents`
     (start ``r`` from the stream ``(seeds[i], "restart", r)``, ``r < screen``), each scored by its
     measurement loss (or ``fidelity``) at ``G(z)`` without gradient; the ``restarts`` lowest are
-    returned, lowest first. Scored in passes of at most :data:`SCREEN_ROWS` rows, so the batch
-    never holds every candidate's image at once.
+    returned, lowest first. Drawn and scored in passes of at most :data:`SCREEN_ROWS` rows, and the
+    chosen ones drawn again from their streams: memory holds one pass, not every candidate (a
+    StyleGAN-2 start carries its noise maps).
     """
     B = y.shape[0]
-    cands = stack_latents(generator, list(seeds), screen)  # [B * screen, ...], image i's at i * screen + j
     per_pass = max(1, SCREEN_ROWS // B)
     scores = []
     for j0 in range(0, screen, per_pass):
         c = min(per_pass, screen - j0)
-        idx = (torch.arange(B)[:, None] * screen + torch.arange(j0, j0 + c)[None]).flatten()
-        x = generator({k: v[idx] for k, v in cands.items()})
+        x = generator(restart_latents(generator, [(s, r) for s in seeds for r in range(j0, j0 + c)]))
         y_c, op_c = y.repeat_interleave(c, 0), operator.batch_repeat(c)
         loss = fidelity.batch_repeat(c)(x, y_c, op_c) if fidelity is not None else op_c.measurement_loss(x, y_c)
-        scores.append(loss.view(B, c))
-    best = torch.cat(scores, 1).cpu().argsort(dim=1, stable=True)[:, :restarts]  # [B, restarts]
-    rows = (torch.arange(B)[:, None] * screen + best).flatten()
-    return {k: v[rows.to(v.device)] for k, v in cands.items()}
+        scores.append(loss.view(B, c).cpu())
+    best = torch.cat(scores, 1).argsort(dim=1, stable=True)[:, :restarts]  # [B, restarts]
+    return restart_latents(generator, [(s, int(r)) for s, row in zip(seeds, best) for r in row])
 
 
 def csgm(

@@ -28,7 +28,12 @@ def stack_latents(generator: LayeredGenerator, seeds: list[int], per_seed: int) 
     """``per_seed`` random starts per seed, start ``r`` from the stream ``(seed, "restart", r)`` of
     :mod:`ilo.rng` (so restart ``r`` is the same whatever the number of restarts):
     ``[len(seeds) * per_seed, ...]``, the starts of seed ``i`` at rows ``i * per_seed .. (i + 1) * per_seed - 1``."""
-    states = [generator.sample_latent(1, stream(s, "restart", r)) for s in seeds for r in range(per_seed)]
+    return restart_latents(generator, [(s, r) for s in seeds for r in range(per_seed)])
+
+
+def restart_latents(generator: LayeredGenerator, starts: Sequence[tuple[int, int]]) -> State:
+    """The random starts ``(seed, r)`` (each from the stream ``(seed, "restart", r)``), one row each."""
+    states = [generator.sample_latent(1, stream(s, "restart", r)) for s, r in starts]
     return {k: torch.cat([s[k] for s in states]) for k in states[0]}
 
 
