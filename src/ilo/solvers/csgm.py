@@ -8,7 +8,7 @@ import torch
 
 from ..generators.base import LayeredGenerator, State
 from ..losses.composite import Objective
-from ..losses.fidelity import DataFidelity
+from ..losses.fidelity import DataFidelity, MeasurementMSE
 from ..operators.base import Operator
 from ..projections import Constraint, L2Ball, Sphere
 from ..rng import stream
@@ -49,14 +49,13 @@ def screened_starts(generator: LayeredGenerator, y: torch.Tensor, operator: Oper
     chosen ones drawn again from their streams: memory holds one pass, not every candidate (a
     StyleGAN-2 start carries its noise maps).
     """
-    B = y.shape[0]
+    B, fid = y.shape[0], fidelity or MeasurementMSE()
     per_pass = max(1, SCREEN_ROWS // B)
     scores = []
     for j0 in range(0, screen, per_pass):
         c = min(per_pass, screen - j0)
         x = generator(restart_latents(generator, [(s, r) for s in seeds for r in range(j0, j0 + c)]))
-        y_c, op_c = y.repeat_interleave(c, 0), operator.batch_repeat(c)
-        loss = fidelity.batch_repeat(c)(x, y_c, op_c) if fidelity is not None else op_c.measurement_loss(x, y_c)
+        loss = fid.batch_repeat(c)(x, y.repeat_interleave(c, 0), operator.batch_repeat(c))
         scores.append(loss.view(B, c).cpu())
     best = torch.cat(scores, 1).argsort(dim=1, stable=True)[:, :restarts]  # [B, restarts]
     return restart_latents(generator, [(s, int(r)) for s, row in zip(seeds, best) for r in row])

@@ -33,8 +33,6 @@ SCARCE_OBSERVED = 0.25
 #: 44.3 dB (generated) and 21.4 -> 22.3 dB (LFW) going from 0.05 to 0.2; at 100 x 2 0.2 is best
 #: or within 0.2 dB of the best on inpainting, compressed sensing and super-resolution.
 CSGM_LR = 0.2
-#: the CSGM method's start screening (``CSGMConfig.screen``; 0: off)
-CSGM_SCREEN = 0
 #: the loss of every CSGM-family method (the paper's three CSGM columns and PULSE's
 #: 100 MSE + 0.05 geocross, Menon et al. 2020)
 METHOD_LOSS = {
@@ -102,7 +100,7 @@ def csgm_preset(total_steps: int = 600, restarts: int = 4, variant: str = "csgm"
     """CSGM with the MSE, the perceptual or the combined loss (the paper's three CSGM columns).
     The MSE variant uses the tuned :data:`CSGM_LR`; the perceptual ones keep Adam's 0.05 (not tuned)."""
     return CSGMConfig(steps=total_steps, restarts=restarts, loss=METHOD_LOSS[variant],
-                      lr=CSGM_LR if variant == "csgm" else 0.05, screen=CSGM_SCREEN if variant == "csgm" else 0)
+                      lr=CSGM_LR if variant == "csgm" else 0.05)
 
 
 def pulse_preset(total_steps: int = 600, restarts: int = 4) -> CSGMConfig:
