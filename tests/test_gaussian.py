@@ -372,6 +372,73 @@ def test_banded_solve_and_the_laplacian():
     np.testing.assert_allclose(gaussian._banded_solve(A, rhs), np.linalg.solve(A.toarray(), rhs), atol=1e-8)
 
 
+@pytest.mark.parametrize("remainder", ["harmonic", "isotropic"])
+def test_compressed_sensing_posterior_mean_is_the_dense_formula(remainder):
+    """Against ``m + Σ Aᵀ (A Σ Aᵀ + s² I)⁻¹ (y - A m)`` built from dense matrices: ``A`` from
+    :meth:`CompressedSensing.dense_matrix`, ``Σ = V Λ Vᵀ + R`` with ``R`` the remainder's
+    covariance applied to the identity; and for the kept measurements of a held-out split."""
+    from ilo.operators import CompressedSensing
+    from ilo.operators.base import GaussianNoise
+    from ilo.solvers.selection import HeldOut
+
+    prior = _low_rank_prior(residual=0.01)
+    D = SHAPE[0] * SHAPE[1] * SHAPE[2]
+    op = CompressedSensing(SHAPE, 60, torch.Generator().manual_seed(3), noise=GaussianNoise(0.05))
+    x = (0.5 * _smooth_images(2, 6) + 0.3 * (prior.basis @ torch.randn(5, 2, generator=torch.Generator().manual_seed(2))
+                                           ).T.reshape(2, *SHAPE)).clamp(-0.9, 0.9)
+    y = op.A(x) + 0.05 * torch.randn(2, 60, generator=torch.Generator().manual_seed(4))
+    A = op.dense_matrix().double()
+    gamma = 0.5
+    eye = torch.eye(D, dtype=torch.float64).view(D, *SHAPE)
+    if remainder == "isotropic":
+        R = gamma * prior.residual * torch.eye(D, dtype=torch.float64)
+    else:
+        import numpy as np  # R = γ (L + εI)⁻¹ per channel, from the DCT that diagonalises the grid's Laplacian
+        from scipy.fft import dctn, idctn
+
+        H, W = SHAPE[1:]
+        eig = (2 - 2 * np.cos(np.pi * np.arange(H) / H))[:, None] + (2 - 2 * np.cos(np.pi * np.arange(W) / W))[None]
+        R = torch.from_numpy(idctn(dctn(eye.numpy(), axes=(2, 3), norm="ortho") / (eig + gaussian.HARMONIC_EPSILON),
+                                   axes=(2, 3), norm="ortho").reshape(D, D) * gamma)
+    V, lam = prior.basis.double(), prior.variances.double()
+    S = V @ torch.diag(lam) @ V.T + R
+    m = prior.mean.double()
+
+    def dense(rows):
+        Ar = A[rows]
+        K = Ar @ S @ Ar.T + 0.05 ** 2 * torch.eye(len(rows), dtype=torch.float64)
+        r = y.double()[:, rows] - m @ Ar.T
+        return (m + (S @ Ar.T @ torch.linalg.solve(K, r.T)).T).view(2, *SHAPE).clamp(-1, 1)
+
+    out = posterior_mean(y, op, prior, remainder=remainder, scale=gamma)
+    torch.testing.assert_close(out.double(), dense(torch.arange(60)), atol=2e-4, rtol=0)
+    keep = (torch.rand(1, 60, generator=torch.Generator().manual_seed(5)) > 0.3).float()
+    held = posterior_mean(y, HeldOut(op, keep), prior, remainder=remainder, scale=gamma)
+    torch.testing.assert_close(held.double(), dense(keep[0].nonzero()[:, 0]), atol=2e-4, rtol=0)
+    assert float((held - out).abs().max()) > 1e-3  # the held-out measurements are not used
+
+
+def test_compressed_sensing_takes_the_prior_and_its_isotropic_remainder(tiny_dcgan):
+    from ilo.operators import CompressedSensing
+    from ilo.solvers import preset_for, solve
+
+    x = tiny_dcgan(tiny_dcgan.sample_latent(2, torch.Generator().manual_seed(7)))
+    op = CompressedSensing(SHAPE, 0.2, torch.Generator().manual_seed(0))
+    y = op(x)
+    assert gaussian.solves(op) and gaussian.remainder_for(op) == "isotropic"
+    assert gaussian.remainder_for(SuperResolution(SHAPE, 4)) == "harmonic"
+    assert not gaussian.solves(CompressedSensing((3, 64, 64), gaussian.MAX_MEASUREMENTS + 1, torch.Generator()))
+    cfg = preset_for("gaussian", tiny_dcgan, op)
+    assert cfg.remainder == "isotropic"
+    res = solve(y, op, tiny_dcgan, "gaussian", GaussianConfig(samples=512, components=32, augment=False,
+                                                              remainder="isotropic"))
+    assert res.config["remainder"] == "isotropic"
+    # in range (the prior of the generator's images as they are), far better than the adjoint or the prior's mean
+    prior = prior_for(tiny_dcgan, 512, 32, augment=PLAIN)
+    assert bool((M.psnr(res.image, x) > M.psnr(prior.mean.view(1, *SHAPE).expand_as(x), x) + 3).all())
+    assert bool((M.psnr(res.image, x) > M.psnr(op.A_adjoint(y), x) + 3).all())
+
+
 def test_gaussian_method_behind_solve_and_the_command_line(tiny_dcgan, digiface, tmp_path, capsys):
     import json
 
@@ -390,7 +457,7 @@ def test_gaussian_method_behind_solve_and_the_command_line(tiny_dcgan, digiface,
     assert bool((M.psnr(res.image, x) > M.psnr(mean_fill, x) + 3).all())
     from ilo.operators import Denoising
 
-    with pytest.raises(ValueError, match="Inpainting and SuperResolution"):
+    with pytest.raises(ValueError, match="Inpainting, SuperResolution and CompressedSensing"):
         solve(torch.zeros(1, *SHAPE), Denoising(SHAPE, 0.1), tiny_dcgan, "gaussian")
     sr = SuperResolution(SHAPE, 4)
     up = solve(sr(x), sr, tiny_dcgan, "gaussian", GaussianConfig(samples=512, components=32, augment=False))
@@ -419,8 +486,12 @@ def test_gaussian_method_behind_solve_and_the_command_line(tiny_dcgan, digiface,
     code, err = run(base + ["--task", "superres", "--factor", "8", "--out", str(tmp_path / "s")])
     assert code == 0, err
     assert json.loads((tmp_path / "s" / "config.json").read_text())["solver"]["remainder"] == "harmonic"
+    code, err = run(base + ["--task", "cs", "--measurements", "0.1", "--out", str(tmp_path / "c")])
+    assert code == 0, err
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["solver"]["remainder"] == "isotropic"
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["psnr"] > 18
     code, err = run(base + ["--task", "denoise", "--sigma", "25", "--out", str(tmp_path / "d")])
-    assert code == 2 and err.strip().count("\n") == 0 and "only solves --task inpaint or superres" in err
+    assert code == 2 and err.strip().count("\n") == 0 and "only solves --task inpaint or superres or cs" in err
     assert not (tmp_path / "d").exists()
     code, err = run(base + ["--task", "inpaint", "--observed", "0.1", "--loss", "mse", "--out", str(tmp_path / "l")])
     assert code == 2 and "loss terms and SNA do not apply to method 'gaussian'" in err and not (tmp_path / "l").exists()

@@ -54,12 +54,12 @@ def scores(image: torch.Tensor, truth: torch.Tensor) -> dict:
     return out
 
 
-def _gaussian_config(framing: str):
-    """The ``gaussian`` method's config for images framed so (:func:`ilo.pipeline.for_framing`)."""
+def _gaussian_config(op, framing: str):
+    """The ``gaussian`` method's config for ``op`` and images framed so (:func:`ilo.pipeline.for_framing`)."""
     from ..pipeline import for_framing
-    from ..solvers.gaussian import GaussianConfig
+    from ..solvers.gaussian import GaussianConfig, remainder_for
 
-    return for_framing(GaussianConfig(), framing)
+    return for_framing(GaussianConfig(remainder=remainder_for(op)), framing)
 
 
 def _ilo_config(G, op, steps: int, restarts: int, framing: str):
@@ -97,7 +97,7 @@ def run_spec(G, x: torch.Tensor, task: str, level: float, steps: int, restarts: 
         seconds[method] = time.time() - t
     if supports(G) and solves(op):  # the generator's Gaussian prior alone
         t = time.time()
-        images["gaussian"] = solve(y, op, G, "gaussian", _gaussian_config(framing)).image
+        images["gaussian"] = solve(y, op, G, "gaussian", _gaussian_config(op, framing)).image
         seconds["gaussian"] = time.time() - t
     t = time.time()
     cfg = _ilo_config(G, op, steps, restarts, framing)  # the default: self-tuned
@@ -140,7 +140,7 @@ def _prepare(G, x: torch.Tensor, name: str, level: float, steps: int, restarts: 
 
     op, _ = make_problem(name, level, x[:1])
     if supports(G) and solves(op):
-        prepare(op, G, "gaussian", _gaussian_config(framing))
+        prepare(op, G, "gaussian", _gaussian_config(op, framing))
     prepare(op, G, "ilo", _ilo_config(G, op, steps, restarts, framing))
 
 

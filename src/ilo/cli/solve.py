@@ -49,7 +49,7 @@ def task_options(f):
     opts = [
         click.option("--task", type=str, required=True, help="inpaint | superres | denoise | cs"),
         click.option("--method", type=str, default="ilo",
-                     help="Generative: ilo | csgm | csgm-perceptual | csgm-mse-perceptual | pulse; inpaint, superres: "
+                     help="Generative: ilo | csgm | csgm-perceptual | csgm-mse-perceptual | pulse; inpaint, superres, cs: "
                           "gaussian (the linear MMSE of a Gaussian fitted to the generator's images). Classical (no "
                           "generator): inpaint: biharmonic | harmonic | tv-inpaint; superres: bicubic | tv-superres; denoise: "
                           "bm3d-free | bm3d (optional package, non-commercial) | nlmeans | tv-denoise; cs: adjoint | tv-cs | "

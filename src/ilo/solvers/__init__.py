@@ -8,7 +8,7 @@ from dataclasses import replace
 import torch
 
 from ..generators.base import LayeredGenerator
-from ..operators import Denoising, Inpainting, SuperResolution
+from ..operators import CompressedSensing, Denoising, Inpainting, SuperResolution
 from ..operators.base import Operator
 from .bm3d import BM3DConfig, BM3DUnavailable, bm3d_denoise
 from .checks import check_frame, check_memory, check_observations
@@ -17,7 +17,7 @@ from .config import (CSGMConfig, DeviationConfig, ILOConfig, LossConfig, RoundCo
                      self_tuned, with_budget)
 from .csgm import csgm
 from . import gaussian
-from .gaussian import GaussianConfig, gaussian_solve
+from .gaussian import GaussianConfig, gaussian_solve, remainder_for
 from .ilo import gaussian_prior, ilo
 from .optim import StepInfo
 from .presets import PRESETS, TaskPreset, csgm_preset, default_config, pulse_preset, self_tuned_budget, self_tuned_own_stage
@@ -33,7 +33,7 @@ GENERATIVE = CSGM_FAMILY + ("ilo",)
 #: the classical methods (no generator) and the operator class each one solves
 CLASSICAL_METHODS = {"bm3d": Denoising, **CLASSICAL}
 #: the operator class of every method that solves one task only
-SOLVES = {**{m: (c,) for m, c in CLASSICAL_METHODS.items()}, "gaussian": (Inpainting, SuperResolution)}
+SOLVES = {**{m: (c,) for m, c in CLASSICAL_METHODS.items()}, "gaussian": (Inpainting, SuperResolution, CompressedSensing)}
 #: the config type of each method
 CONFIG_TYPES = {**{m: CSGMConfig for m in CSGM_FAMILY}, "ilo": ILOConfig, "bm3d": BM3DConfig, "gaussian": GaussianConfig,
                 **{m: ClassicalConfig for m in CLASSICAL}}
@@ -54,7 +54,7 @@ def preset_for(method: str, generator: LayeredGenerator, operator: Operator, tot
     CSGM method that challenges the choice (``self_tuning_csgm == "challenge"``) keeps the
     budget's ``restarts`` (:attr:`~ilo.solvers.config.SelectionConfig.csgm_restarts`)."""
     if method == "gaussian":
-        return GaussianConfig()
+        return GaussianConfig(remainder=remainder_for(operator))
     cfg = default_config(method, generator, operator.task, total_steps=total_steps, restarts=restarts,
                          level=operator.level)
     if not (extend and isinstance(cfg, ILOConfig)):

@@ -76,7 +76,7 @@ import torch
 import torch.nn.functional as F
 
 from ..generators.base import LayeredGenerator
-from ..operators import Inpainting, SuperResolution
+from ..operators import CompressedSensing, Inpainting, SuperResolution
 from ..operators.base import Operator
 from ..runtime import all_cores
 from .classical import grid_laplacian
@@ -452,8 +452,9 @@ def _unwrap(op: Operator) -> tuple[Operator, torch.Tensor | None]:
 
 def _linear_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: torch.Tensor, remainder: str,
                  gamma: float) -> torch.Tensor:
-    """The posterior mean ``m + Σ Aᵀ (A Σ Aᵀ + s² I)⁻¹ (y - A m)`` for a super-resolution
-    operator (or the kept measurements of one, :class:`~ilo.solvers.selection.HeldOut`), with
+    """The posterior mean ``m + Σ Aᵀ (A Σ Aᵀ + s² I)⁻¹ (y - A m)`` for a super-resolution or
+    compressed-sensing operator (or the kept measurements of one,
+    :class:`~ilo.solvers.selection.HeldOut`), with
     ``Σ = V Λ Vᵀ + R`` and ``R`` the remainder's covariance: ``[B, D]`` float64. ``A Σ Aᵀ``
     ``[m, m]`` comes from ``A V`` and ``A R Aᵀ`` (the operator on the ``k`` components and on
     the ``m`` unit measurements' ``R Aᵀ``), so this is for few measurements; per image it costs
@@ -466,7 +467,7 @@ def _linear_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: torc
     inner, keep = _unwrap(op)
     m = math.prod(inner.output_shape)
 
-    def forward(X):  # rows [n, D] -> [n, m]; super-resolution's A is shared by the batch
+    def forward(X):  # rows [n, D] -> [n, m]; the operator's A is shared by the batch (no per-image parts)
         return inner.A(torch.from_numpy(np.ascontiguousarray(X)).view(-1, C, H, W)).reshape(len(X), m).numpy()
 
     def adjoint(Z):  # rows [n, m] -> [n, D]
@@ -504,7 +505,7 @@ def _linear_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: torc
 def posterior_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: torch.Tensor | None = None,
                    remainder: str = "harmonic", scale: float | None = None) -> torch.Tensor:
     """The prior's posterior mean of the images ``[B, C, H, W]`` given observations ``y`` of
-    ``op``: inpainting, super-resolution, or kept measurements of either
+    ``op``: inpainting, super-resolution, compressed sensing, or kept measurements of any
     (:class:`~ilo.solvers.selection.HeldOut`; of inpainting the selection passes a sparser
     :class:`~ilo.operators.Inpainting`); centred at the prior's mean or at ``base
     [B, C, H, W]``, under the ``remainder`` covariance (:data:`REMAINDERS`) scaled by ``scale``
@@ -532,10 +533,11 @@ def posterior_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: to
                 return gaussian_inpaint(y, op, prior, base=base, residual_scale=gamma if remainder == "isotropic"
                                         else RESIDUAL_SCALE)
             x = _harmonic_inpaint(y, op.mask.expand(B, 1, -1, -1), prior, m, gamma)
-        elif isinstance(inner, SuperResolution):
+        elif isinstance(inner, LINEAR_MEAN):
             x = _linear_mean(y, op, prior, m, remainder, gamma)
         else:
-            raise ValueError(f"the Gaussian prior inpaints and super-resolves; got a {type(op).__name__} operator")
+            raise ValueError(f"the Gaussian prior inpaints, super-resolves and reconstructs compressed sensing; "
+                             f"got a {type(op).__name__} operator")
     return x.to(y.dtype).view(B, *prior.shape).clamp(-1, 1)
 
 
@@ -581,28 +583,44 @@ class GaussianConfig:
                 "residual_scale": self.scale}
 
 
-#: the most measurements a super-resolution problem may have for the prior (its ``Aᵀ`` is built
-#: densely, ``D x m``): x4 of a 64-px image has 768
-MAX_MEASUREMENTS = 1024
+#: the most measurements a super-resolution or compressed-sensing problem may have for the prior
+#: (its ``Aᵀ`` is built densely, ``D x m`` float64: 200 MB for a 64-px image at the most): x4 of a
+#: 64-px image has 768, compressed sensing at 10 % 1229
+MAX_MEASUREMENTS = 2048
+#: the operators whose posterior mean is the dense linear one (:func:`_linear_mean`)
+LINEAR_MEAN = (SuperResolution, CompressedSensing)
 
 
 def solves(operator: Operator) -> bool:
-    """Whether :func:`posterior_mean` takes ``operator``: inpainting, or super-resolution with at
-    most :data:`MAX_MEASUREMENTS` measurements (either possibly held out in part)."""
+    """Whether :func:`posterior_mean` takes ``operator``: inpainting, or super-resolution or
+    compressed sensing with at most :data:`MAX_MEASUREMENTS` measurements (either possibly held
+    out in part)."""
     inner, _ = _unwrap(operator)
     if isinstance(inner, Inpainting):
         return True
-    return isinstance(inner, SuperResolution) and math.prod(inner.output_shape) <= MAX_MEASUREMENTS
+    return isinstance(inner, LINEAR_MEAN) and math.prod(inner.output_shape) <= MAX_MEASUREMENTS
+
+
+def remainder_for(operator: Operator) -> str:
+    """The remainder (:data:`REMAINDERS`) of the ``gaussian`` method's preset for ``operator``:
+    isotropic for compressed sensing (at its γ = 4, 22.14 / 24.20 dB on the 15 real tuning faces
+    at 5 / 10 % measurements; the harmonic one at its γ = 0.1: 21.24 dB at 5 %, level only at
+    γ ≈ 0.01, 22.10 / 24.22; docs/BENCHMARKS.md "The Gaussian prior for compressed sensing
+    (session 23)"); harmonic otherwise."""
+    inner, _ = _unwrap(operator)
+    return "isotropic" if isinstance(inner, CompressedSensing) else "harmonic"
 
 
 def gaussian_solve(y: torch.Tensor, operator: Operator, G: LayeredGenerator, config: GaussianConfig | None = None,
                    progress: bool = False) -> Result:
     """The ``gaussian`` method: the posterior mean (:func:`posterior_mean`) of :func:`prior_for`
-    ``G`` given inpainting or super-resolution observations ``y``, observed pixels kept where
-    the noise model is noiseless."""
-    config = config if config is not None else GaussianConfig()
-    if not isinstance(operator, (Inpainting, SuperResolution)):
-        raise ValueError(f"gaussian solves Inpainting and SuperResolution problems, not {type(operator).__name__}")
+    ``G`` given inpainting, super-resolution or compressed-sensing observations ``y``, observed
+    pixels kept where the noise model is noiseless; without a config, the remainder of
+    :func:`remainder_for`."""
+    config = config if config is not None else GaussianConfig(remainder=remainder_for(operator))
+    if not isinstance(operator, (Inpainting, *LINEAR_MEAN)):
+        raise ValueError(f"gaussian solves Inpainting, SuperResolution and CompressedSensing problems, "
+                         f"not {type(operator).__name__}")
     if not solves(operator):
         raise ValueError(f"the Gaussian prior takes at most {MAX_MEASUREMENTS} measurements; this "
                          f"{operator.describe()} has {math.prod(operator.output_shape)}")
@@ -708,5 +726,5 @@ def prior_for(G: LayeredGenerator, samples: int | None = None, components: int |
 
 
 __all__ = ["GaussianPrior", "Augment", "AUGMENT", "PLAIN", "augmentation", "GaussianConfig", "gaussian_solve", "fit_prior", "supports", "solves", "MAX_VALUES",
-           "MAX_MEASUREMENTS", "gaussian_inpaint", "posterior_mean", "prior_for", "fingerprint",
+           "MAX_MEASUREMENTS", "LINEAR_MEAN", "remainder_for", "gaussian_inpaint", "posterior_mean", "prior_for", "fingerprint",
            "cache_path", "remembered", "remember", "SAMPLES", "COMPONENTS", "RESIDUAL_SCALE", "HARMONIC_SCALE", "REMAINDERS"]
