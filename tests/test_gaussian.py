@@ -238,7 +238,7 @@ def test_supports_small_images_only(tiny_dcgan):
     assert not supports(big)
 
 
-def test_self_tuned_ilo_has_the_gaussian_candidates_for_sparse_masks_boxes_and_superres(tiny_dcgan, one_thread):
+def test_self_tuned_ilo_has_the_gaussian_candidates_for_sparse_masks_boxes_superres_and_cs(tiny_dcgan, one_thread):
     from ilo.solvers import preset_for, solve
 
     g = torch.Generator().manual_seed(5)
@@ -259,11 +259,18 @@ def test_self_tuned_ilo_has_the_gaussian_candidates_for_sparse_masks_boxes_and_s
     cfg = preset_for("ilo", tiny_dcgan, box, total_steps=8, restarts=1)
     sel = solve(box(x), box, tiny_dcgan, "ilo", cfg, seeds=[0, 1]).selection
     assert sel["classical"][0] == "gaussian" and "gaussian" in sel["candidates"]  # a box: the reference
-    # super-resolution: the first classical method; compressed sensing: none
+    # super-resolution: the first classical method; compressed sensing: the isotropic remainder's
     sr = SuperResolution(SHAPE, 4)
     cfg = preset_for("ilo", tiny_dcgan, sr, total_steps=8, restarts=1)
     sel = solve(sr(x), sr, tiny_dcgan, "ilo", cfg, seeds=[0, 1]).selection
     assert sel["classical"] == ["gaussian", "tv-superres"] and "gaussian" in sel["candidates"]
+    from ilo.operators import CompressedSensing
+
+    cs = CompressedSensing(SHAPE, 0.2, torch.Generator().manual_seed(1))
+    cfg = preset_for("ilo", tiny_dcgan, cs, total_steps=8, restarts=1)
+    sel = solve(cs(x), cs, tiny_dcgan, "ilo", cfg, seeds=[0, 1]).selection
+    assert sel["classical"] == ["gaussian-isotropic", "tv-cs"] and "gaussian-isotropic" in sel["candidates"]
+    assert any(n.endswith("+gaussian-isotropic") for n in sel["candidates"])  # on each stage's residual too
 
 
 def test_which_problems_take_the_prior():
@@ -282,7 +289,9 @@ def test_which_problems_take_the_prior():
     keep = torch.ones(1, 3, 16, 16)
     assert gaussian.solves(HeldOut(SuperResolution(shape, 4), keep))
     assert not wants_prior(Denoising(shape, 0.1), sel)
-    assert not wants_prior(CompressedSensing(shape, 100, torch.Generator().manual_seed(0)), sel)
+    cs = CompressedSensing(shape, 100, torch.Generator().manual_seed(0))
+    assert wants_prior(cs, sel) and wants_prior(HeldOut(cs, torch.ones(1, 100)), sel)
+    assert not wants_prior(CompressedSensing(shape, gaussian.MAX_MEASUREMENTS + 1, torch.Generator()), sel)
     assert not wants_prior(sparse, SelectionConfig(classical=("biharmonic",)))  # not among the methods
     assert not wants_prior(box, SelectionConfig(box_classical=("harmonic",)))
 

@@ -48,8 +48,9 @@ def test_blends_off_is_the_choice_among_the_other_candidates_bit_for_bit(tiny_dc
     so, sn = off.selection, on.selection
     K = len(so["candidates"])
     assert "blend" not in so and off.candidates.shape[0] == K
-    kinds = S.usable_pairs(PAIRS, len(so["classical"]))  # compressed sensing: one classical method, no classical pair
-    assert kinds == (PAIRS if isinstance(op, Inpainting) else ("reference", "top"))
+    kinds = S.usable_pairs(PAIRS, len(so["classical"]))  # two classical methods: every pair (CS: the prior and TV)
+    assert so["classical"] == (["biharmonic", "tv-inpaint"] if isinstance(op, Inpainting) else ["gaussian-isotropic", "tv-cs"])
+    assert kinds == PAIRS
     assert sn["candidates"][:K] == so["candidates"] and len(sn["candidates"]) == K + len(WEIGHTS) * len(kinds)
     for key in ("estimated_mse", "estimated_se", "eligible"):
         torch.testing.assert_close(torch.tensor(sn[key])[:, :K], torch.tensor(so[key]), rtol=0, atol=0, equal_nan=True)
@@ -233,9 +234,8 @@ def test_the_real_face_bench_runs_blends_and_rescores_without_them(tiny_dcgan, o
     for key, r in results.items():
         sel = r["selection"]
         names = sel["candidates"]
-        # two classical methods or more (super-resolution: the Gaussian prior and TV): their blends
-        classical = ["blend-classical@0.25", "blend-classical@0.5"] if key.split(" ")[0] in ("inpaint", "box", "superres") else []
-        blends = ["blend@0.25", "blend@0.5", *classical, "blend-top@0.25", "blend-top@0.5"]
+        # two classical methods or more on every task here (super-resolution and CS: the Gaussian prior and TV)
+        blends = ["blend@0.25", "blend@0.5", "blend-classical@0.25", "blend-classical@0.5", "blend-top@0.25", "blend-top@0.5"]
         own = names[:-1] if key.startswith("box") else names  # the box's CSGM challenger comes last
         assert names[-1:] != ["csgm-method"] or key.startswith("box")
         assert own[-len(blends):] == blends and not own[-len(blends) - 1].startswith("blend")
