@@ -422,9 +422,14 @@ def test_compressed_sensing_posterior_mean_is_the_dense_formula(remainder):
     out = posterior_mean(y, op, prior, remainder=remainder, scale=gamma)
     torch.testing.assert_close(out.double(), dense(torch.arange(60)), atol=2e-4, rtol=0)
     keep = (torch.rand(1, 60, generator=torch.Generator().manual_seed(5)) > 0.3).float()
-    held = posterior_mean(y, HeldOut(op, keep), prior, remainder=remainder, scale=gamma)
+    assert gaussian._PRIOR_GRAM[op][0][1:] == (remainder, gamma)  # A Σ Aᵀ kept for the next call on op
+    held = posterior_mean(y, HeldOut(op, keep), prior, remainder=remainder, scale=gamma)  # reusing it
     torch.testing.assert_close(held.double(), dense(keep[0].nonzero()[:, 0]), atol=2e-4, rtol=0)
     assert float((held - out).abs().max()) > 1e-3  # the held-out measurements are not used
+    other = posterior_mean(y, op, prior, remainder=remainder, scale=2 * gamma)  # another γ: computed afresh
+    assert gaussian._PRIOR_GRAM[op][0][1:] == (remainder, 2 * gamma) and float((other - out).abs().max()) > 1e-4
+    gaussian._PRIOR_GRAM.clear()
+    torch.testing.assert_close(posterior_mean(y, op, prior, remainder=remainder, scale=2 * gamma), other, rtol=0, atol=0)
 
 
 def test_compressed_sensing_takes_the_prior_and_its_isotropic_remainder(tiny_dcgan):

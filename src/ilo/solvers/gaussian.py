@@ -68,6 +68,7 @@ import hashlib
 import math
 import os
 import tempfile
+import weakref
 from dataclasses import dataclass, replace
 from typing import cast
 from pathlib import Path
@@ -450,6 +451,12 @@ def _unwrap(op: Operator) -> tuple[Operator, torch.Tensor | None]:
     return cast(Operator, op.base), cast(torch.Tensor, keep)
 
 
+#: ``A Σ Aᵀ`` of the last operator :func:`_linear_mean` saw (the self-tuning calls it on the fit part
+#: and again on all measurements of one operator), with the prior, remainder and γ it is for;
+#: keyed weakly, so it goes with the operator
+_PRIOR_GRAM: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _linear_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: torch.Tensor, remainder: str,
                  gamma: float) -> torch.Tensor:
     """The posterior mean ``m + Σ Aᵀ (A Σ Aᵀ + s² I)⁻¹ (y - A m)`` for a super-resolution or
@@ -458,7 +465,8 @@ def _linear_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: torc
     ``Σ = V Λ Vᵀ + R`` and ``R`` the remainder's covariance: ``[B, D]`` float64. ``A Σ Aᵀ``
     ``[m, m]`` comes from ``A V`` and ``A R Aᵀ`` (the operator on the ``k`` components and on
     the ``m`` unit measurements' ``R Aᵀ``), so this is for few measurements; per image it costs
-    one adjoint, two products with ``V`` and one ``R``."""
+    one adjoint, two products with ``V`` and one ``R``; ``A Σ Aᵀ`` is reused for the same operator,
+    prior, remainder and γ (:data:`_PRIOR_GRAM`)."""
     import numpy as np
     import scipy.linalg as sl
 
@@ -483,8 +491,15 @@ def _linear_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: torc
         return idctn(spec, axes=(2, 3), norm="ortho").reshape(len(X), D) * gamma
 
     V, lam = _numpy_prior(prior)
-    AV = forward(V.T)  # [k, m]
-    K = AV.T @ (lam[:, None] * AV) + forward(rest(adjoint(np.eye(m))))  # A Σ Aᵀ [m, m]
+    key = (prior, remainder, gamma)
+    held = _PRIOR_GRAM.get(inner)
+    if held is not None and held[0][0] is prior and held[0][1:] == key[1:]:
+        K = held[1].copy()
+    else:  # A Σ Aᵀ [m, m]: the operator on the k components and on the m unit measurements' R Aᵀ
+        AV = forward(V.T)  # [k, m]
+        K = AV.T @ (lam[:, None] * AV) + forward(rest(adjoint(np.eye(m))))
+        _PRIOR_GRAM.clear()  # one operator at a time: up to 2048² values
+        _PRIOR_GRAM[inner] = (key, K.copy())
     K[np.diag_indices(m)] += float(op.noise.sigma) ** 2 + 1e-10 * np.trace(K) / m
     Y = y.detach().cpu().double().reshape(len(y), m).numpy()
     Mb = base.detach().cpu().double().reshape(len(y), D).numpy()
