@@ -5,7 +5,8 @@ each of them plus a sparse deviation (:func:`~ilo.solvers.deviation.deviate`) at
 of a log grid (one batch, one weight per row), each of them plus a classical method applied to
 its residual observation ``y - A(stage)`` (:func:`~ilo.solvers.classical.on_residual`), the
 classical methods alone (``C(y)``), and, for denoising, the noisy observation itself. For inpainting
-(sparse random masks and boxes) and super-resolution the generator's Gaussian prior
+(sparse random masks and boxes), super-resolution and compressed sensing (its isotropic
+remainder) the generator's Gaussian prior
 (:mod:`~ilo.solvers.gaussian`, where ``ilo`` passes it, :func:`wants_prior`) is the first of
 these "classical" methods: its posterior mean alone and centred at each stage. Which
 stages the choice may start from is ``SelectionConfig.stage`` (by default: any, next to a box;

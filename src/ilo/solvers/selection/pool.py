@@ -85,9 +85,10 @@ def classical_methods(operator: Operator, config: SelectionConfig) -> tuple[str,
 
 def wants_prior(operator: Operator, config: SelectionConfig) -> bool:
     """Whether the self-tuning's classical methods include the generator's Gaussian prior for
-    ``operator``: ``"gaussian"`` among :func:`classical_methods`, an operator the prior solves
-    (:func:`~ilo.solvers.gaussian.solves`), and for random inpainting at most
-    ``config.gaussian_max_observed`` of the pixels observed (a box or super-resolution: always)."""
+    ``operator``: one of :data:`~ilo.solvers.classical.PRIOR_METHODS` among
+    :func:`classical_methods`, an operator the prior solves (:func:`~ilo.solvers.gaussian.solves`),
+    and for random inpainting at most ``config.gaussian_max_observed`` of the pixels observed (a
+    box, super-resolution or compressed sensing: always)."""
     if not set(PRIOR_METHODS) & set(classical_methods(operator, config)) or not solves(operator):
         return False
     if isinstance(operator, Inpainting) and not is_box(operator):
