@@ -493,15 +493,14 @@ def _linear_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: torc
         return idctn(spec, axes=(2, 3), norm="ortho").reshape(len(X), D) * gamma
 
     V, lam = _numpy_prior(prior)
-    key = (prior, remainder, gamma)
     held = _PRIOR_GRAM.get(inner)
-    if held is not None and held[0][0] is prior and held[0][1:] == key[1:]:
+    if held is not None and held[0][0] is prior and held[0][1:] == (remainder, gamma):
         K = held[1].copy()
     else:  # A Σ Aᵀ [m, m]: the operator on the k components and on the m unit measurements' R Aᵀ
         AV = forward(V.T)  # [k, m]
         K = AV.T @ (lam[:, None] * AV) + forward(rest(adjoint(np.eye(m))))
         _PRIOR_GRAM.clear()  # one operator at a time: up to 2048² values
-        _PRIOR_GRAM[inner] = (key, K.copy())
+        _PRIOR_GRAM[inner] = ((prior, remainder, gamma), K.copy())
     K[np.diag_indices(m)] += float(op.noise.sigma) ** 2 + 1e-10 * np.trace(K) / m
     Y = y.detach().cpu().double().reshape(len(y), m).numpy()
     Mb = base.detach().cpu().double().reshape(len(y), D).numpy()
