@@ -383,6 +383,18 @@ def test_cs_matches_explicit_dense_matrix(shape, measurements):
     torch.testing.assert_close(op32.A(x.float()), (x.flatten(1) @ mat.T).float(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape,measurements", [((1, 4, 5), 0.5), ((3, 4, 4), 11), ((1, 1, 9), 1.0)])
+def test_cs_gram_is_a_times_its_adjoint(shape, measurements):
+    """The closed form ``r[(Ω_i - Ω_j) mod n]`` equals ``A Aᵀ`` of the explicit matrix, for the
+    float32 operator too (its spectrum is read in float64); operators without one say None."""
+    op = CompressedSensing(shape, measurements, gen(6))
+    mat = explicit_matrix(op.double())
+    G = op.gram()
+    assert G.dtype == torch.float64 and G.shape == (op.m, op.m)
+    torch.testing.assert_close(G, mat @ mat.T, rtol=0, atol=1e-10)
+    assert Inpainting.random((1, 4, 4), 0.5, gen(0)).gram() is None
+
+
 def test_cs_buffers():
     op = CompressedSensing((3, 8, 8), 0.25, gen(0))
     assert op.n == 192 and op.m == 48 and op.output_shape == (48,)

@@ -192,6 +192,11 @@ class Operator(nn.Module):
                              "(the generator's frame; the faces of a photograph at its own size: ilo restore)")
         return pil_to_tensor(im)
 
+    def gram(self) -> torch.Tensor | None:
+        """``A Aᵀ`` ``[m, m]`` in float64 where the operator has it in closed form (one matrix for
+        the whole batch); None where it does not (a caller then forms it from ``A`` and ``A_adjoint``)."""
+        return None
+
     def crop(self, box: tuple[int, int, int, int]) -> Operator:
         """The operator restricted to the observed pixels ``box = (x0, y0, x1, y1)`` (observation
         coordinates, end exclusive): it acts on the image region under them. Local operators only."""

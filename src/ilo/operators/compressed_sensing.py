@@ -166,6 +166,13 @@ class CompressedSensing(Operator):
         del spec
         return corr.mul_(self.signs.to(work)).to(y.dtype).view(y.shape[0], *self.input_shape)
 
+    def gram(self) -> torch.Tensor:
+        """``A Aᵀ = P_Ω C(g) C(g)ᵀ P_Ωᵀ`` ``[m, m]`` in float64 (``D Dᵀ = I``): ``C(g) C(g)ᵀ`` is the
+        circulant of ``g``'s circular autocorrelation ``r = irfft(|rfft(g)|²)``, so entry ``(i, j)``
+        is ``r[(Ω_i - Ω_j) mod n]``: one FFT instead of ``m`` adjoints and ``m`` forwards."""
+        r = torch.fft.irfft(self._spectrum(torch.float64).abs().pow(2), n=self.n)  # [n]
+        return r[(self.indices[:, None] - self.indices[None, :]) % self.n]
+
     def dense_matrix(self) -> torch.Tensor:
         """The ``[m, n]`` matrix of ``A`` (in the buffers' dtype), for tests; ``n <= 4096`` only."""
         if self.n > DENSE_LIMIT:

@@ -498,7 +498,9 @@ def _linear_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: torc
         K = held[1].copy()
     else:  # A Σ Aᵀ [m, m]: the operator on the k components and on the m unit measurements' R Aᵀ
         AV = forward(V.T)  # [k, m]
-        K = AV.T @ (lam[:, None] * AV) + forward(rest(adjoint(np.eye(m))))
+        gram = inner.gram() if remainder == "isotropic" else None  # A R Aᵀ = γ s² A Aᵀ, closed form where known
+        ARA = forward(rest(adjoint(np.eye(m)))) if gram is None else gram.cpu().numpy() * (gamma * prior.residual)
+        K = AV.T @ (lam[:, None] * AV) + ARA
         _PRIOR_GRAM.clear()  # one operator at a time: up to 2048² values
         _PRIOR_GRAM[inner] = ((prior, remainder, gamma), K.copy())
     K[np.diag_indices(m)] += float(op.noise.sigma) ** 2 + 1e-10 * np.trace(K) / m
