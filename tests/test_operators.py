@@ -388,8 +388,9 @@ def test_cs_gram_is_a_times_its_adjoint(shape, measurements):
     """The closed form ``r[(Ω_i - Ω_j) mod n]`` equals ``A Aᵀ`` of the explicit matrix, for the
     float32 operator too (its spectrum is read in float64); operators without one say None."""
     op = CompressedSensing(shape, measurements, gen(6))
-    mat = explicit_matrix(op.double())
+    mat = explicit_matrix(CompressedSensing(shape, measurements, gen(6)).double())  # .double() converts in place
     G = op.gram()
+    assert op.signs.dtype == torch.float32
     assert G.dtype == torch.float64 and G.shape == (op.m, op.m)
     torch.testing.assert_close(G, mat @ mat.T, rtol=0, atol=1e-10)
     assert Inpainting.random((1, 4, 4), 0.5, gen(0)).gram() is None
