@@ -466,7 +466,8 @@ def _linear_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: torc
     :class:`~ilo.solvers.selection.HeldOut`), with
     ``Σ = V Λ Vᵀ + R`` and ``R`` the remainder's covariance: ``[B, D]`` float64. ``A Σ Aᵀ``
     ``[m, m]`` comes from ``A V`` and ``A R Aᵀ`` (the operator on the ``k`` components and on
-    the ``m`` unit measurements' ``R Aᵀ``), so this is for few measurements; per image it costs
+    the ``m`` unit measurements' ``R Aᵀ``; for the isotropic remainder ``γ s² A Aᵀ`` from
+    :meth:`~ilo.operators.Operator.gram` where the operator has it), so this is for few measurements; per image it costs
     one adjoint, two products with ``V`` and one ``R``; ``A Σ Aᵀ`` is reused for the same operator,
     prior, remainder and γ (:data:`_PRIOR_GRAM`)."""
     import numpy as np
@@ -483,9 +484,11 @@ def _linear_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: torc
     def adjoint(Z):  # rows [n, m] -> [n, D]
         return inner.A_adjoint(torch.from_numpy(np.ascontiguousarray(Z)).view(-1, *inner.output_shape)).reshape(len(Z), D).numpy()
 
+    iso = gamma * prior.residual  # the isotropic remainder's variance per value
+
     def rest(X):  # the remainder's covariance on rows [n, D]
         if remainder == "isotropic":
-            return X * (gamma * prior.residual)
+            return X * iso
         from scipy.fft import dctn, idctn  # (L + εI)⁻¹: the grid's Laplacian is diagonal in the orthonormal DCT-II
 
         eig = (2 - 2 * np.cos(np.pi * np.arange(H) / H))[:, None] + (2 - 2 * np.cos(np.pi * np.arange(W) / W))[None]
@@ -499,7 +502,7 @@ def _linear_mean(y: torch.Tensor, op: Operator, prior: GaussianPrior, base: torc
     else:  # A Σ Aᵀ [m, m]: the operator on the k components and on the m unit measurements' R Aᵀ
         AV = forward(V.T)  # [k, m]
         gram = inner.gram() if remainder == "isotropic" else None  # A R Aᵀ = γ s² A Aᵀ, closed form where known
-        ARA = forward(rest(adjoint(np.eye(m)))) if gram is None else gram.cpu().numpy() * (gamma * prior.residual)
+        ARA = forward(rest(adjoint(np.eye(m)))) if gram is None else gram.cpu().numpy() * iso
         K = AV.T @ (lam[:, None] * AV) + ARA
         _PRIOR_GRAM.clear()  # one operator at a time: up to 2048² values
         _PRIOR_GRAM[inner] = ((prior, remainder, gamma), K.copy())
